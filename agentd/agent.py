@@ -1,0 +1,217 @@
+"""The agent process: one private learner, its sockets, its message log, the one agent loop.
+
+The loop is written once; algorithms plug in through the Learner hooks. Per joint step:
+the env server's ``step`` reply arrives -> ``observe`` -> ``outbox`` messages go to neighbours
+-> wait while ``awaiting()`` names neighbours (their messages go to ``inbox``) -> ``update``
+-> ``act`` -> ``act`` message to the env server. Heartbeats and the coordinator's ``stop`` are
+served by the same poll loop, so a silent neighbour or a dead run never hangs the agent.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agentd.algorithms import load_learner_class
+from agentd.algorithms.base import Learner, LearnerSpec, Outgoing
+from agentd.msglog import MessageLog
+from agentd.process import ControlPlane, RunFailed, process_facts
+from agentd.transport import Link, Transport
+from protocols import ENVSERVER, UNASSIGNED, Guard, Message, peer_identity
+
+log = logging.getLogger("agentd.agent")
+
+
+class Agent:
+    """One admitted agent: learner + env link + peer links, driven by ``run``."""
+
+    def __init__(self, transport: Transport, control: ControlPlane, info: dict[str, Any],
+                 log_dir: Path) -> None:
+        self.t = transport
+        self.control = control
+        self.id: int = info["id"]
+        self.info = info
+        config = info["config"]
+        self.config = config
+        self.neighbours = {int(j): ep for j, ep in info["neighbours"].items()}
+        learner_cls = load_learner_class(config["algo"])
+        transport.me = self.id
+        transport.guard = Guard(self.id, self.neighbours, learner_cls.peer_kinds,
+                                config["max_msg_bytes"])
+        assert transport.msglog is not None
+        transport.msglog.attach(log_dir / f"agent-{self.id}.log", f"agent {self.id}")
+        spaces = info["spaces"]
+        self.controls: list[int] = info["controls"]
+        self.learner: Learner = learner_cls(LearnerSpec(
+            agent_id=self.id, n_agents=info["n_procs"], neighbours=sorted(self.neighbours),
+            weights={int(j): w for j, w in info["weights"].items()},
+            obs_spaces=[spaces["obs"][c] for c in self.controls],
+            act_spaces=[spaces["act"][c] for c in self.controls], controls=self.controls,
+            num_envs=config["num_envs"], seed=info["seed"], params=config["params"],
+            shared_reward=spaces["shared_reward"]))
+        self.peers: dict[int, Link] = {
+            j: transport.connect_dealer(ep, "peer", peer_identity(self.id))
+            for j, ep in self.neighbours.items()}
+        self.env: Link = transport.connect_dealer(info["env_endpoint"], "env",
+                                                  peer_identity(self.id))
+        self.run_dir = Path(info["run_dir"])
+        self.obs: np.ndarray | None = None
+        self.action: np.ndarray | None = None
+        self.pending: Message | None = None      # a step reply waiting for peer messages
+        self.wait_since = 0.0
+        self.scalars: dict[str, list[float]] = defaultdict(list)
+        self.steps_done = 0
+        self.finished = False
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self) -> str:
+        """Serve sockets until the run ends; returns how it ended ('done' or the stop reason)."""
+        self.t.send(self.env, "join", ENVSERVER, {})
+        while not self.finished:
+            for link in self.t.poll(int(self.control.interval * 1000)):
+                for msg, _ in self.t.recv_all(link):
+                    if link is self.control.link:
+                        self.control.heard(msg)
+                        if msg.kind == "stop":
+                            return msg.body["reason"]
+                    elif link is self.env:
+                        self.on_step(msg)
+                    else:
+                        self.on_peer(msg)
+            self.control.tick()
+            self.check_peer_wait()
+            self.t.flush()
+        return "done"
+
+    def on_step(self, msg: Message) -> None:
+        if msg.kind != "step":
+            return
+        body = msg.body
+        if self.obs is not None:
+            self.learner.observe(self.obs, self.action, self._squeeze(body["reward"]),
+                                 self._squeeze(body["final_obs"]), body["terminated"],
+                                 body["truncated"])
+            for out in self.learner.outbox():
+                self.send_peer(out, body["t"])
+        self.pending = msg
+        self.wait_since = time.monotonic()
+        self.advance()
+
+    def send_peer(self, out: Outgoing, step: int) -> None:
+        link = self.peers.get(out.dst)
+        if link is None:   # the guard's verdict, without a socket to send on
+            self.t.stats["peer"].refused_out["not_a_neighbour"] += 1
+            log.warning("agent %d refused to send '%s' to non-neighbour %d", self.id, out.kind,
+                        out.dst)
+            return
+        self.t.send(link, out.kind, out.dst, out.body, step)
+
+    def on_peer(self, msg: Message) -> None:
+        self.learner.inbox(msg.src, msg.kind, msg.body)
+        self.advance()
+
+    def advance(self) -> None:
+        """Finish the pending step once the learner no longer awaits neighbours."""
+        msg = self.pending
+        if msg is None or self.learner.awaiting():
+            return
+        self.pending = None
+        if self.obs is not None:
+            for key, value in self.learner.update().items():
+                self.scalars[key].append(float(value))
+            self.steps_done += 1
+            if self.steps_done % self.config["episode_len"] == 0 or msg.body["last"]:
+                self.send_metrics(msg.body["t"])
+        if msg.body["last"]:
+            self.finished = True
+            return
+        self.obs = self._squeeze(msg.body["obs"])
+        self.action = np.asarray(self.learner.act(self.obs))
+        wire = self.action if len(self.controls) > 1 else self.action[:, None]
+        self.t.send(self.env, "act", ENVSERVER, {"t": msg.body["t"], "a": wire}, msg.body["t"])
+
+    def check_peer_wait(self) -> None:
+        if self.pending is not None and self.learner.awaiting():
+            waited = time.monotonic() - self.wait_since
+            if waited > self.control.timeout:
+                raise RunFailed(f"waited {waited:.1f} s for neighbours "
+                                f"{sorted(self.learner.awaiting())}")
+
+    def _squeeze(self, arr: np.ndarray) -> np.ndarray:
+        """Drop the controlled-agents axis for a learner that controls one env agent."""
+        return arr[:, 0] if len(self.controls) == 1 else arr
+
+    def send_metrics(self, step: int) -> None:
+        means = {k: float(np.mean(v)) for k, v in self.scalars.items() if v}
+        self.scalars.clear()
+        self.control.send("metrics", {"step": step, "scalars": means}, step)
+
+    # -- the end ----------------------------------------------------------------------------
+    def checkpoint(self) -> Path:
+        path = self.run_dir / "checkpoints" / f"agent-{self.id}.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **self.learner.state_dict())
+        return path
+
+    def final_stats(self) -> dict[str, Any]:
+        return {**self.t.summary(), **process_facts(), "steps": self.steps_done,
+                "algo": self.config["algo"], "controls": self.controls}
+
+
+def run_agent(connect: str, bind: str, want_id: int | None, log_dir: str | None,
+              advertise: str | None = None, join_timeout: float = 120.0) -> int:
+    """Entry point of ``agentd agent``: join a run, learn, report, leave. Returns exit code."""
+    transport = Transport(UNASSIGNED, Guard(UNASSIGNED), MessageLog("agent"))
+    try:
+        peer_link = transport.bind_router(bind, "peer")
+        endpoint = _advertised(peer_link.endpoint, advertise)
+        control = ControlPlane(transport, connect)
+        control.hello("agent", endpoint, want_id)
+        info = control.wait_welcome(join_timeout)
+        cfg = info["config"]
+        control.interval, control.timeout = cfg["heartbeat_interval"], cfg["heartbeat_timeout"]
+        agent = Agent(transport, control, info,
+                      Path(log_dir) if log_dir else Path(info["run_dir"]) / "logs")
+        outcome = agent.run()
+        if outcome == "done":
+            agent.checkpoint()
+        control.send("bye", {"stats": agent.final_stats()})
+        transport.flush()
+        control.wait_ack(cfg["heartbeat_timeout"])
+        return 0
+    except RunFailed as exc:
+        log.error("agent %s: %s", transport.me, exc)
+        _report_error(transport, str(exc))
+        return 1
+    except Exception as exc:
+        log.exception("agent %s crashed", transport.me)
+        _report_error(transport, f"{type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        transport.close()
+
+
+def _report_error(transport: Transport, message: str) -> None:
+    control = next((lk for lk in transport.links.values()
+                    if lk.plane == "control" and not lk.router), None)
+    if control is not None:
+        try:
+            transport.send(control, "error", -1, {"message": message})
+            time.sleep(0.2)   # let the report leave before the socket closes
+        except Exception:
+            pass
+    transport.flush()
+
+
+def _advertised(endpoint: str, advertise: str | None) -> str:
+    """Replace the bound host by the address other machines should dial."""
+    if not advertise:
+        return endpoint
+    scheme, _, rest = endpoint.partition("://")
+    port = rest.rsplit(":", 1)[-1]
+    return f"{scheme}://{advertise}:{port}"

@@ -1,0 +1,137 @@
+"""The Learner interface: every algorithm plugs into the one agent loop through these hooks.
+
+The agent loop (``agentd.agent``) calls, for each joint step t::
+
+    actions = learner.act(obs)                       # before the env step
+    learner.observe(obs, actions, reward, final_obs, terminated, truncated)
+    for msg in learner.outbox(): send it             # peer messages, guarded
+    while learner.awaiting(): deliver peer messages via learner.inbox(...)
+    scalars = learner.update()                       # learning step, scalar diagnostics
+    obs = next obs (reset obs where an episode ended)
+
+Shapes: K = number of vectorised env copies. For a learner controlling one env agent
+(``len(spec.controls) == 1``) obs is ``(K, *obs_shape)``, actions ``(K, *act_shape)``, reward
+``(K,)``. A learner controlling m > 1 env agents (the centralised baselines) sees an extra
+axis after K: obs ``(K, m, *obs_shape)``, actions ``(K, m, *act_shape)``, reward ``(K, m)``.
+terminated / truncated are always ``(K,)`` bool.
+
+Spaces travel as plain dicts (see ``space_size``):
+``{"type": "discrete", "n": 3}`` or
+``{"type": "box", "shape": [5], "low": [...], "high": [...], "dtype": "float32"}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+class LearnerConfigError(ValueError):
+    """A learner parameter or an env/space combination the learner cannot handle."""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A peer message a learner wants sent: kind, destination neighbour id, body dict."""
+
+    kind: str
+    dst: int
+    body: dict[str, Any]
+
+
+@dataclass
+class LearnerSpec:
+    """Everything a learner may know about its world, handed over by the agent loop."""
+
+    agent_id: int
+    n_agents: int
+    neighbours: list[int]
+    weights: dict[int, float]          # this agent's row of W (self included), id -> weight
+    obs_spaces: list[dict]             # one per controlled env agent
+    act_spaces: list[dict]             # one per controlled env agent
+    controls: list[int]                # env agent indices this learner acts for
+    num_envs: int
+    seed: int
+    params: dict[str, Any] = field(default_factory=dict)   # raw user overrides
+    shared_reward: bool = True
+
+
+def parse_params(params_cls: type, raw: dict[str, Any], algo: str) -> Any:
+    """Build a learner's Params dataclass from user overrides, naming bad fields."""
+    fields = {f.name: f for f in dataclasses.fields(params_cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise LearnerConfigError(
+            f"unknown parameter(s) {unknown} for algo '{algo}'; allowed: {sorted(fields)}"
+        )
+    values = {}
+    for name, value in raw.items():
+        default = getattr(params_cls(), name)
+        try:
+            values[name] = type(default)(value) if default is not None else value
+        except (TypeError, ValueError):
+            raise LearnerConfigError(
+                f"parameter '{name}' for algo '{algo}' must be {type(default).__name__}, "
+                f"got {value!r}"
+            ) from None
+    out = params_cls(**values)
+    check = getattr(out, "check", None)
+    if check is not None:
+        check()
+    return out
+
+
+def space_size(space: dict) -> int:
+    """Number of discrete values of a Discrete space (error for anything else)."""
+    if space.get("type") != "discrete":
+        raise LearnerConfigError(f"expected a Discrete space, got {space}")
+    return int(space["n"])
+
+
+class Learner:
+    """Base class: a private learner living inside one agent process.
+
+    Subclasses override what they need. ``peer_kinds`` lists the message kinds the learner
+    may send and receive; the guard permits exactly these on peer edges for the run.
+    """
+
+    name: ClassVar[str] = ""
+    peer_kinds: ClassVar[frozenset[str]] = frozenset()
+    needs_torch: ClassVar[bool] = False
+    centralised: ClassVar[bool] = False   # controls every env agent from one process
+
+    def __init__(self, spec: LearnerSpec) -> None:
+        self.spec = spec
+        self.rng = np.random.default_rng(spec.seed)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def observe(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray,
+                next_obs: np.ndarray, terminated: np.ndarray, truncated: np.ndarray) -> None:
+        """Record the transition batch of this step (K copies)."""
+
+    def outbox(self) -> list[Outgoing]:
+        return []
+
+    def inbox(self, src: int, kind: str, body: dict[str, Any]) -> None:
+        raise LearnerConfigError(f"{type(self).__name__} does not accept '{kind}' messages")
+
+    def awaiting(self) -> frozenset[int]:
+        """Neighbour ids whose messages this step's update still waits for."""
+        return frozenset()
+
+    def update(self) -> dict[str, float]:
+        """One learning step on what was observed; returns scalar diagnostics."""
+        return {}
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The learned state, as named arrays (checkpointed at the end of a run)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        for key, value in state.items():
+            getattr(self, key)[...] = value

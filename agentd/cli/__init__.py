@@ -1,0 +1,42 @@
+"""``agentd`` command line: parses, then delegates to one module per subcommand."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+
+COMMANDS = {
+    "launch": ("agentd.cli.launch", "run coordinator, env server and N agents locally"),
+    "coordinator": ("agentd.cli.coordinator_cmd", "run a coordinator (admission, metrics)"),
+    "envserver": ("agentd.cli.envserver_cmd", "run an environment server"),
+    "agent": ("agentd.cli.agent_cmd", "run one agent process that joins a coordinator"),
+    "topology": ("topologies.show", "show a topology: edges, mixing matrix, spectral gap"),
+}
+
+USAGE = "usage: agentd COMMAND [options]   (agentd COMMAND --help for its options)\n\n" + \
+    "\n".join(f"  {name:<12} {doc}" for name, (_, doc) in COMMANDS.items())
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        raise SystemExit(0 if argv else 2)
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"agentd: unknown command '{command}'\n\n{USAGE}", file=sys.stderr)
+        raise SystemExit(2)
+    logging.basicConfig(level=logging.INFO, format="%(name)s %(levelname)s: %(message)s")
+    module = importlib.import_module(COMMANDS[command][0])
+    entry = getattr(module, "topology_main", None) or module.run
+    profile_dir = os.environ.get("AGENTD_PROFILE_DIR")
+    if profile_dir:   # developer aid: one cProfile dump per process
+        import cProfile
+
+        with cProfile.Profile() as prof:
+            code = entry(rest)
+        prof.dump_stats(os.path.join(profile_dir, f"{command}-{os.getpid()}.prof"))
+        raise SystemExit(code)
+    raise SystemExit(entry(rest))

@@ -1,0 +1,24 @@
+"""``agentd agent``: one agent process that joins a coordinator and learns."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="agentd agent", description=__doc__)
+    parser.add_argument("--connect", required=True, metavar="tcp://HOST:PORT",
+                        help="the coordinator's control endpoint")
+    parser.add_argument("--bind", default="tcp://127.0.0.1:*",
+                        help="endpoint neighbours reach this agent on (default tcp://127.0.0.1:*)")
+    parser.add_argument("--advertise", default=None, metavar="HOST",
+                        help="address neighbours on other machines should dial")
+    parser.add_argument("--id", type=int, default=None, help="ask for this agent id")
+    parser.add_argument("--log-dir", default=None,
+                        help="where to write this agent's message log (default RUN_DIR/logs)")
+    parser.add_argument("--join-timeout", type=float, default=120.0)
+    args = parser.parse_args(argv)
+    from agentd.agent import run_agent
+
+    return run_agent(args.connect, args.bind, args.id, args.log_dir, args.advertise,
+                     args.join_timeout)

@@ -1,0 +1,53 @@
+"""Run-config flags shared by ``agentd launch`` and ``agentd coordinator``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from agentd.config import ConfigError, RunConfig, load_toml, parse_assignments, resolve
+
+FLAG_HELP = {
+    "topology": "communication graph: ring, line, star, complete, grid, random, small-world, "
+                "edgelist (default ring)",
+    "n": "number of agents (default 5)",
+    "algo": "learner: dac, iql, central-q, random (default dac)",
+    "env": "random-mdp (default) or a PettingZoo ParallelEnv as module:callable, e.g. "
+           "mpe2.simple_spread_v3:parallel_env",
+    "steps": "joint steps per env copy (default 20000)",
+    "episode-len": "episode length cap (default 50)",
+    "num-envs": "K env copies stepped per message round (default 1)",
+    "seed": "run seed (default 0)",
+    "run-dir": "run directory (default runs/<timestamp>)",
+    "rows": "grid topology: rows", "p": "random topology: edge probability",
+    "k": "small-world: lattice neighbours", "rewire": "small-world: rewiring probability",
+    "edges": "edgelist topology: file of 'i j' lines",
+    "mixing": "mixing matrix: kernel (paper eq. 41) or metropolis",
+    "heartbeat-timeout": "seconds of silence before a process is declared dead",
+}
+TYPES = {"n": int, "steps": int, "episode-len": int, "num-envs": int, "seed": int,
+         "rows": int, "p": float, "k": int, "rewire": float, "heartbeat-timeout": float}
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE.toml", help="config file (flags override it)")
+    for flag, text in FLAG_HELP.items():
+        parser.add_argument(f"--{flag}", type=TYPES.get(flag, str), default=None, help=text)
+    parser.add_argument("--param", action="append", metavar="KEY=VALUE",
+                        help="learner hyperparameter, e.g. --param alpha=0.2 (repeatable)")
+    parser.add_argument("--env-arg", action="append", metavar="KEY=VALUE",
+                        help="keyword argument of the env factory, e.g. --env-arg N=5")
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """Resolve defaults < --config file < flags; exits with the field named on error."""
+    try:
+        file_values = load_toml(args.config) if args.config else {}
+        cli = {flag.replace("-", "_"): getattr(args, flag.replace("-", "_"))
+               for flag in FLAG_HELP}
+        cli["params"] = parse_assignments(args.param, "--param") or None
+        cli["env_args"] = parse_assignments(args.env_arg, "--env-arg") or None
+        return resolve(file_values, cli)
+    except ConfigError as exc:
+        print(f"agentd: config error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

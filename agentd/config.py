@@ -1,0 +1,195 @@
+"""Run configuration: one dataclass, filled from defaults < TOML file < CLI, validated once.
+
+Errors name the field and what is allowed. The resolved config is written to the run
+directory as ``config.toml`` and handed to every process in its welcome.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value that is not allowed; the message names the field."""
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run."""
+
+    topology: str = "ring"            # communication graph (see `agentd topology show`)
+    n: int = 5                        # number of agents
+    algo: str = "dac"                 # learner run by every agent
+    env: str = "random-mdp"           # built-in env id or PettingZoo ParallelEnv module:callable
+    steps: int = 20000                # joint steps per env copy (message rounds)
+    episode_len: int = 50             # episode length cap (truncation)
+    num_envs: int = 1                 # K env copies stepped per message round
+    seed: int = 0                     # run seed: env model, agents and graph derive from it
+    run_dir: str = ""                 # default runs/<timestamp>
+    rows: int = 0                     # grid topology: number of rows (must divide n)
+    p: float = 0.5                    # random topology: edge probability
+    k: int = 4                        # small-world: ring-lattice neighbours (even)
+    rewire: float = 0.1               # small-world: rewiring probability
+    edges: str = ""                   # edgelist topology: path of an "i j" per line file
+    mixing: str = "kernel"            # mixing matrix: kernel (paper eq. 41) | metropolis
+    params: dict[str, Any] = field(default_factory=dict)    # learner hyperparameters
+    env_args: dict[str, Any] = field(default_factory=dict)  # keyword args of the env factory
+    heartbeat_interval: float = 0.5   # seconds between heartbeats
+    heartbeat_timeout: float = 5.0    # silence after which a process is declared dead
+    join_timeout: float = 60.0        # seconds for all processes to join
+    max_msg_bytes: int = 16 << 20     # size cap of one message (guard)
+    host: str = "127.0.0.1"           # interface local processes bind to
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def resolve(file_values: dict[str, Any], cli_values: dict[str, Any]) -> RunConfig:
+    """Merge file and CLI values (CLI wins, tables merge key by key) and validate."""
+    merged: dict[str, Any] = {}
+    for source in (file_values, {k: v for k, v in cli_values.items() if v is not None}):
+        for key, value in source.items():
+            if key not in FIELDS:
+                raise ConfigError(f"unknown config field '{key}'; allowed: {sorted(FIELDS)}")
+            if key in ("params", "env_args"):
+                if not isinstance(value, dict):
+                    raise ConfigError(f"'{key}' must be a table of key = value")
+                merged[key] = {**merged.get(key, {}), **value}
+            else:
+                merged[key] = value
+    config = RunConfig(**{k: _coerce(k, v) for k, v in merged.items()})
+    validate(config)
+    if not config.run_dir:
+        config.run_dir = str(Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+    return config
+
+
+def _coerce(name: str, value: Any) -> Any:
+    default = FIELDS[name].default
+    if name in ("params", "env_args"):
+        return value
+    want = type(default)
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+        raise ConfigError(f"'{name}' must be {want.__name__}, got {value!r}")
+    return value
+
+
+def _require(ok: bool, name: str, allowed: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(f"'{name}' = {value!r} is not allowed: {allowed}")
+
+
+def validate(c: RunConfig) -> None:
+    """Check every field; names the first bad one and what is allowed."""
+    from topologies import MIXING_METHODS, TOPOLOGIES
+
+    _require(c.topology in TOPOLOGIES, "topology", f"one of {', '.join(TOPOLOGIES)}",
+             c.topology)
+    _require(1 <= c.n <= 1024, "n", "an integer in 1..1024", c.n)
+    _require(c.steps >= 1, "steps", "an integer >= 1", c.steps)
+    _require(c.episode_len >= 1, "episode_len", "an integer >= 1", c.episode_len)
+    _require(1 <= c.num_envs <= 4096, "num_envs", "an integer in 1..4096", c.num_envs)
+    _require(c.seed >= 0, "seed", "an integer >= 0", c.seed)
+    _require(c.mixing in MIXING_METHODS, "mixing", f"one of {', '.join(MIXING_METHODS)}",
+             c.mixing)
+    _require(0.0 < c.p <= 1.0, "p", "a probability in (0, 1]", c.p)
+    _require(0.0 <= c.rewire <= 1.0, "rewire", "a probability in [0, 1]", c.rewire)
+    _require(c.heartbeat_interval > 0, "heartbeat_interval", "seconds > 0",
+             c.heartbeat_interval)
+    _require(c.heartbeat_timeout >= 2 * c.heartbeat_interval, "heartbeat_timeout",
+             "at least twice heartbeat_interval", c.heartbeat_timeout)
+    _require(c.join_timeout > 0, "join_timeout", "seconds > 0", c.join_timeout)
+    _require(c.max_msg_bytes >= 1024, "max_msg_bytes", "an integer >= 1024", c.max_msg_bytes)
+    _require(bool(re.fullmatch(r"[\w.\-:\[\]]+", c.host)), "host", "an interface address",
+             c.host)
+    _validate_algo_env(c)
+
+
+def _validate_algo_env(c: RunConfig) -> None:
+    from agentd.algorithms import ALGORITHMS, load_learner_class
+    from agentd.algorithms.base import LearnerConfigError, parse_params
+    from coordinator.envs import check_env_id
+    from coordinator.envs.base import EnvError
+
+    _require(c.algo in ALGORITHMS, "algo", f"one of {', '.join(ALGORITHMS)}", c.algo)
+    try:
+        check_env_id(c.env)
+    except EnvError as exc:
+        raise ConfigError(f"'env': {exc}") from None
+    learner = load_learner_class(c.algo)
+    params_cls = getattr(learner, "Params", None)
+    if params_cls is not None:
+        try:
+            parse_params(params_cls, c.params, c.algo)
+        except LearnerConfigError as exc:
+            raise ConfigError(f"'params': {exc}") from None
+    elif c.params:
+        raise ConfigError(f"'params': algo '{c.algo}' takes no parameters")
+
+
+def process_count(c: RunConfig) -> int:
+    """Agent processes in the run: n, or 1 for a centralised learner over all n env agents."""
+    from agentd.algorithms import load_learner_class
+
+    return 1 if load_learner_class(c.algo).centralised else c.n
+
+
+def to_toml(c: RunConfig) -> str:
+    """The resolved config as TOML (written to the run directory)."""
+    lines, tables = [], []
+    for key, value in c.to_dict().items():
+        if isinstance(value, dict):
+            tables.append((key, value))
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    for key, table in tables:
+        lines.append(f"\n[{key}]")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in table.items())
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise ConfigError(f"cannot write {value!r} to TOML")
+
+
+def parse_assignments(items: list[str] | None, flag: str) -> dict[str, Any]:
+    """Parse repeated ``KEY=VALUE`` flags; VALUE is a TOML literal, else a string."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} expects KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = raw
+    return out

@@ -1,0 +1,113 @@
+"""Local launcher: starts the coordinator, the env server and the agent processes on this
+machine, waits for the run, and stops every child it started (by PID) however the run ends.
+
+Children run in their own sessions, so Ctrl-C reaches only the launcher, which then asks the
+coordinator to stop the run in order (SIGTERM) and cleans up whatever is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from agentd.config import RunConfig, process_count, to_toml
+
+
+class LaunchError(RuntimeError):
+    """The run could not be started."""
+
+
+class Launcher:
+    """Owns the child processes of one local run."""
+
+    def __init__(self, config: RunConfig, quiet: bool = False) -> None:
+        self.config = config
+        self.quiet = quiet
+        self.run_dir = Path(config.run_dir)
+        self.children: list[tuple[str, subprocess.Popen]] = []
+        self._stop_signal: int | None = None
+
+    def spawn(self, name: str, args: list[str], inherit: bool = False) -> subprocess.Popen:
+        out = None
+        if not inherit:
+            out = open(self.run_dir / "logs" / f"{name}.out", "ab")
+        proc = subprocess.Popen([sys.executable, "-m", "agentd", *args], stdout=out,
+                                stderr=subprocess.STDOUT if out else None,
+                                start_new_session=True)
+        if out is not None:
+            out.close()
+        self.children.append((name, proc))
+        return proc
+
+    def run(self) -> int:
+        (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        config_path = self.run_dir / "config.toml"
+        config_path.write_text(to_toml(self.config))
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+        try:
+            coord = self.spawn("coordinator", [
+                "coordinator", "--config", str(config_path),
+                "--bind", f"tcp://{self.config.host}:*", *(["--quiet"] if self.quiet else [])],
+                inherit=True)
+            endpoint = self._wait_endpoint(coord)
+            bind = f"tcp://{self.config.host}:*"
+            self.spawn("envserver", ["envserver", "--connect", endpoint, "--bind", bind])
+            for i in range(process_count(self.config)):
+                self.spawn(f"agent-{i}", ["agent", "--connect", endpoint, "--bind", bind,
+                                          "--id", str(i)])
+            return self._wait(coord)
+        finally:
+            self.cleanup()
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self._stop_signal = signum
+
+    def _wait_endpoint(self, coord: subprocess.Popen, timeout: float = 30.0) -> str:
+        path = self.run_dir / "coordinator.json"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if path.exists():
+                return json.loads(path.read_text())["endpoint"]
+            if coord.poll() is not None:
+                raise LaunchError(f"the coordinator exited with code {coord.returncode} "
+                                  "before it was ready")
+            if self._stop_signal:
+                raise LaunchError("interrupted while starting")
+            time.sleep(0.02)
+        raise LaunchError(f"the coordinator did not start within {timeout:.0f} s")
+
+    def _wait(self, coord: subprocess.Popen) -> int:
+        forwarded = False
+        while coord.poll() is None:
+            if self._stop_signal and not forwarded:
+                coord.send_signal(signal.SIGTERM)   # the coordinator stops the run in order
+                forwarded = True
+            time.sleep(0.05)
+        return coord.returncode
+
+    def cleanup(self, grace: float = 5.0) -> None:
+        """Wait briefly for children to leave, then terminate, then kill, each by its PID."""
+        deadline = time.monotonic() + grace
+        for _, proc in self.children:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            alive = [p for _, p in self.children if p.poll() is None]
+            for proc in alive:
+                try:
+                    os.kill(proc.pid, sig)
+                except ProcessLookupError:
+                    pass
+            for proc in alive:
+                try:
+                    proc.wait(timeout=2.0)
+                except subprocess.TimeoutExpired:
+                    pass

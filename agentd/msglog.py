@@ -1,0 +1,158 @@
+"""Per-process message logs: every message in and out, length-prefixed msgpack records.
+
+File layout: a sequence of records, each ``u32 little-endian length | msgpack array``.
+The first record is ``["meta", wall_time, {"format": "agentd-msglog", "version": 1,
+"process": name}]``. Every other record is
+``[direction, wall_time, plane, reason, frames]`` where direction is ``"in"``, ``"out"`` or
+``"rej"`` (a received message the guard refused; ``reason`` names why), plane is
+``control``/``env``/``peer`` and frames are the raw ZeroMQ frames as sent/received, without
+the routing id (one frame, the envelope, for a well-formed message; a refused frame is kept
+up to its first 4 KiB).
+The writer buffers and is flushed once per step, so a crash loses at most the step in flight;
+a truncated last record is reported by the reader and skipped.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from protocols.codec import Codec
+from protocols.envelope import decode_header, split
+from protocols.errors import ProtocolError
+
+FORMAT, FORMAT_VERSION = "agentd-msglog", 1
+_LEN = struct.Struct("<I")
+
+
+class MessageLog:
+    """Append-only writer for one process's log."""
+
+    def __init__(self, process: str, path: Path | None = None) -> None:
+        self.process = process
+        self.path: Path | None = None
+        self._file: Any = None
+        self._pending: list[list] = []   # records made before the file is known
+        self._packer = msgpack.Packer(use_bin_type=True)
+        if path is not None:
+            self.attach(path)
+
+    def attach(self, path: Path, process: str | None = None) -> None:
+        """Open the file (an agent learns its id, hence its log name, only when admitted)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path, self.process = path, process or self.process
+        self._file = open(path, "ab", buffering=1 << 16)
+        self._write(["meta", time.time(), {"format": FORMAT, "version": FORMAT_VERSION,
+                                           "process": self.process}])
+        for record in self._pending:
+            self._write(record)
+        self._pending.clear()
+
+    def _write(self, record: list) -> None:
+        if self._file is None:
+            self._pending.append(record)
+            return
+        data = self._packer.pack(record)
+        self._file.write(_LEN.pack(len(data)))
+        self._file.write(data)
+
+    def record(self, direction: str, plane: str, frames: list[bytes],
+               reason: str | None = None) -> None:
+        self._write([direction, time.time(), plane, reason, frames])
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None and not self._file.closed:
+            self._file.flush()
+            self._file.close()
+
+
+@dataclass
+class LogRecord:
+    """One decoded log record; header/body are None when the frames do not decode."""
+
+    direction: str
+    time: float
+    plane: str
+    reason: str | None
+    frames: list[bytes]
+    header: dict[str, Any] | None
+    body: Any
+
+    @property
+    def kind(self) -> str | None:
+        return self.header["k"] if self.header else None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(f) for f in self.frames)
+
+
+@dataclass
+class LogFile:
+    """A log file opened for reading: its meta record and whether its tail was truncated."""
+
+    path: Path
+    meta: dict[str, Any]
+    truncated_tail: bool = False
+
+    def __iter__(self) -> Iterator[LogRecord]:
+        codec = Codec()
+        for raw in _raw_records(self):
+            yield _decode_record(codec, raw)
+
+
+def _raw_records(log: LogFile) -> Iterator[list]:
+    with open(log.path, "rb") as f:
+        data = f.read()
+    pos, first = 0, True
+    while pos < len(data):
+        if pos + 4 > len(data):
+            log.truncated_tail = True
+            return
+        (length,) = _LEN.unpack_from(data, pos)
+        if pos + 4 + length > len(data):
+            log.truncated_tail = True
+            return
+        record = msgpack.unpackb(data[pos + 4:pos + 4 + length], raw=False)
+        pos += 4 + length
+        if first:
+            first = False
+            continue
+        yield record
+
+
+def _decode_record(codec: Codec, raw: list) -> LogRecord:
+    direction, wall, plane, reason, frames = raw
+    header = body = None
+    if isinstance(frames, list) and len(frames) == 1:
+        try:
+            head, body_part = split(frames[0])
+            header = decode_header(codec, head)
+            body = codec.unpack(body_part)
+        except ProtocolError:
+            pass
+    return LogRecord(direction, wall, plane, reason, frames, header, body)
+
+
+def open_log(path: str | Path) -> LogFile:
+    """Open a message log; raises ValueError if it is not one."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(4)
+        if len(head) < 4:
+            raise ValueError(f"{path}: empty or not a message log")
+        (length,) = _LEN.unpack(head)
+        meta = msgpack.unpackb(f.read(length), raw=False)
+    if not (isinstance(meta, list) and meta[0] == "meta" and meta[2].get("format") == FORMAT):
+        raise ValueError(f"{path}: not an agentd message log")
+    return LogFile(path, meta[2])

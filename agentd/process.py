@@ -1,0 +1,93 @@
+"""What every runtime process shares: heartbeats both ways, liveness, the welcome handshake."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from agentd.transport import Link, Transport, hostname
+from protocols import COORDINATOR, Message
+
+
+class RunFailed(RuntimeError):
+    """The run cannot go on (lost coordinator, refused admission, bad env); exit non-zero."""
+
+
+class ControlPlane:
+    """The DEALER to the coordinator, with heartbeats and a silence watchdog."""
+
+    def __init__(self, transport: Transport, coordinator: str, identity: bytes | None = None,
+                 interval: float = 0.5, timeout: float = 5.0) -> None:
+        self.transport = transport
+        self.link: Link = transport.connect_dealer(coordinator, "control", identity)
+        self.interval, self.timeout = interval, timeout
+        self._last_sent = 0.0
+        self.last_heard = time.monotonic()
+
+    def send(self, kind: str, body: dict[str, Any], step: int = 0) -> None:
+        self.transport.send(self.link, kind, COORDINATOR, body, step)
+        self._last_sent = time.monotonic()
+
+    def hello(self, role: str, endpoint: str | None, want_id: int | None,
+              caps: dict[str, Any] | None = None) -> None:
+        self.send("hello", {"role": role, "pid": os.getpid(), "host": hostname(),
+                            "endpoint": endpoint, "want_id": want_id, "caps": caps or {}})
+
+    def wait_welcome(self, timeout: float) -> dict[str, Any]:
+        """Block until the coordinator admits us (or refuses, or stays silent too long)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.link in self.transport.poll(100):
+                for msg, _ in self.transport.recv_all(self.link):
+                    self.last_heard = time.monotonic()
+                    if msg.kind == "welcome":
+                        return {"id": msg.body["id"], **msg.body["info"]}
+                    if msg.kind == "stop":
+                        raise RunFailed(f"not admitted: {msg.body['reason']}")
+        raise RunFailed(f"no welcome from the coordinator within {timeout:.0f} s")
+
+    def tick(self) -> None:
+        """Send a heartbeat when due; fail if the coordinator has gone silent."""
+        now = time.monotonic()
+        if now - self._last_sent >= self.interval:
+            self.send("heartbeat", {})
+        if now - self.last_heard > self.timeout:
+            raise RunFailed(f"lost the coordinator (silent for {now - self.last_heard:.1f} s)")
+
+    def heard(self, msg: Message) -> None:
+        self.last_heard = time.monotonic()
+
+    def wait_ack(self, timeout: float) -> bool:
+        """After ``bye``: wait until the coordinator confirms it (or tells us to stop)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.tick_quietly()
+            if self.link in self.transport.poll(50):
+                for msg, _ in self.transport.recv_all(self.link):
+                    self.last_heard = time.monotonic()
+                    if msg.kind in ("ack", "stop"):
+                        return True
+        return False
+
+    def tick_quietly(self) -> None:
+        if time.monotonic() - self._last_sent >= self.interval:
+            self.send("heartbeat", {})
+
+
+def resident_mb() -> float:
+    """Resident set size of this process in MB (Linux /proc; 0 elsewhere)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
+def process_facts() -> dict[str, Any]:
+    return {"pid": os.getpid(), "host": hostname(), "rss_mb": round(resident_mb(), 1),
+            "torch_loaded": "torch" in sys.modules}

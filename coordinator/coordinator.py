@@ -1,0 +1,332 @@
+"""The coordinator: admission, topology hand-out, heartbeats, metrics, orderly stop.
+
+It binds one ROUTER (the control plane). The env server says hello and gets the config; once
+its env is built (``env_ready``) and all agent processes have said hello, every agent gets its
+``welcome``: id, neighbours and their endpoints, its row of W, the config, its seed and the
+spaces. From then on every process heartbeats; a process that dies, goes silent or reports an
+error ends the run within ``heartbeat_timeout`` with an error naming it. The end of a run is a
+barrier: every process says ``bye`` (with its stats) and is acked only when all have, so no
+process closes its sockets while a message to it is still in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agentd.config import RunConfig, process_count, to_toml
+from agentd.msglog import MessageLog
+from agentd.progress import ProgressBar
+from agentd.transport import Transport
+from coordinator.rundir import (MetricsFile, derive_seed, plot_learning_curve, return_figures,
+                                write_json)
+from protocols import COORDINATOR, ENVSERVER, UNASSIGNED, Guard, Message, process_name
+from topologies import build, mixing_matrix, spectral_gap
+
+log = logging.getLogger("agentd.coordinator")
+
+
+@dataclass
+class Proc:
+    """A process that said hello."""
+
+    identity: bytes
+    role: str
+    pid: int
+    host: str
+    endpoint: str | None
+    want_id: int | None
+    last_seen: float
+    id: int | None = None
+    stats: dict[str, Any] | None = None
+
+    def name(self) -> str:
+        who = process_name(self.id) if self.id is not None else self.role
+        return f"{who} (pid {self.pid} on {self.host})"
+
+
+class RunEnded(Exception):
+    """Raised inside the loop to end the run with a status and a reason."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+@dataclass
+class Coordinator:
+    """One run's coordinator; ``serve`` returns the process exit code."""
+
+    config: RunConfig
+    bind: str
+    quiet: bool = False
+    run_dir: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        c = self.config
+        self.run_dir = Path(c.run_dir)
+        (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        self.n_procs = process_count(c)
+        self.transport = Transport(COORDINATOR, Guard(COORDINATOR, max_bytes=c.max_msg_bytes),
+                                   MessageLog("coordinator", self.run_dir / "logs" /
+                                              "coordinator.log"))
+        self.link = self.transport.bind_router(self.bind, "control")
+        self.graph = build(c.topology if self.n_procs > 1 else "complete", self.n_procs,
+                           rows=c.rows or None, p=c.p, k=c.k, rewire=c.rewire,
+                           seed=derive_seed(c.seed, "graph"), edges_file=c.edges or None)
+        self.W = mixing_matrix(self.graph, c.mixing)
+        self.controllers = ({0: list(range(c.n))} if self.n_procs == 1 and c.n > 1
+                            else {i: [i] for i in range(self.n_procs)})
+        self.procs: dict[bytes, Proc] = {}
+        self.env_proc: Proc | None = None
+        self.spaces: dict[str, Any] | None = None
+        self.admitted = False
+        self.metrics = MetricsFile(self.run_dir / "metrics.jsonl")
+        self.agent_scalars: dict[int, dict[str, float]] = {}
+        self.env_rate = 0.0
+        self.progress = None if self.quiet else ProgressBar(c.steps)
+        self.started = time.monotonic()
+        self._last_hb = 0.0
+        self._signal: str | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return self.link.endpoint
+
+    def write_start_files(self) -> None:
+        (self.run_dir / "config.toml").write_text(to_toml(self.config))
+        c = self.config
+        write_json(self.run_dir / "seeds.json", {
+            "seed": c.seed, "graph": derive_seed(c.seed, "graph"),
+            "env_model": derive_seed(c.seed, "env_model"),
+            "env_reset": derive_seed(c.seed, "env_reset"),
+            "agents": {str(i): derive_seed(c.seed, "agent", i) for i in range(self.n_procs)}})
+        write_json(self.run_dir / "coordinator.json", {"endpoint": self.endpoint})
+
+    # -- the loop ---------------------------------------------------------------------------
+    def serve(self) -> int:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._on_signal)
+        try:
+            while True:
+                for _ in self.transport.poll(100):
+                    for msg, ident in self.transport.recv_all(self.link):
+                        self.on_message(msg, ident)
+                self.housekeeping()
+                self.transport.flush()
+        except RunEnded as end:
+            return self.finish(end.status, end.reason)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self._signal = signal.Signals(signum).name
+
+    def housekeeping(self) -> None:
+        now = time.monotonic()
+        if self._signal:
+            raise RunEnded("interrupted", f"received {self._signal}")
+        if now - self._last_hb >= self.config.heartbeat_interval:
+            self._last_hb = now
+            for proc in self.procs.values():
+                if proc.id is not None and proc.stats is None:
+                    self.send(proc, "heartbeat", {})
+        for proc in self.procs.values():
+            silent = now - proc.last_seen
+            if proc.id is not None and proc.stats is None and silent > self.config.heartbeat_timeout:
+                raise RunEnded("failed", f"{proc.name()} stopped heartbeating "
+                               f"(silent for {silent:.1f} s); see logs/ in {self.run_dir}")
+        if not self.admitted and now - self.started > self.config.join_timeout:
+            agents = sum(p.role == "agent" for p in self.procs.values())
+            env = "joined" if self.env_proc else "not joined"
+            raise RunEnded("failed", f"only {agents} of {self.n_procs} agent processes joined "
+                           f"within {self.config.join_timeout:.0f} s (env server {env})")
+
+    def send(self, proc: Proc, kind: str, body: dict[str, Any], dst: int | None = None) -> None:
+        if dst is None:
+            dst = proc.id if proc.id is not None else UNASSIGNED
+        self.transport.send(self.link, kind, dst, body, to=proc.identity)
+
+    def on_message(self, msg: Message, ident: bytes | None) -> None:
+        assert ident is not None
+        proc = self.procs.get(ident)
+        if proc is None:
+            if msg.kind == "hello":
+                self.on_hello(msg, ident)
+            return
+        proc.last_seen = time.monotonic()
+        handler = getattr(self, f"on_{msg.kind}", None)
+        if handler is not None and msg.kind != "hello":
+            handler(proc, msg)
+
+    # -- admission --------------------------------------------------------------------------
+    def on_hello(self, msg: Message, ident: bytes) -> None:
+        b = msg.body
+        proc = Proc(ident, b["role"], b["pid"], b["host"], b["endpoint"], b["want_id"],
+                    time.monotonic())
+        agents = [p for p in self.procs.values() if p.role == "agent"]
+        refuse = None
+        if proc.role == "envserver" and self.env_proc is not None:
+            refuse = "this run already has an env server"
+        elif proc.role == "agent" and (len(agents) >= self.n_procs or self.admitted):
+            refuse = f"this run is full ({self.n_procs} agent processes)"
+        elif proc.role not in ("agent", "envserver"):
+            refuse = f"unknown role {proc.role!r}"
+        if refuse:
+            log.warning("refused %s: %s", proc.name(), refuse)
+            self.send(proc, "stop", {"reason": refuse})
+            return
+        self.procs[ident] = proc
+        if proc.role == "envserver":
+            self.env_proc = proc
+            proc.id = ENVSERVER
+            self.send(proc, "welcome", {"id": ENVSERVER, "info": self.env_info()})
+        self.try_admit()
+
+    def env_info(self) -> dict[str, Any]:
+        c = self.config
+        return {"config": c.to_dict(), "run_dir": str(self.run_dir.resolve()),
+                "n_procs": self.n_procs,
+                "seeds": {"env_model": derive_seed(c.seed, "env_model"),
+                          "env_reset": derive_seed(c.seed, "env_reset")},
+                "controllers": self.controllers}
+
+    def on_env_ready(self, proc: Proc, msg: Message) -> None:
+        self.spaces = msg.body["spaces"]
+        self.try_admit()
+
+    def try_admit(self) -> None:
+        agents = [p for p in self.procs.values() if p.role == "agent"]
+        if self.admitted or self.spaces is None or len(agents) < self.n_procs:
+            return
+        self.assign_ids(agents)
+        for proc in agents:
+            self.send(proc, "welcome", {"id": proc.id, "info": self.agent_info(proc.id)},
+                      dst=UNASSIGNED)   # it learns its id from this very message
+        self.admitted = True
+        env = self.env_proc
+        write_json(self.run_dir / "endpoints.json", {
+            "coordinator": {"endpoint": self.endpoint, "pid": os.getpid()},
+            "envserver": {"endpoint": env.endpoint, "pid": env.pid, "host": env.host},
+            "agents": {str(p.id): {"endpoint": p.endpoint, "pid": p.pid, "host": p.host}
+                       for p in sorted(agents, key=lambda p: p.id)}})
+
+    def assign_ids(self, agents: list[Proc]) -> None:
+        free = list(range(self.n_procs))
+        for proc in agents:
+            if proc.want_id in free:
+                proc.id = proc.want_id
+                free.remove(proc.want_id)
+        for proc in agents:
+            if proc.id is None:
+                proc.id = free.pop(0)
+
+    def agent_info(self, i: int) -> dict[str, Any]:
+        by_id = {p.id: p for p in self.procs.values() if p.role == "agent"}
+        neighbours = self.graph.neighbours(i)
+        return {"config": self.config.to_dict(), "run_dir": str(self.run_dir.resolve()),
+                "n_procs": self.n_procs, "seed": derive_seed(self.config.seed, "agent", i),
+                "neighbours": {j: by_id[j].endpoint for j in neighbours},
+                "weights": {j: float(self.W[i, j]) for j in [i, *neighbours]},
+                "env_endpoint": self.env_proc.endpoint, "controls": self.controllers[i],
+                "spaces": self.spaces}
+
+    # -- during the run ---------------------------------------------------------------------
+    def on_heartbeat(self, proc: Proc, msg: Message) -> None:
+        pass
+
+    def on_metrics(self, proc: Proc, msg: Message) -> None:
+        if proc.role == "envserver":
+            self.env_rate = float(msg.body["scalars"].get("steps_per_s", 0.0))
+            self.show_progress(msg.body["step"])
+        else:
+            self.agent_scalars[proc.id] = msg.body["scalars"]
+
+    def on_episodes(self, proc: Proc, msg: Message) -> None:
+        for ret, length in zip(msg.body["returns"], msg.body["lengths"]):
+            self.metrics.episode(msg.body["step"], float(ret), int(length), self.agent_scalars)
+        self.show_progress(msg.body["step"])
+
+    def show_progress(self, step: int) -> None:
+        if self.progress is not None:
+            recent = self.metrics.returns[-20:]
+            note = f"return {np.mean(recent):.2f}" if recent else ""
+            self.progress.update(step, note)
+
+    def on_error(self, proc: Proc, msg: Message) -> None:
+        raise RunEnded("failed", f"{proc.name()} failed: {msg.body['message']}")
+
+    def on_bye(self, proc: Proc, msg: Message) -> None:
+        proc.stats = msg.body["stats"]
+        members = [p for p in self.procs.values() if p.id is not None]
+        if self.admitted and all(p.stats is not None for p in members):
+            raise RunEnded("done", "")
+
+    # -- the end ----------------------------------------------------------------------------
+    def finish(self, status: str, reason: str) -> int:
+        if status != "done":
+            self.stop_everyone(reason)
+        for proc in self.procs.values():
+            if proc.id is not None:
+                self.send(proc, "ack", {})
+        self.transport.flush()
+        if self.progress is not None:
+            self.progress.close()
+        summary = self.write_summary(status, reason)
+        self.metrics.close()
+        self.transport.close()
+        self.report(summary)
+        return {"done": 0, "interrupted": 130}.get(status, 1)
+
+    def stop_everyone(self, reason: str) -> None:
+        """Tell every live process to stop and collect the byes that come within a moment."""
+        waiting = [p for p in self.procs.values() if p.id is not None and p.stats is None]
+        for proc in waiting:
+            self.send(proc, "stop", {"reason": reason})
+        deadline = time.monotonic() + min(3.0, self.config.heartbeat_timeout)
+        while time.monotonic() < deadline and any(p.stats is None for p in waiting):
+            for _ in self.transport.poll(50):
+                for msg, ident in self.transport.recv_all(self.link):
+                    proc = self.procs.get(ident)
+                    if proc is not None and msg.kind == "bye":
+                        proc.stats = msg.body["stats"]
+                    elif proc is not None and msg.kind == "episodes":
+                        self.on_episodes(proc, msg)
+
+    def write_summary(self, status: str, reason: str) -> dict[str, Any]:
+        c = self.config
+        agents = {str(p.id): p.stats or {"pid": p.pid, "host": p.host, "missing": True}
+                  for p in sorted(self.procs.values(), key=lambda p: (p.id is None, p.id or 0))
+                  if p.role == "agent" and p.id is not None}
+        env_stats = self.env_proc.stats if self.env_proc else None
+        summary = {"status": status, "error": reason or None, "algo": c.algo, "env": c.env,
+                   "n": c.n, "processes": self.n_procs, "topology": self.graph.name,
+                   "mixing": c.mixing, "spectral_gap": spectral_gap(self.W),
+                   "steps": c.steps, "num_envs": c.num_envs, "seed": c.seed,
+                   "steps_done": (env_stats or {}).get("steps", 0),
+                   "steps_per_s": (env_stats or {}).get("steps_per_s", self.env_rate),
+                   "wall_s": round(time.monotonic() - self.started, 2),
+                   **return_figures(self.metrics.returns), "private": True,
+                   "agents": agents, "envserver": env_stats,
+                   "coordinator": self.transport.summary()}
+        write_json(self.run_dir / "summary.json", summary)
+        try:
+            plot_learning_curve(self.run_dir / "learning_curve.png", self.metrics.steps,
+                                self.metrics.returns,
+                                f"{c.algo} on {c.env}, n={c.n}, {self.graph.name}, seed {c.seed}")
+        except Exception as exc:   # a missing plot must not hide the run's outcome
+            log.warning("could not draw the learning curve: %s", exc)
+        return summary
+
+    def report(self, s: dict[str, Any]) -> None:
+        if s["status"] != "done":
+            log.error("run %s: %s", s["status"], s["error"])
+        fmt = (lambda v: "n/a" if v is None else f"{v:.3f}")
+        print(f"run {s['status']}: {self.run_dir}  episodes {s['episodes']}  "
+              f"final_return {fmt(s['final_return'])} (initial {fmt(s['initial_return'])})  "
+              f"{s['steps_per_s']:.0f} steps/s", flush=True)

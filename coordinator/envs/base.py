@@ -1,0 +1,54 @@
+"""The vectorised environment contract the environment server steps.
+
+A ``VecEnv`` holds K copies of an N-agent environment and steps them together, so one message
+round serves K transitions. Episodes end on the env's own termination/truncation or after
+``episode_len`` steps, and a finished copy is reset at once (auto-reset): ``step`` returns
+both the observation that ends the transition (``final_obs``) and the observation to act on
+next (``obs``, equal to ``final_obs`` where the episode goes on).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class EnvError(ValueError):
+    """An environment that cannot be built or stepped as asked (clear message for the user)."""
+
+
+@dataclass
+class StepResult:
+    """One joint step of K copies; per-agent lists are indexed by env agent index."""
+
+    obs: list[np.ndarray]          # per agent (K, *obs_shape): obs to act on next
+    final_obs: list[np.ndarray]    # per agent (K, *obs_shape): s' of this transition
+    reward: np.ndarray             # (N, K) float64
+    terminated: np.ndarray         # (K,) bool
+    truncated: np.ndarray          # (K,) bool
+
+
+class VecEnv:
+    """K copies of an N-agent environment with auto-reset and an episode length cap."""
+
+    agent_names: list[str]         # env agent names, index = env agent index
+    obs_spaces: list[dict]         # space dicts (see agentd.algorithms.base)
+    act_spaces: list[dict]
+    shared_reward: bool            # True when every agent gets the same reward
+    num_envs: int
+
+    @property
+    def n_agents(self) -> int:
+        return len(self.agent_names)
+
+    def reset(self, seed: int) -> list[np.ndarray]:
+        """Reset all K copies; per-agent obs arrays (K, *obs_shape)."""
+        raise NotImplementedError
+
+    def step(self, actions: list[np.ndarray]) -> StepResult:
+        """Step all copies with per-agent action arrays (K, *act_shape)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,213 @@
+"""The environment server: a synchronous joint step over all agent processes.
+
+For step t it waits until every agent process has sent ``act`` for t, steps the K env copies
+at once, and replies ``step`` to each process with the observations, rewards and flags of the
+env agents it controls. It reports finished episodes and its pace to the coordinator.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agentd.msglog import MessageLog
+from agentd.process import ControlPlane, RunFailed, process_facts
+from agentd.transport import Link, Transport
+from coordinator.envs import make_env
+from coordinator.envs.base import EnvError, VecEnv
+from protocols import ENVSERVER, Guard, peer_identity
+
+log = logging.getLogger("agentd.envserver")
+
+
+class EnvServer:
+    """Steps one VecEnv for the admitted agent processes."""
+
+    def __init__(self, transport: Transport, control: ControlPlane, link: Link,
+                 info: dict[str, Any], env: VecEnv) -> None:
+        self.t, self.control, self.link, self.env = transport, control, link, env
+        self.config = info["config"]
+        self.reset_seed = info["seeds"]["env_reset"]
+        self.controls = {int(a): c for a, c in info["controllers"].items()}
+        self.ids = {peer_identity(a): a for a in self.controls}
+        self.rejected: dict[str, int] = {}
+        self.steps_total = self.config["steps"]
+        self.t_step = 0
+        self.acts: dict[int, np.ndarray] = {}
+        self.ep_return = np.zeros(env.num_envs)
+        self.ep_len = np.zeros(env.num_envs, dtype=np.int64)
+        self.started = self.ended = 0.0
+        self._last_report = 0.0
+
+    def run(self) -> str:
+        joined: set[int] = set()
+        while len(joined) < len(self.controls):
+            for msg, ident in self._serve():
+                if msg.kind == "join" and ident in self.ids:
+                    joined.add(self.ids[ident])
+        self.started = time.monotonic()
+        obs = self.env.reset(self.reset_seed)
+        flags = np.zeros(self.env.num_envs, dtype=bool)
+        zero = np.zeros((self.env.num_envs, self.env.n_agents))
+        self._reply(obs, obs, zero.T, flags, flags)
+        while self.t_step < self.steps_total:
+            for msg, ident in self._serve():
+                if msg.kind == "act":
+                    self._on_act(ident, msg.body)
+            if len(self.acts) == len(self.controls):
+                self._step()
+        self.ended = time.monotonic()
+        return "done"
+
+    def _serve(self) -> list:
+        """One poll round: env traffic is returned, control traffic handled here."""
+        out = []
+        for link in self.t.poll(int(self.control.interval * 1000)):
+            for msg, ident in self.t.recv_all(link):
+                if link is self.control.link:
+                    self.control.heard(msg)
+                    if msg.kind == "stop":
+                        raise StopRequested(msg.body["reason"])
+                else:
+                    out.append((msg, ident))
+        self.control.tick()
+        self._report_pace()
+        return out
+
+    def _on_act(self, ident: bytes | None, body: dict[str, Any]) -> None:
+        agent = self.ids.get(ident) if ident is not None else None
+        if agent is None or body["t"] != self.t_step or agent in self.acts:
+            reason = "unknown_sender" if agent is None else "wrong_step"
+            self.rejected[reason] = self.rejected.get(reason, 0) + 1
+            log.warning("envserver dropped an act (%s) from %r", reason, ident)
+            return
+        a = body["a"]
+        want = (self.env.num_envs, len(self.controls[agent]))
+        if a.shape[:2] != want:
+            raise RunFailed(f"agent {agent} sent actions of shape {a.shape}; expected "
+                            f"{want} + the action shape")
+        self.acts[agent] = a
+
+    def _step(self) -> None:
+        actions: list[Any] = [None] * self.env.n_agents
+        for agent, a in self.acts.items():
+            for j, c in enumerate(self.controls[agent]):
+                actions[c] = a[:, j]
+        self.acts.clear()
+        try:
+            res = self.env.step(actions)
+        except EnvError as exc:
+            raise RunFailed(f"env step failed: {exc}") from None
+        self.t_step += 1
+        self._account(res.reward, res.terminated | res.truncated)
+        self._reply(res.obs, res.final_obs, res.reward, res.terminated, res.truncated)
+
+    def _reply(self, obs: list, final_obs: list, reward: np.ndarray, term: np.ndarray,
+               trunc: np.ndarray) -> None:
+        last = self.t_step >= self.steps_total
+        for agent, ctrl in self.controls.items():
+            body = {"t": self.t_step, "obs": _gather(obs, ctrl),
+                    "final_obs": _gather(final_obs, ctrl),
+                    "reward": np.ascontiguousarray(reward[ctrl].T), "terminated": term,
+                    "truncated": trunc, "last": last}
+            self.t.send(self.link, "step", agent, body, self.t_step, to=peer_identity(agent))
+        self.t.flush()
+
+    def _account(self, reward: np.ndarray, done: np.ndarray) -> None:
+        """Episode return = sum over steps of the mean reward over env agents."""
+        self.ep_return += reward.mean(axis=0)
+        self.ep_len += 1
+        if done.any():
+            self.control.send("episodes", {"step": self.t_step,
+                                           "returns": self.ep_return[done].copy(),
+                                           "lengths": self.ep_len[done].copy()}, self.t_step)
+            self.ep_return[done] = 0.0
+            self.ep_len[done] = 0
+
+    def _report_pace(self) -> None:
+        now = time.monotonic()
+        if self.started and now - self._last_report >= 0.5:
+            self._last_report = now
+            rate = self.t_step / max(now - self.started, 1e-9)
+            self.control.send("metrics", {"step": self.t_step,
+                                          "scalars": {"steps_per_s": rate}}, self.t_step)
+
+    def stats(self) -> dict[str, Any]:
+        wall = (self.ended or time.monotonic()) - (self.started or time.monotonic())
+        summary = self.t.summary()
+        for reason, count in self.rejected.items():
+            summary["rejected"][reason] = summary["rejected"].get(reason, 0) + count
+        return {**summary, **process_facts(), "steps": self.t_step,
+                "transitions": self.t_step * self.env.num_envs, "wall_s": round(wall, 3),
+                "steps_per_s": round(self.t_step / wall, 1) if wall > 0 else 0.0}
+
+
+class StopRequested(Exception):
+    """The coordinator ended the run."""
+
+
+def _gather(per_agent: list[np.ndarray], ctrl: list[int]) -> np.ndarray:
+    if len(ctrl) == 1:
+        return per_agent[ctrl[0]][:, None]
+    return np.stack([per_agent[c] for c in ctrl], axis=1)
+
+
+def run_envserver(connect: str, bind: str, advertise: str | None = None,
+                  join_timeout: float = 120.0) -> int:
+    """Entry point of ``agentd envserver``: build the env, serve the run. Returns exit code."""
+    from agentd.agent import _advertised, _report_error
+
+    transport = Transport(ENVSERVER, Guard(ENVSERVER), MessageLog("envserver"))
+    server: EnvServer | None = None
+    try:
+        link = transport.bind_router(bind, "env")
+        control = ControlPlane(transport, connect)
+        control.hello("envserver", _advertised(link.endpoint, advertise), None)
+        info = control.wait_welcome(join_timeout)
+        cfg = info["config"]
+        control.interval, control.timeout = cfg["heartbeat_interval"], cfg["heartbeat_timeout"]
+        transport.guard = Guard(ENVSERVER, max_bytes=cfg["max_msg_bytes"])
+        transport.msglog.attach(_log_dir(info) / "envserver.log")
+        env = _build_env(cfg, info)
+        control.send("env_ready", {"spaces": {"obs": env.obs_spaces, "act": env.act_spaces,
+                                              "shared_reward": env.shared_reward,
+                                              "agents": env.agent_names}})
+        server = EnvServer(transport, control, link, info, env)
+        try:
+            server.run()
+        except StopRequested:
+            pass
+        control.send("bye", {"stats": server.stats()})
+        transport.flush()
+        control.wait_ack(2 * cfg["heartbeat_timeout"])
+        return 0
+    except RunFailed as exc:
+        log.error("envserver: %s", exc)
+        _report_error(transport, str(exc))
+        return 1
+    except Exception as exc:
+        log.exception("envserver crashed")
+        _report_error(transport, f"{type(exc).__name__}: {exc}")
+        return 1
+    finally:
+        transport.close()
+
+
+def _log_dir(info: dict[str, Any]) -> Path:
+    return Path(info["run_dir"]) / "logs"
+
+
+def _build_env(cfg: dict[str, Any], info: dict[str, Any]) -> VecEnv:
+    try:
+        return make_env(cfg["env"], n_agents=cfg["n"], num_envs=cfg["num_envs"],
+                        episode_len=cfg["episode_len"], seed=info["seeds"]["env_model"],
+                        env_kwargs=cfg["env_args"])
+    except EnvError as exc:
+        raise RunFailed(f"env '{cfg['env']}': {exc}") from None
+    except Exception as exc:
+        raise RunFailed(f"env '{cfg['env']}' could not be built: {type(exc).__name__}: "
+                        f"{exc}") from None

@@ -1,0 +1,97 @@
+"""The run directory: config, seeds, endpoints, metrics.jsonl, summary.json, the plot.
+
+Layout::
+
+    config.toml        the resolved config          seeds.json       every derived seed
+    endpoints.json     who ran where                 metrics.jsonl    one record per episode
+    summary.json       the outcome (written at the end, also on failure)
+    learning_curve.png episode return against step   logs/            one message log per process
+    checkpoints/       each agent's learned state (npz)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SEED_TAGS = {"env_model": 1, "env_reset": 2, "graph": 3, "agent": 4}
+
+
+def derive_seed(seed: int, tag: str, index: int = 0) -> int:
+    """A seed for one part of the run, derived from the run seed (stable across versions)."""
+    state = np.random.SeedSequence([seed, SEED_TAGS[tag], index]).generate_state(1, np.uint32)
+    return int(state[0])
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_jsonable) + "\n")
+    tmp.replace(path)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+class MetricsFile:
+    """metrics.jsonl: one record per finished episode, flushed as they come."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = open(path, "a", buffering=1)
+        self.returns: list[float] = []
+        self.steps: list[int] = []
+
+    def episode(self, step: int, ret: float, length: int, agents: dict[int, dict]) -> None:
+        self.returns.append(ret)
+        self.steps.append(step)
+        record = {"episode": len(self.returns), "step": step, "return": round(ret, 6),
+                  "length": length, "agents": {str(a): s for a, s in agents.items()}}
+        self._file.write(json.dumps(record) + "\n")
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def return_figures(returns: list[float]) -> dict[str, Any]:
+    """final_return: mean over the last 10% of episodes; initial_return: the first 10%."""
+    if not returns:
+        return {"episodes": 0, "final_return": None, "initial_return": None,
+                "first_episode_return": None}
+    tenth = max(1, len(returns) // 10)
+    return {"episodes": len(returns), "final_return": float(np.mean(returns[-tenth:])),
+            "initial_return": float(np.mean(returns[:tenth])),
+            "first_episode_return": float(returns[0])}
+
+
+def plot_learning_curve(path: Path, steps: list[int], returns: list[float], title: str) -> None:
+    """Episode returns against joint step, with a moving average."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if returns:
+        ax.plot(steps, returns, ".", alpha=0.25, markersize=3, label="episode return")
+        window = max(1, len(returns) // 20)
+        if len(returns) >= window > 1:
+            smooth = np.convolve(returns, np.ones(window) / window, mode="valid")
+            ax.plot(steps[window - 1:], smooth, "-", linewidth=2,
+                    label=f"moving average ({window} episodes)")
+        ax.legend(loc="lower right")
+    else:
+        ax.text(0.5, 0.5, "no finished episodes", ha="center", transform=ax.transAxes)
+    ax.set_xlabel("joint step (per env copy)")
+    ax.set_ylabel("episode return")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,69 @@
+"""The envelope: one ZeroMQ frame ``u16 header length | header map | body map`` (msgpack).
+
+Header: ``{"v": version, "k": kind, "s": src, "d": dst, "t": step, "q": seq}``. The length
+prefix lets a receiver validate the header before it decodes the body; one frame instead of
+two saves a socket call per message on the hot path.
+Process ids: agents 0..N-1, the coordinator -1, the environment server -2, a process not yet
+admitted -3.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from protocols.codec import Codec
+from protocols.errors import MalformedFrame
+
+VERSION = 1
+COORDINATOR, ENVSERVER, UNASSIGNED = -1, -2, -3
+HEADER_KEYS = ("v", "k", "s", "d", "t", "q")
+_HLEN = struct.Struct("<H")
+
+
+def process_name(pid: int) -> str:
+    return {COORDINATOR: "coordinator", ENVSERVER: "envserver",
+            UNASSIGNED: "unassigned"}.get(pid, f"agent {pid}")
+
+
+@dataclass(slots=True)
+class Message:
+    """A decoded, validated message."""
+
+    kind: str
+    src: int
+    dst: int
+    step: int
+    seq: int
+    body: dict[str, Any]
+    nbytes: int = 0
+
+
+def encode(codec: Codec, kind: str, src: int, dst: int, step: int, seq: int,
+           body: dict[str, Any]) -> bytes:
+    header = codec.pack({"v": VERSION, "k": kind, "s": src, "d": dst, "t": step, "q": seq})
+    return _HLEN.pack(len(header)) + header + codec.pack(body)
+
+
+def split(frame: bytes) -> tuple[memoryview, memoryview]:
+    """The header and body parts of a frame (no decoding)."""
+    if len(frame) < 3:
+        raise MalformedFrame(f"frame of {len(frame)} bytes is too short for an envelope")
+    (hlen,) = _HLEN.unpack_from(frame)
+    if hlen < 1 or 2 + hlen >= len(frame):
+        raise MalformedFrame("header length prefix does not fit the frame")
+    view = memoryview(frame)
+    return view[2:2 + hlen], view[2 + hlen:]
+
+
+def decode_header(codec: Codec, part: bytes | memoryview) -> dict[str, Any]:
+    header = codec.unpack(part)
+    if not isinstance(header, dict) or set(header) != set(HEADER_KEYS):
+        raise MalformedFrame("header is not a map with keys v, k, s, d, t, q")
+    if header["v"] != VERSION:
+        raise MalformedFrame(f"protocol version {header['v']!r}, expected {VERSION}")
+    for key in ("s", "d", "t", "q"):
+        if type(header[key]) is not int:
+            raise MalformedFrame(f"header field '{key}' must be an int")
+    return header

@@ -1,0 +1,81 @@
+"""The guard: the checks every message passes on the way in and on the way out.
+
+On receive, in order, stopping at the first failure: frame count, size cap, header decode,
+kind registered, kind belongs to this socket's plane, addressed to me, (peer plane) sender is a
+neighbour and its socket identity matches, kind permitted for this run, body decode, schema.
+The header is validated before the body is decoded. On send: the kind is registered and on the
+right plane, a peer destination is a neighbour, the kind is permitted, the body matches.
+The guard only decides; counting and logging rejections is the transport's job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from protocols.codec import Codec
+from protocols.envelope import Message, decode_header, split
+from protocols.errors import (KindNotPermitted, MalformedFrame, NotANeighbour, Oversize,
+                              WrongDestination)
+from protocols.kinds import lookup
+
+DEFAULT_MAX_BYTES = 16 << 20
+
+
+def peer_identity(agent_id: int) -> bytes:
+    """The ZeroMQ routing id an agent's DEALERs use towards its neighbours."""
+    return b"a%d" % agent_id
+
+
+class Guard:
+    """Validates messages for one process: who it is, its neighbours, what the run permits."""
+
+    def __init__(self, me: int, neighbours: Iterable[int] = (),
+                 permitted_peer_kinds: Iterable[str] = (),
+                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.me = me
+        self.neighbours = frozenset(neighbours)
+        self.permitted = frozenset(permitted_peer_kinds)
+        self.max_bytes = max_bytes
+        self._codec = Codec()
+
+    def incoming(self, frames: list[bytes], plane: str, identity: bytes | None = None) -> Message:
+        """Decode and validate a received message (frames without the routing id)."""
+        if len(frames) != 1:
+            raise MalformedFrame(f"expected 1 frame (the envelope), got {len(frames)}")
+        nbytes = len(frames[0])
+        if nbytes > self.max_bytes:
+            raise Oversize(f"{nbytes} bytes exceeds the cap of {self.max_bytes}")
+        head, body_part = split(frames[0])
+        header = decode_header(self._codec, head)
+        kind = lookup(header["k"])
+        if kind.plane != plane:
+            raise KindNotPermitted(f"'{kind.name}' is a {kind.plane} kind, not {plane}")
+        if header["d"] != self.me:
+            raise WrongDestination(f"addressed to {header['d']}, I am {self.me}")
+        if plane == "peer":
+            self._check_peer(kind.name, header["s"], identity)
+        body = self._codec.unpack(body_part)
+        kind.check_body(body)
+        return Message(kind.name, header["s"], header["d"], header["t"], header["q"], body,
+                       nbytes)
+
+    def _check_peer(self, kind: str, src: int, identity: bytes | None) -> None:
+        if src not in self.neighbours:
+            raise NotANeighbour(f"agent {src} is not a neighbour of agent {self.me}")
+        if identity is not None and identity != peer_identity(src):
+            raise NotANeighbour(f"socket identity {identity!r} does not match src {src}")
+        if kind not in self.permitted:
+            raise KindNotPermitted(f"'{kind}' is not permitted in this run "
+                                   f"(permitted: {sorted(self.permitted) or 'none'})")
+
+    def outgoing(self, kind_name: str, dst: int, body: dict, plane: str) -> None:
+        """Refuse a message this process must not send."""
+        kind = lookup(kind_name)
+        if kind.plane != plane:
+            raise KindNotPermitted(f"'{kind.name}' is a {kind.plane} kind, not {plane}")
+        if plane == "peer":
+            if dst not in self.neighbours:
+                raise NotANeighbour(f"agent {dst} is not a neighbour of agent {self.me}")
+            if kind.name not in self.permitted:
+                raise KindNotPermitted(f"'{kind.name}' is not permitted in this run")
+        kind.check_body(body)

@@ -1,0 +1,152 @@
+"""The one registry of message kinds and their schemas.
+
+Every message that crosses a socket has a registered kind. A kind belongs to one *plane*:
+``control`` (coordinator <-> agents / env server), ``env`` (agent <-> env server) or ``peer``
+(agent <-> neighbour agent). Only peer kinds may cross peer edges, and only those the running
+algorithm declares. Registering a name twice is an import-time error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from protocols.errors import DuplicateKind, SchemaMismatch, UnknownKind
+
+PLANES = ("control", "env", "peer")
+NUMERIC = frozenset(["bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64",
+                     "uint64", "float16", "float32", "float64"])
+FLOATS = frozenset(["float16", "float32", "float64"])
+INTS = frozenset(["int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"])
+
+
+@dataclass(frozen=True)
+class Arr:
+    """An ndarray field: allowed dtypes, allowed ranks, and a cap on the element count."""
+
+    dtypes: frozenset[str] = NUMERIC
+    ndims: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 8)
+    max_size: int = 1 << 24
+    _dtype_set: frozenset = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:   # dtype objects: a set lookup, not a .name per check
+        object.__setattr__(self, "_dtype_set", frozenset(np.dtype(d) for d in self.dtypes))
+
+    def check(self, name: str, value: Any) -> None:
+        if not isinstance(value, np.ndarray):
+            raise SchemaMismatch(f"field '{name}' must be an array, got {type(value).__name__}")
+        if value.dtype not in self._dtype_set:
+            raise SchemaMismatch(f"field '{name}' has dtype {value.dtype}, allowed "
+                                 f"{sorted(self.dtypes)}")
+        if value.ndim not in self.ndims:
+            raise SchemaMismatch(f"field '{name}' has rank {value.ndim}, allowed {self.ndims}")
+        if value.size > self.max_size:
+            raise SchemaMismatch(f"field '{name}' has {value.size} elements, max {self.max_size}")
+
+
+@dataclass(frozen=True)
+class Val:
+    """A plain msgpack value of one of the given Python types (None allowed if listed)."""
+
+    types: tuple[type, ...]
+
+    def check(self, name: str, value: Any) -> None:
+        if not isinstance(value, self.types) or (isinstance(value, bool) and bool not in
+                                                 self.types and int in self.types):
+            allowed = "/".join(t.__name__ for t in self.types)
+            raise SchemaMismatch(f"field '{name}' must be {allowed}, got {type(value).__name__}")
+
+
+Field = Arr | Val
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A registered message kind: its plane and the schema of its body."""
+
+    name: str
+    plane: str
+    fields: Mapping[str, Field]
+    optional: frozenset[str] = field(default_factory=frozenset)
+    doc: str = ""
+
+    def check_body(self, body: Any) -> None:
+        if not isinstance(body, dict):
+            raise SchemaMismatch(f"'{self.name}' body must be a map, got {type(body).__name__}")
+        extra = set(body) - set(self.fields)
+        if extra:
+            raise SchemaMismatch(f"'{self.name}' body has unexpected fields {sorted(extra)}")
+        for name, spec in self.fields.items():
+            if name not in body:
+                if name in self.optional:
+                    continue
+                raise SchemaMismatch(f"'{self.name}' body lacks field '{name}'")
+            spec.check(name, body[name])
+
+
+REGISTRY: dict[str, Kind] = {}
+
+
+def register(kind: Kind) -> Kind:
+    """Add a kind to the registry; a duplicate name is an error at import time."""
+    if kind.name in REGISTRY:
+        raise DuplicateKind(f"message kind '{kind.name}' is registered twice")
+    if kind.plane not in PLANES:
+        raise ValueError(f"kind '{kind.name}': plane must be one of {PLANES}")
+    REGISTRY[kind.name] = kind
+    return kind
+
+
+def lookup(name: Any) -> Kind:
+    kind = REGISTRY.get(name) if isinstance(name, str) else None
+    if kind is None:
+        raise UnknownKind(f"unknown message kind {name!r}")
+    return kind
+
+
+def peer_kinds() -> frozenset[str]:
+    return frozenset(k.name for k in REGISTRY.values() if k.plane == "peer")
+
+
+INT, STR, DICT = Val((int,)), Val((str,)), Val((dict,))
+OPT_INT, OPT_STR = Val((int, type(None))), Val((str, type(None)))
+
+# -- control plane: coordinator <-> agents and env server ----------------------------------
+register(Kind("hello", "control", {"role": STR, "pid": INT, "host": STR, "endpoint": OPT_STR,
+                                   "want_id": OPT_INT, "caps": DICT},
+              doc="a process asks to join: role agent|envserver, its bound endpoint"))
+register(Kind("welcome", "control", {"id": INT, "info": DICT},
+              doc="admission: id, neighbours and endpoints, row of W, config, seed"))
+register(Kind("env_ready", "control", {"spaces": DICT},
+              doc="env server -> coordinator: the env is built; its spaces for the welcomes"))
+register(Kind("heartbeat", "control", {}, doc="liveness, both ways"))
+register(Kind("metrics", "control", {"step": INT, "scalars": DICT},
+              doc="agent -> coordinator: scalar diagnostics only"))
+register(Kind("episodes", "control", {"step": INT, "returns": Arr(FLOATS, (1,)),
+                                      "lengths": Arr(INTS, (1,))},
+              doc="env server -> coordinator: returns of the episodes that just ended"))
+register(Kind("error", "control", {"message": STR}, doc="a process reports a fatal error"))
+register(Kind("bye", "control", {"stats": DICT}, doc="a process finished; its final stats"))
+register(Kind("ack", "control", {}, doc="coordinator confirms a bye: safe to close"))
+register(Kind("stop", "control", {"reason": STR}, doc="coordinator ends the run"))
+
+# -- env plane: agent <-> environment server -----------------------------------------------
+register(Kind("join", "env", {}, doc="agent is ready for the first observation"))
+register(Kind("act", "env", {"t": INT, "a": Arr(NUMERIC, (2, 3, 4, 5))},
+              doc="actions for step t: (K, m, *act_shape)"))
+register(Kind("step", "env", {"t": INT, "obs": Arr(), "final_obs": Arr(),
+                              "reward": Arr(FLOATS, (2,)), "terminated": Arr(frozenset(["bool"]), (1,)),
+                              "truncated": Arr(frozenset(["bool"]), (1,)), "last": Val((bool,))},
+              doc="env reply: obs to act on, s' of the transition, reward (K, m), flags"))
+
+# -- peer plane: the only kinds that may cross edges between agents -------------------------
+register(Kind("consensus", "peer", {"idx": Arr(INTS, (1,)), "x": Arr(FLOATS, (1, 2))},
+              doc="importance log-ratio consensus estimates x for experiences idx"))
+register(Kind("pr_query", "peer", {"qid": INT, "states": Arr(NUMERIC, (1, 2))},
+              doc="policy reciprocity: a batch of states to evaluate"))
+register(Kind("pr_values", "peer", {"qid": INT, "values": Arr(FLOATS, (1, 2))},
+              doc="policy reciprocity: the neighbour's values at the queried states"))
+register(Kind("latent", "peer", {"z": Arr(FLOATS, (1, 2))},
+              doc="MDPO: a predicted low-dimensional latent variable"))

@@ -1,0 +1,101 @@
+"""Shared fixtures: run ``agentd`` in subprocesses and always clean up what was started."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+AGENTD = [sys.executable, "-m", "agentd"]
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def is_agentd_process(pid: int) -> bool:
+    """True if pid is alive and is an agentd process (guards against PID reuse)."""
+    try:
+        return b"agentd" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def run_pids(run_dir: Path) -> list[int]:
+    """PIDs of the coordinator, env server and agents a run recorded."""
+    path = run_dir / "endpoints.json"
+    if not path.exists():
+        return []
+    ep = read_json(path)
+    return [ep["coordinator"]["pid"], ep["envserver"]["pid"],
+            *(a["pid"] for a in ep["agents"].values())]
+
+
+def stop_pids(pids: list[int]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = [p for p in pids if is_agentd_process(p)]
+        for pid in alive:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(is_agentd_process(p) for p in alive):
+            time.sleep(0.05)
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+class Runs:
+    """Starts agentd commands; on teardown ends each still alive, by PID, then its run's PIDs."""
+
+    def __init__(self) -> None:
+        self.started: list[tuple[subprocess.Popen, Path | None]] = []
+
+    def start(self, args: list[str], run_dir: Path | None = None, **kwargs) -> subprocess.Popen:
+        kwargs.setdefault("stdout", subprocess.PIPE)
+        kwargs.setdefault("stderr", subprocess.STDOUT)
+        proc = subprocess.Popen([*AGENTD, *args], **kwargs)
+        self.started.append((proc, run_dir))
+        return proc
+
+    def launch(self, run_dir: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        proc = self.start(["launch", "--run-dir", str(run_dir), "--quiet", *args], run_dir)
+        out, _ = proc.communicate(timeout=timeout)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out.decode(), "")
+
+    def cleanup(self) -> None:
+        for proc, run_dir in self.started:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+            if proc.stdout is not None:
+                proc.stdout.close()
+            if run_dir is not None:
+                stop_pids(run_pids(run_dir))
+
+
+@pytest.fixture
+def runs():
+    r = Runs()
+    try:
+        yield r
+    finally:
+        r.cleanup()

@@ -1,0 +1,76 @@
+"""The guard on a live run: bad frames sent to a real agent's socket are dropped, counted by
+reason and logged, and the agent keeps learning to the end of the run."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import zmq
+
+from agentd.msglog import open_log
+from conftest import read_json, wait_for
+from protocols import Codec, encode, peer_identity
+
+
+def send_raw(endpoint: str, identity: bytes, frames: list[bytes]) -> None:
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    try:
+        sock.setsockopt(zmq.IDENTITY, identity)
+        sock.setsockopt(zmq.LINGER, 2000)
+        sock.connect(endpoint)
+        sock.send_multipart(frames)
+        time.sleep(0.05)
+    finally:
+        sock.close()
+        ctx.term()
+
+
+def test_bad_messages_are_rejected_and_the_agent_keeps_learning(runs, tmp_path):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text("max_msg_bytes = 4096\n")
+    run_dir = tmp_path / "run"
+    steps = 4000
+    proc = runs.start(["launch", "--run-dir", str(run_dir), "--quiet", "--config", str(cfg),
+                       "--n", "4", "--steps", str(steps), "--episode-len", "20"], run_dir)
+    wait_for(lambda: (run_dir / "metrics.jsonl").exists() and
+             (run_dir / "metrics.jsonl").stat().st_size > 0, 60, "the first episodes")
+    target = read_json(run_dir / "endpoints.json")["agents"]["0"]["endpoint"]
+    codec = Codec()
+    body = {"idx": np.arange(4), "x": np.zeros(4)}
+    good = encode(codec, "consensus", 1, 0, 5, 1, body)
+    # Agent 0 on a 4-ring has neighbours 1 and 3. The intruder connects as agent 2 (not a
+    # neighbour); ZeroMQ itself ignores a second connection claiming a live neighbour's id.
+    intruder = peer_identity(2)
+    injections = [
+        ([b"\x00\x01garbage bytes\xff"], "malformed"),
+        ([good[:12]], "malformed"),                                  # truncated in the header
+        ([b"a", b"b"], "malformed"),                                          # two frames
+        ([encode(codec, "gossip", 2, 0, 5, 1, {})], "unknown_kind"),
+        ([encode(codec, "consensus", 2, 0, 5, 1, body)], "not_a_neighbour"),
+        ([good], "not_a_neighbour"),                  # claims to be agent 1: identity mismatch
+        ([encode(codec, "consensus", 2, 0, 5, 1,
+                 {"idx": np.arange(600), "x": np.zeros(600)})], "oversize"),
+    ]
+    sent_at = time.time()
+    for frames, _ in injections:
+        send_raw(target, intruder, frames)
+    assert proc.wait(timeout=120) == 0
+
+    summary = read_json(run_dir / "summary.json")
+    agent = summary["agents"]["0"]
+    expected: dict[str, int] = {}
+    for _, reason in injections:
+        expected[reason] = expected.get(reason, 0) + 1
+    assert agent["rejected"] == expected
+    assert agent["planes"]["peer"]["msgs_recv"] == 0      # nothing got through
+    assert agent["steps"] == steps                         # it learned to the end
+    for other in ("1", "2", "3"):
+        assert summary["agents"][other]["rejected"] == {}
+
+    log = list(open_log(run_dir / "logs" / "agent-0.log"))
+    rejections = [r.reason for r in log if r.direction == "rej"]
+    assert sorted(rejections) == sorted(reason for _, reason in injections)
+    acts_after = [r for r in log if r.kind == "act" and r.time > sent_at]
+    assert len(acts_after) > 100

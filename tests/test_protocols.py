@@ -1,0 +1,162 @@
+"""Codec round-trips for every kind and dtype; the guard's verdicts on bad input."""
+
+from __future__ import annotations
+
+import msgpack
+import numpy as np
+import pytest
+
+from protocols import (REGISTRY, Codec, DuplicateKind, Guard, Kind, KindNotPermitted,
+                       MalformedFrame, NotANeighbour, Oversize, SchemaMismatch, UnknownKind,
+                       WrongDestination, encode, peer_identity, register)
+from protocols.codec import DTYPE_CODES
+from protocols.kinds import Arr, Val
+
+ALL_DTYPES = [np.dtype(d) for d in DTYPE_CODES]
+
+
+def sample_value(spec, rng):
+    if isinstance(spec, Arr):
+        dtype = np.dtype(sorted(spec.dtypes)[0])
+        ndim = spec.ndims[-1] if spec.ndims[-1] <= 3 else spec.ndims[0]
+        return np.asarray(rng.random((2,) * ndim) * 10).astype(dtype)
+    t = spec.types[0]
+    return {int: 7, str: "text", dict: {"a": 1, "nested": [1, 2.5]}, bool: True,
+            type(None): None}[t]
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_kind_round_trips(name):
+    kind = REGISTRY[name]
+    rng = np.random.default_rng(0)
+    body = {field: sample_value(spec, rng) for field, spec in kind.fields.items()}
+    me = 3
+    guard = Guard(me, neighbours=[1], permitted_peer_kinds=[name])
+    frame = encode(Codec(), name, 1, me, 11, 5, body)
+    msg = guard.incoming([frame], kind.plane, peer_identity(1) if kind.plane == "peer" else None)
+    assert (msg.kind, msg.src, msg.dst, msg.step, msg.seq) == (name, 1, me, 11, 5)
+    assert msg.body.keys() == body.keys()
+    for key, value in body.items():
+        if isinstance(value, np.ndarray):
+            assert msg.body[key].dtype == value.dtype
+            np.testing.assert_array_equal(msg.body[key], value)
+        else:
+            assert msg.body[key] == value
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(), (0,), (5,), (2, 3), (1, 2, 1, 2)])
+def test_array_round_trip_every_dtype(dtype, shape):
+    codec = Codec()
+    arr = np.asarray(np.arange(int(np.prod(shape))).reshape(shape) % 2 == 1) if dtype == bool else \
+        np.arange(int(np.prod(shape)), dtype=dtype).reshape(shape)
+    out = codec.unpack(codec.pack({"a": arr}))["a"]
+    assert out.dtype == arr.dtype and out.shape == arr.shape
+    np.testing.assert_array_equal(out, arr)
+
+
+def test_big_endian_and_noncontiguous_arrays_travel_as_little_endian():
+    codec = Codec()
+    arr = np.arange(6, dtype=">f8").reshape(2, 3).T
+    out = codec.unpack(codec.pack({"a": arr}))["a"]
+    assert out.dtype == np.dtype("<f8")
+    np.testing.assert_array_equal(out, arr)
+
+
+@pytest.mark.parametrize("bad", [np.array(["text"]), np.array([object()], dtype=object),
+                                 np.zeros(2, dtype=complex)], ids=["str", "object", "complex"])
+def test_refused_dtypes_are_never_sent(bad):
+    with pytest.raises(SchemaMismatch):
+        Codec().pack({"a": bad})
+
+
+def test_unknown_ext_type_and_lying_array_header_are_malformed():
+    codec = Codec()
+    with pytest.raises(MalformedFrame):
+        codec.unpack(msgpack.packb(msgpack.ExtType(42, b"xx")))
+    good = codec.pack({"a": np.zeros(4)})
+    with pytest.raises(MalformedFrame):
+        codec.unpack(good[:-3])   # shape says 4 float64, bytes say fewer
+
+
+def test_duplicate_registration_is_an_error():
+    with pytest.raises(DuplicateKind):
+        register(Kind("consensus", "peer", {}))
+
+
+# -- the guard --------------------------------------------------------------------------------
+@pytest.fixture
+def guard():
+    return Guard(0, neighbours=[1, 3], permitted_peer_kinds=["consensus"], max_bytes=4096)
+
+
+def consensus_frame(src=1, dst=0, n=4, x_dtype=np.float64, kind="consensus"):
+    body = {"idx": np.arange(n, dtype=np.int64), "x": np.ones(n, dtype=x_dtype)}
+    return encode(Codec(), kind, src, dst, 1, 1, body)
+
+
+def test_guard_accepts_a_good_peer_message(guard):
+    msg = guard.incoming([consensus_frame()], "peer", peer_identity(1))
+    assert msg.kind == "consensus" and msg.nbytes > 0
+
+
+@pytest.mark.parametrize("frames, error", [
+    ([b"\x00garbage\xff\xfe"], MalformedFrame),
+    ([b"\xc1"], MalformedFrame),
+    ([], MalformedFrame),
+    ([b"a", b"b"], MalformedFrame),
+], ids=["garbage", "short", "no-frame", "two-frames"])
+def test_guard_rejects_garbage(guard, frames, error):
+    with pytest.raises(error):
+        guard.incoming(frames, "peer", peer_identity(1))
+
+
+def test_guard_rejects_truncated_frame(guard):
+    frame = consensus_frame()
+    with pytest.raises(MalformedFrame):
+        guard.incoming([frame[: len(frame) - 5]], "peer", peer_identity(1))
+
+
+def test_guard_rejects_each_rule(guard):
+    cases = [
+        (consensus_frame(kind="no_such_kind"), peer_identity(1), UnknownKind),
+        (consensus_frame(src=2), peer_identity(2), NotANeighbour),
+        (consensus_frame(src=1), peer_identity(3), NotANeighbour),     # identity spoof
+        (consensus_frame(dst=5), peer_identity(1), WrongDestination),
+        (consensus_frame(n=1000), peer_identity(1), Oversize),
+        (consensus_frame(x_dtype=np.int32), peer_identity(1), SchemaMismatch),
+        (encode(Codec(), "latent", 1, 0, 1, 1, {"z": np.zeros(2)}), peer_identity(1),
+         KindNotPermitted),
+        (encode(Codec(), "heartbeat", 1, 0, 1, 1, {}), peer_identity(1), KindNotPermitted),
+    ]
+    for frame, ident, error in cases:
+        with pytest.raises(error):
+            guard.incoming([frame], "peer", ident)
+
+
+def test_guard_checks_the_header_before_the_body(guard):
+    # A non-neighbour's frame whose body is garbage is refused for the sender, not the body.
+    frame = consensus_frame(src=2)
+    with pytest.raises(NotANeighbour):
+        guard.incoming([frame[:-10] + b"\xc1" * 10], "peer", peer_identity(2))
+
+
+def test_guard_on_send(guard):
+    guard.outgoing("consensus", 1, {"idx": np.arange(2), "x": np.zeros(2)}, "peer")
+    with pytest.raises(NotANeighbour):
+        guard.outgoing("consensus", 2, {"idx": np.arange(2), "x": np.zeros(2)}, "peer")
+    with pytest.raises(KindNotPermitted):
+        guard.outgoing("latent", 1, {"z": np.zeros(2)}, "peer")
+    with pytest.raises(UnknownKind):
+        guard.outgoing("secrets", 1, {}, "peer")
+    with pytest.raises(SchemaMismatch):
+        guard.outgoing("consensus", 1, {"idx": np.arange(2)}, "peer")
+
+
+def test_schema_rejects_extra_fields_and_wrong_types():
+    kind = REGISTRY["metrics"]
+    with pytest.raises(SchemaMismatch):
+        kind.check_body({"step": 1, "scalars": {}, "extra": 1})
+    with pytest.raises(SchemaMismatch):
+        kind.check_body({"step": "one", "scalars": {}})
+    assert Val((int,)) and Arr()
