@@ -203,8 +203,8 @@ def _report_error(transport: Transport, message: str) -> None:
         try:
             transport.send(control, "error", -1, {"message": message})
             time.sleep(0.2)   # let the report leave before the socket closes
-        except Exception:
-            pass
+        except Exception as exc:  # noqa: BLE001 - best effort while already failing
+            log.debug("could not report the error to the coordinator: %s", exc)
     transport.flush()
 
 

@@ -138,10 +138,9 @@ def _validate_algo_env(c: RunConfig) -> None:
     except EnvError as exc:
         raise ConfigError(f"'env': {exc}") from None
     learner = load_learner_class(c.algo)
-    params_cls = getattr(learner, "Params", None)
-    if params_cls is not None:
+    if learner.Params is not None:
         try:
-            parse_params(params_cls, c.params, c.algo)
+            parse_params(learner.Params, c.params, c.algo)
         except LearnerConfigError as exc:
             raise ConfigError(f"'params': {exc}") from None
     elif c.params:

@@ -47,7 +47,7 @@ class MessageLog:
         """Open the file (an agent learns its id, hence its log name, only when admitted)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path, self.process = path, process or self.process
-        self._file = open(path, "ab", buffering=1 << 16)
+        self._file = open(path, "ab", buffering=1 << 16)  # noqa: SIM115 - lives with the log
         self._write(["meta", time.time(), {"format": FORMAT, "version": FORMAT_VERSION,
                                            "process": self.process}])
         for record in self._pending:

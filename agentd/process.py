@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -89,5 +90,9 @@ def resident_mb() -> float:
 
 
 def process_facts() -> dict[str, Any]:
+    """Who and how big: pid, host, resident MB, whether torch got imported, CPU seconds used
+    by all threads (zmq's I/O thread included)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     return {"pid": os.getpid(), "host": hostname(), "rss_mb": round(resident_mb(), 1),
-            "torch_loaded": "torch" in sys.modules}
+            "torch_loaded": "torch" in sys.modules,
+            "cpu_s": round(usage.ru_utime + usage.ru_stime, 3)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import TextIO
@@ -41,8 +42,9 @@ class ProgressBar:
         rate = done / elapsed if elapsed > 0 else 0.0
         eta = (self.total - done) / rate if rate > 0 else float("nan")
         bar = "#" * filled + "." * (self.width - filled)
-        text = (f"[{bar}] {done}/{self.total} {self.label} {rate:,.0f}/s "
-                f"eta {eta:4.0f}s" if eta == eta else f"[{bar}] {done}/{self.total} {self.label}")
+        text = f"[{bar}] {done}/{self.total} {self.label}"
+        if not math.isnan(eta):
+            text += f" {rate:,.0f}/s eta {eta:4.0f}s"
         return f"{text}  {note}" if note else text
 
     def close(self) -> None:

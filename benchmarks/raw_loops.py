@@ -10,7 +10,6 @@ Everything binds to 127.0.0.1. Each function returns steps per second.
 
 from __future__ import annotations
 
-import asyncio
 import multiprocessing as mp
 import time
 

@@ -25,8 +25,13 @@ from agentd.config import RunConfig, process_count, to_toml
 from agentd.msglog import MessageLog
 from agentd.progress import ProgressBar
 from agentd.transport import Transport
-from coordinator.rundir import (MetricsFile, derive_seed, plot_learning_curve, return_figures,
-                                write_json)
+from coordinator.rundir import (
+    MetricsFile,
+    derive_seed,
+    plot_learning_curve,
+    return_figures,
+    write_json,
+)
 from protocols import COORDINATOR, ENVSERVER, UNASSIGNED, Guard, Message, process_name
 from topologies import build, mixing_matrix, spectral_gap
 
@@ -319,7 +324,7 @@ class Coordinator:
             plot_learning_curve(self.run_dir / "learning_curve.png", self.metrics.steps,
                                 self.metrics.returns,
                                 f"{c.algo} on {c.env}, n={c.n}, {self.graph.name}, seed {c.seed}")
-        except Exception as exc:   # a missing plot must not hide the run's outcome
+        except Exception as exc:  # noqa: BLE001 - a missing plot must not hide the outcome
             log.warning("could not draw the learning curve: %s", exc)
         return summary
 

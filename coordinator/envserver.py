@@ -208,6 +208,6 @@ def _build_env(cfg: dict[str, Any], info: dict[str, Any]) -> VecEnv:
                         env_kwargs=cfg["env_args"])
     except EnvError as exc:
         raise RunFailed(f"env '{cfg['env']}': {exc}") from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - user env code may raise anything
         raise RunFailed(f"env '{cfg['env']}' could not be built: {type(exc).__name__}: "
                         f"{exc}") from None

@@ -44,7 +44,7 @@ class MetricsFile:
     """metrics.jsonl: one record per finished episode, flushed as they come."""
 
     def __init__(self, path: Path) -> None:
-        self._file = open(path, "a", buffering=1)
+        self._file = open(path, "a", buffering=1)  # noqa: SIM115 - open for the whole run
         self.returns: list[float] = []
         self.steps: list[int] = []
 

@@ -85,5 +85,5 @@ class Codec:
             return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False)
         except MalformedFrame:
             raise
-        except Exception as exc:  # msgpack raises several unrelated types on garbage
+        except Exception as exc:  # noqa: BLE001 - msgpack raises many unrelated types on garbage
             raise MalformedFrame(f"not valid msgpack: {type(exc).__name__}: {exc}") from None

@@ -14,8 +14,13 @@ from collections.abc import Iterable
 
 from protocols.codec import Codec
 from protocols.envelope import Message, decode_header, split
-from protocols.errors import (KindNotPermitted, MalformedFrame, NotANeighbour, Oversize,
-                              WrongDestination)
+from protocols.errors import (
+    KindNotPermitted,
+    MalformedFrame,
+    NotANeighbour,
+    Oversize,
+    WrongDestination,
+)
 from protocols.kinds import lookup
 
 DEFAULT_MAX_BYTES = 16 << 20

@@ -8,8 +8,9 @@ algorithm declares. Registering a name twice is an import-time error.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -7,9 +7,9 @@ import time
 
 import numpy as np
 import zmq
+from conftest import read_json, wait_for
 
 from agentd.msglog import open_log
-from conftest import read_json, wait_for
 from protocols import Codec, encode, peer_identity
 
 

@@ -6,12 +6,11 @@ import math
 import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
+from conftest import is_agentd_process, read_json, run_pids, wait_for
 
 from agentd.msglog import open_log
-from conftest import is_agentd_process, read_json, run_pids, wait_for
 
 
 def test_launch_n3_writes_a_complete_run_directory(runs, tmp_path):

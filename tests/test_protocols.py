@@ -6,9 +6,23 @@ import msgpack
 import numpy as np
 import pytest
 
-from protocols import (REGISTRY, Codec, DuplicateKind, Guard, Kind, KindNotPermitted,
-                       MalformedFrame, NotANeighbour, Oversize, SchemaMismatch, UnknownKind,
-                       WrongDestination, encode, peer_identity, register)
+from protocols import (
+    REGISTRY,
+    Codec,
+    DuplicateKind,
+    Guard,
+    Kind,
+    KindNotPermitted,
+    MalformedFrame,
+    NotANeighbour,
+    Oversize,
+    SchemaMismatch,
+    UnknownKind,
+    WrongDestination,
+    encode,
+    peer_identity,
+    register,
+)
 from protocols.codec import DTYPE_CODES
 from protocols.kinds import Arr, Val
 
@@ -17,7 +31,7 @@ ALL_DTYPES = [np.dtype(d) for d in DTYPE_CODES]
 
 def sample_value(spec, rng):
     if isinstance(spec, Arr):
-        dtype = np.dtype(sorted(spec.dtypes)[0])
+        dtype = np.dtype(min(spec.dtypes))
         ndim = spec.ndims[-1] if spec.ndims[-1] <= 3 else spec.ndims[0]
         return np.asarray(rng.random((2,) * ndim) * 10).astype(dtype)
     t = spec.types[0]

@@ -99,6 +99,7 @@ class Learner:
     """
 
     name: ClassVar[str] = ""
+    Params: ClassVar[type | None] = None      # hyper-parameter dataclass (user-overridable)
     peer_kinds: ClassVar[frozenset[str]] = frozenset()
     needs_torch: ClassVar[bool] = False
     centralised: ClassVar[bool] = False   # controls every env agent from one process
@@ -106,6 +107,10 @@ class Learner:
     def __init__(self, spec: LearnerSpec) -> None:
         self.spec = spec
         self.rng = np.random.default_rng(spec.seed)
+        if self.Params is not None:
+            self.params = parse_params(self.Params, spec.params, self.name)
+        elif spec.params:
+            raise LearnerConfigError(f"algo '{self.name}' takes no parameters")
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         raise NotImplementedError

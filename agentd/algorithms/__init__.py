@@ -1,0 +1,31 @@
+"""The algorithm registry: algo name -> learner class, imported only when asked for.
+
+Nothing here imports a learner module, so an agent process pays only for the learner it runs
+(a tabular agent must not import torch, pettingzoo or gymnasium).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from agentd.algorithms.base import Learner, LearnerConfigError
+
+ALGORITHMS: dict[str, str] = {
+    "dac": "agentd.algorithms.dac:DAC",
+    "iql": "agentd.algorithms.iql:IQL",
+    "central-q": "agentd.algorithms.central_q:CentralQ",
+    "random": "agentd.algorithms.random_policy:RandomPolicy",
+}
+
+
+def load_learner_class(name: str) -> type[Learner]:
+    """Import and return the Learner subclass registered under name."""
+    target = ALGORITHMS.get(name)
+    if target is None:
+        raise LearnerConfigError(f"unknown algo {name!r}; allowed: {sorted(ALGORITHMS)}")
+    module_name, class_name = target.split(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    if not (isinstance(cls, type) and issubclass(cls, Learner) and cls.name == name):
+        raise LearnerConfigError(f"registry entry {name!r} -> {target} is not the "
+                                 f"'{name}' Learner")   # a registry bug, not a user error
+    return cls

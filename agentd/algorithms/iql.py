@@ -1,0 +1,85 @@
+"""Independent Q-learning (seed 003's IQL baseline): each agent learns Q^i[S, A^i] alone.
+
+    Q(s, a^i) += alpha [ r + gamma max_a' Q(s', a') - Q(s, a^i) ]     (no bootstrap if terminal)
+
+The other agents are part of the environment; no messages are exchanged. Behaviour is
+epsilon-greedy with ties between greedy actions broken at random.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from agentd.algorithms.base import Learner, LearnerConfigError, LearnerSpec
+from agentd.algorithms.dac import discrete_sizes
+
+
+@dataclass
+class QParams:
+    """Hyper-parameters of tabular epsilon-greedy Q-learning (defaults tuned on random-mdp)."""
+
+    gamma: float = 0.95
+    """discount factor"""
+    alpha: float = 0.5
+    """step size of the Q update"""
+    epsilon: float = 0.05
+    """probability of a uniformly random action (exploration)"""
+
+    def check(self) -> None:
+        if not 0.0 <= self.gamma < 1.0:
+            raise LearnerConfigError(f"parameter 'gamma' must be in [0, 1), got {self.gamma}")
+        if not 0.0 < self.alpha <= 1.0:
+            raise LearnerConfigError(f"parameter 'alpha' must be in (0, 1], got {self.alpha}")
+        if not 0.0 <= self.epsilon <= 1.0:
+            raise LearnerConfigError(f"parameter 'epsilon' must be in [0, 1], got {self.epsilon}")
+
+
+def epsilon_greedy(rng: np.random.Generator, q_rows: np.ndarray, epsilon: float) -> np.ndarray:
+    """One action per row of q_rows (K, A): greedy with random tie-breaks, else uniform."""
+    k, n = q_rows.shape
+    best = q_rows == q_rows.max(axis=1, keepdims=True)
+    greedy = np.argmax(best + rng.random((k, n)), axis=1)     # uniform among tied maxima
+    explore = rng.random(k) < epsilon
+    return np.where(explore, rng.integers(n, size=k), greedy).astype(np.int64)
+
+
+class IQL(Learner):
+    """Agent i's private epsilon-greedy Q-learner on its own action."""
+
+    name = "iql"
+    Params = QParams
+
+    def __init__(self, spec: LearnerSpec) -> None:
+        super().__init__(spec)
+        self.q = np.zeros(self.table_shape(spec))
+        self._batch: tuple[list, ...] | None = None
+
+    def table_shape(self, spec: LearnerSpec) -> tuple[int, int]:
+        """(|S|, |A|) of the Q table: this agent's own actions."""
+        return discrete_sizes(spec, self.name)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return epsilon_greedy(self.rng, self.q[obs], self.params.epsilon)
+
+    def observe(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray,
+                next_obs: np.ndarray, terminated: np.ndarray, truncated: np.ndarray) -> None:
+        self._batch = (obs.tolist(), action.tolist(), reward.tolist(), next_obs.tolist(),
+                       terminated.tolist())
+
+    def update(self) -> dict[str, float]:
+        if self._batch is None:
+            return {}
+        p, q = self.params, self.q
+        td_abs = []
+        for s, a, r, s_next, done in zip(*self._batch):
+            target = r if done else r + p.gamma * q[s_next].max()
+            td = target - q[s, a]
+            q[s, a] += p.alpha * td
+            td_abs.append(abs(td))
+        self._batch = None
+        return {"td_abs": float(np.mean(td_abs)), "epsilon": p.epsilon}
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {"q": self.q}

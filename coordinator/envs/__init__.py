@@ -1,0 +1,70 @@
+"""Environments the env server can step: the built-ins and any PettingZoo ParallelEnv.
+
+``make_env`` builds one from its id; ``check_env_id`` is the cheap syntax check used when a
+config is validated (it imports nothing). PettingZoo is imported only for PettingZoo env ids.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from coordinator.envs.base import EnvError, StepResult, VecEnv
+
+BUILTIN_ENVS = ("random-mdp",)
+_RANDOM_MDP_KWARGS = ("n_actions", "n_states")
+
+__all__ = ["BUILTIN_ENVS", "EnvError", "StepResult", "VecEnv", "check_env_id", "make_env"]
+
+
+def _unknown(env_id: str) -> EnvError:
+    return EnvError(f"unknown env id {env_id!r}: use one of {', '.join(BUILTIN_ENVS)} or a "
+                    "PettingZoo ParallelEnv as module:callable "
+                    "(e.g. mpe2.simple_spread_v3:parallel_env)")
+
+
+def check_env_id(env_id: str) -> None:
+    """Raise EnvError unless env_id is a built-in or well-formed "module:callable"."""
+    if env_id in BUILTIN_ENVS:
+        return
+    if isinstance(env_id, str) and ":" in env_id:
+        from coordinator.envs.pettingzoo_env import split_factory_spec
+
+        split_factory_spec(env_id)
+        return
+    raise _unknown(env_id)
+
+
+def make_env(env_id: str, *, n_agents: int, num_envs: int, episode_len: int, seed: int,
+             env_kwargs: dict[str, Any]) -> VecEnv:
+    """Build the VecEnv named by env_id for n_agents agents and num_envs copies.
+
+    ``seed`` fixes the model of built-in random envs (random-mdp's P and R); the trajectory
+    randomness comes from the seed later passed to ``reset``.
+    """
+    check_env_id(env_id)
+    if env_id == "random-mdp":
+        unknown = sorted(set(env_kwargs) - set(_RANDOM_MDP_KWARGS))
+        if unknown:
+            raise EnvError(f"unknown env_kwargs {unknown} for random-mdp; "
+                           f"allowed: {list(_RANDOM_MDP_KWARGS)}")
+        from coordinator.envs.random_mdp import RandomMDP
+
+        sizes = {}
+        for key, value in env_kwargs.items():
+            try:
+                sizes[key] = int(value)     # CLI values may arrive as strings
+                if isinstance(value, float) and value != sizes[key]:
+                    raise ValueError
+            except (TypeError, ValueError):
+                raise EnvError(f"random-mdp: {key} must be an integer, got {value!r}") from None
+        return RandomMDP(n_agents, num_envs, episode_len, model_seed=seed, **sizes)
+
+    from coordinator.envs.pettingzoo_env import PettingZooVecEnv, load_factory
+
+    env = PettingZooVecEnv(load_factory(env_id), num_envs, episode_len, env_kwargs,
+                           name=f"env {env_id}")
+    if env.n_agents != n_agents:
+        env.close()
+        raise EnvError(f"env {env_id} has {env.n_agents} agents but n={n_agents}; pass "
+                       f"env_kwargs (e.g. --env-arg N={n_agents})")
+    return env

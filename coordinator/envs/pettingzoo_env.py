@@ -1,0 +1,211 @@
+"""K copies of any PettingZoo ParallelEnv, made by a ``module.path:callable`` factory.
+
+pettingzoo and gymnasium are imported only inside the functions that need them, so that
+importing this module (e.g. for ``split_factory_spec`` during config validation) stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from coordinator.envs.base import EnvError, StepResult, VecEnv
+
+_DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
+_SPEC = re.compile(rf"({_DOTTED}):({_DOTTED})")
+
+
+def split_factory_spec(spec: str) -> tuple[str, str]:
+    """Split "module.path:callable" into its two parts (syntax only, imports nothing)."""
+    match = _SPEC.fullmatch(spec.strip()) if isinstance(spec, str) else None
+    if match is None:
+        raise EnvError(f"bad env factory {spec!r}: expected 'module.path:callable', "
+                       "e.g. 'mpe2.simple_spread_v3:parallel_env'")
+    return match.group(1), match.group(2)
+
+
+def load_factory(spec: str) -> Callable[..., Any]:
+    """Import the callable named by "module.path:callable"."""
+    module_name, attr_path = split_factory_spec(spec)
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise EnvError(f"env factory {spec!r}: module '{module_name}' not found "
+                           "(is the package installed in this environment?)") from None
+        raise EnvError(f"env factory {spec!r}: importing '{module_name}' failed: {exc}") from exc
+    except Exception as exc:  # any import-time failure becomes a clear error
+        raise EnvError(f"env factory {spec!r}: importing '{module_name}' failed: "
+                       f"{type(exc).__name__}: {exc}") from exc
+    for part in attr_path.split("."):
+        if not hasattr(obj, part):
+            raise EnvError(f"env factory {spec!r}: module '{module_name}' has no attribute "
+                           f"'{attr_path}'")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise EnvError(f"env factory {spec!r}: '{attr_path}' is a {type(obj).__name__}, "
+                       "not callable")
+    return obj
+
+
+def describe_space(space: Any, agent: str) -> dict:
+    """The plain-dict form of a gymnasium Discrete or Box space (EnvError for others)."""
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Discrete):
+        if int(space.start) != 0:
+            raise EnvError(f"agent {agent}: Discrete space {space} must start at 0")
+        return {"type": "discrete", "n": int(space.n)}
+    if isinstance(space, spaces.Box):
+        return {"type": "box", "shape": list(space.shape),
+                "low": space.low.astype(np.float64).ravel().tolist(),
+                "high": space.high.astype(np.float64).ravel().tolist(),
+                "dtype": "float32"}
+    raise EnvError(f"agent {agent}: unsupported space {space!r}; only Discrete and Box are "
+                   "supported")
+
+
+class PettingZooVecEnv(VecEnv):
+    """K instances of a ParallelEnv stepped together, with auto-reset and an episode cap."""
+
+    def __init__(self, factory: Callable[..., Any], num_envs: int, episode_len: int,
+                 env_kwargs: dict[str, Any] | None = None, name: str = "pettingzoo env") -> None:
+        if num_envs < 1 or episode_len < 1:
+            raise EnvError(f"{name}: num_envs and episode_len must be >= 1, "
+                           f"got {num_envs} and {episode_len}")
+        self.name = name
+        self.num_envs = int(num_envs)
+        self.episode_len = int(episode_len)
+        self.envs = [self._make(factory, env_kwargs or {}) for _ in range(self.num_envs)]
+        first = self.envs[0]
+        self.agent_names = list(first.possible_agents)
+        if not self.agent_names:
+            raise EnvError(f"{name}: the env has no agents (possible_agents is empty)")
+        self.obs_spaces = [describe_space(first.observation_space(a), a)
+                           for a in self.agent_names]
+        self.act_spaces = [describe_space(first.action_space(a), a) for a in self.agent_names]
+        self.shared_reward = False
+        self._act_bounds = [self._bounds(sp) for sp in self.act_spaces]
+        self._seed = 0
+        self._episodes = np.zeros(self.num_envs, dtype=np.int64)
+        self._t = np.zeros(self.num_envs, dtype=np.int64)
+        self._last_obs: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+
+    # ---- VecEnv -------------------------------------------------------------------------
+
+    def reset(self, seed: int) -> list[np.ndarray]:
+        self._seed = int(seed)
+        self._episodes[:] = 0
+        self._t[:] = 0
+        for k in range(self.num_envs):
+            self._reset_copy(k)
+        return self._gather(self._last_obs)
+
+    def step(self, actions: list[np.ndarray]) -> StepResult:
+        actions = self._check_actions(actions)
+        n, K = self.n_agents, self.num_envs
+        final: list[dict[str, Any]] = []
+        reward = np.zeros((n, K), dtype=np.float64)
+        terminated = np.zeros(K, dtype=bool)
+        truncated = np.zeros(K, dtype=bool)
+        for k, env in enumerate(self.envs):
+            joint = {a: self._env_action(i, actions[i][k]) for i, a in enumerate(self.agent_names)
+                     if a in env.agents}
+            obs, rew, term, trunc, _ = env.step(joint)
+            # An agent missing from this step's obs keeps its last observation.
+            final.append({**self._last_obs[k], **obs})
+            reward[:, k] = [float(rew.get(a, 0.0)) for a in self.agent_names]
+            self._t[k] += 1
+            terminated[k] = any(bool(v) for v in term.values())
+            truncated[k] = not terminated[k] and (any(bool(v) for v in trunc.values())
+                                                  or self._t[k] >= self.episode_len
+                                                  or not env.agents)
+            self._last_obs[k] = final[k]
+            if terminated[k] or truncated[k]:
+                self._episodes[k] += 1
+                self._reset_copy(k)
+        return StepResult(obs=self._gather(self._last_obs), final_obs=self._gather(final),
+                          reward=reward, terminated=terminated, truncated=truncated)
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+    # ---- plumbing -----------------------------------------------------------------------
+
+    def _make(self, factory: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+        from pettingzoo.utils.env import AECEnv
+
+        try:
+            env = factory(**kwargs)
+        except Exception as exc:  # a user's factory may raise anything
+            raise EnvError(f"{self.name}: creating the env with {kwargs} failed: "
+                           f"{type(exc).__name__}: {exc}") from exc
+        if isinstance(env, AECEnv):
+            raise EnvError(f"{self.name} is an AEC env; pass a ParallelEnv factory "
+                           "(e.g. module:parallel_env)")
+        missing = [m for m in ("possible_agents", "reset", "step", "observation_space",
+                               "action_space") if not hasattr(env, m)]
+        if missing:
+            raise EnvError(f"{self.name} did not return a PettingZoo ParallelEnv "
+                           f"(missing {missing})")
+        return env
+
+    def _reset_copy(self, k: int) -> None:
+        seed = np.random.SeedSequence([self._seed, k, int(self._episodes[k])])
+        obs, _ = self.envs[k].reset(seed=int(seed.generate_state(1)[0]))
+        absent = [a for a in self.agent_names if a not in obs]
+        if absent:
+            raise EnvError(f"{self.name}: agents {absent} have no observation after reset")
+        self._last_obs[k] = obs
+        self._t[k] = 0
+
+    def _gather(self, per_copy: list[dict[str, Any]]) -> list[np.ndarray]:
+        out = []
+        for a, space in zip(self.agent_names, self.obs_spaces):
+            dtype = np.int64 if space["type"] == "discrete" else np.float32
+            out.append(np.stack([np.asarray(obs[a], dtype=dtype) for obs in per_copy]))
+        return out
+
+    @staticmethod
+    def _bounds(space: dict) -> tuple[np.ndarray, np.ndarray] | None:
+        if space["type"] != "box":
+            return None
+        shape = tuple(space["shape"])
+        return (np.asarray(space["low"], dtype=np.float32).reshape(shape),
+                np.asarray(space["high"], dtype=np.float32).reshape(shape))
+
+    def _env_action(self, i: int, action: np.ndarray) -> Any:
+        return int(action) if self._act_bounds[i] is None else action
+
+    def _check_actions(self, actions: list[np.ndarray]) -> list[np.ndarray]:
+        """Per-agent action arrays in the env's dtype, or EnvError naming the agent."""
+        if len(actions) != self.n_agents:
+            raise EnvError(f"{self.name}: expected actions for {self.n_agents} agents, "
+                           f"got {len(actions)}")
+        out = []
+        for name, space, bounds, a in zip(self.agent_names, self.act_spaces,
+                                          self._act_bounds, actions):
+            a = np.asarray(a)
+            where = f"{self.name}: action of agent {name}"
+            shape = (self.num_envs,) + (() if bounds is None else tuple(space["shape"]))
+            if a.shape != shape:
+                raise EnvError(f"{where} must have shape {shape}, got {a.shape}")
+            if bounds is None:
+                if a.dtype.kind not in "iu" or a.min() < 0 or a.max() >= space["n"]:
+                    raise EnvError(f"{where} must be integers in [0, {space['n']}), "
+                                   f"got {a.tolist()}")
+                out.append(a.astype(np.int64, copy=False))
+            else:
+                if a.dtype.kind not in "iuf":
+                    raise EnvError(f"{where} must be numbers, got dtype {a.dtype}")
+                a = a.astype(np.float32, copy=False)
+                if not (np.all(a >= bounds[0]) and np.all(a <= bounds[1])):
+                    raise EnvError(f"{where} is outside the Box [{space['low']}, "
+                                   f"{space['high']}] (or not finite)")
+                out.append(a)
+        return out
