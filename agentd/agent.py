@@ -22,7 +22,7 @@ from agentd.algorithms.base import Learner, LearnerSpec, Outgoing
 from agentd.msglog import MessageLog
 from agentd.process import ControlPlane, RunFailed, process_facts
 from agentd.transport import Link, Transport
-from protocols import ENVSERVER, UNASSIGNED, Guard, Message, peer_identity
+from protocols import ENVSERVER, UNASSIGNED, Guard, Message, peer_identity, process_name
 
 log = logging.getLogger("agentd.agent")
 
@@ -185,11 +185,11 @@ def run_agent(connect: str, bind: str, want_id: int | None, log_dir: str | None,
         control.wait_ack(cfg["heartbeat_timeout"])
         return 0
     except RunFailed as exc:
-        log.error("agent %s: %s", transport.me, exc)
+        log.error("%s: %s", process_name(transport.me), exc)
         _report_error(transport, str(exc))
         return 1
     except Exception as exc:
-        log.exception("agent %s crashed", transport.me)
+        log.exception("%s crashed", process_name(transport.me))
         _report_error(transport, f"{type(exc).__name__}: {exc}")
         return 1
     finally:

@@ -91,7 +91,7 @@ class Launcher:
             time.sleep(0.05)
         return coord.returncode
 
-    def cleanup(self, grace: float = 5.0) -> None:
+    def cleanup(self, grace: float = 3.0) -> None:
         """Wait briefly for children to leave, then terminate, then kill, each by its PID."""
         deadline = time.monotonic() + grace
         for _, proc in self.children:

@@ -264,6 +264,7 @@ class Coordinator:
             self.progress.update(step, note)
 
     def on_error(self, proc: Proc, msg: Message) -> None:
+        proc.stats = {"pid": proc.pid, "host": proc.host, "error": msg.body["message"]}
         raise RunEnded("failed", f"{proc.name()} failed: {msg.body['message']}")
 
     def on_bye(self, proc: Proc, msg: Message) -> None:
@@ -290,6 +291,9 @@ class Coordinator:
 
     def stop_everyone(self, reason: str) -> None:
         """Tell every live process to stop and collect the byes that come within a moment."""
+        for proc in self.procs.values():
+            if proc.id is None:   # said hello, never admitted: it leaves without a bye
+                self.send(proc, "stop", {"reason": reason})
         waiting = [p for p in self.procs.values() if p.id is not None and p.stats is None]
         for proc in waiting:
             self.send(proc, "stop", {"reason": reason})

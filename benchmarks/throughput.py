@@ -1,0 +1,285 @@
+"""agentd's joint-step throughput next to its ceilings, measured in one interleaved run.
+
+For each (n agents, K env copies) in {(5, 1), (5, 16), (16, 1), (16, 16)}, with algo dac on
+random-mdp, this measures:
+
+* agentd   -- ``agentd launch`` in a subprocess (one OS process per agent + env server +
+  coordinator); its rate is the env server's, first to last step, so start-up is excluded.
+  A round is one message exchange; it carries K transitions.
+* single   -- the same learners and env in ONE Python process, a plain loop (all act,
+  env.step, all observe + update): what the work costs with no transport at all.
+* raw      -- ``raw_loops.py`` at the same n: a bare pyzmq joint step (sync sockets, and
+  zmq.asyncio on uvloop) and a ring exchange, with no learner, guard, codec or log.
+
+Each variant runs once per repeat, the variants interleaved so machine noise hits them
+alike; the table shows the median of the repeats.
+
+Reading the ratios (all are agentd rounds/s divided by the other's rounds/s):
+* agentd / raw-asyncio -- the share of the transport's ceiling agentd keeps (the target: at
+  least 60% at n = 5, K = 1); the gap is agentd's own per-message work (codec, guard, log,
+  learner, polling).
+* agentd / raw-sync    -- the same against the faster sync-socket ceiling.
+* agentd / single      -- above 1: processes pay off (work runs in parallel); below 1: the
+  messaging costs more than the learning it spreads out.
+The CPU columns (from the run summaries; the CPU of a 20-step run of the same shape is
+subtracted so start-up does not count) show where the time goes: compare "all procs" with
+the wall time per round times the number of cores.
+
+``--scale N`` instead runs one ``agentd launch --n N --steps 1000`` and reports its rate,
+wall time, summed agent RSS and start-up time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import raw_loops
+
+from agentd.algorithms import load_learner_class
+from agentd.algorithms.base import LearnerSpec
+from coordinator.envs import make_env
+
+CONFIGS: tuple[tuple[int, int], ...] = ((5, 1), (5, 16), (16, 1), (16, 16))
+# Joint steps per run, chosen so each agentd run steps for ~5-10 s on a 2-core machine.
+LAUNCH_STEPS: dict[tuple[int, int], int] = {(5, 1): 4000, (5, 16): 3000,
+                                            (16, 1): 1000, (16, 16): 800}
+RAW_STEPS: dict[int, int] = {5: 5000, 16: 2000}
+EPISODE_LEN = 50
+BASE_STEPS = 20         # the start-up-cost runs
+TARGET = 0.60            # agentd / raw-asyncio at n = 5, K = 1
+Samples = dict[str, list[float]]
+
+
+# ---- one measurement each ----------------------------------------------------------------
+
+def run_launch(n: int, k: int, steps: int, timeout: float) -> dict[str, Any]:
+    """Run ``agentd launch`` to completion in a temporary run directory; its summary.json."""
+    with tempfile.TemporaryDirectory(prefix="agentd-bench-") as tmp:
+        run_dir = Path(tmp) / "run"
+        cmd = [sys.executable, "-m", "agentd", "launch", "--quiet", "--run-dir", str(run_dir),
+               "--n", str(n), "--num-envs", str(k), "--steps", str(steps),
+               "--episode-len", str(EPISODE_LEN), "--algo", "dac", "--env", "random-mdp",
+               "--seed", "0"]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+        try:
+            output, _ = proc.communicate(timeout=timeout)
+        finally:
+            end_process(proc)
+        if proc.returncode != 0:
+            raise RuntimeError(f"agentd launch --n {n} --num-envs {k} exited "
+                               f"{proc.returncode}:\n{output[-3000:]}")
+        return json.loads((run_dir / "summary.json").read_text())
+
+
+def end_process(proc: subprocess.Popen) -> None:
+    """Stop a launch we started, by its PID: SIGTERM (it stops its run in order), then kill."""
+    if proc.poll() is not None:
+        return
+    os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def single_process(n: int, k: int, steps: int) -> float:
+    """Joint steps/s of the same dac learners and random-mdp env in one plain Python loop."""
+    env = make_env("random-mdp", n_agents=n, num_envs=k, episode_len=EPISODE_LEN, seed=0,
+                   env_kwargs={})
+    learner_cls = load_learner_class("dac")
+    learners = [learner_cls(LearnerSpec(
+        agent_id=i, n_agents=n, neighbours=[], weights={}, obs_spaces=[env.obs_spaces[i]],
+        act_spaces=[env.act_spaces[i]], controls=[i], num_envs=k, seed=i)) for i in range(n)]
+    obs = env.reset(0)
+    actions = [np.asarray(lr.act(o)) for lr, o in zip(learners, obs)]
+    start = time.perf_counter()
+    for _ in range(steps):
+        res = env.step(actions)
+        for i, lr in enumerate(learners):   # the agent loop's order: observe, update, act
+            lr.observe(obs[i], actions[i], res.reward[i], res.final_obs[i], res.terminated,
+                       res.truncated)
+            lr.update()
+        obs = res.obs
+        actions = [np.asarray(lr.act(o)) for lr, o in zip(learners, obs)]
+    rate = steps / (time.perf_counter() - start)
+    env.close()
+    return rate
+
+
+# ---- the interleaved schedule ------------------------------------------------------------
+
+def one_repeat(samples: Samples, summaries: dict[str, list[dict]], scale: float) -> None:
+    """Every variant once, in a fixed interleaved order; appends to samples and summaries."""
+    for n in sorted({n for n, _ in CONFIGS}):
+        raw_steps = max(200, int(RAW_STEPS[n] * scale))
+        for name, fn in (("raw_sync", raw_loops.joint_step_sync),
+                         ("raw_asyncio", raw_loops.joint_step_asyncio),
+                         ("raw_ring", raw_loops.ring_exchange)):
+            samples[f"{name} n={n}"].append(fn(n, raw_steps))
+        for k in sorted(k for m, k in CONFIGS if m == n):
+            steps = max(100, int(LAUNCH_STEPS[(n, k)] * scale))
+            summary = run_launch(n, k, steps, timeout=120 + steps / 10)
+            summaries[key(n, k)].append(summary)
+            samples[f"agentd {key(n, k)}"].append(summary["steps_per_s"])
+            samples[f"single {key(n, k)}"].append(single_process(n, k, steps))
+            print(f"  {key(n, k)}: agentd {summary['steps_per_s']:,.0f} rounds/s, "
+                  f"single {samples[f'single {key(n, k)}'][-1]:,.0f} steps/s", flush=True)
+
+
+def key(n: int, k: int) -> str:
+    return f"n={n} K={k}"
+
+
+def cpu_per_round(summaries: list[dict], base: dict) -> dict[str, float]:
+    """Median CPU microseconds per round (env server, mean agent, all), start-up removed.
+
+    ``base`` is the summary of a tiny run of the same shape: subtracting its CPU and rounds
+    leaves the marginal cost of a round, without imports and connection set-up.
+    """
+    def cpu(s: dict) -> tuple[float, float]:
+        agents = [a["cpu_s"] for a in s["agents"].values()]
+        return s["envserver"]["cpu_s"], statistics.fmean(agents)
+
+    env, agent, total = [], [], []
+    base_env, base_agent = cpu(base)
+    n = len(base["agents"])
+    for s in summaries:
+        rounds = s["envserver"]["steps"] - base["envserver"]["steps"]
+        env_s, agent_s = cpu(s)
+        env.append((env_s - base_env) / rounds)
+        agent.append((agent_s - base_agent) / rounds)
+        total.append(env[-1] + n * agent[-1])
+    return {name: 1e6 * statistics.median(v)
+            for name, v in (("env_us", env), ("agent_us", agent), ("all_us", total))}
+
+
+def medians(samples: Samples, summaries: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
+    """One row of medians and ratios per (n, K)."""
+    rows = {}
+    for n, k in CONFIGS:
+        med = {name: statistics.median(samples[f"{name} n={n}"])
+               for name in ("raw_sync", "raw_asyncio", "raw_ring")}
+        med["agentd_rounds"] = statistics.median(samples[f"agentd {key(n, k)}"])
+        med["agentd_transitions"] = med["agentd_rounds"] * k
+        med["single"] = statistics.median(samples[f"single {key(n, k)}"])
+        med["vs_asyncio"] = med["agentd_rounds"] / med["raw_asyncio"]
+        med["vs_sync"] = med["agentd_rounds"] / med["raw_sync"]
+        med["vs_single"] = med["agentd_rounds"] / med["single"]
+        med.update(cpu_per_round(summaries[key(n, k)], summaries[f"base {key(n, k)}"][0]))
+        rows[key(n, k)] = med
+    return rows
+
+
+# ---- reporting ---------------------------------------------------------------------------
+
+def print_report(rows: dict[str, dict[str, float]], repeats: int, load: tuple) -> None:
+    print(f"\nMedians of {repeats} interleaved repeat(s); {os.cpu_count()} cores; "
+          f"load average before/after: {load[0]:.2f} / {load[1]:.2f}")
+    print("Rates are rounds/s (one message round = one joint step of K env copies) unless "
+          "marked trans/s.")
+    head = (f"{'n':>3} {'K':>3} | {'agentd':>7} {'trans/s':>8} | {'single':>7} | "
+            f"{'raw sync':>8} {'raw aio':>8} {'raw ring':>8} | "
+            f"{'/aio':>5} {'/sync':>5} {'/single':>7}")
+    print(head + "\n" + "-" * len(head))
+    for n, k in CONFIGS:
+        r = rows[key(n, k)]
+        print(f"{n:>3} {k:>3} | {r['agentd_rounds']:>7,.0f} {r['agentd_transitions']:>8,.0f} | "
+              f"{r['single']:>7,.0f} | {r['raw_sync']:>8,.0f} {r['raw_asyncio']:>8,.0f} "
+              f"{r['raw_ring']:>8,.0f} | {r['vs_asyncio']:>5.2f} {r['vs_sync']:>5.2f} "
+              f"{r['vs_single']:>7.2f}")
+    print_cpu(rows)
+    ratio = rows[key(5, 1)]["vs_asyncio"]
+    verdict = "MET" if ratio >= TARGET else "NOT MET"
+    print(f"\nTarget: at n=5, K=1 agentd reaches >= {TARGET:.0%} of the raw asyncio joint-step "
+          f"loop. Measured {ratio:.0%}: {verdict}.")
+
+
+def print_cpu(rows: dict[str, dict[str, float]]) -> None:
+    """Where an agentd round's time goes: CPU per process kind against the wall time."""
+    print(f"\nagentd CPU per round, microseconds (start-up CPU removed using a {BASE_STEPS}-step "
+          "run of each shape);\nbusy cores = all procs CPU / wall time per round:")
+    head = (f"{'n':>3} {'K':>3} | {'env server':>10} {'mean agent':>10} {'all procs':>10} | "
+            f"{'wall/round':>10} {'busy cores':>10}")
+    print(head + "\n" + "-" * len(head))
+    for n, k in CONFIGS:
+        r = rows[key(n, k)]
+        wall_us = 1e6 / r["agentd_rounds"]
+        print(f"{n:>3} {k:>3} | {r['env_us']:>10,.0f} {r['agent_us']:>10,.0f} "
+              f"{r['all_us']:>10,.0f} | {wall_us:>10,.0f} {r['all_us'] / wall_us:>10.2f}")
+
+
+def run_benchmark(repeats: int, scale: float, out: Path | None) -> None:
+    samples: Samples = defaultdict(list)
+    summaries: dict[str, list[dict]] = defaultdict(list)
+    load_before = os.getloadavg()[0]
+    for n, k in CONFIGS:   # tiny runs whose CPU is the start-up cost to subtract
+        summaries[f"base {key(n, k)}"].append(run_launch(n, k, BASE_STEPS, timeout=120))
+    for r in range(repeats):
+        print(f"repeat {r + 1}/{repeats}", flush=True)
+        one_repeat(samples, summaries, scale)
+    rows = medians(samples, summaries)
+    print_report(rows, repeats, (load_before, os.getloadavg()[0]))
+    if out is not None:
+        out.write_text(json.dumps({"repeats": repeats, "step_scale": scale, "target": TARGET,
+                                   "medians": rows, "samples": samples}, indent=2))
+        print(f"wrote {out}")
+
+
+# ---- the 64-agent report -----------------------------------------------------------------
+
+def run_scale(n: int) -> None:
+    """One ``agentd launch --n n --steps 1000`` to completion; rate, wall, RSS, start-up."""
+    print(f"agentd launch --n {n} --num-envs 1 --steps 1000 --episode-len {EPISODE_LEN} "
+          "--algo dac (random-mdp)", flush=True)
+    start = time.perf_counter()
+    s = run_launch(n, 1, 1000, timeout=900)
+    outer = time.perf_counter() - start
+    env = s["envserver"]
+    agents = s["agents"].values()
+    print(f"  agents finished     : {len(s['agents'])}")
+    print(f"  steps/s             : {s['steps_per_s']:,.1f}")
+    print(f"  wall time           : {s['wall_s']:.2f} s (run summary); {outer:.2f} s "
+          "including the launcher's own start")
+    print(f"  start-up (+shutdown): {s['wall_s'] - env['wall_s']:.2f} s "
+          "(wall_s - envserver wall_s)")
+    print(f"  total agent RSS     : {sum(a['rss_mb'] for a in agents):,.0f} MB "
+          f"(mean {statistics.fmean(a['rss_mb'] for a in agents):.1f} MB; env server "
+          f"{env['rss_mb']:.1f} MB)")
+    print(f"  CPU per step        : env server {1e6 * env['cpu_s'] / env['steps']:,.0f} us, "
+          f"mean agent {1e6 * statistics.fmean(a['cpu_s'] for a in agents) / env['steps']:,.0f}"
+          " us")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="one repeat with a quarter of the steps (a smoke run)")
+    parser.add_argument("--repeats", type=int, default=None, help="repeats (default 3)")
+    parser.add_argument("--out", type=Path, default=None, help="write medians + samples here")
+    parser.add_argument("--scale", type=int, default=None, metavar="N",
+                        help="instead: one 1000-step launch with N agents (e.g. 64)")
+    args = parser.parse_args()
+    if args.scale is not None:
+        run_scale(args.scale)
+        return 0
+    repeats = args.repeats or (1 if args.quick else 3)
+    run_benchmark(repeats, 0.25 if args.quick else 1.0, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
