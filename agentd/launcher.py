@@ -33,14 +33,13 @@ class Launcher:
         self._stop_signal: int | None = None
 
     def spawn(self, name: str, args: list[str], inherit: bool = False) -> subprocess.Popen:
-        out = None
-        if not inherit:
-            out = open(self.run_dir / "logs" / f"{name}.out", "ab")
-        proc = subprocess.Popen([sys.executable, "-m", "agentd", *args], stdout=out,
-                                stderr=subprocess.STDOUT if out else None,
-                                start_new_session=True)
-        if out is not None:
-            out.close()
+        cmd = [sys.executable, "-m", "agentd", *args]
+        if inherit:
+            proc = subprocess.Popen(cmd, start_new_session=True)
+        else:   # the child keeps its own copy of the descriptor
+            with open(self.run_dir / "logs" / f"{name}.out", "ab") as out:
+                proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
         self.children.append((name, proc))
         return proc
 

@@ -14,7 +14,7 @@ def run(argv: list[str]) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     config = config_from_args(args)
-    from agentd.launcher import LaunchError, Launcher
+    from agentd.launcher import Launcher, LaunchError
 
     try:
         return Launcher(config, quiet=args.quiet).run()
