@@ -124,6 +124,19 @@ def validate(c: RunConfig) -> None:
     _require(bool(re.fullmatch(r"[\w.\-:\[\]]+", c.host)), "host", "an interface address",
              c.host)
     _validate_algo_env(c)
+    _validate_graph(c)
+
+
+def _validate_graph(c: RunConfig) -> None:
+    """Build the graph once: rows, p, k, rewire and the edge-list file are checked here."""
+    from topologies import TopologyError, build
+
+    n = process_count(c)
+    try:
+        build(c.topology if n > 1 else "complete", n, rows=c.rows or None, p=c.p, k=c.k,
+              rewire=c.rewire, seed=0, edges_file=c.edges or None)
+    except TopologyError as exc:
+        raise ConfigError(f"'topology' {c.topology!r}: {exc}") from None
 
 
 def _validate_algo_env(c: RunConfig) -> None:

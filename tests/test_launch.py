@@ -69,6 +69,8 @@ def test_config_file_with_cli_override_is_resolved_and_written(runs, tmp_path):
     (["--param", "colour=3"], ["colour", "allowed"]),
     (["--num-envs", "0"], ["'num_envs'"]),
     (["--mixing", "average"], ["'mixing'", "metropolis"]),
+    (["--topology", "grid", "--n", "6", "--rows", "4"], ["'topology'", "rows must divide"]),
+    (["--topology", "edgelist", "--edges", "/no/such/file"], ["'topology'", "/no/such/file"]),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) and v and v[0].startswith("-") else None)
 def test_bad_flags_fail_at_start_naming_the_field(runs, tmp_path, args, words):
     res = runs.launch(tmp_path / "run", *args, timeout=60)
