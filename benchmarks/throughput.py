@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import signal
 import statistics
@@ -259,12 +260,20 @@ def run_scale(n: int) -> None:
     print(f"  total agent RSS     : {sum(a['rss_mb'] for a in agents):,.0f} MB "
           f"(mean {statistics.fmean(a['rss_mb'] for a in agents):.1f} MB; env server "
           f"{env['rss_mb']:.1f} MB)")
-    print(f"  CPU per step        : env server {1e6 * env['cpu_s'] / env['steps']:,.0f} us, "
+    print(f"  CPU per step (incl. start-up): env server {1e6 * env['cpu_s'] / env['steps']:,.0f} us, "
           f"mean agent {1e6 * statistics.fmean(a['cpu_s'] for a in agents) / env['steps']:,.0f}"
           " us")
 
 
+def on_sigterm(signum: int, _frame: object) -> None:
+    """Turn SIGTERM into an exit that runs the finally blocks (which end our launches)."""
+    for child in multiprocessing.active_children():   # raw-loop processes, by their PID
+        child.terminate()
+    sys.exit(128 + signum)
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, on_sigterm)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="one repeat with a quarter of the steps (a smoke run)")

@@ -3,6 +3,7 @@ reason and logged, and the agent keeps learning to the end of the run."""
 
 from __future__ import annotations
 
+import signal
 import time
 
 import numpy as np
@@ -13,15 +14,18 @@ from agentd.msglog import open_log
 from protocols import Codec, encode, peer_identity
 
 
-def send_raw(endpoint: str, identity: bytes, frames: list[bytes]) -> None:
+def send_raw(endpoint: str, identity: bytes, messages: list[list[bytes]]) -> None:
+    """Send raw multipart messages over ONE connection (a ROUTER ignores a second connection
+    that claims an identity still in use, so one socket per message would be flaky)."""
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
     try:
         sock.setsockopt(zmq.IDENTITY, identity)
         sock.setsockopt(zmq.LINGER, 2000)
         sock.connect(endpoint)
-        sock.send_multipart(frames)
-        time.sleep(0.05)
+        for frames in messages:
+            sock.send_multipart(frames)
+        time.sleep(0.2)
     finally:
         sock.close()
         ctx.term()
@@ -31,9 +35,8 @@ def test_bad_messages_are_rejected_and_the_agent_keeps_learning(runs, tmp_path):
     cfg = tmp_path / "run.toml"
     cfg.write_text("max_msg_bytes = 4096\n")
     run_dir = tmp_path / "run"
-    steps = 4000
     proc = runs.start(["launch", "--run-dir", str(run_dir), "--quiet", "--config", str(cfg),
-                       "--n", "4", "--steps", str(steps), "--episode-len", "20"], run_dir)
+                       "--n", "4", "--steps", "10000000", "--episode-len", "20"], run_dir)
     wait_for(lambda: (run_dir / "metrics.jsonl").exists() and
              (run_dir / "metrics.jsonl").stat().st_size > 0, 60, "the first episodes")
     target = read_json(run_dir / "endpoints.json")["agents"]["0"]["endpoint"]
@@ -54,9 +57,18 @@ def test_bad_messages_are_rejected_and_the_agent_keeps_learning(runs, tmp_path):
                  {"idx": np.arange(600), "x": np.zeros(600)})], "oversize"),
     ]
     sent_at = time.time()
-    for frames, _ in injections:
-        send_raw(target, intruder, frames)
-    assert proc.wait(timeout=120) == 0
+    send_raw(target, intruder, [frames for frames, _ in injections])
+    log_path = run_dir / "logs" / "agent-0.log"
+
+    def rejected_all_and_learned_on() -> bool:
+        log = list(open_log(log_path))
+        rejected = sum(r.direction == "rej" for r in log)
+        acts_after = sum(r.kind == "act" and r.time > sent_at for r in log)
+        return rejected == len(injections) and acts_after > 200
+
+    wait_for(rejected_all_and_learned_on, 90, "the rejections and 200 more actions")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
 
     summary = read_json(run_dir / "summary.json")
     agent = summary["agents"]["0"]
@@ -65,12 +77,12 @@ def test_bad_messages_are_rejected_and_the_agent_keeps_learning(runs, tmp_path):
         expected[reason] = expected.get(reason, 0) + 1
     assert agent["rejected"] == expected
     assert agent["planes"]["peer"]["msgs_recv"] == 0      # nothing got through
-    assert agent["steps"] == steps                         # it learned to the end
+    assert agent["steps"] > 200                            # it went on learning
     for other in ("1", "2", "3"):
         assert summary["agents"][other]["rejected"] == {}
 
     log = list(open_log(run_dir / "logs" / "agent-0.log"))
     rejections = [r.reason for r in log if r.direction == "rej"]
     assert sorted(rejections) == sorted(reason for _, reason in injections)
-    acts_after = [r for r in log if r.kind == "act" and r.time > sent_at]
-    assert len(acts_after) > 100
+    updates = [r for r in log if r.kind == "metrics" and r.direction == "out"]
+    assert updates and updates[-1].time > sent_at          # learner scalars still reported
