@@ -11,68 +11,54 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from agentd.algorithms import load_learner_class
-from agentd.algorithms.base import Learner, LearnerSpec, Outgoing
+from agentd.algorithms.base import Outgoing
+from agentd.core import AgentCore, Effect, build_learner
 from agentd.msglog import MessageLog
 from agentd.process import ControlPlane, RunFailed, process_facts
 from agentd.transport import Link, Transport
-from protocols import ENVSERVER, UNASSIGNED, Guard, Message, peer_identity, process_name
+from protocols import ENVSERVER, UNASSIGNED, Guard, peer_identity, process_name
 
 log = logging.getLogger("agentd.agent")
 
 
 class Agent:
-    """One admitted agent: learner + env link + peer links, driven by ``run``."""
+    """One admitted agent: the socket-free core plus its env and peer links, driven by ``run``."""
 
     def __init__(self, transport: Transport, control: ControlPlane, info: dict[str, Any],
                  log_dir: Path) -> None:
         self.t = transport
         self.control = control
         self.id: int = info["id"]
-        self.info = info
         config = info["config"]
-        self.config = config
         self.neighbours = {int(j): ep for j, ep in info["neighbours"].items()}
-        learner_cls = load_learner_class(config["algo"])
+        learner = build_learner(info)
         transport.me = self.id
-        transport.guard = Guard(self.id, self.neighbours, learner_cls.peer_kinds,
+        transport.guard = Guard(self.id, self.neighbours, learner.peer_kinds,
                                 config["max_msg_bytes"])
         assert transport.msglog is not None
         transport.msglog.attach(log_dir / f"agent-{self.id}.log", f"agent {self.id}")
-        spaces = info["spaces"]
+        self.core = AgentCore(info, learner)
+        self.learner = learner
         self.controls: list[int] = info["controls"]
-        self.learner: Learner = learner_cls(LearnerSpec(
-            agent_id=self.id, n_agents=info["n_procs"], neighbours=sorted(self.neighbours),
-            weights={int(j): w for j, w in info["weights"].items()},
-            obs_spaces=[spaces["obs"][c] for c in self.controls],
-            act_spaces=[spaces["act"][c] for c in self.controls], controls=self.controls,
-            num_envs=config["num_envs"], seed=info["seed"], params=config["params"],
-            shared_reward=spaces["shared_reward"]))
+        self.algo: str = config["algo"]
         self.peers: dict[int, Link] = {
             j: transport.connect_dealer(ep, "peer", peer_identity(self.id))
             for j, ep in self.neighbours.items()}
         self.env: Link = transport.connect_dealer(info["env_endpoint"], "env",
                                                   peer_identity(self.id))
         self.run_dir = Path(info["run_dir"])
-        self.obs: np.ndarray | None = None
-        self.action: np.ndarray | None = None
-        self.pending: Message | None = None      # a step reply waiting for peer messages
         self.wait_since = 0.0
-        self.scalars: dict[str, list[float]] = defaultdict(list)
-        self.steps_done = 0
-        self.finished = False
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> str:
         """Serve sockets until the run ends; returns how it ended ('done' or the stop reason)."""
         self.t.send(self.env, "join", ENVSERVER, {})
-        while not self.finished:
+        while not self.core.finished:
             for link in self.t.poll(int(self.control.interval * 1000)):
                 for msg, _ in self.t.recv_all(link):
                     if link is self.control.link:
@@ -80,27 +66,24 @@ class Agent:
                         if msg.kind == "stop":
                             return msg.body["reason"]
                     elif link is self.env:
-                        self.on_step(msg)
+                        if msg.kind == "step":
+                            self.wait_since = time.monotonic()
+                            self.perform(self.core.on_step(msg.body))
                     else:
-                        self.on_peer(msg)
+                        self.perform(self.core.on_peer(msg.src, msg.kind, msg.body))
             self.control.tick()
             self.check_peer_wait()
             self.t.flush()
         return "done"
 
-    def on_step(self, msg: Message) -> None:
-        if msg.kind != "step":
-            return
-        body = msg.body
-        if self.obs is not None:
-            self.learner.observe(self.obs, self.action, self._squeeze(body["reward"]),
-                                 self._squeeze(body["final_obs"]), body["terminated"],
-                                 body["truncated"])
-            for out in self.learner.outbox():
-                self.send_peer(out, body["t"])
-        self.pending = msg
-        self.wait_since = time.monotonic()
-        self.advance()
+    def perform(self, effects: list[Effect]) -> None:
+        for e in effects:
+            if e.what == "act":
+                self.t.send(self.env, "act", ENVSERVER, e.body, e.step)
+            elif e.what == "peer":
+                self.send_peer(Outgoing(e.kind, e.dst, e.body), e.step)
+            elif e.what == "metrics":
+                self.control.send("metrics", e.body, e.step)
 
     def send_peer(self, out: Outgoing, step: int) -> None:
         link = self.peers.get(out.dst)
@@ -111,45 +94,12 @@ class Agent:
             return
         self.t.send(link, out.kind, out.dst, out.body, step)
 
-    def on_peer(self, msg: Message) -> None:
-        self.learner.inbox(msg.src, msg.kind, msg.body)
-        self.advance()
-
-    def advance(self) -> None:
-        """Finish the pending step once the learner no longer awaits neighbours."""
-        msg = self.pending
-        if msg is None or self.learner.awaiting():
-            return
-        self.pending = None
-        if self.obs is not None:
-            for key, value in self.learner.update().items():
-                self.scalars[key].append(float(value))
-            self.steps_done += 1
-            if self.steps_done % self.config["episode_len"] == 0 or msg.body["last"]:
-                self.send_metrics(msg.body["t"])
-        if msg.body["last"]:
-            self.finished = True
-            return
-        self.obs = self._squeeze(msg.body["obs"])
-        self.action = np.asarray(self.learner.act(self.obs))
-        wire = self.action if len(self.controls) > 1 else self.action[:, None]
-        self.t.send(self.env, "act", ENVSERVER, {"t": msg.body["t"], "a": wire}, msg.body["t"])
-
     def check_peer_wait(self) -> None:
-        if self.pending is not None and self.learner.awaiting():
+        waiting = self.core.waiting()
+        if waiting:
             waited = time.monotonic() - self.wait_since
             if waited > self.control.timeout:
-                raise RunFailed(f"waited {waited:.1f} s for neighbours "
-                                f"{sorted(self.learner.awaiting())}")
-
-    def _squeeze(self, arr: np.ndarray) -> np.ndarray:
-        """Drop the controlled-agents axis for a learner that controls one env agent."""
-        return arr[:, 0] if len(self.controls) == 1 else arr
-
-    def send_metrics(self, step: int) -> None:
-        means = {k: float(np.mean(v)) for k, v in self.scalars.items() if v}
-        self.scalars.clear()
-        self.control.send("metrics", {"step": step, "scalars": means}, step)
+                raise RunFailed(f"waited {waited:.1f} s for neighbours {sorted(waiting)}")
 
     # -- the end ----------------------------------------------------------------------------
     def checkpoint(self) -> Path:
@@ -159,8 +109,8 @@ class Agent:
         return path
 
     def final_stats(self) -> dict[str, Any]:
-        return {**self.t.summary(), **process_facts(), "steps": self.steps_done,
-                "algo": self.config["algo"], "controls": self.controls}
+        return {**self.t.summary(), **process_facts(), "steps": self.core.steps_done,
+                "algo": self.algo, "controls": self.controls}
 
 
 def run_agent(connect: str, bind: str, want_id: int | None, log_dir: str | None,

@@ -1,0 +1,107 @@
+"""The agent loop's logic without sockets: what an agent does with each message it receives.
+
+``AgentCore`` turns received env replies and peer messages into *effects* (an ``act`` for the
+env server, peer messages, metrics) by calling the learner's hooks in the one fixed order. The
+live agent process (``agentd.agent``) performs the effects on its sockets; ``agentd replay``
+feeds the same core from a message log, which is why a replay reproduces the live agent.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from agentd.algorithms import load_learner_class
+from agentd.algorithms.base import Learner, LearnerSpec
+
+
+@dataclass(frozen=True)
+class Effect:
+    """Something the core wants done: send ``act``/a peer message/``metrics``, or finish."""
+
+    what: str                 # "act" | "peer" | "metrics" | "finished"
+    step: int
+    body: dict[str, Any]
+    kind: str = ""            # peer message kind
+    dst: int = -1             # peer destination
+
+
+def build_learner(info: dict[str, Any]) -> Learner:
+    """The learner an admitted agent runs, built from its welcome (id, config, spaces, seed)."""
+    config, spaces, controls = info["config"], info["spaces"], info["controls"]
+    learner_cls = load_learner_class(config["algo"])
+    return learner_cls(LearnerSpec(
+        agent_id=info["id"], n_agents=info["n_procs"],
+        neighbours=sorted(int(j) for j in info["neighbours"]),
+        weights={int(j): w for j, w in info["weights"].items()},
+        obs_spaces=[spaces["obs"][c] for c in controls],
+        act_spaces=[spaces["act"][c] for c in controls], controls=list(controls),
+        num_envs=config["num_envs"], seed=info["seed"], params=config["params"],
+        shared_reward=spaces["shared_reward"]))
+
+
+class AgentCore:
+    """Per joint step: observe -> outbox -> (await neighbours) -> update -> act."""
+
+    def __init__(self, info: dict[str, Any], learner: Learner) -> None:
+        self.learner = learner
+        self.controls: list[int] = list(info["controls"])
+        self.episode_len: int = info["config"]["episode_len"]
+        self.obs: np.ndarray | None = None
+        self.action: np.ndarray | None = None
+        self.pending: dict[str, Any] | None = None   # a step reply waiting for neighbours
+        self.scalars: dict[str, list[float]] = defaultdict(list)
+        self.steps_done = 0
+        self.finished = False
+
+    def on_step(self, body: dict[str, Any]) -> list[Effect]:
+        effects: list[Effect] = []
+        if self.obs is not None:
+            self.learner.observe(self.obs, self.action, self._squeeze(body["reward"]),
+                                 self._squeeze(body["final_obs"]), body["terminated"],
+                                 body["truncated"])
+            effects += [Effect("peer", body["t"], out.body, out.kind, out.dst)
+                        for out in self.learner.outbox()]
+        self.pending = body
+        return effects + self.advance()
+
+    def on_peer(self, src: int, kind: str, body: dict[str, Any]) -> list[Effect]:
+        self.learner.inbox(src, kind, body)
+        return self.advance()
+
+    def waiting(self) -> frozenset[int]:
+        """Neighbours the pending step still waits for (empty when nothing is pending)."""
+        return self.learner.awaiting() if self.pending is not None else frozenset()
+
+    def advance(self) -> list[Effect]:
+        """Finish the pending step once the learner no longer awaits neighbours."""
+        body = self.pending
+        if body is None or self.learner.awaiting():
+            return []
+        self.pending = None
+        effects = []
+        if self.obs is not None:
+            for key, value in self.learner.update().items():
+                self.scalars[key].append(float(value))
+            self.steps_done += 1
+            if self.steps_done % self.episode_len == 0 or body["last"]:
+                effects.append(Effect("metrics", body["t"], self._metrics(body["t"])))
+        if body["last"]:
+            self.finished = True
+            return [*effects, Effect("finished", body["t"], {})]
+        self.obs = self._squeeze(body["obs"])
+        self.action = np.asarray(self.learner.act(self.obs))
+        wire = self.action if len(self.controls) > 1 else self.action[:, None]
+        return [*effects, Effect("act", body["t"], {"t": body["t"], "a": wire})]
+
+    def _squeeze(self, arr: np.ndarray) -> np.ndarray:
+        """Drop the controlled-agents axis for a learner that controls one env agent."""
+        return arr[:, 0] if len(self.controls) == 1 else arr
+
+    def _metrics(self, step: int) -> dict[str, Any]:
+        means = {k: float(np.mean(v)) for k, v in self.scalars.items() if v}
+        self.scalars.clear()
+        return {"step": step, "scalars": means}
