@@ -109,12 +109,12 @@ class EnvServer:
     def _reply(self, obs: list, final_obs: list, reward: np.ndarray, term: np.ndarray,
                trunc: np.ndarray) -> None:
         last = self.t_step >= self.steps_total
-        for agent, ctrl in self.controls.items():
-            body = {"t": self.t_step, "obs": _gather(obs, ctrl),
-                    "final_obs": _gather(final_obs, ctrl),
-                    "reward": np.ascontiguousarray(reward[ctrl].T), "terminated": term,
-                    "truncated": trunc, "last": last}
-            self.t.send(self.link, "step", agent, body, self.t_step, to=peer_identity(agent))
+        replies = [(agent, {"t": self.t_step, "obs": _gather(obs, ctrl),
+                            "final_obs": _gather(final_obs, ctrl),
+                            "reward": np.ascontiguousarray(reward[ctrl].T), "terminated": term,
+                            "truncated": trunc, "last": last}, peer_identity(agent))
+                   for agent, ctrl in self.controls.items()]
+        self.t.send_burst(self.link, "step", replies, self.t_step)
         self.t.flush()
 
     def _account(self, reward: np.ndarray, done: np.ndarray) -> None:

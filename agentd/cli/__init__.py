@@ -13,6 +13,9 @@ COMMANDS = {
     "envserver": ("agentd.cli.envserver_cmd", "run an environment server"),
     "agent": ("agentd.cli.agent_cmd", "run one agent process that joins a coordinator"),
     "topology": ("topologies.show", "show a topology: edges, mixing matrix, spectral gap"),
+    "audit": ("agentd.cli.audit_cmd", "audit a run's message logs: traffic, rejections, leakage"),
+    "replay": ("agentd.cli.replay_cmd", "replay one agent alone from its message log"),
+    "plot": ("agentd.cli.plot_cmd", "plot several runs or replays on one figure"),
 }
 
 USAGE = "usage: agentd COMMAND [options]   (agentd COMMAND --help for its options)\n\n" + \

@@ -1,0 +1,367 @@
+"""Audit a run from its message logs: who sent what to whom, what the guard refused, which
+kinds crossed peer edges, and a probe of how much an agent's peer messages reveal of its actions.
+
+Every figure comes from the logs alone (``RUN/logs/*.log``), plus ``config.toml`` for the algo
+and ``endpoints.json`` to name agents that spoke before they had an id.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import tomllib
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agentd.msglog import LogRecord, open_log
+from protocols.envelope import COORDINATOR, ENVSERVER, UNASSIGNED, process_name
+from protocols.kinds import REGISTRY, peer_kinds
+
+PROBE_LABEL = "probe, not a guarantee"
+FEATURE_KINDS = sorted(peer_kinds())
+UNDECODABLE = "(undecodable)"
+
+
+class AuditError(Exception):
+    """The directory cannot be audited (not a run directory, no logs)."""
+
+
+@dataclass
+class EdgeCount:
+    plane: str
+    sent: int = 0
+    sent_bytes: int = 0
+    received: int = 0
+    received_bytes: int = 0
+
+
+@dataclass
+class Collected:
+    """Everything the audit needs, gathered in one pass over the logs."""
+
+    agent_pids: dict[int, int]                    # OS pid -> agent id, from endpoints.json
+    logs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    edges: dict[tuple[int, int, str], EdgeCount] = field(default_factory=dict)
+    rejections: Counter = field(default_factory=Counter)   # (receiver, sender, reason, plane)
+    topology: set[tuple[int, int]] = field(default_factory=set)
+    actions: dict[int, dict[int, tuple]] = field(default_factory=lambda: defaultdict(dict))
+    continuous: set[int] = field(default_factory=set)
+    # agent -> step -> kind -> one array per peer message sent: every number its body carried
+    peer_values: dict[int, dict[int, dict[str, list[np.ndarray]]]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
+    peer_sent: Counter = field(default_factory=Counter)
+
+    def add(self, owner: int, rec: LogRecord) -> None:
+        if rec.direction == "rej":
+            sender = process_name(rec.header["s"]) if rec.header else "unknown"
+            self.rejections[(owner, sender, rec.reason or "?", rec.plane)] += 1
+            return
+        out = rec.direction == "out"
+        # The log's owner is the one end we are sure of; a header may still say "unassigned".
+        src, dst = (owner, self._dst(rec)) if out else (self._src(rec), owner)
+        edge = self.edges.setdefault((src, dst, rec.kind or UNDECODABLE), EdgeCount(rec.plane))
+        if out:
+            edge.sent, edge.sent_bytes = edge.sent + 1, edge.sent_bytes + rec.nbytes
+        else:
+            edge.received, edge.received_bytes = edge.received + 1, edge.received_bytes + rec.nbytes
+        if owner >= 0 and isinstance(rec.body, dict):
+            self._agent_record(owner, out, rec)
+
+    def _dst(self, rec: LogRecord) -> int:
+        dst = rec.header["d"] if rec.header else UNASSIGNED
+        if dst == UNASSIGNED and rec.kind == "welcome" and isinstance(rec.body, dict):
+            return int(rec.body.get("id", UNASSIGNED))
+        return dst
+
+    def _src(self, rec: LogRecord) -> int:
+        src = rec.header["s"] if rec.header else UNASSIGNED
+        if src == UNASSIGNED and rec.kind == "hello" and isinstance(rec.body, dict):
+            return self.agent_pids.get(rec.body.get("pid"), UNASSIGNED)
+        return src
+
+    def _agent_record(self, agent: int, out: bool, rec: LogRecord) -> None:
+        if not out:
+            if rec.kind == "welcome":
+                neighbours = rec.body.get("info", {}).get("neighbours", {})
+                self.topology.update((agent, int(j)) for j in neighbours)
+            return
+        if rec.kind == "act":
+            a = np.asarray(rec.body["a"])
+            if a.dtype.kind == "f":
+                self.continuous.add(agent)
+            self.actions[agent][rec.header["t"]] = tuple(a[0, 0].ravel().tolist())
+        elif rec.plane == "peer":
+            self.peer_sent[agent] += 1
+            numbers = [np.asarray(v, dtype=np.float64).ravel() for v in rec.body.values()
+                       if isinstance(v, np.ndarray | int | float)]
+            self.peer_values[agent][rec.header["t"]][rec.kind].append(
+                np.concatenate(numbers) if numbers else np.zeros(0))
+
+
+def _process_id(name: str, path: Path) -> int:
+    if name in ("coordinator", "envserver"):
+        return COORDINATOR if name == "coordinator" else ENVSERVER
+    for text in (name.removeprefix("agent "), path.stem.removeprefix("agent-")):
+        if text.isdigit():
+            return int(text)
+    raise AuditError(f"{path}: cannot tell which process wrote this log ({name!r})")
+
+
+def _agent_pids(run_dir: Path) -> dict[int, int]:
+    try:
+        agents = json.loads((run_dir / "endpoints.json").read_text())["agents"]
+        return {int(a["pid"]): int(i) for i, a in agents.items()}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def collect(run_dir: Path) -> Collected:
+    """Read every log in RUN/logs once; a truncated tail is noted and skipped, never fatal."""
+    paths = sorted((run_dir / "logs").glob("*.log"))
+    if not paths:
+        raise AuditError(f"{run_dir} has no message logs (expected {run_dir / 'logs'}/*.log)")
+    c = Collected(_agent_pids(run_dir))
+    for path in paths:
+        entry: dict[str, Any] = {"records": 0, "truncated_tail": False, "error": None}
+        c.logs[path.name] = entry
+        try:
+            log = open_log(path)
+            owner = _process_id(str(log.meta.get("process", "")), path)
+            entry["process"] = process_name(owner)
+            for rec in log:
+                c.add(owner, rec)
+                entry["records"] += 1
+            entry["truncated_tail"] = log.truncated_tail
+        except (ValueError, TypeError, AuditError) as exc:   # a damaged log is reported
+            entry["error"] = str(exc)
+    return c
+
+
+# -- analysis -------------------------------------------------------------------------------
+def _order(pid: int) -> tuple[int, int]:
+    return (0, pid) if pid >= 0 else (1, -pid)
+
+
+def edge_table(c: Collected) -> list[dict[str, Any]]:
+    """Sent (sender's log) and received (receiver's log) per edge and kind; peer edges first."""
+    keys = sorted(c.edges, key=lambda k: (not (k[0] >= 0 and k[1] >= 0), _order(k[0]),
+                                          _order(k[1]), k[2]))
+    return [{"src": process_name(s), "dst": process_name(d), "kind": k, **vars(c.edges[s, d, k])}
+            for s, d, k in keys]
+
+
+def rejection_table(c: Collected) -> list[dict[str, Any]]:
+    rows = sorted(c.rejections.items(), key=lambda kv: (_order(kv[0][0]), kv[0][1:]))
+    return [{"receiver": process_name(r), "sender": s, "reason": why, "plane": p, "count": n}
+            for (r, s, why, p), n in rows]
+
+
+def peer_check(c: Collected, algo: str) -> dict[str, Any]:
+    """Kinds per peer edge, and whether only the learner's permitted peer kinds crossed."""
+    from agentd.algorithms import LearnerConfigError, load_learner_class
+
+    try:
+        permitted: frozenset[str] | None = load_learner_class(algo).peer_kinds
+    except LearnerConfigError:
+        permitted = None
+    crossed: dict[tuple[int, int], set[str]] = {e: set() for e in c.topology}
+    for (s, d, kind), e in c.edges.items():
+        if s >= 0 and d >= 0 and (e.sent or e.received):
+            crossed.setdefault((s, d), set()).add(kind)
+    edges = [{"src": process_name(s), "dst": process_name(d), "kinds": sorted(crossed[s, d])}
+             for s, d in sorted(crossed)]
+    seen = set().union(*crossed.values()) if crossed else set()
+    not_peer = sorted(k for k in seen if k not in REGISTRY or REGISTRY[k].plane != "peer")
+    unpermitted = sorted(seen - permitted) if permitted is not None else sorted(seen)
+    return {"algo": algo, "permitted": sorted(permitted) if permitted is not None else None,
+            "edges": edges, "kinds_seen": sorted(seen), "not_permitted": unpermitted,
+            "not_peer_plane": not_peer,
+            "only_permitted": permitted is not None and not unpermitted and not not_peer}
+
+
+# -- leakage probe --------------------------------------------------------------------------
+def _features(per_kind: dict[str, list[np.ndarray]]) -> list[float]:
+    row: list[float] = []
+    for kind in FEATURE_KINDS:
+        chunks = per_kind.get(kind, [])
+        values = np.concatenate(chunks) if chunks else np.zeros(0)
+        stats = ((values.mean(), values.std(), values.min(), values.max()) if values.size
+                 else (0.0, 0.0, 0.0, 0.0))
+        row += [float(len(chunks)), *map(float, stats)]
+    return row
+
+
+def nearest_centroid(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray) -> np.ndarray:
+    """Predict by the closest class mean of standardised features; ties go to the commoner
+    class, so features that carry nothing leave the prediction at the training majority."""
+    mu, sd = x_train.mean(0), x_train.std(0)
+    live = sd > 0
+    z_train = np.where(live, (x_train - mu) / np.where(live, sd, 1.0), 0.0)
+    z_test = np.where(live, (x_test - mu) / np.where(live, sd, 1.0), 0.0)
+    classes, counts = np.unique(y_train, return_counts=True)
+    classes = classes[np.argsort(-counts, kind="stable")]
+    centroids = np.stack([z_train[y_train == k].mean(0) for k in classes])
+    dist = ((z_test[:, None, :] - centroids[None]) ** 2).sum(-1)
+    return classes[np.argmin(dist, axis=1)]
+
+
+PROBE_METHOD = (
+    "Can an observer who sees only the peer messages agent i sent predict agent i's action? "
+    "Features per step: count, mean, std, min and max of the numbers in the bodies of each peer "
+    "kind it sent at that step. A nearest-centroid classifier is fitted on the first half of "
+    "the steps and scored on the second half. Chance = share of the most common action in the "
+    "second half (the best constant guess, chosen with hindsight); baseline = the same "
+    "classifier with the messages blanked out (it guesses the first half's most common action), "
+    "so accuracy - baseline is what the messages add. Discrete actions only (copy 0, slot 0).")
+
+
+def leakage_probe(c: Collected) -> dict[str, Any]:
+    agents = sorted(set(c.actions) | set(c.peer_sent))
+    return {"label": PROBE_LABEL, "method": PROBE_METHOD,
+            "agents": [_probe_agent(c, i) for i in agents]}
+
+
+def _probe_agent(c: Collected, agent: int) -> dict[str, Any]:
+    actions = c.actions.get(agent, {})
+    steps = sorted(actions)
+    row: dict[str, Any] = {"agent": process_name(agent), "peer_messages": c.peer_sent[agent],
+                           "steps": len(steps), "accuracy": None, "chance": None,
+                           "baseline": None, "note": ""}
+    if agent in c.continuous:
+        return {**row, "note": "continuous actions: probe skipped"}
+    if len(steps) < 4:
+        return {**row, "note": "fewer than 4 logged actions: probe skipped"}
+    labels: dict[tuple, int] = {}
+    y = np.array([labels.setdefault(actions[t], len(labels)) for t in steps])
+    sent = c.peer_values.get(agent, {})
+    x = np.array([_features(sent.get(t, {})) for t in steps])
+    half = len(steps) // 2
+    y_test = y[half:]
+    accuracy = float(np.mean(nearest_centroid(x[:half], y[:half], x[half:]) == y_test))
+    blank = np.zeros((len(steps), 1))
+    baseline = float(np.mean(nearest_centroid(blank[:half], y[:half], blank[half:]) == y_test))
+    chance = float(np.bincount(y_test).max() / len(y_test))
+    if not c.peer_sent[agent]:
+        note = "no peer messages: nothing to learn from"
+    elif np.all(x == x[0]):
+        note = "peer messages never vary: nothing to learn from"
+    elif accuracy > max(chance, baseline) + 0.05:
+        note = f"{100 * (accuracy - chance):.0f} points above chance: messages may reveal actions"
+    else:
+        note = "no better than guessing"
+    return {**row, "accuracy": accuracy, "chance": chance, "baseline": baseline, "note": note}
+
+
+# -- the report -----------------------------------------------------------------------------
+def audit_run(run_dir: Path) -> dict[str, Any]:
+    """All audit figures for a run directory, as plain data (what audit.json holds)."""
+    if not run_dir.is_dir():
+        raise AuditError(f"{run_dir} is not a run directory (no such directory)")
+    try:
+        config = tomllib.loads((run_dir / "config.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise AuditError(f"{run_dir} is not a run directory (config.toml: {exc})") from None
+    algo = str(config.get("algo", "?"))
+    c = collect(run_dir)
+    edges = edge_table(c)
+    return {"run": str(run_dir), "algo": algo, "logs": c.logs, "edges": edges,
+            "sent_not_received": [e for e in edges if e["sent"] != e["received"]],
+            "rejections": rejection_table(c), "peer": peer_check(c, algo),
+            "probe": leakage_probe(c)}
+
+
+def _traffic_blocks(r: dict[str, Any]) -> list[tuple]:
+    cut = [n for n, e in r["logs"].items() if e["truncated_tail"]]
+    bad = [f"{n} ({e['error']})" for n, e in r["logs"].items() if e["error"]]
+    rows = [[e["src"], e["dst"], e["kind"], e["plane"], e["sent"], e["sent_bytes"],
+             e["received"], e["received_bytes"], "!" if e["sent"] != e["received"] else ""]
+            for e in r["edges"]]
+    lost = r["sent_not_received"]
+    records = sum(e["records"] for e in r["logs"].values())
+    return [
+        ("title", f"Audit of {r['run']} (algo {r['algo']})"),
+        ("p", f"{len(r['logs'])} logs, {records} records"
+              + (f"; truncated last record skipped in: {', '.join(cut)}" if cut else "")
+              + (f"; unreadable: {'; '.join(bad)}" if bad else "")),
+        ("h", "Messages per edge and kind"),
+        ("p", "sent/bytes from the sender's log, received/bytes from the receiver's log; "
+              + "peer edges first; ! marks a difference"),
+        ("table", ["src", "dst", "kind", "plane", "sent", "bytes", "received", "bytes", ""], rows),
+        ("p", "sent == received on every edge" if not lost else
+              f"sent != received on {len(lost)} edge/kind rows (lost in flight or a log cut short)"),
+        ("h", "Guard rejections"),
+        ("table", ["receiver", "claimed sender", "reason", "plane", "count"],
+         [list(x.values()) for x in r["rejections"]]) if r["rejections"] else ("p", "none"),
+    ]
+
+
+def _peer_blocks(p: dict[str, Any]) -> list[tuple]:
+    permitted = "unknown algo" if p["permitted"] is None else ", ".join(p["permitted"]) or "none"
+    verdict = "YES" if p["only_permitted"] else "NO"
+    if p["not_permitted"]:
+        verdict += f" (not permitted: {', '.join(p['not_permitted'])})"
+    blocks: list[tuple] = [
+        ("h", "Peer edges"),
+        ("p", f"permitted peer kinds for {p['algo']}: {permitted}"),
+        ("table", ["src", "dst", "kinds"],
+         [[e["src"], e["dst"], ", ".join(e["kinds"]) or "(none)"] for e in p["edges"]]),
+        ("p", f"only permitted peer kinds left any agent: {verdict}"),
+    ]
+    if p["not_peer_plane"]:
+        blocks.append(("p", "BUG: kinds that are not peer kinds crossed agent-to-agent edges: "
+                            + ", ".join(p["not_peer_plane"])))
+    return blocks
+
+
+def _blocks(r: dict[str, Any]) -> list[tuple]:
+    """The report as headings, paragraphs and tables, rendered as text or markdown."""
+    probe = r["probe"]
+    return [*_traffic_blocks(r), *_peer_blocks(r["peer"]),
+            ("h", f"Leakage probe ({probe['label']})"), ("p", probe["method"]),
+            ("table", ["agent", "peer msgs", "steps", "accuracy", "chance", "baseline", "note"],
+             [list(a.values()) for a in probe["agents"]])]
+
+
+def _cell(v: Any) -> str:
+    return "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def _table(headers: list[str], rows: list[list[Any]], markdown: bool) -> list[str]:
+    cells = [headers, *([_cell(v) for v in row] for row in rows)]
+    numeric = [bool(rows) and all(isinstance(row[i], int | float | None) for row in rows)
+               for i in range(len(headers))]
+    if markdown:
+        rule = ["---:" if num else "---" for num in numeric]
+        return ["| " + " | ".join(row) + " |" for row in [cells[0], rule, *cells[1:]]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return ["  " + "  ".join(c.rjust(w) if num else c.ljust(w)
+                             for c, w, num in zip(row, widths, numeric, strict=True)).rstrip()
+            for row in cells]
+
+
+def render(report: dict[str, Any], markdown: bool = False) -> str:
+    lines: list[str] = []
+    for what, *rest in _blocks(report):
+        if what == "title":
+            lines += [f"# {rest[0]}" if markdown else rest[0]]
+        elif what == "h":
+            lines += ["", f"## {rest[0]}", ""] if markdown else ["", rest[0], "-" * len(rest[0])]
+        elif what == "p":
+            lines += [rest[0], ""] if markdown else textwrap.wrap(rest[0], 96)
+        else:
+            lines += [*_table(*rest, markdown), *([""] if markdown else [])]
+    text = "\n".join(lines).strip()
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
+    return text + "\n"
+
+
+def write_reports(run_dir: Path, report: dict[str, Any]) -> str:
+    """Write RUN/audit.json and RUN/audit.md; return the terminal report."""
+    (run_dir / "audit.json").write_text(json.dumps(report, indent=2) + "\n")
+    (run_dir / "audit.md").write_text(render(report, markdown=True))
+    return render(report)

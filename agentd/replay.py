@@ -1,0 +1,189 @@
+"""Replay one agent from its message log, alone: no coordinator, env server or other agent.
+
+The agent is rebuilt from the ``welcome`` in its own log (config, seed, spaces, neighbours) and
+fed, in logged order, exactly the env replies and peer messages it received; ``AgentCore`` —
+the code the live agent ran — turns them into actions. With deterministic CPU math the replay
+reproduces the live agent bit for bit: every action it sent and its final learned state.
+
+Perturbed replays change only the peer stream (the env replies stay as logged, since the env
+cannot be re-run): drop a neighbour's messages, deliver them k steps late, add Gaussian noise
+to their numeric arrays, or remove every peer message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agentd.core import AgentCore, build_learner
+from agentd.msglog import open_log
+
+
+class ReplayError(RuntimeError):
+    """A log that cannot be replayed (missing, no welcome, a stream the learner cannot take)."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One received message of the replayed stream."""
+
+    plane: str                 # "env" | "peer"
+    src: int
+    step: int
+    kind: str
+    body: dict[str, Any]
+
+
+@dataclass
+class Perturbation:
+    """What a perturbed replay changes in the peer stream (nothing by default)."""
+
+    drop_from: frozenset[int] = frozenset()
+    delay_from: dict[int, int] = field(default_factory=dict)     # src -> steps late
+    noise_from: dict[int, float] = field(default_factory=dict)   # src -> sigma
+    only_env: bool = False
+    seed: int = 0
+
+    @property
+    def active(self) -> bool:
+        return bool(self.drop_from or self.delay_from or self.noise_from or self.only_env)
+
+    def describe(self) -> str:
+        parts = [f"drop-from {j}" for j in sorted(self.drop_from)]
+        parts += [f"delay-from {j}:{k}" for j, k in sorted(self.delay_from.items())]
+        parts += [f"noise-from {j}:{s:g}" for j, s in sorted(self.noise_from.items())]
+        parts += ["only-env"] if self.only_env else []
+        return ", ".join(parts) or "none"
+
+    def apply(self, items: list[Item]) -> Iterator[Item]:
+        """The perturbed stream: env items untouched and in place, peer items changed."""
+        rng = np.random.default_rng(self.seed)
+        held: list[tuple[int, Item]] = []
+        for item in items:
+            if item.plane == "env":
+                yield item
+                ready = [h for h in held if h[0] <= item.step]
+                held = [h for h in held if h[0] > item.step]
+                yield from (h[1] for h in ready)
+                continue
+            if self.only_env or item.src in self.drop_from:
+                continue
+            if item.src in self.noise_from:
+                item = _with_noise(item, self.noise_from[item.src], rng)
+            if item.src in self.delay_from:
+                held.append((item.step + self.delay_from[item.src], item))
+                continue
+            yield item
+
+
+def _with_noise(item: Item, sigma: float, rng: np.random.Generator) -> Item:
+    body = {}
+    for key, value in item.body.items():
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+            value = (value + rng.normal(0.0, sigma, value.shape)).astype(value.dtype)
+        body[key] = value
+    return Item(item.plane, item.src, item.step, item.kind, body)
+
+
+@dataclass
+class AgentLog:
+    """What replay needs from one agent's log."""
+
+    info: dict[str, Any]
+    items: list[Item]
+    actions: dict[int, np.ndarray]          # step -> the act the live agent sent
+    truncated_tail: bool
+
+
+def read_agent_log(run_dir: Path, agent: int) -> AgentLog:
+    path = run_dir / "logs" / f"agent-{agent}.log"
+    if not path.exists():
+        raise ReplayError(f"{path} does not exist (is {run_dir} a run directory, and agent "
+                          f"{agent} part of it?)")
+    log = open_log(path)
+    info, items, actions = None, [], {}
+    for r in log:
+        if r.header is None:
+            continue
+        if r.direction == "in" and r.kind == "welcome":
+            info = {"id": r.body["id"], **r.body["info"]}
+        elif r.direction == "in" and r.plane in ("env", "peer") and r.kind != "join":
+            items.append(Item(r.plane, r.header["s"], r.header["t"], r.kind, r.body))
+        elif r.direction == "out" and r.kind == "act":
+            actions[r.body["t"]] = r.body["a"]
+    if info is None:
+        raise ReplayError(f"{path} has no welcome: the agent was never admitted")
+    return AgentLog(info, items, actions, log.truncated_tail)
+
+
+@dataclass
+class ReplayResult:
+    """What a replay found."""
+
+    agent: int
+    steps: int = 0
+    env_items: int = 0
+    peer_items: int = 0
+    peer_delivered: int = 0
+    actions_compared: int = 0
+    actions_equal: int = 0
+    first_divergence: int | None = None     # first step whose action differs from the log
+    state: dict[str, np.ndarray] = field(default_factory=dict)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    truncated_tail: bool = False
+
+
+def replay(run_dir: Path, agent: int, perturbation: Perturbation | None = None) -> ReplayResult:
+    """Run agent ``agent`` of ``run_dir`` again from its log; see the module docstring."""
+    perturbation = perturbation or Perturbation()
+    log = read_agent_log(run_dir, agent)
+    core = AgentCore(log.info, build_learner(log.info))
+    res = ReplayResult(agent, truncated_tail=log.truncated_tail)
+    res.env_items = sum(i.plane == "env" for i in log.items)
+    res.peer_items = len(log.items) - res.env_items
+    for item in perturbation.apply(log.items):
+        if item.plane == "env":
+            if core.pending is not None:
+                raise ReplayError(f"step {item.step}: the learner still waits for neighbours "
+                                  f"{sorted(core.waiting())}; with this perturbation the "
+                                  "agent would have waited forever")
+            effects = core.on_step(item.body)
+        else:
+            res.peer_delivered += 1
+            effects = core.on_peer(item.src, item.kind, item.body)
+        for e in effects:
+            if e.what == "act":
+                _compare(res, e.step, e.body["a"], log.actions.get(e.step))
+            elif e.what == "metrics":
+                res.metrics.append({"step": e.step, "agents": {str(agent): e.body["scalars"]},
+                                    "action_agreement": _agreement(res)})
+    res.steps = core.steps_done
+    res.state = core.learner.state_dict()
+    return res
+
+
+def _compare(res: ReplayResult, step: int, action: np.ndarray, logged: Any) -> None:
+    if logged is None:
+        return
+    res.actions_compared += 1
+    if np.array_equal(action, logged):
+        res.actions_equal += 1
+    elif res.first_divergence is None:
+        res.first_divergence = step
+
+
+def _agreement(res: ReplayResult) -> float:
+    return res.actions_equal / res.actions_compared if res.actions_compared else 1.0
+
+
+def compare_state(state: dict[str, np.ndarray], checkpoint: Path) -> dict[str, bool]:
+    """Per array: is the replayed state bit-for-bit the one the live run checkpointed?"""
+    with np.load(checkpoint) as saved:
+        names = set(saved.files) | set(state)
+        return {name: name in saved.files and name in state and
+                saved[name].dtype == state[name].dtype and
+                np.array_equal(saved[name], state[name]) for name in sorted(names)}

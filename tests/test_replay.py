@@ -1,0 +1,201 @@
+"""Replay: every learner is reproduced bit for bit from its log (the learner conformance test);
+perturbations change exactly what they say; damaged logs and tampered state are reported."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+
+import msgpack
+import numpy as np
+import pytest
+from conftest import AGENTD, read_json
+
+from agentd.algorithms import ALGORITHMS
+from agentd.core import build_learner
+from agentd.replay import Item, Perturbation, compare_state, read_agent_log, replay
+from protocols import Codec, encode
+from protocols.envelope import split
+
+RUN_ARGS = {"dac": [], "iql": [], "central-q": [], "random": []}
+
+
+@pytest.fixture(scope="module")
+def runs_by_algo(tmp_path_factory):
+    """One short live run per registered learner (random-mdp, n = 3, K = 2)."""
+    assert set(RUN_ARGS) == set(ALGORITHMS), "a new learner needs a conformance run here"
+    out = {}
+    for algo, extra in RUN_ARGS.items():
+        run_dir = tmp_path_factory.mktemp(algo) / "run"
+        res = subprocess.run(check=False, args=[*AGENTD, "launch", "--quiet", "--run-dir", str(run_dir),
+                              "--algo", algo, "--n", "3", "--num-envs", "2", "--steps", "300",
+                              "--episode-len", "20", "--seed", "4", *extra],
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stdout + res.stderr
+        out[algo] = run_dir
+    return out
+
+
+@pytest.mark.parametrize("algo", sorted(ALGORITHMS))
+def test_conformance_replay_reproduces_every_agent_exactly(runs_by_algo, algo):
+    run_dir = runs_by_algo[algo]
+    procs = read_json(run_dir / "summary.json")["processes"]
+    for agent in range(procs):
+        res = replay(run_dir, agent)
+        assert res.steps == 300 and res.actions_compared == 300
+        assert res.first_divergence is None
+        same = compare_state(res.state, run_dir / "checkpoints" / f"agent-{agent}.npz")
+        assert all(same.values())   # (a stateless learner, like random, has no arrays)
+
+
+@pytest.mark.parametrize("algo", sorted(ALGORITHMS))
+def test_conformance_checkpoint_restores(runs_by_algo, algo):
+    run_dir = runs_by_algo[algo]
+    log = read_agent_log(run_dir, 0)
+    learner = build_learner(log.info)
+    with np.load(run_dir / "checkpoints" / "agent-0.npz") as saved:
+        learner.load_state_dict({k: saved[k] for k in saved.files})
+        for key, value in learner.state_dict().items():
+            np.testing.assert_array_equal(value, saved[key])
+
+
+def test_replay_cli_says_bit_for_bit(runs_by_algo):
+    res = subprocess.run(check=False, args=[*AGENTD, "replay", str(runs_by_algo["dac"]), "--agent", "1"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "identical to the log at all 300 steps" in res.stdout
+    assert "bit-for-bit identical to the checkpoint (q, zeta)" in res.stdout
+
+
+def test_tampered_checkpoint_is_reported(runs_by_algo, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(runs_by_algo["iql"], run_dir)
+    path = run_dir / "checkpoints" / "agent-0.npz"
+    with np.load(path) as saved:
+        q = saved["q"].copy()
+    q[0, 0] += 1e-12
+    np.savez(path, q=q)
+    res = subprocess.run(check=False, args=[*AGENTD, "replay", str(run_dir), "--agent", "0"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1 and "differs from the checkpoint in q" in res.stdout
+
+
+def rewrite_reward(log_path, step: int, delta: float) -> None:
+    """Change the reward of one logged env reply (as if the agent had been told otherwise)."""
+    data = log_path.read_bytes()
+    out, pos, codec = bytearray(), 0, Codec()
+    while pos < len(data):
+        (n,) = struct.unpack_from("<I", data, pos)
+        rec = msgpack.unpackb(data[pos + 4:pos + 4 + n], raw=False)
+        pos += 4 + n
+        if rec[0] == "in" and rec[2] == "env":
+            head, body = split(rec[4][0])
+            h, b = codec.unpack(head), codec.unpack(body)
+            if h["k"] == "step" and b["t"] == step:
+                b["reward"] = b["reward"] + delta
+                rec[4] = [encode(codec, "step", h["s"], h["d"], h["t"], h["q"], b)]
+        packed = msgpack.packb(rec, use_bin_type=True)
+        out += struct.pack("<I", len(packed)) + packed
+    log_path.write_bytes(bytes(out))
+
+
+def test_a_changed_env_reply_shows_as_the_first_divergence(runs_by_algo, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(runs_by_algo["dac"], run_dir)
+    rewrite_reward(run_dir / "logs" / "agent-0.log", step=50, delta=100.0)
+    res = replay(run_dir, 0)
+    assert res.first_divergence is not None and res.first_divergence >= 50
+    same = compare_state(res.state, run_dir / "checkpoints" / "agent-0.npz")
+    assert not same["q"]
+
+
+def test_truncated_log_is_reported_and_skipped(runs_by_algo, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(runs_by_algo["dac"], run_dir)
+    path = run_dir / "logs" / "agent-2.log"
+    path.write_bytes(path.read_bytes()[:-5])   # the crash hit the last record (after the bye)
+    res = replay(run_dir, 2)
+    assert res.truncated_tail and res.first_divergence is None and res.steps == 300
+
+
+# -- perturbations change exactly what they say -------------------------------------------------
+def stream() -> list[Item]:
+    items = []
+    for t in range(6):
+        items.append(Item("env", -2, t, "step", {"t": t}))
+        for j in (1, 3):
+            items.append(Item("peer", j, t, "consensus",
+                              {"idx": np.arange(3), "x": np.full(3, 10.0 * j + t)}))
+    return items
+
+
+def test_drop_from_removes_exactly_that_neighbour():
+    out = list(Perturbation(drop_from=frozenset({1})).apply(stream()))
+    assert _same(out, [i for i in stream() if not (i.plane == "peer" and i.src == 1)])
+
+
+def _same(a: list[Item], b: list[Item]) -> bool:
+    return len(a) == len(b) and all(
+        (x.plane, x.src, x.step, x.kind) == (y.plane, y.src, y.step, y.kind) and
+        all(np.array_equal(x.body[k], y.body[k]) for k in x.body) for x, y in zip(a, b))
+
+
+def test_only_env_removes_every_peer_message():
+    out = list(Perturbation(only_env=True).apply(stream()))
+    assert _same(out, [i for i in stream() if i.plane == "env"])
+
+
+def test_delay_from_delivers_k_steps_late_and_nothing_else_moves():
+    out = list(Perturbation(delay_from={3: 2}).apply(stream()))
+    assert _same([i for i in out if not (i.plane == "peer" and i.src == 3)],
+                 [i for i in stream() if not (i.plane == "peer" and i.src == 3)])
+    env_seen = -1
+    for item in out:
+        if item.plane == "env":
+            env_seen = item.step
+        elif item.src == 3:
+            assert env_seen == item.step + 2     # right after the env reply of step t + 2
+    delivered = [i.step for i in out if i.plane == "peer" and i.src == 3]
+    assert delivered == [0, 1, 2, 3]             # steps 4 and 5 would arrive after the run
+
+
+def test_noise_from_changes_only_that_neighbours_floats():
+    sigma = 0.5
+    items = stream() * 50
+    out = list(Perturbation(noise_from={1: sigma}, seed=7).apply(items))
+    assert len(out) == len(items)
+    diffs = []
+    for before, after in zip(items, out):
+        assert (before.plane, before.src, before.step) == (after.plane, after.src, after.step)
+        if before.plane == "peer":
+            np.testing.assert_array_equal(before.body["idx"], after.body["idx"])
+            d = after.body["x"] - before.body["x"]
+            if before.src == 1:
+                diffs.append(d)
+            else:
+                assert not d.any()
+    assert abs(np.std(np.concatenate(diffs)) - sigma) < 0.05
+
+
+def test_perturbed_replay_writes_a_run_like_directory_and_plots(runs_by_algo, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(runs_by_algo["dac"], run_dir)
+    res = subprocess.run(check=False, args=[*AGENTD, "replay", str(run_dir), "--agent", "0", "--drop-from", "1",
+                          "--delay-from", "2:3", "--noise-from", "2:0.1"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    out = run_dir / "replays" / "agent-0-drop-from1_delay-from2-3_noise-from2-0.1"
+    s = read_json(out / "summary.json")
+    assert s["kind"] == "replay" and s["perturbation"] == \
+        "drop-from 1, delay-from 2:3, noise-from 2:0.1"
+    assert (out / "metrics.jsonl").read_text() and (out / "learning_curve.png").exists()
+    res = subprocess.run(check=False, args=[*AGENTD, "plot", str(run_dir), str(out), "--out",
+                          str(tmp_path / "cmp.png")], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and (tmp_path / "cmp.png").stat().st_size > 0
+
+
+def test_replay_of_a_missing_agent_is_a_clear_error(runs_by_algo):
+    res = subprocess.run(check=False, args=[*AGENTD, "replay", str(runs_by_algo["dac"]), "--agent", "9"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "agent-9.log does not exist" in res.stderr
