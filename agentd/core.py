@@ -76,10 +76,11 @@ class AgentCore:
         """Neighbours the pending step still waits for (empty when nothing is pending)."""
         return self.learner.awaiting() if self.pending is not None else frozenset()
 
-    def advance(self) -> list[Effect]:
-        """Finish the pending step once the learner no longer awaits neighbours."""
+    def advance(self, force: bool = False) -> list[Effect]:
+        """Finish the pending step once the learner no longer awaits neighbours (or, with
+        ``force``, without the messages still missing: a replay whose peer stream was cut)."""
         body = self.pending
-        if body is None or self.learner.awaiting():
+        if body is None or (self.learner.awaiting() and not force):
             return []
         self.pending = None
         effects = []

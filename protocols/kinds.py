@@ -147,7 +147,8 @@ register(Kind("consensus", "peer", {"idx": Arr(INTS, (1,)), "x": Arr(FLOATS, (1,
               doc="importance log-ratio consensus estimates x for experiences idx"))
 register(Kind("pr_query", "peer", {"qid": INT, "states": Arr(NUMERIC, (1, 2))},
               doc="policy reciprocity: a batch of states to evaluate"))
-register(Kind("pr_values", "peer", {"qid": INT, "values": Arr(FLOATS, (1, 2))},
-              doc="policy reciprocity: the neighbour's values at the queried states"))
+register(Kind("pr_values", "peer", {"qid": INT, "states": Arr(INTS, (1,), 1 << 16),
+                                    "values": Arr(FLOATS, (1, 2), 1 << 20)},
+              doc="policy reciprocity: a neighbour's values (rows) at the given states"))
 register(Kind("latent", "peer", {"z": Arr(FLOATS, (1, 2))},
               doc="MDPO: a predicted low-dimensional latent variable"))

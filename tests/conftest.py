@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import zmq
 
 AGENTD = [sys.executable, "-m", "agentd"]
 
@@ -90,6 +91,27 @@ class Runs:
                 proc.stdout.close()
             if run_dir is not None:
                 stop_pids(run_pids(run_dir))
+
+
+def send_raw(endpoint: str, identity: bytes, messages: list[list[bytes]]) -> None:
+    """Send raw multipart messages over ONE connection (a ROUTER ignores a second connection
+    that claims an identity still in use, so one socket per message would be flaky)."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+    try:
+        sock.setsockopt(zmq.IDENTITY, identity)
+        sock.setsockopt(zmq.LINGER, 30_000)   # a loaded machine may be slow to flush
+        sock.connect(endpoint)
+        # wait until the connection is up, so nothing sits in a queue that close could drop
+        assert monitor.poll(30_000), "the intruder could not connect to the agent"
+        for frames in messages:
+            sock.send_multipart(frames)
+    finally:
+        sock.disable_monitor()
+        monitor.close()
+        sock.close()
+        ctx.term()
 
 
 @pytest.fixture

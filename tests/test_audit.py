@@ -8,15 +8,13 @@ import json
 import shutil
 import signal
 import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
 import msgpack
 import numpy as np
 import pytest
-import zmq
-from conftest import AGENTD, Runs, read_json, wait_for
+from conftest import AGENTD, Runs, read_json, send_raw, wait_for
 
 from agentd.audit import PROBE_LABEL, Collected, audit_run, leakage_probe
 from agentd.cli import audit_cmd
@@ -181,18 +179,7 @@ def test_not_a_run_directory_exits_2(tmp_path, capsys):
 # -- rejections on a live run -----------------------------------------------------------------
 def inject(endpoint: str, frames: list[bytes]) -> None:
     """Send single-frame messages to an agent's peer socket as (non-neighbour) agent 2."""
-    ctx = zmq.Context()
-    sock = ctx.socket(zmq.DEALER)
-    try:
-        sock.setsockopt(zmq.IDENTITY, peer_identity(2))
-        sock.setsockopt(zmq.LINGER, 2000)
-        sock.connect(endpoint)
-        for frame in frames:
-            sock.send_multipart([frame])
-        time.sleep(0.2)
-    finally:
-        sock.close()
-        ctx.term()
+    send_raw(endpoint, peer_identity(2), [[frame] for frame in frames])
 
 
 def test_rejections_are_counted_by_reason_and_claimed_sender(runs, tmp_path):

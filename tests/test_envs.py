@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from coordinator.envs import EnvError, check_env_id, make_env, random_mdp
+from coordinator.envs import EnvError, check_env_id, joint_mdp, make_env
 from coordinator.envs.random_mdp import RandomMDP
 
 SPREAD = "mpe2.simple_spread_v3:parallel_env"
@@ -83,8 +83,10 @@ def test_random_mdp_reward_and_next_state_come_from_the_row():
 
 def test_random_mdp_results_do_not_depend_on_caching(monkeypatch):
     cached = roll(RandomMDP(3, 2, 7, model_seed=1), seed=5, steps=30)
-    monkeypatch.setattr(random_mdp, "CACHE_LIMIT", 1)
-    uncached = roll(RandomMDP(3, 2, 7, model_seed=1), seed=5, steps=30)
+    monkeypatch.setattr(joint_mdp, "CACHE_LIMIT", 1)   # every row regenerated
+    env = RandomMDP(3, 2, 7, model_seed=1)
+    uncached = roll(env, seed=5, steps=30)
+    assert len(env._cache) <= 1
     for a, b in zip(cached, uncached):
         assert np.array_equal(a.reward, b.reward) and np.array_equal(a.obs[0], b.obs[0])
 

@@ -18,7 +18,7 @@ from agentd.replay import Item, Perturbation, compare_state, read_agent_log, rep
 from protocols import Codec, encode
 from protocols.envelope import split
 
-RUN_ARGS = {"dac": [], "iql": [], "central-q": [], "random": []}
+RUN_ARGS = {"dac": [], "iql": [], "central-q": [], "random": [], "pr": []}
 
 
 @pytest.fixture(scope="module")
@@ -199,3 +199,20 @@ def test_replay_of_a_missing_agent_is_a_clear_error(runs_by_algo):
     res = subprocess.run(check=False, args=[*AGENTD, "replay", str(runs_by_algo["dac"]), "--agent", "9"],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "agent-9.log does not exist" in res.stderr
+
+
+def test_perturbations_change_a_communicating_learner(runs_by_algo, tmp_path):
+    """pr exchanges pr_values every step: exact without perturbation, changed by each one."""
+    run_dir = runs_by_algo["pr"]
+    exact = replay(run_dir, 1)
+    assert exact.peer_items == exact.peer_delivered == 2 * 300      # ring of 3: 2 neighbours
+    assert exact.first_divergence is None and exact.forced_steps == 0
+    for pert in (Perturbation(drop_from=frozenset({0})), Perturbation(only_env=True),
+                 Perturbation(noise_from={2: 1.0}), Perturbation(delay_from={0: 1})):
+        res = replay(run_dir, 1, pert)
+        same = compare_state(res.state, run_dir / "checkpoints" / "agent-1.npz")
+        assert not all(same.values()), pert.describe()
+        expected_forced = 0 if pert.noise_from else 300
+        assert res.forced_steps == expected_forced, pert.describe()
+    dropped = replay(run_dir, 1, Perturbation(drop_from=frozenset({0})))
+    assert dropped.peer_delivered == 300                               # only agent 2's

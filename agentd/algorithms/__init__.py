@@ -15,6 +15,7 @@ ALGORITHMS: dict[str, str] = {
     "iql": "agentd.algorithms.iql:IQL",
     "central-q": "agentd.algorithms.central_q:CentralQ",
     "random": "agentd.algorithms.random_policy:RandomPolicy",
+    "pr": "agentd.algorithms.pr:PR",
 }
 
 

@@ -11,8 +11,8 @@ FLAG_HELP = {
     "topology": "communication graph: ring, line, star, complete, grid, random, small-world, "
                 "edgelist (default ring)",
     "n": "number of agents (default 5)",
-    "algo": "learner: dac, iql, central-q, random (default dac)",
-    "env": "random-mdp (default) or a PettingZoo ParallelEnv as module:callable, e.g. "
+    "algo": "learner: dac, iql, central-q, random, pr (default dac)",
+    "env": "random-mdp (default), digital, or a PettingZoo ParallelEnv as module:callable, e.g. "
            "mpe2.simple_spread_v3:parallel_env",
     "steps": "joint steps per env copy (default 20000)",
     "episode-len": "episode length cap (default 50)",

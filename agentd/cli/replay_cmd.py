@@ -63,6 +63,9 @@ def report(args: argparse.Namespace, pert: Perturbation, res: ReplayResult,
     print(f"replayed agent {res.agent} of {args.run}: {res.steps} steps from "
           f"{res.env_items} env replies and {res.peer_items} peer messages "
           f"({res.peer_delivered} delivered; perturbation: {pert.describe()})")
+    if res.forced_steps:
+        print(f"  {res.forced_steps} updates went ahead without neighbour messages the "
+              "learner waited for (withheld by the perturbation)")
     if res.truncated_tail:
         print("  the log's last record was truncated (a crash mid-write) and was skipped")
     if res.first_divergence is None:
@@ -94,7 +97,8 @@ def write_dir(out: Path, args: argparse.Namespace, pert: Perturbation, res: Repl
                "perturbation": pert.describe(), "steps": res.steps,
                "peer_messages": res.peer_items, "peer_delivered": res.peer_delivered,
                "actions_compared": res.actions_compared, "actions_equal": res.actions_equal,
-               "first_divergence": res.first_divergence, "state_identical": same}
+               "first_divergence": res.first_divergence, "forced_steps": res.forced_steps,
+               "state_identical": same}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     np.savez(out / f"agent-{res.agent}.npz", **res.state)
     if res.metrics:

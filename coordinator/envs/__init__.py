@@ -10,8 +10,13 @@ from typing import Any
 
 from coordinator.envs.base import EnvError, StepResult, VecEnv
 
-BUILTIN_ENVS = ("random-mdp",)
-_RANDOM_MDP_KWARGS = ("n_actions", "n_states")
+BUILTIN_ENVS = ("random-mdp", "digital")
+# env_kwargs each built-in accepts, with the type its value is converted to (CLI values may
+# arrive as strings).
+_BUILTIN_KWARGS: dict[str, dict[str, type]] = {
+    "random-mdp": {"n_actions": int, "n_states": int},
+    "digital": {"n_states": int, "reward_noise": float},
+}
 
 __all__ = ["BUILTIN_ENVS", "EnvError", "StepResult", "VecEnv", "check_env_id", "make_env"]
 
@@ -38,26 +43,20 @@ def make_env(env_id: str, *, n_agents: int, num_envs: int, episode_len: int, see
              env_kwargs: dict[str, Any]) -> VecEnv:
     """Build the VecEnv named by env_id for n_agents agents and num_envs copies.
 
-    ``seed`` fixes the model of built-in random envs (random-mdp's P and R); the trajectory
+    ``seed`` fixes the model of built-in random envs (P and the rewards); the trajectory
     randomness comes from the seed later passed to ``reset``.
     """
     check_env_id(env_id)
     if env_id == "random-mdp":
-        unknown = sorted(set(env_kwargs) - set(_RANDOM_MDP_KWARGS))
-        if unknown:
-            raise EnvError(f"unknown env_kwargs {unknown} for random-mdp; "
-                           f"allowed: {list(_RANDOM_MDP_KWARGS)}")
         from coordinator.envs.random_mdp import RandomMDP
 
-        sizes = {}
-        for key, value in env_kwargs.items():
-            try:
-                sizes[key] = int(value)     # CLI values may arrive as strings
-                if isinstance(value, float) and value != sizes[key]:
-                    raise ValueError
-            except (TypeError, ValueError):
-                raise EnvError(f"random-mdp: {key} must be an integer, got {value!r}") from None
-        return RandomMDP(n_agents, num_envs, episode_len, model_seed=seed, **sizes)
+        return RandomMDP(n_agents, num_envs, episode_len, model_seed=seed,
+                         **_builtin_kwargs(env_id, env_kwargs))
+    if env_id == "digital":
+        from coordinator.envs.digital import Digital
+
+        return Digital(n_agents, num_envs, episode_len, model_seed=seed,
+                       **_builtin_kwargs(env_id, env_kwargs))
 
     from coordinator.envs.pettingzoo_env import PettingZooVecEnv, load_factory
 
@@ -68,3 +67,23 @@ def make_env(env_id: str, *, n_agents: int, num_envs: int, episode_len: int, see
         raise EnvError(f"env {env_id} has {env.n_agents} agents but n={n_agents}; pass "
                        f"env_kwargs (e.g. --env-arg N={n_agents})")
     return env
+
+
+def _builtin_kwargs(env_id: str, env_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """env_kwargs of a built-in env converted to their types, or EnvError naming the key."""
+    allowed = _BUILTIN_KWARGS[env_id]
+    unknown = sorted(set(env_kwargs) - set(allowed))
+    if unknown:
+        raise EnvError(f"unknown env_kwargs {unknown} for {env_id}; "
+                       f"allowed: {sorted(allowed)}")
+    converted = {}
+    for key, value in env_kwargs.items():
+        kind = allowed[key]
+        try:
+            converted[key] = kind(value)
+            if kind is int and isinstance(value, float) and value != converted[key]:
+                raise ValueError
+        except (TypeError, ValueError):
+            noun = "an integer" if kind is int else "a number"
+            raise EnvError(f"{env_id}: {key} must be {noun}, got {value!r}") from None
+    return converted

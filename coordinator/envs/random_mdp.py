@@ -1,148 +1,31 @@
 """The built-in "random-mdp" of seed 002 (§V): M states, N agents, a random joint-action MDP.
 
 P(s, a, ·) ~ U(0, 1) normalised over next states and R(s, a) ~ N(0, 1), where a is the JOINT
-action; the reward is shared by all agents and every agent observes the global state.
-
-The joint action space has n_actions**N entries, so for large N (we run N = 64) the tables
-cannot be built up front. The row of (s, joint index) is generated on first use from
-``default_rng([model_seed, s, joint_index])`` — a pure function of its key — and kept in a
-bounded cache, so results never depend on what happens to be cached.
+action; the reward is shared by all agents and every agent observes the global state. See
+``joint_mdp`` for how rows are generated lazily so any N works.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from coordinator.envs.base import EnvError, StepResult, VecEnv
+from coordinator.envs.joint_mdp import CACHE_LIMIT, JointActionMDP
 
-CACHE_LIMIT = 50_000        # rows kept before the cache is cleared (each row is ~M floats)
-_INT64_SAFE = 2 ** 63 - 1
+__all__ = ["CACHE_LIMIT", "RandomMDP"]
 
 
-class RandomMDP(VecEnv):
-    """K copies of one random MDP (fixed by model_seed), truncated at episode_len steps."""
+class RandomMDP(JointActionMDP):
+    """K copies of one random MDP (fixed by model_seed) with a shared N(0, 1) reward table."""
+
+    env_id = "random-mdp"
 
     def __init__(self, n_agents: int, num_envs: int, episode_len: int, model_seed: int,
                  n_states: int = 100, n_actions: int = 3) -> None:
-        for name, value, low in (("n_agents", n_agents, 1), ("num_envs", num_envs, 1),
-                                 ("episode_len", episode_len, 1), ("n_states", n_states, 1),
-                                 ("n_actions", n_actions, 1), ("model_seed", model_seed, 0)):
-            if not isinstance(value, (int, np.integer)) or value < low:
-                raise EnvError(f"random-mdp: {name} must be an integer >= {low}, got {value!r}")
-        self.n_states = int(n_states)
-        self.n_actions = int(n_actions)
-        self.model_seed = int(model_seed)
-        self.num_envs = int(num_envs)
-        self.episode_len = int(episode_len)
-        self.agent_names = [f"agent_{i}" for i in range(n_agents)]
-        self.obs_spaces = [{"type": "discrete", "n": self.n_states} for _ in range(n_agents)]
-        self.act_spaces = [{"type": "discrete", "n": self.n_actions} for _ in range(n_agents)]
-        self.shared_reward = True
+        super().__init__(n_agents, num_envs, episode_len, model_seed, n_states, n_actions,
+                         shared_reward=True)
 
-        self._cache: dict[tuple[int, int], tuple[np.ndarray, float]] = {}
-        # Joint index = sum_i a_i * n_actions**i (agent 0 least significant). While the joint
-        # space fits in int64 it is one matrix product; beyond that, exact Python ints.
-        self._fits_int64 = self.n_actions ** n_agents <= _INT64_SAFE
-        self._places = (np.array([self.n_actions ** i for i in range(n_agents)], dtype=np.int64)
-                        if self._fits_int64 else [self.n_actions ** i for i in range(n_agents)])
-        self._rng = np.random.default_rng(0)
-        self._state = np.zeros(self.num_envs, dtype=np.int64)
-        self._t = np.zeros(self.num_envs, dtype=np.int64)
-        self._terminated = np.zeros(self.num_envs, dtype=bool)   # never set: no termination
+    def model_reward(self, rng: np.random.Generator) -> float:
+        return float(rng.standard_normal())          # R(s, a) ~ N(0, 1)
 
-    # ---- the model ----------------------------------------------------------------------
-
-    def row(self, state: int, joint_index: int) -> tuple[np.ndarray, float]:
-        """(cdf of P(state, a, ·), R(state, a)) for the joint action with this index."""
-        key = (int(state), int(joint_index))
-        hit = self._cache.get(key)
-        if hit is not None:
-            return hit
-        rng = np.random.default_rng([self.model_seed, key[0], key[1]])
-        p = rng.random(self.n_states)
-        cdf = np.cumsum(p / p.sum())
-        cdf[-1] = 1.0               # rounding must not leave a gap past the last state
-        reward = float(rng.standard_normal())
-        if len(self._cache) >= CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[key] = (cdf, reward)
-        return cdf, reward
-
-    def joint_index(self, actions: np.ndarray) -> list[int]:
-        """Joint action indices of K copies from the (N, K) array of per-agent actions."""
-        if self._fits_int64:
-            return (self._places @ actions).tolist()
-        return [sum(int(a) * place for a, place in zip(column, self._places))
-                for column in actions.T.tolist()]
-
-    # ---- VecEnv -------------------------------------------------------------------------
-
-    def reset(self, seed: int) -> list[np.ndarray]:
-        self._rng = np.random.default_rng(seed)
-        self._state = self._rng.integers(self.n_states, size=self.num_envs, dtype=np.int64)
-        self._t[:] = 0
-        return self._per_agent(self._state)
-
-    def step(self, actions: list[np.ndarray]) -> StepResult:
-        joint = self.joint_index(self._check_actions(actions))
-        u = self._rng.random(self.num_envs)
-        final = np.empty(self.num_envs, dtype=np.int64)
-        reward = np.empty(self.num_envs, dtype=np.float64)
-        last = self.n_states - 1
-        for k, (s, j) in enumerate(zip(self._state.tolist(), joint)):
-            cdf, reward[k] = self.row(s, j)
-            final[k] = min(int(cdf.searchsorted(u[k], side="right")), last)
-
-        self._t += 1
-        truncated = self._t >= self.episode_len
-        obs = final
-        if truncated.any():
-            obs = final.copy()
-            obs[truncated] = self._rng.integers(self.n_states, size=int(truncated.sum()))
-            self._t[truncated] = 0
-        self._state = obs
-        n = self.n_agents
-        return StepResult(
-            obs=self._per_agent(obs),
-            final_obs=self._per_agent(final),
-            reward=np.broadcast_to(reward, (n, self.num_envs)).copy(),
-            terminated=self._terminated.copy(),
-            truncated=truncated,
-        )
-
-    # ---- plumbing -----------------------------------------------------------------------
-
-    def _per_agent(self, state: np.ndarray) -> list[np.ndarray]:
-        # Every agent sees the same global state: hand out one read-only array N times
-        # instead of N copies (N = 64 on the hot path).
-        view = state.view()
-        view.flags.writeable = False
-        return [view] * self.n_agents
-
-    def _check_actions(self, actions: list[np.ndarray]) -> np.ndarray:
-        """Stack per-agent actions into (N, K) int64, or raise EnvError naming the agent."""
-        if len(actions) != self.n_agents:
-            raise EnvError(f"random-mdp: expected actions for {self.n_agents} agents, "
-                           f"got {len(actions)}")
-        try:
-            stacked = np.stack([np.asarray(a) for a in actions])
-        except ValueError:
-            stacked = None
-        if (stacked is None or stacked.shape != (self.n_agents, self.num_envs)
-                or stacked.dtype.kind not in "iu"
-                or stacked.min() < 0 or stacked.max() >= self.n_actions):
-            self._explain_bad_action(actions)
-        return stacked.astype(np.int64, copy=False)
-
-    def _explain_bad_action(self, actions: list[np.ndarray]) -> None:
-        for i, a in enumerate(actions):
-            a = np.asarray(a)
-            where = f"random-mdp: action of agent {i} ({self.agent_names[i]})"
-            if a.shape != (self.num_envs,):
-                raise EnvError(f"{where} must have shape ({self.num_envs},), got {a.shape}")
-            if a.dtype.kind not in "iu":
-                raise EnvError(f"{where} must be integers, got dtype {a.dtype}")
-            if a.min() < 0 or a.max() >= self.n_actions:
-                raise EnvError(f"{where} must lie in [0, {self.n_actions}), "
-                               f"got {a.tolist()}")
-        raise EnvError("random-mdp: malformed actions")   # unreachable in practice
+    def rewards(self, parts: list[float]) -> np.ndarray:
+        return np.broadcast_to(np.asarray(parts), (self.n_agents, self.num_envs)).copy()
