@@ -84,6 +84,8 @@ class Agent:
                 self.send_peer(Outgoing(e.kind, e.dst, e.body), e.step)
             elif e.what == "metrics":
                 self.control.send("metrics", e.body, e.step)
+            elif e.what == "checkpoint":
+                self.checkpoint(e.step)
 
     def send_peer(self, out: Outgoing, step: int) -> None:
         link = self.peers.get(out.dst)
@@ -102,8 +104,10 @@ class Agent:
                 raise RunFailed(f"waited {waited:.1f} s for neighbours {sorted(waiting)}")
 
     # -- the end ----------------------------------------------------------------------------
-    def checkpoint(self) -> Path:
-        path = self.run_dir / "checkpoints" / f"agent-{self.id}.npz"
+    def checkpoint(self, step: int | None = None) -> Path:
+        """The learned state, at the end (agent-i.npz) or at a step (agent-i/step-T.npz)."""
+        name = f"agent-{self.id}.npz" if step is None else f"agent-{self.id}/step-{step}.npz"
+        path = self.run_dir / "checkpoints" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(path, **self.learner.state_dict())
         return path

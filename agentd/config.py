@@ -40,6 +40,7 @@ class RunConfig:
     mixing: str = "kernel"            # mixing matrix: kernel (paper eq. 41) | metropolis
     params: dict[str, Any] = field(default_factory=dict)    # learner hyperparameters
     env_args: dict[str, Any] = field(default_factory=dict)  # keyword args of the env factory
+    checkpoint_every: int = 0         # also checkpoint each agent every this many steps (0: end)
     heartbeat_interval: float = 0.5   # seconds between heartbeats
     heartbeat_timeout: float = 5.0    # silence after which a process is declared dead
     join_timeout: float = 60.0        # seconds for all processes to join
@@ -111,6 +112,8 @@ def validate(c: RunConfig) -> None:
     _require(c.episode_len >= 1, "episode_len", "an integer >= 1", c.episode_len)
     _require(1 <= c.num_envs <= 4096, "num_envs", "an integer in 1..4096", c.num_envs)
     _require(c.seed >= 0, "seed", "an integer >= 0", c.seed)
+    _require(c.checkpoint_every >= 0, "checkpoint_every", "an integer >= 0 (0: only at the end)",
+             c.checkpoint_every)
     _require(c.mixing in MIXING_METHODS, "mixing", f"one of {', '.join(MIXING_METHODS)}",
              c.mixing)
     _require(0.0 < c.p <= 1.0, "p", "a probability in (0, 1]", c.p)

@@ -22,7 +22,7 @@ from agentd.algorithms.base import Learner, LearnerSpec
 class Effect:
     """Something the core wants done: send ``act``/a peer message/``metrics``, or finish."""
 
-    what: str                 # "act" | "peer" | "metrics" | "finished"
+    what: str                 # "act" | "peer" | "metrics" | "checkpoint" | "finished"
     step: int
     body: dict[str, Any]
     kind: str = ""            # peer message kind
@@ -50,6 +50,7 @@ class AgentCore:
         self.learner = learner
         self.controls: list[int] = list(info["controls"])
         self.episode_len: int = info["config"]["episode_len"]
+        self.checkpoint_every: int = info["config"].get("checkpoint_every", 0)
         self.obs: np.ndarray | None = None
         self.action: np.ndarray | None = None
         self.pending: dict[str, Any] | None = None   # a step reply waiting for neighbours
@@ -90,6 +91,8 @@ class AgentCore:
             self.steps_done += 1
             if self.steps_done % self.episode_len == 0 or body["last"]:
                 effects.append(Effect("metrics", body["t"], self._metrics(body["t"])))
+            if self.checkpoint_every and self.steps_done % self.checkpoint_every == 0:
+                effects.append(Effect("checkpoint", self.steps_done, {}))
         if body["last"]:
             self.finished = True
             return [*effects, Effect("finished", body["t"], {})]

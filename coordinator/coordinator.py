@@ -321,6 +321,7 @@ class Coordinator:
                    "steps_per_s": (env_stats or {}).get("steps_per_s", self.env_rate),
                    "wall_s": round(time.monotonic() - self.started, 2),
                    **return_figures(self.metrics.returns), "private": True,
+                   "peer_bytes_per_edge_per_step": self.peer_bytes_per_edge_per_step(agents),
                    "agents": agents, "envserver": env_stats,
                    "coordinator": self.transport.summary()}
         write_json(self.run_dir / "summary.json", summary)
@@ -331,6 +332,14 @@ class Coordinator:
         except Exception as exc:  # noqa: BLE001 - a missing plot must not hide the outcome
             log.warning("could not draw the learning curve: %s", exc)
         return summary
+
+    def peer_bytes_per_edge_per_step(self, agents: dict[str, dict]) -> float:
+        """Mean over directed edges of the peer bytes sent along them per joint step."""
+        edges = 2 * len(self.graph.edges)
+        sent = sum(a.get("planes", {}).get("peer", {}).get("bytes_sent", 0)
+                   for a in agents.values())
+        steps = max((a.get("steps", 0) for a in agents.values()), default=0)
+        return round(sent / (edges * steps), 1) if edges and steps else 0.0
 
     def report(self, s: dict[str, Any]) -> None:
         if s["status"] != "done":

@@ -124,3 +124,42 @@ def test_pr_values_schema_in_the_guard():
         with pytest.raises(SchemaMismatch):
             guard.incoming([encode(codec, "pr_values", 1, 0, 3, 1, bad)], "peer",
                            peer_identity(1))
+
+
+# -- the offline consensus diagnostic and a live run ------------------------------------------
+def test_policy_consensus_by_hand(tmp_path):
+    from agentd.diagnostics import policy_consensus
+
+    for agent, q in ((0, [[0.0, 0.0]]), (1, [[np.log(3.0), 0.0]])):
+        (tmp_path / "checkpoints" / f"agent-{agent}").mkdir(parents=True)
+        np.savez(tmp_path / "checkpoints" / f"agent-{agent}" / "step-10.npz", q=np.array(q))
+    # policies [1/2, 1/2] and [3/4, 1/4]; average [5/8, 3/8]; squared errors 1/64 each
+    assert policy_consensus(tmp_path) == [{"step": 10, "mse": pytest.approx(1 / 64)}]
+
+
+def test_pr_on_digital_live(runs, tmp_path):
+    from conftest import read_json
+
+    from agentd.diagnostics import write_consensus
+    from agentd.msglog import open_log
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("checkpoint_every = 100\n")
+    run_dir = tmp_path / "run"
+    res = runs.launch(run_dir, "--config", str(cfg), "--n", "4", "--algo", "pr", "--env",
+                      "digital", "--steps", "400", "--episode-len", "20")
+    assert res.returncode == 0, res.stdout
+    s = read_json(run_dir / "summary.json")
+    assert s["status"] == "done" and s["episodes"] == 20
+    peer_bytes = 0
+    for i in range(4):
+        assert s["agents"][str(i)]["planes"]["peer"]["rejected"] == {}
+        for r in open_log(run_dir / "logs" / f"agent-{i}.log"):
+            if r.direction == "out" and r.plane == "peer":
+                assert r.kind == "pr_values"
+                peer_bytes += r.nbytes
+    assert s["peer_bytes_per_edge_per_step"] == pytest.approx(peer_bytes / (8 * 400), abs=0.1)
+    curve = write_consensus(run_dir)
+    assert [p["step"] for p in curve] == [100, 200, 300, 400]
+    assert all(0 <= p["mse"] < 0.25 for p in curve)
+    assert (run_dir / "consensus.png").exists()
