@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agentd.algorithms.base import Learner, LearnerConfigError, LearnerSpec
+from agentd.algorithms.base import LearnerConfigError, LearnerSpec
+from agentd.algorithms.tabular import TabularLearner, discrete_sizes
 
 
 @dataclass
@@ -63,26 +64,7 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def sample_categorical(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
-    """One action per row of probs (K, A) by inverse CDF with one uniform per row."""
-    u = rng.random((probs.shape[0], 1))
-    index = (probs.cumsum(axis=1) <= u).sum(axis=1)
-    return np.minimum(index, probs.shape[1] - 1).astype(np.int64)
-
-
-def discrete_sizes(spec: LearnerSpec, algo: str) -> tuple[int, int]:
-    """(|S|, |A^i|) of a single-agent learner on Discrete spaces, else LearnerConfigError."""
-    if len(spec.controls) != 1:
-        raise LearnerConfigError(f"{algo} controls exactly one env agent, got {spec.controls}")
-    obs, act = spec.obs_spaces[0], spec.act_spaces[0]
-    if obs.get("type") != "discrete" or act.get("type") != "discrete":
-        raise LearnerConfigError(
-            f"{algo} needs Discrete observation and action spaces (e.g. env random-mdp), "
-            f"got observation {obs.get('type')} and action {act.get('type')}")
-    return int(obs["n"]), int(act["n"])
-
-
-class DAC(Learner):
+class DAC(TabularLearner):
     """Agent i of Algorithm 1: a private critic Q^i and softmax actor zeta^i."""
 
     name = "dac"
@@ -96,7 +78,6 @@ class DAC(Learner):
         # pi = softmax(zeta) and its CDF, kept per state: an update changes one row only
         self._pi = softmax(self.zeta)
         self._cdf = self._pi.cumsum(axis=1)
-        self._batch: tuple[list, ...] | None = None
 
     def policy(self, states: np.ndarray | int) -> np.ndarray:
         """pi^i(s, ·) for one state (A,) or a batch of states (K, A), eq. 6."""
@@ -111,12 +92,6 @@ class DAC(Learner):
     def _sample(self, s: int) -> int:
         index = int(np.searchsorted(self._cdf[s], self.rng.random(), side="right"))
         return min(index, self.q.shape[1] - 1)
-
-    def observe(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray,
-                next_obs: np.ndarray, terminated: np.ndarray, truncated: np.ndarray) -> None:
-        # Truncation is a time limit, not an end of the MDP: only termination stops bootstrapping.
-        self._batch = (obs.tolist(), action.tolist(), reward.tolist(), next_obs.tolist(),
-                       terminated.tolist())
 
     def update(self) -> dict[str, float]:
         if self._batch is None:

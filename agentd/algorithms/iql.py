@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agentd.algorithms.base import Learner, LearnerConfigError, LearnerSpec
-from agentd.algorithms.dac import discrete_sizes
+from agentd.algorithms.base import LearnerConfigError, LearnerSpec
+from agentd.algorithms.tabular import TabularLearner, discrete_sizes
 
 
 @dataclass
@@ -45,7 +45,7 @@ def epsilon_greedy(rng: np.random.Generator, q_rows: np.ndarray, epsilon: float)
     return np.where(explore, rng.integers(n, size=k), greedy).astype(np.int64)
 
 
-class IQL(Learner):
+class IQL(TabularLearner):
     """Agent i's private epsilon-greedy Q-learner on its own action."""
 
     name = "iql"
@@ -54,7 +54,6 @@ class IQL(Learner):
     def __init__(self, spec: LearnerSpec) -> None:
         super().__init__(spec)
         self.q = np.zeros(self.table_shape(spec))
-        self._batch: tuple[list, ...] | None = None
 
     def table_shape(self, spec: LearnerSpec) -> tuple[int, int]:
         """(|S|, |A|) of the Q table: this agent's own actions."""
@@ -62,11 +61,6 @@ class IQL(Learner):
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         return epsilon_greedy(self.rng, self.q[obs], self.params.epsilon)
-
-    def observe(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray,
-                next_obs: np.ndarray, terminated: np.ndarray, truncated: np.ndarray) -> None:
-        self._batch = (obs.tolist(), action.tolist(), reward.tolist(), next_obs.tolist(),
-                       terminated.tolist())
 
     def update(self) -> dict[str, float]:
         if self._batch is None:
