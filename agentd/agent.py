@@ -19,7 +19,7 @@ import numpy as np
 from agentd.algorithms.base import Outgoing
 from agentd.core import AgentCore, Effect, build_learner
 from agentd.msglog import MessageLog
-from agentd.process import ControlPlane, RunFailed, process_facts
+from agentd.process import ControlPlane, RunFailed, advertised, process_facts, report_error
 from agentd.transport import Link, Transport
 from protocols import ENVSERVER, UNASSIGNED, Guard, peer_identity, process_name
 
@@ -123,7 +123,7 @@ def run_agent(connect: str, bind: str, want_id: int | None, log_dir: str | None,
     transport = Transport(UNASSIGNED, Guard(UNASSIGNED), MessageLog("agent"))
     try:
         peer_link = transport.bind_router(bind, "peer")
-        endpoint = _advertised(peer_link.endpoint, advertise)
+        endpoint = advertised(peer_link.endpoint, advertise)
         control = ControlPlane(transport, connect)
         control.hello("agent", endpoint, want_id)
         info = control.wait_welcome(join_timeout)
@@ -140,32 +140,11 @@ def run_agent(connect: str, bind: str, want_id: int | None, log_dir: str | None,
         return 0
     except RunFailed as exc:
         log.error("%s: %s", process_name(transport.me), exc)
-        _report_error(transport, str(exc))
+        report_error(transport, str(exc))
         return 1
     except Exception as exc:
         log.exception("%s crashed", process_name(transport.me))
-        _report_error(transport, f"{type(exc).__name__}: {exc}")
+        report_error(transport, f"{type(exc).__name__}: {exc}")
         return 1
     finally:
         transport.close()
-
-
-def _report_error(transport: Transport, message: str) -> None:
-    control = next((lk for lk in transport.links.values()
-                    if lk.plane == "control" and not lk.router), None)
-    if control is not None:
-        try:
-            transport.send(control, "error", -1, {"message": message})
-            time.sleep(0.2)   # let the report leave before the socket closes
-        except Exception as exc:  # noqa: BLE001 - best effort while already failing
-            log.debug("could not report the error to the coordinator: %s", exc)
-    transport.flush()
-
-
-def _advertised(endpoint: str, advertise: str | None) -> str:
-    """Replace the bound host by the address other machines should dial."""
-    if not advertise:
-        return endpoint
-    scheme, _, rest = endpoint.partition("://")
-    port = rest.rsplit(":", 1)[-1]
-    return f"{scheme}://{advertise}:{port}"

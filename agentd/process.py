@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import resource
 import sys
@@ -11,6 +12,8 @@ from typing import Any
 
 from agentd.transport import Link, Transport, hostname
 from protocols import COORDINATOR, Message
+
+log = logging.getLogger("agentd.process")
 
 
 class RunFailed(RuntimeError):
@@ -96,3 +99,25 @@ def process_facts() -> dict[str, Any]:
     return {"pid": os.getpid(), "host": hostname(), "rss_mb": round(resident_mb(), 1),
             "torch_loaded": "torch" in sys.modules,
             "cpu_s": round(usage.ru_utime + usage.ru_stime, 3)}
+
+
+def report_error(transport: Transport, message: str) -> None:
+    """Best effort, while failing: tell the coordinator why this process is leaving."""
+    control = next((lk for lk in transport.links.values()
+                    if lk.plane == "control" and not lk.router), None)
+    if control is not None:
+        try:
+            transport.send(control, "error", COORDINATOR, {"message": message})
+            time.sleep(0.2)   # let the report leave before the socket closes
+        except Exception as exc:  # noqa: BLE001 - best effort while already failing
+            log.debug("could not report the error to the coordinator: %s", exc)
+    transport.flush()
+
+
+def advertised(endpoint: str, advertise: str | None) -> str:
+    """Replace the bound host by the address other machines should dial."""
+    if not advertise:
+        return endpoint
+    scheme, _, rest = endpoint.partition("://")
+    port = rest.rsplit(":", 1)[-1]
+    return f"{scheme}://{advertise}:{port}"

@@ -89,32 +89,30 @@ class Transport:
     # -- send / receive ---------------------------------------------------------------------
     def send(self, link: Link, kind: str, dst: int, body: dict[str, Any], step: int = 0,
              to: bytes | None = None) -> bool:
-        """Guard, log and send one message; a refused peer message is counted, not raised."""
-        try:
-            self.guard.outgoing(kind, dst, body, link.plane)
-        except ProtocolError as exc:
-            if link.plane != "peer":
-                raise
-            self.stats["peer"].refused_out[exc.reason] += 1
-            self._warn("refused to send", exc)
-            return False
-        self._seq += 1
-        frame = encode(self.codec, kind, self.me, dst, step, self._seq, body)
-        sent = self.send_frames(link, [frame], to)
-        if sent and self.msglog is not None:
-            self.msglog.record("out", link.plane, [frame])
-        return sent
+        """Guard, send and log one message; a refused peer message is counted, not raised."""
+        return self.send_burst(link, kind, [(dst, body, to)], step) == 1
 
-    def send_burst(self, link: Link, kind: str, messages: list[tuple[int, dict[str, Any], bytes]],
-                   step: int = 0) -> None:
-        """Send several messages of one kind back to back: all are guarded and encoded first.
+    def send_burst(self, link: Link, kind: str,
+                   messages: list[tuple[int, dict[str, Any], bytes | None]],
+                   step: int = 0) -> int:
+        """Guard and encode every message first, then send them back to back; returns how
+        many were sent.
 
         Sending them in a burst lets ZeroMQ's I/O thread take them in one wake-up; with encoding
-        between the sends, every send had to wake it again (an expensive signal on a VM).
+        between the sends, every send had to wake it again (an expensive signal on a VM). The
+        guard raises for control and env messages (our own bug); a refused peer message (the
+        learner's) is counted and skipped.
         """
         frames = []
         for dst, body, to in messages:
-            self.guard.outgoing(kind, dst, body, link.plane)
+            try:
+                self.guard.outgoing(kind, dst, body, link.plane)
+            except ProtocolError as exc:
+                if link.plane != "peer":
+                    raise
+                self.stats["peer"].refused_out[exc.reason] += 1
+                self._warn("refused to send", exc)
+                continue
             self._seq += 1
             frames.append((encode(self.codec, kind, self.me, dst, step, self._seq, body), to))
         sent = [self.send_frames(link, [frame], to) for frame, to in frames]
@@ -122,6 +120,7 @@ class Transport:
             for (frame, _), ok in zip(frames, sent):
                 if ok:
                     self.msglog.record("out", link.plane, [frame])
+        return sum(sent)
 
     def send_frames(self, link: Link, frames: list[bytes], to: bytes | None = None) -> bool:
         """Send pre-encoded frames; a ROUTER's peer that has gone away is counted, not fatal."""

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from agentd.msglog import MessageLog
-from agentd.process import ControlPlane, RunFailed, process_facts
+from agentd.process import ControlPlane, RunFailed, advertised, process_facts, report_error
 from agentd.transport import Link, Transport
 from coordinator.envs import make_env
 from coordinator.envs.base import EnvError, VecEnv
@@ -159,14 +159,12 @@ def _gather(per_agent: list[np.ndarray], ctrl: list[int]) -> np.ndarray:
 def run_envserver(connect: str, bind: str, advertise: str | None = None,
                   join_timeout: float = 120.0) -> int:
     """Entry point of ``agentd envserver``: build the env, serve the run. Returns exit code."""
-    from agentd.agent import _advertised, _report_error
-
     transport = Transport(ENVSERVER, Guard(ENVSERVER), MessageLog("envserver"))
     server: EnvServer | None = None
     try:
         link = transport.bind_router(bind, "env")
         control = ControlPlane(transport, connect)
-        control.hello("envserver", _advertised(link.endpoint, advertise), None)
+        control.hello("envserver", advertised(link.endpoint, advertise), None)
         info = control.wait_welcome(join_timeout)
         cfg = info["config"]
         control.interval, control.timeout = cfg["heartbeat_interval"], cfg["heartbeat_timeout"]
@@ -187,11 +185,11 @@ def run_envserver(connect: str, bind: str, advertise: str | None = None,
         return 0
     except RunFailed as exc:
         log.error("envserver: %s", exc)
-        _report_error(transport, str(exc))
+        report_error(transport, str(exc))
         return 1
     except Exception as exc:
         log.exception("envserver crashed")
-        _report_error(transport, f"{type(exc).__name__}: {exc}")
+        report_error(transport, f"{type(exc).__name__}: {exc}")
         return 1
     finally:
         transport.close()
