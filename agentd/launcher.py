@@ -2,7 +2,7 @@
 machine, waits for the run, and stops every child it started (by PID) however the run ends.
 
 Children run in their own sessions, so Ctrl-C reaches only the launcher, which then asks the
-coordinator to stop the run in order (SIGTERM) and cleans up whatever is left.
+coordinator to stop the run in order (forwarding the signal) and cleans up whatever is left.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class Launcher:
         forwarded = False
         while coord.poll() is None:
             if self._stop_signal and not forwarded:
-                coord.send_signal(signal.SIGTERM)   # the coordinator stops the run in order
+                coord.send_signal(self._stop_signal)   # the coordinator stops the run in order
                 forwarded = True
             time.sleep(0.05)
         return coord.returncode
