@@ -40,6 +40,10 @@ def test_bad_messages_are_rejected_and_the_agent_keeps_learning(runs, tmp_path):
     ]
     sent_at = time.time()
     send_raw(target, intruder, [frames for frames, _ in injections])
+    # the env server and the coordinator take garbage the same way
+    endpoints = read_json(run_dir / "endpoints.json")
+    for name in ("envserver", "coordinator"):
+        send_raw(endpoints[name]["endpoint"], b"garbage", [[b"\xc1\xc1"], [good[:12]]])
     log_path = run_dir / "logs" / "agent-0.log"
 
     seen = {"rejected": 0, "acts_after": 0}
@@ -67,6 +71,8 @@ def test_bad_messages_are_rejected_and_the_agent_keeps_learning(runs, tmp_path):
     assert agent["steps"] > 200                            # it went on learning
     for other in ("1", "2", "3"):
         assert summary["agents"][other]["rejected"] == {}
+    assert summary["envserver"]["rejected"] == {"malformed": 2}
+    assert summary["coordinator"]["rejected"] == {"malformed": 2}
 
     log = list(open_log(run_dir / "logs" / "agent-0.log"))
     rejections = [r.reason for r in log if r.direction == "rej"]

@@ -165,7 +165,8 @@ def test_processes_started_on_their_own_form_a_run(runs, tmp_path):
     wait_for(lambda: (run_dir / "coordinator.json").exists(), 30, "the coordinator")
     endpoint = read_json(run_dir / "coordinator.json")["endpoint"]
     others = [runs.start(["envserver", "--connect", endpoint])] + \
-        [runs.start(["agent", "--connect", endpoint, "--log-dir", str(tmp_path / f"logs{i}")])
+        [runs.start(["agent", "--connect", endpoint, "--log-dir", str(tmp_path / f"logs{i}"),
+                     "--bind", "tcp://127.0.0.1:*", "--advertise", "localhost"])
          for i in range(2)]
     assert coord.wait(timeout=60) == 0
     for proc in others:
@@ -174,6 +175,8 @@ def test_processes_started_on_their_own_form_a_run(runs, tmp_path):
     assert s["status"] == "done" and s["episodes"] == 10
     assert sorted(p.name for p in tmp_path.glob("logs*/agent-*.log")) == \
         ["agent-0.log", "agent-1.log"]
+    for agent in read_json(run_dir / "endpoints.json")["agents"].values():
+        assert agent["endpoint"].startswith("tcp://localhost:")   # what neighbours dialled
 
 
 def test_topology_show_cli(runs):
