@@ -94,11 +94,12 @@ def resident_mb() -> float:
 
 def process_facts() -> dict[str, Any]:
     """Who and how big: pid, host, resident MB, whether torch got imported, CPU seconds used
-    by all threads (zmq's I/O thread included)."""
+    by all threads (zmq's I/O thread included), the CPUs it may run on."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {"pid": os.getpid(), "host": hostname(), "rss_mb": round(resident_mb(), 1),
             "torch_loaded": "torch" in sys.modules,
-            "cpu_s": round(usage.ru_utime + usage.ru_stime, 3)}
+            "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
+            "cpus": sorted(os.sched_getaffinity(0))}
 
 
 def report_error(transport: Transport, message: str) -> None:

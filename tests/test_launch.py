@@ -185,3 +185,17 @@ def test_topology_show_cli(runs):
     assert proc.returncode == 0
     text = out.decode()
     assert "spectral gap" in text and "(0,1)" in text
+
+
+def test_pin_cpus_gives_each_process_one_cpu(runs, tmp_path):
+    import os
+
+    run_dir = tmp_path / "run"
+    res = runs.launch(run_dir, "--n", "3", "--steps", "50", "--pin-cpus")
+    assert res.returncode == 0, res.stdout
+    s = read_json(run_dir / "summary.json")
+    allowed = sorted(os.sched_getaffinity(0))
+    used = [a["cpus"] for a in s["agents"].values()] + [s["envserver"]["cpus"]]
+    assert all(len(c) == 1 and c[0] in allowed for c in used)
+    if len(allowed) > 1:
+        assert len({c[0] for c in used}) > 1            # spread round-robin, not piled up
