@@ -49,11 +49,12 @@ class EnvServer:
             for msg, ident in self._serve():
                 if msg.kind == "join" and ident in self.ids:
                     joined.add(self.ids[ident])
+                else:
+                    self._drop("unknown_sender", ident)
         self.started = time.monotonic()
         obs = self.env.reset(self.reset_seed)
         flags = np.zeros(self.env.num_envs, dtype=bool)
-        zero = np.zeros((self.env.num_envs, self.env.n_agents))
-        self._reply(obs, obs, zero.T, flags, flags)
+        self._reply(obs, obs, np.zeros((self.env.n_agents, self.env.num_envs)), flags, flags)
         while self.t_step < self.steps_total:
             for msg, ident in self._serve():
                 if msg.kind == "act":
@@ -81,9 +82,7 @@ class EnvServer:
     def _on_act(self, ident: bytes | None, body: dict[str, Any]) -> None:
         agent = self.ids.get(ident) if ident is not None else None
         if agent is None or body["t"] != self.t_step or agent in self.acts:
-            reason = "unknown_sender" if agent is None else "wrong_step"
-            self.rejected[reason] = self.rejected.get(reason, 0) + 1
-            log.warning("envserver dropped an act (%s) from %r", reason, ident)
+            self._drop("unknown_sender" if agent is None else "wrong_step", ident)
             return
         a = body["a"]
         want = (self.env.num_envs, len(self.controls[agent]))
@@ -91,6 +90,11 @@ class EnvServer:
             raise RunFailed(f"agent {agent} sent actions of shape {a.shape}; expected "
                             f"{want} + the action shape")
         self.acts[agent] = a
+
+    def _drop(self, reason: str, ident: bytes | None) -> None:
+        """A well-formed env message that does not fit the run: counted and logged."""
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        log.warning("envserver dropped a message (%s) from %r", reason, ident)
 
     def _step(self) -> None:
         actions: list[Any] = [None] * self.env.n_agents
