@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from agentd.algorithms import load_learner_class
 from agentd.algorithms.base import Outgoing
 from agentd.core import AgentCore, Effect, build_learner
 from agentd.msglog import MessageLog
@@ -41,7 +42,8 @@ class Agent:
         transport.guard = Guard(self.id, self.neighbours, learner.peer_kinds,
                                 config["max_msg_bytes"])
         assert transport.msglog is not None
-        transport.msglog.attach(log_dir / f"agent-{self.id}.log", f"agent {self.id}")
+        transport.msglog.attach(log_dir / f"agent-{self.id}.log", f"agent {self.id}",
+                                private=not learner.centralised)
         self.core = AgentCore(info, learner)
         self.learner = learner
         self.controls: list[int] = info["controls"]
@@ -53,6 +55,8 @@ class Agent:
                                                   peer_identity(self.id))
         self.run_dir = Path(info["run_dir"])
         self.wait_since = 0.0
+        self.peer_bytes_mark = 0          # peer bytes sent up to the last step reply
+        self.last_step_peer_bytes = 0     # peer bytes sent during the last full step
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> str:
@@ -68,6 +72,9 @@ class Agent:
                     elif link is self.env:
                         if msg.kind == "step":
                             self.wait_since = time.monotonic()
+                            sent = self.t.stats["peer"].bytes_sent
+                            self.last_step_peer_bytes = sent - self.peer_bytes_mark
+                            self.peer_bytes_mark = sent
                             self.perform(self.core.on_step(msg.body))
                     else:
                         self.perform(self.core.on_peer(msg.src, msg.kind, msg.body))
@@ -114,7 +121,8 @@ class Agent:
 
     def final_stats(self) -> dict[str, Any]:
         return {**self.t.summary(), **process_facts(), "steps": self.core.steps_done,
-                "algo": self.algo, "controls": self.controls}
+                "algo": self.algo, "controls": self.controls,
+                "peer_bytes_last_step": self.last_step_peer_bytes}
 
 
 def run_agent(connect: str, bind: str, want_id: int | None, log_dir: str | None,
@@ -129,6 +137,10 @@ def run_agent(connect: str, bind: str, want_id: int | None, log_dir: str | None,
         info = control.wait_welcome(join_timeout)
         cfg = info["config"]
         control.interval, control.timeout = cfg["heartbeat_interval"], cfg["heartbeat_timeout"]
+        if load_learner_class(cfg["algo"]).needs_torch:   # ~1 s or more on a busy machine
+            control.send("heartbeat", {})
+            import torch  # noqa: F401 - loaded here, between two heartbeats
+            control.send("heartbeat", {})
         agent = Agent(transport, control, info,
                       Path(log_dir) if log_dir else Path(info["run_dir"]) / "logs")
         outcome = agent.run()

@@ -27,6 +27,7 @@ class RunConfig:
     n: int = 5                        # number of agents
     algo: str = "dac"                 # learner run by every agent
     env: str = "random-mdp"           # built-in env id or PettingZoo ParallelEnv module:callable
+    obs: str = "auto"                 # what each agent observes: auto | local | state
     steps: int = 20000                # joint steps per env copy (message rounds)
     episode_len: int = 50             # episode length cap (truncation)
     num_envs: int = 1                 # K env copies stepped per message round
@@ -52,6 +53,7 @@ class RunConfig:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+OBS_CHOICES = ("auto", "local", "state")
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
@@ -65,7 +67,12 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 
 
 def resolve(file_values: dict[str, Any], cli_values: dict[str, Any]) -> RunConfig:
-    """Merge file and CLI values (CLI wins, tables merge key by key) and validate."""
+    """Merge file and CLI values (CLI wins, tables merge key by key) and validate.
+
+    A file's ``private`` key (the label config.toml carries) is derived, not set: it is
+    checked against the algo instead of being merged."""
+    file_values = dict(file_values)
+    private = file_values.pop("private", None)
     merged: dict[str, Any] = {}
     for source in (file_values, {k: v for k, v in cli_values.items() if v is not None}):
         for key, value in source.items():
@@ -79,6 +86,10 @@ def resolve(file_values: dict[str, Any], cli_values: dict[str, Any]) -> RunConfi
                 merged[key] = value
     config = RunConfig(**{k: _coerce(k, v) for k, v in merged.items()})
     validate(config)
+    _resolve_defaults(config)
+    if private is not None and private != is_private(config):
+        raise ConfigError(f"'private' = {private!r} does not match algo '{config.algo}' "
+                          f"(private = {is_private(config)}); the label is derived, remove it")
     if not config.run_dir:
         config.run_dir = str(Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
     return config
@@ -116,6 +127,7 @@ def validate(c: RunConfig) -> None:
              c.checkpoint_every)
     _require(c.mixing in MIXING_METHODS, "mixing", f"one of {', '.join(MIXING_METHODS)}",
              c.mixing)
+    _require(c.obs in OBS_CHOICES, "obs", f"one of {', '.join(OBS_CHOICES)}", c.obs)
     _require(0.0 < c.p <= 1.0, "p", "a probability in (0, 1]", c.p)
     _require(0.0 <= c.rewire <= 1.0, "rewire", "a probability in [0, 1]", c.rewire)
     _require(c.heartbeat_interval > 0, "heartbeat_interval", "seconds > 0",
@@ -163,6 +175,27 @@ def _validate_algo_env(c: RunConfig) -> None:
         raise ConfigError(f"'params': algo '{c.algo}' takes no parameters")
 
 
+def _resolve_defaults(c: RunConfig) -> None:
+    """Replace learner-dependent defaults by what will run, so config.toml shows it.
+
+    * obs "auto" becomes "state" for a learner that wants the global state, else "local".
+    * A learner of Box actions on an mpe2 env gets ``continuous_actions = true`` unless
+      env_args sets it: MPE envs default to discrete actions, and without this
+      ``--algo dac-deep --env mpe2.simple_spread_v3:parallel_env`` would fail as written.
+    """
+    from agentd.algorithms import load_learner_class
+    from coordinator.envs import BUILTIN_ENVS
+    from coordinator.envs.pettingzoo_env import split_factory_spec
+
+    learner = load_learner_class(c.algo)
+    if c.obs == "auto":
+        c.obs = "state" if learner.wants_state else "local"
+    if (learner.action_type == "box" and c.env not in BUILTIN_ENVS
+            and split_factory_spec(c.env)[0].startswith("mpe2.")
+            and "continuous_actions" not in c.env_args):
+        c.env_args = {**c.env_args, "continuous_actions": True}
+
+
 def process_count(c: RunConfig) -> int:
     """Agent processes in the run: n, or 1 for a centralised learner over all n env agents."""
     from agentd.algorithms import load_learner_class
@@ -170,9 +203,22 @@ def process_count(c: RunConfig) -> int:
     return 1 if load_learner_class(c.algo).centralised else c.n
 
 
+def is_private(c: RunConfig) -> bool:
+    """False for a centralised baseline (one process sees every agent's observations and
+    actions, DESIGN §5.4): such runs are labelled in config.toml, summary.json and the logs."""
+    from agentd.algorithms import load_learner_class
+
+    return not load_learner_class(c.algo).centralised
+
+
 def to_toml(c: RunConfig) -> str:
     """The resolved config as TOML (written to the run directory)."""
-    lines, tables = [], []
+    lines: list[str] = []
+    if not is_private(c):
+        lines += [f"# NON-PRIVATE RUN: '{c.algo}' is a centralised baseline; one process",
+                  "# sees the joint observations and actions of all agents (DESIGN §5.4).",
+                  "private = false"]
+    tables = []
     for key, value in c.to_dict().items():
         if isinstance(value, dict):
             tables.append((key, value))

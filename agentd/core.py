@@ -40,7 +40,7 @@ def build_learner(info: dict[str, Any]) -> Learner:
         obs_spaces=[spaces["obs"][c] for c in controls],
         act_spaces=[spaces["act"][c] for c in controls], controls=list(controls),
         num_envs=config["num_envs"], seed=info["seed"], params=config["params"],
-        shared_reward=spaces["shared_reward"]))
+        shared_reward=spaces["shared_reward"], shared_seed=int(config["seed"])))
 
 
 class AgentCore:
@@ -71,7 +71,11 @@ class AgentCore:
 
     def on_peer(self, src: int, kind: str, body: dict[str, Any]) -> list[Effect]:
         self.learner.inbox(src, kind, body)
-        return self.advance()
+        step = self.pending["t"] if self.pending is not None else -1
+        # a message may make the learner answer (a reply, the next gossip round)
+        effects = [Effect("peer", step, out.body, out.kind, out.dst)
+                   for out in self.learner.outbox()]
+        return effects + self.advance()
 
     def waiting(self) -> frozenset[int]:
         """Neighbours the pending step still waits for (empty when nothing is pending)."""

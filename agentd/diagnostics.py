@@ -4,6 +4,10 @@ agents share no private values while they learn).
 ``policy_consensus``: the seed-000 Fig. 2 measure — the mean squared error between each agent's
 Boltzmann policy softmax(Q / temperature) and the agents' average policy, at every step for
 which all agents saved a checkpoint (``checkpoint_every``).
+
+``logratio_consensus``: for dac-deep, the consensus error max_i |N x^i_e - sum_j beta^j_e| over
+the entries of each snapshot's last update batch (the same entries in every agent in the
+default batch mode), next to the size of what is estimated, mean_e |sum_j beta^j_e|.
 """
 
 from __future__ import annotations
@@ -50,9 +54,47 @@ def policy_consensus(run_dir: Path, temperature: float = 1.0) -> list[dict[str, 
     return curve
 
 
+def logratio_consensus(run_dir: Path) -> list[dict[str, float]]:
+    """[{step, max_err, mean_abs_sum_beta, entries}] over the snapshots every agent took."""
+    snaps = snapshot_steps(run_dir)
+    n_agents = max((len(p) for p in snaps.values()), default=0)
+    curve = []
+    for step in sorted(snaps):
+        paths = snaps[step]
+        if len(paths) < max(n_agents, 2):
+            continue
+        states = []
+        for path in paths:
+            with np.load(path) as state:
+                if "x" not in state.files or "beta" not in state.files:
+                    raise ValueError(f"{path} has no consensus arrays (arrays: {state.files})")
+                states.append({k: state[k] for k in ("x", "beta", "last_idx")})
+        idx = states[0]["last_idx"]
+        if not all(np.array_equal(s["last_idx"], idx) for s in states) or not len(idx):
+            idx = np.arange(min(len(s["x"]) for s in states))   # full mode: every entry
+        x = np.stack([s["x"][idx] for s in states])
+        total = np.stack([s["beta"][idx] for s in states]).sum(axis=0)
+        err = np.abs(len(states) * x - total).max()
+        curve.append({"step": step, "max_err": float(err), "entries": len(idx),
+                      "mean_abs_sum_beta": float(np.abs(total).mean())})
+    return curve
+
+
+def consensus_curve(run_dir: Path, temperature: float = 1.0) -> tuple[list[dict], str, str]:
+    """The diagnostic that fits the run's checkpoints: (curve, y key, y label)."""
+    snaps = snapshot_steps(run_dir)
+    first = next(iter(snaps.values()), [])
+    if first:
+        with np.load(first[0]) as state:
+            if "x" in state.files and "beta" in state.files:
+                return logratio_consensus(run_dir), "max_err", \
+                    "max_i |N x^i - sum_j beta^j|"
+    return policy_consensus(run_dir, temperature), "mse", "MSE to the average policy"
+
+
 def write_consensus(run_dir: Path, temperature: float = 1.0) -> list[dict[str, float]]:
     """Write RUN/consensus.jsonl and RUN/consensus.png; returns the curve."""
-    curve = policy_consensus(run_dir, temperature)
+    curve, key, label = consensus_curve(run_dir, temperature)
     with open(run_dir / "consensus.jsonl", "w") as f:
         f.writelines(json.dumps(point) + "\n" for point in curve)
     if curve:
@@ -62,10 +104,17 @@ def write_consensus(run_dir: Path, temperature: float = 1.0) -> list[dict[str, f
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.plot([p["step"] for p in curve], [p["mse"] for p in curve])
+        ax.plot([p["step"] for p in curve], [p[key] for p in curve], label=label)
+        if key == "max_err":
+            ax.plot([p["step"] for p in curve], [p["mean_abs_sum_beta"] for p in curve],
+                    label="mean |sum_j beta^j| (the estimated quantity)", alpha=0.7)
+            ax.set_yscale("symlog", linthresh=1e-6)
+            ax.legend(fontsize=8)
+            ax.set_title("log-ratio consensus error (last update batch)")
+        else:
+            ax.set_title(f"policy consensus (Boltzmann, T={temperature:g})")
         ax.set_xlabel("joint step")
-        ax.set_ylabel("MSE to the average policy")
-        ax.set_title(f"policy consensus (Boltzmann, T={temperature:g})")
+        ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         fig.tight_layout()
         fig.savefig(run_dir / "consensus.png", dpi=110)

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from agentd.algorithms import load_learner_class
 from agentd.config import RunConfig, process_count, to_toml
 
 
@@ -69,9 +70,11 @@ class Launcher:
             endpoint = self._wait_endpoint(coord)
             bind = f"tcp://{self.config.host}:*"
             self.spawn("envserver", ["envserver", "--connect", endpoint, "--bind", bind])
+            preload = ["--preload-torch"] if load_learner_class(self.config.algo).needs_torch \
+                else []
             for i in range(process_count(self.config)):
                 self.spawn(f"agent-{i}", ["agent", "--connect", endpoint, "--bind", bind,
-                                          "--id", str(i)])
+                                          "--id", str(i), *preload])
             return self._wait(coord)
         finally:
             self.cleanup()

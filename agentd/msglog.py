@@ -2,7 +2,8 @@
 
 File layout: a sequence of records, each ``u32 little-endian length | msgpack array``.
 The first record is ``["meta", wall_time, {"format": "agentd-msglog", "version": 1,
-"process": name}]``. Every other record is
+"process": name, "private": bool}]`` (private is false in runs of a centralised,
+non-private baseline such as maddpg or central-q). Every other record is
 ``[direction, wall_time, plane, reason, frames]`` where direction is ``"in"``, ``"out"`` or
 ``"rej"`` (a received message the guard refused; ``reason`` names why), plane is
 ``control``/``env``/``peer`` and frames are the raw ZeroMQ frames as sent/received, without
@@ -34,22 +35,23 @@ _LEN = struct.Struct("<I")
 class MessageLog:
     """Append-only writer for one process's log."""
 
-    def __init__(self, process: str, path: Path | None = None) -> None:
+    def __init__(self, process: str, path: Path | None = None, private: bool = True) -> None:
         self.process = process
         self.path: Path | None = None
         self._file: Any = None
         self._pending: list[list] = []   # records made before the file is known
         self._packer = msgpack.Packer(use_bin_type=True)
         if path is not None:
-            self.attach(path)
+            self.attach(path, private=private)
 
-    def attach(self, path: Path, process: str | None = None) -> None:
-        """Open the file (an agent learns its id, hence its log name, only when admitted)."""
+    def attach(self, path: Path, process: str | None = None, private: bool = True) -> None:
+        """Open the file (an agent learns its id, hence its log name, only when admitted).
+        ``private`` False labels a run of a centralised (non-private) baseline."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path, self.process = path, process or self.process
         self._file = open(path, "ab", buffering=1 << 16)  # noqa: SIM115 - lives with the log
         self._write(["meta", time.time(), {"format": FORMAT, "version": FORMAT_VERSION,
-                                           "process": self.process}])
+                                           "process": self.process, "private": private}])
         for record in self._pending:
             self._write(record)
         self._pending.clear()

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from agentd.config import RunConfig, process_count, to_toml
+from agentd.config import RunConfig, is_private, process_count, to_toml
 from agentd.msglog import MessageLog
 from agentd.progress import ProgressBar
 from agentd.transport import Transport
@@ -81,7 +81,7 @@ class Coordinator:
         self.n_procs = process_count(c)
         self.transport = Transport(COORDINATOR, Guard(COORDINATOR, max_bytes=c.max_msg_bytes),
                                    MessageLog("coordinator", self.run_dir / "logs" /
-                                              "coordinator.log"))
+                                              "coordinator.log", private=is_private(c)))
         self.link = self.transport.bind_router(self.bind, "control")
         self.graph = build(c.topology if self.n_procs > 1 else "complete", self.n_procs,
                            rows=c.rows or None, p=c.p, k=c.k, rewire=c.rewire,
@@ -320,8 +320,9 @@ class Coordinator:
                    "steps_done": (env_stats or {}).get("steps", 0),
                    "steps_per_s": (env_stats or {}).get("steps_per_s", self.env_rate),
                    "wall_s": round(time.monotonic() - self.started, 2),
-                   **return_figures(self.metrics.returns), "private": True,
+                   **return_figures(self.metrics.returns), "private": is_private(c),
                    "peer_bytes_per_edge_per_step": self.peer_bytes_per_edge_per_step(agents),
+                   "peer_bytes_per_edge_last_step": self.peer_bytes_per_edge_last_step(agents),
                    "agents": agents, "envserver": env_stats,
                    "coordinator": self.transport.summary()}
         write_json(self.run_dir / "summary.json", summary)
@@ -340,6 +341,12 @@ class Coordinator:
                    for a in agents.values())
         steps = max((a.get("steps", 0) for a in agents.values()), default=0)
         return round(sent / (edges * steps), 1) if edges and steps else 0.0
+
+    def peer_bytes_per_edge_last_step(self, agents: dict[str, dict]) -> float:
+        """The same for the run's last full step (traffic that grows with the run shows)."""
+        edges = 2 * len(self.graph.edges)
+        sent = sum(a.get("peer_bytes_last_step", 0) for a in agents.values())
+        return round(sent / edges, 1) if edges else 0.0
 
     def report(self, s: dict[str, Any]) -> None:
         if s["status"] != "done":

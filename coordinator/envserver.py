@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from agentd.algorithms import load_learner_class
 from agentd.msglog import MessageLog
 from agentd.process import ControlPlane, RunFailed, advertised, process_facts, report_error
 from agentd.transport import Link, Transport
@@ -173,7 +174,8 @@ def run_envserver(connect: str, bind: str, advertise: str | None = None,
         cfg = info["config"]
         control.interval, control.timeout = cfg["heartbeat_interval"], cfg["heartbeat_timeout"]
         transport.guard = Guard(ENVSERVER, max_bytes=cfg["max_msg_bytes"])
-        transport.msglog.attach(_log_dir(info) / "envserver.log")
+        transport.msglog.attach(_log_dir(info) / "envserver.log",
+                                private=not load_learner_class(cfg["algo"]).centralised)
         env = _build_env(cfg, info)
         control.send("env_ready", {"spaces": {"obs": env.obs_spaces, "act": env.act_spaces,
                                               "shared_reward": env.shared_reward,
@@ -207,7 +209,7 @@ def _build_env(cfg: dict[str, Any], info: dict[str, Any]) -> VecEnv:
     try:
         return make_env(cfg["env"], n_agents=cfg["n"], num_envs=cfg["num_envs"],
                         episode_len=cfg["episode_len"], seed=info["seeds"]["env_model"],
-                        env_kwargs=cfg["env_args"])
+                        env_kwargs=cfg["env_args"], obs_mode=cfg.get("obs", "local"))
     except EnvError as exc:
         raise RunFailed(f"env '{cfg['env']}': {exc}") from None
     except Exception as exc:  # noqa: BLE001 - user env code may raise anything

@@ -143,8 +143,10 @@ register(Kind("step", "env", {"t": INT, "obs": Arr(), "final_obs": Arr(),
               doc="env reply: obs to act on, s' of the transition, reward (K, m), flags"))
 
 # -- peer plane: the only kinds that may cross edges between agents -------------------------
-register(Kind("consensus", "peer", {"idx": Arr(INTS, (1,)), "x": Arr(FLOATS, (1, 2))},
-              doc="importance log-ratio consensus estimates x for experiences idx"))
+register(Kind("consensus", "peer", {"t": INT, "r": INT, "idx": Arr(INTS, (1,)),
+                                    "x": Arr(FLOATS, (1,))},
+              doc="importance log-ratio consensus estimates x for buffer entries idx "
+                  "(empty idx: the first len(x) entries), step t, gossip round r"))
 register(Kind("pr_query", "peer", {"qid": INT, "states": Arr(NUMERIC, (1, 2))},
               doc="policy reciprocity: a batch of states to evaluate"))
 register(Kind("pr_values", "peer", {"qid": INT, "states": Arr(INTS, (1,), 1 << 16),

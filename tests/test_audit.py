@@ -189,7 +189,7 @@ def test_rejections_are_counted_by_reason_and_claimed_sender(runs, tmp_path):
     wait_for(lambda: (run_dir / "metrics.jsonl").exists() and
              (run_dir / "metrics.jsonl").stat().st_size > 0, 60, "the first episodes")
     codec = Codec()
-    body = {"idx": np.arange(4), "x": np.zeros(4)}
+    body = {"t": 1, "r": 0, "idx": np.arange(4), "x": np.zeros(4)}
     inject(read_json(run_dir / "endpoints.json")["agents"]["0"]["endpoint"], [
         b"\x00\x01garbage bytes\xff",                               # malformed, sender unknown
         b"\x07",                                                    # malformed, sender unknown

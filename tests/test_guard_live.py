@@ -23,7 +23,7 @@ def test_bad_messages_are_rejected_and_the_agent_keeps_learning(runs, tmp_path):
              (run_dir / "metrics.jsonl").stat().st_size > 0, 60, "the first episodes")
     target = read_json(run_dir / "endpoints.json")["agents"]["0"]["endpoint"]
     codec = Codec()
-    body = {"idx": np.arange(4), "x": np.zeros(4)}
+    body = {"t": 1, "r": 0, "idx": np.arange(4), "x": np.zeros(4)}
     good = encode(codec, "consensus", 1, 0, 5, 1, body)
     # Agent 0 on a 4-ring has neighbours 1 and 3. The intruder connects as agent 2 (not a
     # neighbour); ZeroMQ itself ignores a second connection claiming a live neighbour's id.
@@ -36,7 +36,7 @@ def test_bad_messages_are_rejected_and_the_agent_keeps_learning(runs, tmp_path):
         ([encode(codec, "consensus", 2, 0, 5, 1, body)], "not_a_neighbour"),
         ([good], "not_a_neighbour"),                  # claims to be agent 1: identity mismatch
         ([encode(codec, "consensus", 2, 0, 5, 1,
-                 {"idx": np.arange(600), "x": np.zeros(600)})], "oversize"),
+                 {"t": 1, "r": 0, "idx": np.arange(600), "x": np.zeros(600)})], "oversize"),
     ]
     sent_at = time.time()
     send_raw(target, intruder, [frames for frames, _ in injections])

@@ -105,7 +105,7 @@ def guard():
 
 
 def consensus_frame(src=1, dst=0, n=4, x_dtype=np.float64, kind="consensus"):
-    body = {"idx": np.arange(n, dtype=np.int64), "x": np.ones(n, dtype=x_dtype)}
+    body = {"t": 1, "r": 0, "idx": np.arange(n, dtype=np.int64), "x": np.ones(n, dtype=x_dtype)}
     return encode(Codec(), kind, src, dst, 1, 1, body)
 
 
@@ -156,15 +156,15 @@ def test_guard_checks_the_header_before_the_body(guard):
 
 
 def test_guard_on_send(guard):
-    guard.outgoing("consensus", 1, {"idx": np.arange(2), "x": np.zeros(2)}, "peer")
+    guard.outgoing("consensus", 1, {"t": 1, "r": 0, "idx": np.arange(2), "x": np.zeros(2)}, "peer")
     with pytest.raises(NotANeighbour):
-        guard.outgoing("consensus", 2, {"idx": np.arange(2), "x": np.zeros(2)}, "peer")
+        guard.outgoing("consensus", 2, {"t": 1, "r": 0, "idx": np.arange(2), "x": np.zeros(2)}, "peer")
     with pytest.raises(KindNotPermitted):
         guard.outgoing("latent", 1, {"z": np.zeros(2)}, "peer")
     with pytest.raises(UnknownKind):
         guard.outgoing("secrets", 1, {}, "peer")
     with pytest.raises(SchemaMismatch):
-        guard.outgoing("consensus", 1, {"idx": np.arange(2)}, "peer")
+        guard.outgoing("consensus", 1, {"t": 1, "r": 0, "idx": np.arange(2)}, "peer")
 
 
 def test_schema_rejects_extra_fields_and_wrong_types():

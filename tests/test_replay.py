@@ -18,7 +18,9 @@ from agentd.replay import Item, Perturbation, compare_state, read_agent_log, rep
 from protocols import Codec, encode
 from protocols.envelope import split
 
-RUN_ARGS = {"dac": [], "iql": [], "central-q": [], "random": [], "pr": []}
+DEEP = ["--env", "mpe2.simple_spread_v3:parallel_env", "--param", "start=64", "--param", "batch=32"]
+RUN_ARGS = {"dac": [], "iql": [], "central-q": [], "random": [], "pr": [], "dac-deep": DEEP,
+            "isac": DEEP, "maddpg": DEEP}
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,9 @@ ALGORITHMS: dict[str, str] = {
     "central-q": "agentd.algorithms.central_q:CentralQ",
     "random": "agentd.algorithms.random_policy:RandomPolicy",
     "pr": "agentd.algorithms.pr:PR",
+    "dac-deep": "agentd.algorithms.dac_deep:DacDeep",
+    "isac": "agentd.algorithms.dac_deep:Isac",
+    "maddpg": "agentd.algorithms.maddpg:Maddpg",
 }
 
 

@@ -57,6 +57,7 @@ class LearnerSpec:
     seed: int
     params: dict[str, Any] = field(default_factory=dict)   # raw user overrides
     shared_reward: bool = True
+    shared_seed: int = 0               # the run seed: the same in every agent (common draws)
 
 
 def parse_params(params_cls: type, raw: dict[str, Any], algo: str) -> Any:
@@ -103,6 +104,8 @@ class Learner:
     peer_kinds: ClassVar[frozenset[str]] = frozenset()
     needs_torch: ClassVar[bool] = False
     centralised: ClassVar[bool] = False   # controls every env agent from one process
+    wants_state: ClassVar[bool] = False   # observe the env's global state (config obs = "auto")
+    action_type: ClassVar[str] = "any"    # "box" | "discrete" | "any": action spaces it handles
 
     def __init__(self, spec: LearnerSpec) -> None:
         self.spec = spec
@@ -120,6 +123,9 @@ class Learner:
         """Record the transition batch of this step (K copies)."""
 
     def outbox(self) -> list[Outgoing]:
+        """Peer messages to send now. Polled after ``observe`` and after every ``inbox``, so
+        it must return each message once (a reply or a next gossip round may follow an inbox).
+        """
         return []
 
     def inbox(self, src: int, kind: str, body: dict[str, Any]) -> None:

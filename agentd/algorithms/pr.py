@@ -75,6 +75,7 @@ class PR(IQL):
                 "(otherwise the pull overshoots the neighbours' values)")
         self.neighbours = list(spec.neighbours)
         self.t = 0                                          # own step counter (= qid)
+        self.pushed = 0                                     # the last step pushed
         self.received: dict[int, dict[int, dict[int, np.ndarray]]] = {}   # t -> j -> s -> row
 
     def needed_states(self, states: list[int]) -> list[int]:
@@ -88,8 +89,9 @@ class PR(IQL):
         self.t += 1
 
     def outbox(self) -> list[Outgoing]:
-        if self._batch is None or not self.neighbours:
+        if self._batch is None or not self.neighbours or self.pushed == self.t:
             return []
+        self.pushed = self.t
         states = np.array(self.needed_states(self._batch[0]), dtype=np.int64)
         body = {"qid": self.t, "states": states, "values": self.q[states].copy()}
         return [Outgoing("pr_values", j, body) for j in self.neighbours]

@@ -16,6 +16,7 @@ COMMANDS = {
     "audit": ("agentd.cli.audit_cmd", "audit a run's message logs: traffic, rejections, leakage"),
     "replay": ("agentd.cli.replay_cmd", "replay one agent alone from its message log"),
     "plot": ("agentd.cli.plot_cmd", "plot several runs or replays on one figure"),
+    "consensus": ("agentd.cli.consensus_cmd", "consensus diagnostic from a run's checkpoints"),
 }
 
 USAGE = "usage: agentd COMMAND [options]   (agentd COMMAND --help for its options)\n\n" + \

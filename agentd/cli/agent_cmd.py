@@ -17,7 +17,12 @@ def run(argv: list[str]) -> int:
     parser.add_argument("--log-dir", default=None,
                         help="where to write this agent's message log (default RUN_DIR/logs)")
     parser.add_argument("--join-timeout", type=float, default=120.0)
+    parser.add_argument("--preload-torch", action="store_true",
+                        help="import torch before joining (a deep learner's ~1 s start-up then "
+                             "cannot delay the first heartbeats)")
     args = parser.parse_args(argv)
+    if args.preload_torch:
+        import torch  # noqa: F401 - the point is the import's side effect (loading it)
     from agentd.agent import run_agent
 
     return run_agent(args.connect, args.bind, args.id, args.log_dir, args.advertise,

@@ -11,9 +11,11 @@ FLAG_HELP = {
     "topology": "communication graph: ring, line, star, complete, grid, random, small-world, "
                 "edgelist (default ring)",
     "n": "number of agents (default 5)",
-    "algo": "learner: dac, iql, central-q, random, pr (default dac)",
-    "env": "random-mdp (default), digital, or a PettingZoo ParallelEnv as module:callable, e.g. "
-           "mpe2.simple_spread_v3:parallel_env",
+    "algo": "learner: dac, iql, central-q, random, pr, dac-deep, isac, maddpg (default dac)",
+    "env": "random-mdp (default), digital, spread, or a PettingZoo ParallelEnv as "
+           "module:callable, e.g. mpe2.simple_spread_v3:parallel_env",
+    "obs": "what each agent observes: auto (what the learner wants), local (its own "
+           "observation) or state (the env's global state) (default auto)",
     "steps": "joint steps per env copy (default 20000)",
     "episode-len": "episode length cap (default 50)",
     "num-envs": "K env copies stepped per message round (default 1)",
@@ -24,9 +26,12 @@ FLAG_HELP = {
     "edges": "edgelist topology: file of 'i j' lines",
     "mixing": "mixing matrix: kernel (paper eq. 41) or metropolis",
     "heartbeat-timeout": "seconds of silence before a process is declared dead",
+    "checkpoint-every": "also checkpoint every agent every this many steps, for "
+                        "`agentd consensus` (default 0: only at the end)",
 }
 TYPES = {"n": int, "steps": int, "episode-len": int, "num-envs": int, "seed": int,
-         "rows": int, "p": float, "k": int, "rewire": float, "heartbeat-timeout": float}
+         "rows": int, "p": float, "k": int, "rewire": float, "heartbeat-timeout": float,
+         "checkpoint-every": int}
 
 
 def add_run_flags(parser: argparse.ArgumentParser) -> None:

@@ -1,24 +1,30 @@
 """Environments the env server can step: the built-ins and any PettingZoo ParallelEnv.
 
 ``make_env`` builds one from its id; ``check_env_id`` is the cheap syntax check used when a
-config is validated (it imports nothing). PettingZoo is imported only for PettingZoo env ids.
+config is validated (it imports nothing). PettingZoo (and mpe2) are imported only for env ids
+that need them: PettingZoo ids and "spread".
+
+``obs_mode`` "state" makes every agent observe the env's global state; for random-mdp and
+digital the observation already is the global state, so both modes are the same there.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from coordinator.envs.base import EnvError, StepResult, VecEnv
+from coordinator.envs.base import OBS_MODES, EnvError, StepResult, VecEnv
 
-BUILTIN_ENVS = ("random-mdp", "digital")
+BUILTIN_ENVS = ("random-mdp", "digital", "spread")
 # env_kwargs each built-in accepts, with the type its value is converted to (CLI values may
 # arrive as strings).
 _BUILTIN_KWARGS: dict[str, dict[str, type]] = {
     "random-mdp": {"n_actions": int, "n_states": int},
     "digital": {"n_states": int, "reward_noise": float},
+    "spread": {"max_cycles": int, "continuous_actions": bool},
 }
 
-__all__ = ["BUILTIN_ENVS", "EnvError", "StepResult", "VecEnv", "check_env_id", "make_env"]
+__all__ = ["BUILTIN_ENVS", "OBS_MODES", "EnvError", "StepResult", "VecEnv", "check_env_id",
+           "make_env"]
 
 
 def _unknown(env_id: str) -> EnvError:
@@ -40,13 +46,16 @@ def check_env_id(env_id: str) -> None:
 
 
 def make_env(env_id: str, *, n_agents: int, num_envs: int, episode_len: int, seed: int,
-             env_kwargs: dict[str, Any]) -> VecEnv:
+             env_kwargs: dict[str, Any], obs_mode: str = "local") -> VecEnv:
     """Build the VecEnv named by env_id for n_agents agents and num_envs copies.
 
     ``seed`` fixes the model of built-in random envs (P and the rewards); the trajectory
-    randomness comes from the seed later passed to ``reset``.
+    randomness comes from the seed later passed to ``reset``. ``obs_mode`` is "local" (each
+    agent's own observation) or "state" (the env's global state for every agent).
     """
     check_env_id(env_id)
+    if obs_mode not in OBS_MODES:
+        raise EnvError(f"obs_mode must be one of {', '.join(OBS_MODES)}, got {obs_mode!r}")
     if env_id == "random-mdp":
         from coordinator.envs.random_mdp import RandomMDP
 
@@ -60,8 +69,15 @@ def make_env(env_id: str, *, n_agents: int, num_envs: int, episode_len: int, see
 
     from coordinator.envs.pettingzoo_env import PettingZooVecEnv, load_factory
 
+    if env_id == "spread":
+        from coordinator.envs.spread import parallel_env
+
+        kwargs = {"N": n_agents, **_builtin_kwargs(env_id, env_kwargs)}
+        return PettingZooVecEnv(parallel_env, num_envs, episode_len, kwargs,
+                                name="env spread", shared_reward=True, obs_mode=obs_mode)
+
     env = PettingZooVecEnv(load_factory(env_id), num_envs, episode_len, env_kwargs,
-                           name=f"env {env_id}")
+                           name=f"env {env_id}", obs_mode=obs_mode)
     if env.n_agents != n_agents:
         env.close()
         raise EnvError(f"env {env_id} has {env.n_agents} agents but n={n_agents}; pass "
@@ -79,6 +95,11 @@ def _builtin_kwargs(env_id: str, env_kwargs: dict[str, Any]) -> dict[str, Any]:
     converted = {}
     for key, value in env_kwargs.items():
         kind = allowed[key]
+        if kind is bool:
+            if not isinstance(value, bool):   # bool("false") would be True
+                raise EnvError(f"{env_id}: {key} must be true or false, got {value!r}")
+            converted[key] = value
+            continue
         try:
             converted[key] = kind(value)
             if kind is int and isinstance(value, float) and value != converted[key]:

@@ -13,6 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# What each agent observes: its own observation, or the env's global state (config "obs";
+# "auto" is resolved to one of these before an env is built).
+OBS_MODES = ("local", "state")
+
 
 class EnvError(ValueError):
     """An environment that cannot be built or stepped as asked (clear message for the user)."""

@@ -1,5 +1,8 @@
 """K copies of any PettingZoo ParallelEnv, made by a ``module.path:callable`` factory.
 
+With ``obs_mode="state"`` every agent observes the env's global state (PettingZoo's
+``state()`` / ``state_space``) instead of its own observation.
+
 pettingzoo and gymnasium are imported only inside the functions that need them, so that
 importing this module (e.g. for ``split_factory_spec`` during config validation) stays cheap.
 """
@@ -13,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from coordinator.envs.base import EnvError, StepResult, VecEnv
+from coordinator.envs.base import OBS_MODES, EnvError, StepResult, VecEnv
 
 _DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
 _SPEC = re.compile(rf"({_DOTTED}):({_DOTTED})")
@@ -70,14 +73,23 @@ def describe_space(space: Any, agent: str) -> dict:
 
 
 class PettingZooVecEnv(VecEnv):
-    """K instances of a ParallelEnv stepped together, with auto-reset and an episode cap."""
+    """K instances of a ParallelEnv stepped together, with auto-reset and an episode cap.
+
+    obs_mode "local": each agent observes its own observation; "state": every agent observes
+    the env's global state ``env.state()`` (the env must have ``state`` and ``state_space``).
+    """
 
     def __init__(self, factory: Callable[..., Any], num_envs: int, episode_len: int,
-                 env_kwargs: dict[str, Any] | None = None, name: str = "pettingzoo env") -> None:
+                 env_kwargs: dict[str, Any] | None = None, name: str = "pettingzoo env",
+                 shared_reward: bool = False, obs_mode: str = "local") -> None:
         if num_envs < 1 or episode_len < 1:
             raise EnvError(f"{name}: num_envs and episode_len must be >= 1, "
                            f"got {num_envs} and {episode_len}")
+        if obs_mode not in OBS_MODES:
+            raise EnvError(f"{name}: obs_mode must be one of {', '.join(OBS_MODES)}, "
+                           f"got {obs_mode!r}")
         self.name = name
+        self.obs_mode = obs_mode
         self.num_envs = int(num_envs)
         self.episode_len = int(episode_len)
         self.envs = [self._make(factory, env_kwargs or {}) for _ in range(self.num_envs)]
@@ -85,10 +97,14 @@ class PettingZooVecEnv(VecEnv):
         self.agent_names = list(first.possible_agents)
         if not self.agent_names:
             raise EnvError(f"{name}: the env has no agents (possible_agents is empty)")
-        self.obs_spaces = [describe_space(first.observation_space(a), a)
-                           for a in self.agent_names]
+        if obs_mode == "state":
+            state_space = self._state_space(first)
+            self.obs_spaces = [dict(state_space) for _ in self.agent_names]
+        else:
+            self.obs_spaces = [describe_space(first.observation_space(a), a)
+                               for a in self.agent_names]
         self.act_spaces = [describe_space(first.action_space(a), a) for a in self.agent_names]
-        self.shared_reward = False
+        self.shared_reward = bool(shared_reward)
         self._act_bounds = [self._bounds(sp) for sp in self.act_spaces]
         self._seed = 0
         self._episodes = np.zeros(self.num_envs, dtype=np.int64)
@@ -116,8 +132,9 @@ class PettingZooVecEnv(VecEnv):
             joint = {a: self._env_action(i, actions[i][k]) for i, a in enumerate(self.agent_names)
                      if a in env.agents}
             obs, rew, term, trunc, _ = env.step(joint)
-            # An agent missing from this step's obs keeps its last observation.
-            final.append({**self._last_obs[k], **obs})
+            # An agent missing from this step's obs keeps its last observation. In state
+            # mode this is the state at the end of the transition, before any auto-reset.
+            final.append(self._observation(k, {**self._last_obs[k], **obs}))
             reward[:, k] = [float(rew.get(a, 0.0)) for a in self.agent_names]
             self._t[k] += 1
             terminated[k] = any(bool(v) for v in term.values())
@@ -161,8 +178,35 @@ class PettingZooVecEnv(VecEnv):
         absent = [a for a in self.agent_names if a not in obs]
         if absent:
             raise EnvError(f"{self.name}: agents {absent} have no observation after reset")
-        self._last_obs[k] = obs
+        self._last_obs[k] = self._observation(k, obs)
         self._t[k] = 0
+
+    def _state_space(self, env: Any) -> dict:
+        """The described state_space of env, or EnvError when the env has no global state."""
+        space = getattr(env, "state_space", None)
+        if space is None or not callable(getattr(env, "state", None)):
+            raise EnvError(f"{self.name} has no global state (no state() / state_space), so "
+                           "agents cannot observe it; run with --obs local")
+        try:
+            return describe_space(space, "state")
+        except EnvError as exc:
+            raise EnvError(f"{self.name}: its state_space cannot be observed ({exc}); run "
+                           "with --obs local") from None
+
+    def _observation(self, k: int, local: dict[str, Any]) -> dict[str, Any]:
+        """What each agent of copy k observes now: its own obs, or the env's global state."""
+        if self.obs_mode == "local":
+            return local
+        try:
+            state = np.asarray(self.envs[k].state(), dtype=np.float32)
+        except NotImplementedError:
+            raise EnvError(f"{self.name} does not implement state(); run with "
+                           "--obs local") from None
+        want = tuple(self.obs_spaces[0].get("shape", ()))
+        if state.shape != want:
+            raise EnvError(f"{self.name}: state() has shape {state.shape} but state_space "
+                           f"says {want}")
+        return {a: state for a in self.agent_names}
 
     def _gather(self, per_copy: list[dict[str, Any]]) -> list[np.ndarray]:
         out = []

@@ -1,0 +1,319 @@
+"""Deep decentralized off-policy actor-critic with log-ratio consensus (seed 002, Algorithm 2).
+
+Agent i keeps, privately: a squashed-Gaussian actor pi_theta^i(a^i|s) (eq. 59), a critic
+Q_phi^i(s, a^i) and its Polyak-averaged target, and a replay buffer D^i of
+e_t = (s_t, a^i_t, r_t, s_{t+1}) plus the behaviour log-density log pi_old^i(a^i_t|s_t). The
+buffers of all agents are aligned by the global step (the joint step is synchronous), so a
+buffer position names the same experience in every agent.
+
+Per joint step, after storing the new experiences:
+  consensus   beta^i_e recomputed for the step's entries E (eq. 44), x^i_e += beta - beta_hat
+              (eq. 45), then R gossip rounds x^i_e <- sum_j W_ij x^j_e with the neighbours'
+              ``consensus`` messages (eq. 46); see ``agentd.algorithms.consensus``.
+  critic      minimise mean_B w_e (Q_phi(s,a^i) - (r + gamma Q_phi_bar(s', a~)))^2, a~ ~ pi_theta(s')
+              (eqs. 55-56), w_e from c^i_e = N x^i_e - beta^i_e (eq. 40).
+  actor       maximise mean_B Q_phi(s, f_theta(xi, s)) (eq. 62), minus ``ent`` x log pi.
+  target      phi_bar <- (1 - tau) phi_bar + tau phi.
+The paper's order is critic, actor, consensus; here the consensus of the policy updated at
+step t-1 runs at the start of step t, before the critic — the same sequence of operations.
+
+Choices the paper leaves open (documented, all parameters):
+* Importance weights: ``weights = "selfnorm"`` (default) uses w_e = exp(clip(c_e, ±c_clip)),
+  divided by its batch mean (self-normalised importance sampling: the loss scale stays that of
+  an unweighted batch); ``"clip"`` the clipped weights alone; ``"none"`` w = 1.
+* beta uses the Gaussian density of the pre-tanh action u stored with the experience: the
+  tanh and the Box rescaling Jacobians are the same for both policies at the same action and
+  cancel in the log-ratio.
+* ``ent`` > 0 adds SAC's entropy term to eq. 62's objective. The paper has none (ent = 0); without
+  it sigma collapses, the log-ratios of two narrow Gaussians explode, and every weight hits
+  the clip. The default is small.
+* Consensus ``mode``: ``batch`` (default; O(batch) bytes per edge per step), ``full`` (the
+  paper: every buffer entry every step) or ``off``.
+
+``isac`` is this learner with consensus and importance weights off (no peer messages at all).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from agentd.algorithms.base import Learner, LearnerConfigError, LearnerSpec, Outgoing
+from agentd.algorithms.consensus import LogRatioConsensus
+
+MODES = ("batch", "full", "off")
+WEIGHTS = ("selfnorm", "clip", "none")
+
+
+@dataclass
+class IsacParams:
+    """Hyper-parameters shared by dac-deep and isac."""
+
+    gamma: float = 0.95
+    """discount factor"""
+    lr_critic: float = 1e-3
+    """critic step size (alpha in Algorithm 2)"""
+    lr_actor: float = 3e-4
+    """actor step size (beta in Algorithm 2; slower than the critic)"""
+    tau: float = 0.01
+    """target critic Polyak step (epsilon in Algorithm 2)"""
+    batch: int = 128
+    """experiences per update"""
+    buffer: int = 100_000
+    """replay buffer capacity (entries; K per joint step)"""
+    start: int = 1_000
+    """entries in the buffer before updates begin"""
+    hidden: int = 64
+    """units in each of the two hidden layers"""
+    ent: float = 0.05
+    """entropy bonus weight in the actor objective (0: the paper's eq. 62)"""
+    threads: int = 1
+    """torch intra-op threads in this process (N agent processes share the cores)"""
+
+    def check(self) -> None:
+        for name in ("lr_critic", "lr_actor", "tau"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise LearnerConfigError(f"parameter '{name}' must be in (0, 1], "
+                                         f"got {getattr(self, name)}")
+        if not 0.0 <= self.gamma < 1.0:
+            raise LearnerConfigError(f"parameter 'gamma' must be in [0, 1), got {self.gamma}")
+        for name in ("batch", "buffer", "hidden", "threads"):
+            if getattr(self, name) < 1:
+                raise LearnerConfigError(f"parameter '{name}' must be >= 1, "
+                                         f"got {getattr(self, name)}")
+        if self.start < self.batch:
+            raise LearnerConfigError(f"parameter 'start' ({self.start}) must be >= batch "
+                                     f"({self.batch})")
+        if self.ent < 0:
+            raise LearnerConfigError(f"parameter 'ent' must be >= 0, got {self.ent}")
+
+
+@dataclass
+class DacDeepParams(IsacParams):
+    """isac's parameters plus the consensus and the importance weights."""
+
+    mode: str = "batch"
+    """consensus: batch (gossip on the shared update batch) | full (whole buffer) | off"""
+    rounds: int = 1
+    """gossip rounds per step (batch mode; full mode always runs the paper's one round)"""
+    weights: str = "selfnorm"
+    """importance weights exp(c): selfnorm | clip | none"""
+    c_clip: float = 2.0
+    """|c| is clipped to this before exp (weights within e^-2..e^2 by default)"""
+
+    def check(self) -> None:
+        super().check()
+        if self.mode not in MODES:
+            raise LearnerConfigError(f"parameter 'mode' must be one of {MODES}, got {self.mode!r}")
+        if self.weights not in WEIGHTS:
+            raise LearnerConfigError(f"parameter 'weights' must be one of {WEIGHTS}, "
+                                     f"got {self.weights!r}")
+        if self.rounds < 1:
+            raise LearnerConfigError(f"parameter 'rounds' must be >= 1, got {self.rounds}")
+        if self.c_clip <= 0:
+            raise LearnerConfigError(f"parameter 'c_clip' must be > 0, got {self.c_clip}")
+
+
+class DacDeep(Learner):
+    """Agent i of Algorithm 2 (one env agent, Box actions, global state observations)."""
+
+    name = "dac-deep"
+    Params = DacDeepParams
+    peer_kinds = frozenset({"consensus"})
+    needs_torch = True
+    wants_state = True
+    action_type = "box"
+
+    def __init__(self, spec: LearnerSpec) -> None:
+        super().__init__(spec)
+        from agentd.algorithms import nets
+
+        self.nets = nets
+        import torch
+
+        self.torch = torch
+        p = self.params
+        obs_space, act_space = spec.obs_spaces[0], spec.act_spaces[0]
+        if act_space.get("type") != "box" or obs_space.get("type") != "box":
+            raise LearnerConfigError(
+                f"{self.name} needs Box observation and action spaces; got observation "
+                f"{obs_space.get('type')} and action {act_space.get('type')} (for MPE envs "
+                "pass --env-arg continuous_actions=true)")
+        self.obs_dim = int(np.prod(obs_space["shape"]))
+        self.act_dim = int(np.prod(act_space["shape"]))
+        self.low, self.high = nets.box_bounds(act_space)
+        self.gen = nets.setup_torch(spec.seed, p.threads)
+        self.actor = nets.SquashedGaussianActor(self.obs_dim, self.act_dim, p.hidden)
+        self.critic = nets.Critic(self.obs_dim, self.act_dim, p.hidden)
+        self.target = nets.Critic(self.obs_dim, self.act_dim, p.hidden)
+        self.target.load_state_dict(self.critic.state_dict())
+        self.opt_actor = torch.optim.Adam(self.actor.parameters(), lr=p.lr_actor)
+        self.opt_critic = torch.optim.Adam(self.critic.parameters(), lr=p.lr_critic)
+        m, K = p.buffer, spec.num_envs
+        self.s = np.zeros((m, self.obs_dim), np.float32)
+        self.s2 = np.zeros((m, self.obs_dim), np.float32)
+        self.u = np.zeros((m, self.act_dim), np.float32)
+        self.r = np.zeros(m, np.float32)
+        self.done = np.zeros(m, np.float32)
+        self.logp_old = np.zeros(m, np.float64)
+        self.size = 0
+        self.count = 0                          # entries ever stored (position = count % m)
+        self.steps = 0                          # joint steps observed (the global step)
+        self.k = K
+        self.mode = getattr(p, "mode", "off") if spec.neighbours else "off"
+        self.cons = LogRatioConsensus(m, spec.n_agents, spec.weights, spec.agent_id)
+        self.batch_idx: np.ndarray | None = None
+        self.last_idx = np.zeros(0, np.int64)
+        self.pending_act: tuple[np.ndarray, np.ndarray] | None = None
+
+    # -- acting and storing ----------------------------------------------------------------
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        with torch.no_grad():
+            s = torch.tensor(np.asarray(obs, np.float32).reshape(len(obs), -1))
+            mu, log_std = self.actor.dist(s)
+            u = mu + log_std.exp() * torch.randn(mu.shape, generator=self.gen)
+            logp = self.nets.gaussian_logp(u, mu, log_std)
+        u_np = u.numpy()
+        self.pending_act = (u_np, logp.numpy().astype(np.float64))
+        a = np.tanh(u_np)
+        return (self.low + 0.5 * (a + 1.0) * (self.high - self.low)).astype(np.float32)
+
+    def observe(self, obs, action, reward, next_obs, terminated, truncated) -> None:
+        assert self.pending_act is not None, "observe before act"
+        u, logp = self.pending_act
+        pos = (self.count + np.arange(self.k)) % len(self.r)
+        self.s[pos] = np.asarray(obs, np.float32).reshape(self.k, -1)
+        self.s2[pos] = np.asarray(next_obs, np.float32).reshape(self.k, -1)
+        self.u[pos] = u
+        self.r[pos] = reward
+        self.done[pos] = terminated
+        self.logp_old[pos] = logp
+        self.cons.reset_entries(pos)
+        self.count += self.k
+        self.size = min(self.size + self.k, len(self.r))
+        self.steps += 1
+        self.batch_idx = None
+        if self.size >= self.params.start:
+            self._start_consensus()
+
+    def _start_consensus(self) -> None:
+        """Choose this step's batch and (with consensus on) start the gossip on it."""
+        p = self.params
+        if self.mode == "batch":
+            shared = np.random.default_rng([self.spec.shared_seed, 0xDAC, self.steps])
+            self.batch_idx = shared.integers(0, self.size, p.batch)
+            entries, prefix, rounds = self.batch_idx, False, p.rounds
+        else:
+            self.batch_idx = self.rng.integers(0, self.size, p.batch)
+            if self.mode == "off":
+                return
+            entries, prefix, rounds = np.arange(self.size), True, 1
+        self.cons.local_update(entries, self._beta(entries))
+        self.cons.start(self.steps, entries, rounds, prefix)
+
+    def _beta(self, idx: np.ndarray) -> np.ndarray:
+        """beta^i_e = log pi_theta(u_e|s_e) - log pi_old(u_e|s_e) (eq. 44)."""
+        torch = self.torch
+        out = np.empty(len(idx))
+        for lo in range(0, len(idx), 8192):
+            part = idx[lo:lo + 8192]
+            with torch.no_grad():
+                logp = self.actor.log_prob_u(torch.as_tensor(self.s[part]),
+                                             torch.as_tensor(self.u[part]))
+            out[lo:lo + 8192] = logp.numpy().astype(np.float64) - self.logp_old[part]
+        return out
+
+    # -- messages --------------------------------------------------------------------------
+    def outbox(self) -> list[Outgoing]:
+        return [Outgoing("consensus", j, {"t": t, "r": r, "idx": idx, "x": x})
+                for t, r, idx, x in self.cons.pending_messages() for j in self.spec.neighbours]
+
+    def inbox(self, src: int, kind: str, body: dict[str, Any]) -> None:
+        if kind != "consensus":
+            raise LearnerConfigError(f"{self.name} does not accept '{kind}' messages")
+        self.cons.receive(src, body["t"], body["r"], body["idx"], body["x"])
+
+    def awaiting(self) -> frozenset[int]:
+        return self.cons.waiting_for()
+
+    # -- learning --------------------------------------------------------------------------
+    def weights(self, idx: np.ndarray) -> np.ndarray:
+        """Importance weights w_e from c^i_e (eq. 40), as chosen by ``weights``."""
+        how = getattr(self.params, "weights", "none")
+        if how == "none" or self.mode == "off":
+            return np.ones(len(idx))
+        w = np.exp(np.clip(self.cons.c(idx), -self.params.c_clip, self.params.c_clip))
+        return w / w.mean() if how == "selfnorm" else w
+
+    def critic_loss(self, s, a, r, s2, done, w):
+        """mean_B w_e (Q_phi(s,a) - (r + gamma (1 - done) Q_phi_bar(s', a~)))^2, a~ ~ pi(s')
+        (eqs. 55-56); ``done`` is termination only (a truncated episode bootstraps)."""
+        torch = self.torch
+        with torch.no_grad():
+            _, a2, _ = self.actor.sample(s2, self.gen)
+            y = r + self.params.gamma * (1.0 - done) * self.target(s2, a2)
+        td = self.critic(s, a) - y
+        return (w * td * td).mean()
+
+    def update(self) -> dict[str, float]:
+        if self.batch_idx is None:
+            return {}
+        torch, p = self.torch, self.params
+        missing = self.cons.finish() if self.mode != "off" else 0
+        idx = self.batch_idx
+        self.last_idx, self.batch_idx = idx, None
+        w_np = self.weights(idx)
+        s, s2 = torch.as_tensor(self.s[idx]), torch.as_tensor(self.s2[idx])
+        a = torch.tanh(torch.as_tensor(self.u[idx]))
+        r, done = torch.as_tensor(self.r[idx]), torch.as_tensor(self.done[idx])
+        w = torch.as_tensor(w_np, dtype=torch.float32)
+        critic_loss = self.critic_loss(s, a, r, s2, done, w)
+        self.opt_critic.zero_grad()
+        critic_loss.backward()
+        self.opt_critic.step()
+        _, a_new, logp = self.actor.sample(s, self.gen)
+        q_new = self.critic(s, a_new)
+        actor_loss = (p.ent * logp - q_new).mean()               # eq. 62 (+ entropy)
+        self.opt_actor.zero_grad()
+        actor_loss.backward()
+        self.opt_actor.step()
+        self.nets.polyak(self.target, self.critic, p.tau)
+        c = self.cons.c(idx)
+        return {"critic_loss": critic_loss.item(), "actor_loss": actor_loss.item(),
+                "q": q_new.mean().item(), "entropy": -logp.mean().item(),
+                "c_abs": float(np.abs(c).mean()), "w_max": float(w_np.max()),
+                "neighbours_missing": float(missing),
+                "consensus_rejected": float(self.cons.rejected)}
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Networks, the consensus estimates of the filled entries and the last batch (for
+        the offline consensus diagnostic). The replay buffer itself is not checkpointed."""
+        nets = self.nets
+        return {**nets.module_arrays("actor", self.actor),
+                **nets.module_arrays("critic", self.critic),
+                **nets.module_arrays("target", self.target),
+                "beta": self.cons.beta[:self.size].copy(), "x": self.cons.x[:self.size].copy(),
+                "last_idx": self.last_idx.copy(), "steps": np.array(self.steps)}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        nets = self.nets
+        nets.load_module_arrays("actor", self.actor, state)
+        nets.load_module_arrays("critic", self.critic, state)
+        nets.load_module_arrays("target", self.target, state)
+        n = len(state["beta"])
+        self.cons.beta[:n], self.cons.x[:n] = state["beta"], state["x"]
+        self.size = max(self.size, n)
+        self.last_idx = np.asarray(state["last_idx"], np.int64)
+        self.steps = int(state["steps"])
+
+
+class Isac(DacDeep):
+    """Independent soft actor-critic: dac-deep without consensus or importance weights."""
+
+    name = "isac"
+    Params = IsacParams
+    peer_kinds = frozenset()

@@ -1,0 +1,170 @@
+"""MADDPG, the centralised baseline of seed 002 Fig. 1(c) (DESIGN §5.4). NOT private.
+
+One process acts for every env agent (``centralised = True``): the env server hands it the
+joint observation, it chooses the joint action, and it trains, per agent i, a deterministic
+actor mu_i(o_i) and a critic Q_i(o_1..o_N, a_1..a_N) that sees everyone's observations and
+actions (centralised training, decentralised execution):
+
+    critic  Q_i(o, a) -> r_i + gamma Q_i'(o', mu_1'(o_1'), ..., mu_N'(o_N'))
+    actor   maximise Q_i(o, a_1, ..., mu_i(o_i), ..., a_N)
+    targets Polyak-averaged actors and critics; exploration: Gaussian noise on the squashed
+            action (``noise``), clipped to [-1, 1].
+
+Runs of this learner are labelled non-private in config.toml, summary.json and the logs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from agentd.algorithms.base import Learner, LearnerConfigError, LearnerSpec
+
+
+@dataclass
+class MaddpgParams:
+    gamma: float = 0.95
+    """discount factor"""
+    lr_critic: float = 1e-3
+    """critic step size"""
+    lr_actor: float = 3e-4
+    """actor step size"""
+    tau: float = 0.01
+    """Polyak step of the target networks"""
+    batch: int = 128
+    """experiences per update"""
+    buffer: int = 100_000
+    """replay buffer capacity (joint entries)"""
+    start: int = 1_000
+    """entries before updates begin"""
+    hidden: int = 64
+    """units in each of the two hidden layers"""
+    noise: float = 0.1
+    """std of the exploration noise on the squashed action"""
+    threads: int = 1
+    """torch intra-op threads"""
+
+    def check(self) -> None:
+        if self.start < self.batch or self.batch < 1 or self.buffer < self.start:
+            raise LearnerConfigError("maddpg: need 1 <= batch <= start <= buffer, got "
+                                     f"{self.batch}, {self.start}, {self.buffer}")
+        if not 0.0 <= self.gamma < 1.0 or not 0.0 < self.tau <= 1.0 or self.noise < 0:
+            raise LearnerConfigError("maddpg: gamma in [0, 1), tau in (0, 1], noise >= 0")
+
+
+class Maddpg(Learner):
+    """N deterministic actors and N centralised critics in one process."""
+
+    name = "maddpg"
+    Params = MaddpgParams
+    needs_torch = True
+    centralised = True
+    action_type = "box"
+
+    def __init__(self, spec: LearnerSpec) -> None:
+        super().__init__(spec)
+        import torch
+
+        from agentd.algorithms import nets
+
+        self.torch, self.nets, p = torch, nets, self.params
+        for sp in list(spec.obs_spaces) + list(spec.act_spaces):
+            if sp.get("type") != "box":
+                raise LearnerConfigError("maddpg needs Box observation and action spaces (for "
+                                         "MPE envs pass --env-arg continuous_actions=true)")
+        self.m = len(spec.act_spaces)
+        self.obs_dims = [int(np.prod(sp["shape"])) for sp in spec.obs_spaces]
+        self.act_dims = [int(np.prod(sp["shape"])) for sp in spec.act_spaces]
+        self.bounds = [nets.box_bounds(sp) for sp in spec.act_spaces]
+        if len(set(self.obs_dims)) != 1 or len(set(self.act_dims)) != 1:
+            raise LearnerConfigError("maddpg: all agents must have the same observation and "
+                                     "action shapes")
+        self.gen = nets.setup_torch(spec.seed, p.threads)
+        od, ad, m = self.obs_dims[0], self.act_dims[0], self.m
+        self.actors = [nets.mlp([od, p.hidden, p.hidden, ad]) for _ in range(m)]
+        self.critics = [nets.Critic(m * od, m * ad, p.hidden) for _ in range(m)]
+        self.t_actors = [nets.mlp([od, p.hidden, p.hidden, ad]) for _ in range(m)]
+        self.t_critics = [nets.Critic(m * od, m * ad, p.hidden) for _ in range(m)]
+        for src, dst in zip(self.actors + self.critics, self.t_actors + self.t_critics):
+            dst.load_state_dict(src.state_dict())
+        self.opt_a = [torch.optim.Adam(a.parameters(), lr=p.lr_actor) for a in self.actors]
+        self.opt_c = [torch.optim.Adam(c.parameters(), lr=p.lr_critic) for c in self.critics]
+        cap, K = p.buffer, spec.num_envs
+        self.o = np.zeros((cap, m, od), np.float32)
+        self.o2 = np.zeros((cap, m, od), np.float32)
+        self.a = np.zeros((cap, m, ad), np.float32)
+        self.r = np.zeros((cap, m), np.float32)
+        self.done = np.zeros(cap, np.float32)
+        self.k, self.count, self.size = K, 0, 0
+        self.last_squashed: np.ndarray | None = None
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        o = torch.tensor(np.asarray(obs, np.float32).reshape(self.k, self.m, -1))
+        with torch.no_grad():
+            a = torch.stack([torch.tanh(self.actors[i](o[:, i])) for i in range(self.m)], 1)
+            a = (a + self.params.noise * torch.randn(a.shape, generator=self.gen)).clamp(-1, 1)
+        sq = a.numpy()
+        self.last_squashed = sq
+        out = np.empty_like(sq)
+        for i, (low, high) in enumerate(self.bounds):
+            out[:, i] = low + 0.5 * (sq[:, i] + 1.0) * (high - low)
+        return out.reshape((self.k, self.m, *np.shape(self.bounds[0][0])))
+
+    def observe(self, obs, action, reward, next_obs, terminated, truncated) -> None:
+        pos = (self.count + np.arange(self.k)) % len(self.r)
+        self.o[pos] = np.asarray(obs, np.float32).reshape(self.k, self.m, -1)
+        self.o2[pos] = np.asarray(next_obs, np.float32).reshape(self.k, self.m, -1)
+        self.a[pos] = self.last_squashed
+        self.r[pos] = reward
+        self.done[pos] = terminated
+        self.count += self.k
+        self.size = min(self.size + self.k, len(self.r))
+
+    def update(self) -> dict[str, float]:
+        p, torch = self.params, self.torch
+        if self.size < p.start:
+            return {}
+        idx = self.rng.integers(0, self.size, p.batch)
+        o, o2 = torch.as_tensor(self.o[idx]), torch.as_tensor(self.o2[idx])
+        a, r = torch.as_tensor(self.a[idx]), torch.as_tensor(self.r[idx])
+        done = torch.as_tensor(self.done[idx])
+        flat_o, flat_o2 = o.flatten(1), o2.flatten(1)
+        with torch.no_grad():
+            a2 = torch.stack([torch.tanh(self.t_actors[i](o2[:, i])) for i in range(self.m)], 1)
+        c_losses, qs = [], []
+        for i in range(self.m):
+            with torch.no_grad():
+                y = r[:, i] + p.gamma * (1.0 - done) * self.t_critics[i](flat_o2, a2.flatten(1))
+            loss = ((self.critics[i](flat_o, a.flatten(1)) - y) ** 2).mean()
+            self.opt_c[i].zero_grad()
+            loss.backward()
+            self.opt_c[i].step()
+            mine = torch.tanh(self.actors[i](o[:, i]))
+            joint = torch.cat([a[:, :i], mine[:, None], a[:, i + 1:]], 1)
+            q = self.critics[i](flat_o, joint.flatten(1))
+            self.opt_a[i].zero_grad()
+            (-q.mean()).backward()
+            self.opt_a[i].step()
+            c_losses.append(loss.item())
+            qs.append(q.mean().item())
+        for src, dst in zip(self.actors + self.critics, self.t_actors + self.t_critics):
+            self.nets.polyak(dst, src, p.tau)
+        return {"critic_loss": float(np.mean(c_losses)), "q": float(np.mean(qs))}
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for i in range(self.m):
+            for prefix, mod in (("actor", self.actors), ("critic", self.critics),
+                                ("target_actor", self.t_actors),
+                                ("target_critic", self.t_critics)):
+                out.update(self.nets.module_arrays(f"{prefix}{i}", mod[i]))
+        return out
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        for i in range(self.m):
+            for prefix, mod in (("actor", self.actors), ("critic", self.critics),
+                                ("target_actor", self.t_actors),
+                                ("target_critic", self.t_critics)):
+                self.nets.load_module_arrays(f"{prefix}{i}", mod[i], state)
