@@ -138,6 +138,7 @@ def run_agent(connect: str, bind: str, want_id: int | None, log_dir: str | None,
         cfg = info["config"]
         control.interval, control.timeout = cfg["heartbeat_interval"], cfg["heartbeat_timeout"]
         if load_learner_class(cfg["algo"]).needs_torch:   # ~1 s or more on a busy machine
+            transport.me = info["id"]
             control.send("heartbeat", {})
             import torch  # noqa: F401 - loaded here, between two heartbeats
             control.send("heartbeat", {})

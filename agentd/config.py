@@ -166,6 +166,14 @@ def _validate_algo_env(c: RunConfig) -> None:
     except EnvError as exc:
         raise ConfigError(f"'env': {exc}") from None
     learner = load_learner_class(c.algo)
+    discrete_builtin = c.env in ("random-mdp", "digital")
+    if learner.action_type == "box" and discrete_builtin:
+        raise ConfigError(f"'algo' {c.algo!r} needs continuous (Box) actions; env {c.env!r} has "
+                          "discrete actions (use --env spread or an MPE env)")
+    if learner.action_type == "discrete" and c.env == "spread" and \
+            c.env_args.get("continuous_actions", True) is True:
+        raise ConfigError(f"'algo' {c.algo!r} needs discrete actions; for env 'spread' pass "
+                          "--env-arg continuous_actions=false")
     if learner.Params is not None:
         try:
             parse_params(learner.Params, c.params, c.algo)

@@ -32,6 +32,7 @@ class InProcessRun:
     learners: list[Learner] = field(default_factory=list)
     peer_messages: int = 0
     peer_bytes: int = 0
+    peer_bytes_by_step: dict[int, int] = field(default_factory=dict)   # body bytes per step
 
 
 def make_learners(algo: str, env: VecEnv, n: int, topology: str = "ring", seed: int = 0,
@@ -114,8 +115,10 @@ def _exchange(cores: list[AgentCore], bodies: list[dict], codec: Any,
         elif effect.what == "metrics":
             out.scalars.append((effect.step, src, effect.body["scalars"]))
         elif effect.what == "peer":
+            size = len(codec.pack(effect.body))
             out.peer_messages += 1
-            out.peer_bytes += len(codec.pack(effect.body))
+            out.peer_bytes += size
+            out.peer_bytes_by_step[effect.step] = out.peer_bytes_by_step.get(effect.step, 0) + size
             queue.extend((effect.dst, e) for e in
                          cores[effect.dst].on_peer(src, effect.kind, effect.body))
     if len(actions) < len(cores) and not all(c.finished for c in cores):

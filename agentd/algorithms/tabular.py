@@ -23,6 +23,7 @@ class TabularLearner(Learner):
     """Keeps the K transitions of the step for ``update`` (as Python lists: the per-copy
     loops of tabular updates are faster on scalars than on 0-d arrays)."""
 
+    action_type = "discrete"
     _batch: tuple[list, ...] | None = None
 
     def observe(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray,
