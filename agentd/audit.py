@@ -160,12 +160,14 @@ def rejection_table(c: Collected) -> list[dict[str, Any]]:
             for (r, s, why, p), n in rows]
 
 
-def peer_check(c: Collected, algo: str) -> dict[str, Any]:
+def peer_check(c: Collected, algo: str, params: dict[str, Any] | None = None
+               ) -> dict[str, Any]:
     """Kinds per peer edge, and whether only the learner's permitted peer kinds crossed."""
     from agentd.algorithms import LearnerConfigError, load_learner_class
 
     try:
-        permitted: frozenset[str] | None = load_learner_class(algo).peer_kinds
+        permitted: frozenset[str] | None = load_learner_class(algo).permitted_kinds(
+            params or {})
     except LearnerConfigError:
         permitted = None
     crossed: dict[tuple[int, int], set[str]] = {e: set() for e in c.topology}
@@ -270,7 +272,7 @@ def audit_run(run_dir: Path) -> dict[str, Any]:
     edges = edge_table(c)
     return {"run": str(run_dir), "algo": algo, "logs": c.logs, "edges": edges,
             "sent_not_received": [e for e in edges if e["sent"] != e["received"]],
-            "rejections": rejection_table(c), "peer": peer_check(c, algo),
+            "rejections": rejection_table(c), "peer": peer_check(c, algo, config.get("params", {})),
             "probe": leakage_probe(c)}
 
 

@@ -115,6 +115,12 @@ class Learner:
         elif spec.params:
             raise LearnerConfigError(f"algo '{self.name}' takes no parameters")
 
+    @classmethod
+    def permitted_kinds(cls, params: dict[str, Any]) -> frozenset[str]:
+        """The peer kinds a run with these (raw) params may exchange; the guard and the audit
+        use it. A learner whose messages depend on its parameters overrides it."""
+        return cls.peer_kinds
+
     def act(self, obs: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 

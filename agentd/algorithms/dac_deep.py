@@ -42,6 +42,7 @@ import numpy as np
 
 from agentd.algorithms.base import Learner, LearnerConfigError, LearnerSpec, Outgoing
 from agentd.algorithms.consensus import LogRatioConsensus
+from agentd.algorithms.deep_pr import PR_KINDS, DeepPR
 
 MODES = ("batch", "full", "off")
 WEIGHTS = ("selfnorm", "clip", "none")
@@ -71,8 +72,19 @@ class IsacParams:
     """entropy bonus weight in the actor objective (0: the paper's eq. 62)"""
     threads: int = 1
     """torch intra-op threads in this process (N agent processes share the cores)"""
+    pr_weight: float = 0.0
+    """deep policy reciprocity: weight w of the neighbours' values in the TD target (0: off)"""
+    pr_eps: float = 0.0
+    """PR adjacency level: adjacency states lie within this L-inf distance of s'"""
+    pr_samples: int = 0
+    """PR adjacency states per next state (0: the exact next state only)"""
 
     def check(self) -> None:
+        if not 0.0 <= self.pr_weight <= 1.0:
+            raise LearnerConfigError(f"parameter 'pr_weight' must be in [0, 1], "
+                                     f"got {self.pr_weight}")
+        if self.pr_eps < 0 or self.pr_samples < 0:
+            raise LearnerConfigError("parameters 'pr_eps' and 'pr_samples' must be >= 0")
         for name in ("lr_critic", "lr_actor", "tau"):
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise LearnerConfigError(f"parameter '{name}' must be in (0, 1], "
@@ -126,8 +138,18 @@ class DacDeep(Learner):
     wants_state = True
     action_type = "box"
 
+    @classmethod
+    def permitted_kinds(cls, params: dict[str, Any]) -> frozenset[str]:
+        kinds = set(cls.peer_kinds)
+        if params.get("mode") == "off":
+            kinds.discard("consensus")
+        if float(params.get("pr_weight", 0.0)) > 0:
+            kinds |= PR_KINDS
+        return frozenset(kinds)
+
     def __init__(self, spec: LearnerSpec) -> None:
         super().__init__(spec)
+        self.peer_kinds = self.permitted_kinds(spec.params)
         from agentd.algorithms import nets
 
         self.nets = nets
@@ -167,6 +189,15 @@ class DacDeep(Learner):
         self.batch_idx: np.ndarray | None = None
         self.last_idx = np.zeros(0, np.int64)
         self.pending_act: tuple[np.ndarray, np.ndarray] | None = None
+        self.pr: DeepPR | None = None
+        self.queries: list[Outgoing] = []
+        if p.pr_weight > 0 and spec.neighbours:
+            self.pr = DeepPR(spec.neighbours, p.pr_weight, p.pr_eps, p.pr_samples,
+                             np.random.default_rng([spec.seed, 0x9E]))
+            # the networks as they were before the last update (answers are timing-free)
+            self.old_actor = nets.SquashedGaussianActor(self.obs_dim, self.act_dim, p.hidden)
+            self.old_target = nets.Critic(self.obs_dim, self.act_dim, p.hidden)
+            self.updated_at = 0                       # the step of the last update
 
     # -- acting and storing ----------------------------------------------------------------
     def act(self, obs: np.ndarray) -> np.ndarray:
@@ -200,14 +231,19 @@ class DacDeep(Learner):
             self._start_consensus()
 
     def _start_consensus(self) -> None:
-        """Choose this step's batch and (with consensus on) start the gossip on it."""
+        """Choose this step's batch, ask the neighbours for their values of its next states
+        (PR on) and start the gossip on it (consensus on)."""
         p = self.params
         if self.mode == "batch":
             shared = np.random.default_rng([self.spec.shared_seed, 0xDAC, self.steps])
             self.batch_idx = shared.integers(0, self.size, p.batch)
-            entries, prefix, rounds = self.batch_idx, False, p.rounds
         else:
             self.batch_idx = self.rng.integers(0, self.size, p.batch)
+        if self.pr is not None:
+            self.queries = self.pr.query(self.steps, self.s2[self.batch_idx])
+        if self.mode == "batch":
+            entries, prefix, rounds = self.batch_idx, False, p.rounds
+        else:
             if self.mode == "off":
                 return
             entries, prefix, rounds = np.arange(self.size), True, 1
@@ -228,16 +264,38 @@ class DacDeep(Learner):
 
     # -- messages --------------------------------------------------------------------------
     def outbox(self) -> list[Outgoing]:
-        return [Outgoing("consensus", j, {"t": t, "r": r, "idx": idx, "x": x})
-                for t, r, idx, x in self.cons.pending_messages() for j in self.spec.neighbours]
+        out = [Outgoing("consensus", j, {"t": t, "r": r, "idx": idx, "x": x})
+               for t, r, idx, x in self.cons.pending_messages() for j in self.spec.neighbours]
+        if self.pr is not None:
+            out += self.queries + self.pr.outbox()
+            self.queries = []
+        return out
 
     def inbox(self, src: int, kind: str, body: dict[str, Any]) -> None:
-        if kind != "consensus":
+        if kind == "consensus" and "consensus" in self.peer_kinds:
+            self.cons.receive(src, body["t"], body["r"], body["idx"], body["x"])
+        elif kind in PR_KINDS and self.pr is not None:
+            self.pr.receive(src, kind, body, self.target_values)
+        else:
             raise LearnerConfigError(f"{self.name} does not accept '{kind}' messages")
-        self.cons.receive(src, body["t"], body["r"], body["idx"], body["x"])
 
     def awaiting(self) -> frozenset[int]:
-        return self.cons.waiting_for()
+        waiting = self.cons.waiting_for()
+        return waiting | self.pr.waiting_for() if self.pr is not None else waiting
+
+    def target_values(self, states: np.ndarray, qid: int) -> np.ndarray | None:
+        """V_bar(s) = Q_bar(s, tanh(mu(s))) with the networks as they were before this agent's
+        update of step qid (a PR neighbour's query); None if the states do not fit."""
+        if states.ndim != 2 or states.shape[1] != self.obs_dim or len(states) > 1 << 16 \
+                or not np.all(np.isfinite(states)):
+            return None
+        actor, target = ((self.old_actor, self.old_target) if self.updated_at >= qid
+                         else (self.actor, self.target))
+        torch = self.torch
+        with torch.no_grad():
+            s = torch.tensor(np.asarray(states, np.float32))
+            mu, _ = actor.dist(s)
+            return target(s, torch.tanh(mu)).numpy().astype(np.float32)
 
     # -- learning --------------------------------------------------------------------------
     def weights(self, idx: np.ndarray) -> np.ndarray:
@@ -248,13 +306,17 @@ class DacDeep(Learner):
         w = np.exp(np.clip(self.cons.c(idx), -self.params.c_clip, self.params.c_clip))
         return w / w.mean() if how == "selfnorm" else w
 
-    def critic_loss(self, s, a, r, s2, done, w):
+    def critic_loss(self, s, a, r, s2, done, w, mix=None):
         """mean_B w_e (Q_phi(s,a) - (r + gamma (1 - done) Q_phi_bar(s', a~)))^2, a~ ~ pi(s')
-        (eqs. 55-56); ``done`` is termination only (a truncated episode bootstraps)."""
+        (eqs. 55-56); ``done`` is termination only (a truncated episode bootstraps). ``mix``
+        maps the own next values to the PR-mixed ones."""
         torch = self.torch
         with torch.no_grad():
             _, a2, _ = self.actor.sample(s2, self.gen)
-            y = r + self.params.gamma * (1.0 - done) * self.target(s2, a2)
+            q2 = self.target(s2, a2)
+            if mix is not None:
+                q2 = torch.as_tensor(mix(q2.numpy().astype(np.float64)), dtype=torch.float32)
+            y = r + self.params.gamma * (1.0 - done) * q2
         td = self.critic(s, a) - y
         return (w * td * td).mean()
 
@@ -270,7 +332,19 @@ class DacDeep(Learner):
         a = torch.tanh(torch.as_tensor(self.u[idx]))
         r, done = torch.as_tensor(self.r[idx]), torch.as_tensor(self.done[idx])
         w = torch.as_tensor(w_np, dtype=torch.float32)
-        critic_loss = self.critic_loss(s, a, r, s2, done, w)
+        pr_missing, mix = 0, None
+        if self.pr is not None:
+            self.old_actor.load_state_dict(self.actor.state_dict())
+            self.old_target.load_state_dict(self.target.state_dict())
+            self.updated_at = self.steps
+            pr = self.pr
+
+            def mix(own: np.ndarray) -> np.ndarray:
+                nonlocal pr_missing
+                mixed, pr_missing = pr.mixed(own)
+                return mixed
+
+        critic_loss = self.critic_loss(s, a, r, s2, done, w, mix)
         self.opt_critic.zero_grad()
         critic_loss.backward()
         self.opt_critic.step()
@@ -285,8 +359,8 @@ class DacDeep(Learner):
         return {"critic_loss": critic_loss.item(), "actor_loss": actor_loss.item(),
                 "q": q_new.mean().item(), "entropy": -logp.mean().item(),
                 "c_abs": float(np.abs(c).mean()), "w_max": float(w_np.max()),
-                "neighbours_missing": float(missing),
-                "consensus_rejected": float(self.cons.rejected)}
+                "neighbours_missing": float(missing + pr_missing),
+                "rejected": float(self.cons.rejected + (self.pr.rejected if self.pr else 0))}
 
     # -- checkpoints -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:

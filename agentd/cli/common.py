@@ -40,6 +40,9 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(f"--{flag}", type=TYPES.get(flag, str), default=None, help=text)
     parser.add_argument("--param", action="append", metavar="KEY=VALUE",
                         help="learner hyperparameter, e.g. --param alpha=0.2 (repeatable)")
+    parser.add_argument("--pr-weight", type=float, default=None, metavar="W",
+                        help="deep policy reciprocity: weight of the neighbours' target values "
+                             "in the TD target (dac-deep, isac; same as --param pr_weight=W)")
     parser.add_argument("--env-arg", action="append", metavar="KEY=VALUE",
                         help="keyword argument of the env factory, e.g. --env-arg N=5")
 
@@ -51,6 +54,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         cli = {flag.replace("-", "_"): getattr(args, flag.replace("-", "_"))
                for flag in FLAG_HELP}
         cli["params"] = parse_assignments(args.param, "--param") or None
+        if getattr(args, "pr_weight", None) is not None:
+            cli["params"] = {**(cli["params"] or {}), "pr_weight": args.pr_weight}
         cli["env_args"] = parse_assignments(args.env_arg, "--env-arg") or None
         return resolve(file_values, cli)
     except ConfigError as exc:
