@@ -23,6 +23,11 @@ def load_series(run_dir: Path, agent: str | None = None) -> dict[str, tuple[list
             if key in rec:
                 series[key][0].append(step)
                 series[key][1].append(rec[key])
+        point = rec.get("consensus")
+        if point is not None:    # written after the run from the checkpoints
+            name = "consensus_mse" if "mse" in point else "consensus_max_err"
+            series[name][0].append(step)
+            series[name][1].append(point.get("mse", point.get("max_err")))
         agents = rec.get("agents", {})
         chosen = [agents[agent]] if agent is not None and agent in agents else agents.values()
         values: dict[str, list[float]] = defaultdict(list)

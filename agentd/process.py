@@ -96,8 +96,10 @@ def process_facts() -> dict[str, Any]:
     """Who and how big: pid, host, resident MB, whether torch got imported, CPU seconds used
     by all threads (zmq's I/O thread included), the CPUs it may run on."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    torch = sys.modules.get("torch")
     return {"pid": os.getpid(), "host": hostname(), "rss_mb": round(resident_mb(), 1),
-            "torch_loaded": "torch" in sys.modules,
+            "torch_loaded": torch is not None,
+            "torch_threads": torch.get_num_threads() if torch is not None else None,
             "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
             "cpus": sorted(os.sched_getaffinity(0))}
 

@@ -27,6 +27,7 @@ from agentd.progress import ProgressBar
 from agentd.transport import Transport
 from coordinator.rundir import (
     MetricsFile,
+    consensus_after_run,
     derive_seed,
     plot_learning_curve,
     return_figures,
@@ -283,7 +284,9 @@ class Coordinator:
         self.transport.flush()
         if self.progress is not None:
             self.progress.close()
-        summary = self.write_summary(status, reason)
+        consensus = consensus_after_run(self.run_dir, self.metrics) if status == "done" \
+            else None
+        summary = self.write_summary(status, reason, consensus)
         self.metrics.close()
         self.transport.close()
         self.report(summary)
@@ -307,7 +310,8 @@ class Coordinator:
                     elif proc is not None and msg.kind == "episodes":
                         self.on_episodes(proc, msg)
 
-    def write_summary(self, status: str, reason: str) -> dict[str, Any]:
+    def write_summary(self, status: str, reason: str,
+                      consensus: dict[str, Any] | None = None) -> dict[str, Any]:
         c = self.config
         agents = {str(p.id): p.stats or {"pid": p.pid, "host": p.host, "missing": True}
                   for p in sorted(self.procs.values(), key=lambda p: (p.id is None, p.id or 0))
@@ -323,7 +327,7 @@ class Coordinator:
                    **return_figures(self.metrics.returns), "private": is_private(c),
                    "peer_bytes_per_edge_per_step": self.peer_bytes_per_edge_per_step(agents),
                    "peer_bytes_per_edge_last_step": self.peer_bytes_per_edge_last_step(agents),
-                   "agents": agents, "envserver": env_stats,
+                   "consensus": consensus, "agents": agents, "envserver": env_stats,
                    "coordinator": self.transport.summary()}
         write_json(self.run_dir / "summary.json", summary)
         try:

@@ -3,7 +3,7 @@
 Layout::
 
     config.toml        the resolved config          seeds.json       every derived seed
-    endpoints.json     who ran where                 metrics.jsonl    one record per episode
+    endpoints.json     who ran where                 metrics.jsonl    one record per episode (+ consensus points)
     summary.json       the outcome (written at the end, also on failure)
     learning_curve.png episode return against step   logs/            one message log per process
     checkpoints/       each agent's learned state (npz)
@@ -55,8 +55,31 @@ class MetricsFile:
                   "length": length, "agents": {str(a): s for a, s in agents.items()}}
         self._file.write(json.dumps(record) + "\n")
 
+    def consensus(self, point: dict[str, Any]) -> None:
+        """A consensus diagnostic point (computed after the run from the checkpoints)."""
+        self._file.write(json.dumps({"step": point["step"], "consensus": point}) + "\n")
+
     def close(self) -> None:
         self._file.close()
+
+
+def consensus_after_run(run_dir: Path, metrics: MetricsFile) -> dict[str, Any] | None:
+    """With periodic checkpoints: the consensus diagnostic of the run's learner (policy MSE for
+    Q tables, the log-ratio error for dac-deep), offline from the agents' own checkpoints once
+    they have all finished; appended to metrics.jsonl and written to consensus.jsonl and
+    consensus.png. Returns the last point, or None when it does not apply."""
+    from agentd.diagnostics import consensus_curve, snapshot_steps, write_consensus
+
+    if not snapshot_steps(run_dir):
+        return None
+    try:
+        curve, key, _ = consensus_curve(run_dir)
+    except ValueError:          # a learner without Q tables or consensus estimates
+        return None
+    for point in curve:
+        metrics.consensus(point)
+    write_consensus(run_dir)
+    return {"key": key, **curve[-1]} if curve else None
 
 
 def return_figures(returns: list[float]) -> dict[str, Any]:

@@ -29,7 +29,7 @@ def run(algo: str, n: int, seed: int, steps: int, run_dir: Path) -> tuple[np.nda
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     summary = json.loads((run_dir / "summary.json").read_text())
-    return np.array([r["return"] for r in records]), summary
+    return np.array([r["return"] for r in records if "return" in r]), summary
 
 
 def smooth(x: np.ndarray, window: int = 20) -> np.ndarray:

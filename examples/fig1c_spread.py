@@ -48,8 +48,8 @@ def one(tmp: Path, algo: str, env: str, seed: int, steps: int, params: list[str]
     started = time.monotonic()
     launch(run_dir, algo, env, seed, steps, params)
     summary = json.loads((run_dir / "summary.json").read_text())
-    returns = np.array([json.loads(x)["return"]
-                        for x in (run_dir / "metrics.jsonl").read_text().splitlines()])
+    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    returns = np.array([r["return"] for r in records if "return" in r])
     tenth = max(1, len(returns) // 10)
     return {"returns": returns, "first": float(returns[:tenth].mean()),
             "last": float(returns[-tenth:].mean()), "wall": time.monotonic() - started,

@@ -54,8 +54,8 @@ def one(tmp: Path, n: int, topology: str, beta: float, seed: int, steps: int) ->
     run_dir = tmp / f"n{n}-{topology}-b{beta}-s{seed}"
     launch(run_dir, n, topology, beta, seed, steps)
     summary = json.loads((run_dir / "summary.json").read_text())
-    returns = np.array([json.loads(x)["return"]
-                        for x in (run_dir / "metrics.jsonl").read_text().splitlines()])
+    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    returns = np.array([r["return"] for r in records if "return" in r])
     return {"returns": returns, "final": summary["final_return"],
             "to95": episodes_to_95(returns), "consensus": policy_consensus(run_dir),
             "bytes_edge_step": summary["peer_bytes_per_edge_per_step"]}

@@ -44,7 +44,8 @@ def test_dac_deep_runs_with_finite_losses_and_the_global_state(dac_deep_run):
     assert config["obs"] == "state" and config["env_args"] == {"continuous_actions": True}
     summary = read_json(dac_deep_run / "summary.json")
     assert summary["status"] == "done" and summary["private"] is True
-    assert all(a["torch_loaded"] for a in summary["agents"].values())
+    assert all(a["torch_loaded"] and a["torch_threads"] == 1 for a in summary["agents"].values())
+    assert summary["envserver"]["torch_loaded"] is False      # only learners load torch
     scalars = metrics_scalars(dac_deep_run)
     assert sorted(scalars) == [0, 1, 2]
     for agent, records in scalars.items():
@@ -77,6 +78,8 @@ def test_offline_consensus_error_is_tiny_on_a_3_ring(dac_deep_run):
     assert all(p["entries"] == 32 and p["max_err"] < 1e-9 for p in curve)
     assert curve[-1]["mean_abs_sum_beta"] > 1e-6      # something was estimated
     assert (dac_deep_run / "consensus.png").exists()
+    summary = read_json(dac_deep_run / "summary.json")       # written by the coordinator too
+    assert summary["consensus"]["key"] == "max_err" and summary["consensus"]["step"] == 300
 
 
 def test_isac_sends_nothing_to_peers(tmp_path):
@@ -145,3 +148,19 @@ def test_batch_mode_traffic_does_not_grow_with_the_buffer():
     # every edge carried idx (int32) and x (float64) for the 16 batch entries
     assert batch[119] / 6 >= 16 * (4 + 8)
     assert np.isclose(full[119] / 6, 119 * 8 + 60, atol=60)     # x of every entry + header
+
+
+def test_the_same_seed_gives_the_same_networks_and_another_seed_does_not():
+    from agentd.inprocess import build_env, make_learners, run_in_process
+
+    def final_state(seed):
+        env = build_env("spread", 3, obs_mode="state")
+        learners = make_learners("dac-deep", env, 3, seed=seed,
+                                 params={"start": 32, "batch": 16, "hidden": 16})
+        run_in_process(env, learners, 60, reset_seed=seed)
+        env.close()
+        return learners[1].state_dict()
+
+    a, b, c = final_state(0), final_state(0), final_state(1)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["actor.body.0.weight"], c["actor.body.0.weight"])

@@ -3,6 +3,8 @@ the exact state), adjacency spaces, and the pr_values messages through the guard
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -159,7 +161,16 @@ def test_pr_on_digital_live(runs, tmp_path):
                 assert r.kind == "pr_values"
                 peer_bytes += r.nbytes
     assert s["peer_bytes_per_edge_per_step"] == pytest.approx(peer_bytes / (8 * 400), abs=0.1)
-    curve = write_consensus(run_dir)
-    assert [p["step"] for p in curve] == [100, 200, 300, 400]
-    assert all(0 <= p["mse"] < 0.25 for p in curve)
+    # the coordinator wrote the diagnostic after the run: into metrics.jsonl, the summary,
+    # consensus.jsonl and consensus.png; it equals a fresh offline computation
     assert (run_dir / "consensus.png").exists()
+    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    in_metrics = [r["consensus"] for r in records if "consensus" in r]
+    curve = write_consensus(run_dir)
+    assert in_metrics == curve and [p["step"] for p in curve] == [100, 200, 300, 400]
+    assert all(0 <= p["mse"] < 0.25 for p in curve)
+    assert s["consensus"] == {"key": "mse", **curve[-1]}
+    from agentd.plotting import load_series
+
+    assert load_series(run_dir)["consensus_mse"] == ([100, 200, 300, 400],
+                                                     [p["mse"] for p in curve])
