@@ -14,6 +14,10 @@ Usage (about 3 minutes per run on 2 cores at the default budget)::
 
     python examples/fig1c_spread.py --seeds 0 1 2 --out docs/fig1c_spread.png
     python examples/fig1c_spread.py --algos dac-deep dac-deep:full isac --steps 10000
+    python examples/fig1c_spread.py --algos isac isac+pr0.3 --env mpe2.simple_spread_v3:parallel_env
+
+``ALGO:full`` runs dac-deep's full-buffer consensus; ``ALGO+prW`` enables the deep
+policy-reciprocity plug-in with weight W (seed 000, Algorithm 2).
 """
 
 from __future__ import annotations
@@ -31,20 +35,28 @@ import numpy as np
 WINDOW = 20
 
 
+def algo_args(algo: str) -> list[str]:
+    """'dac-deep' -> --algo dac-deep; 'dac-deep:full' adds --param mode=full; 'isac+pr0.3'
+    adds --pr-weight 0.3 (the deep policy-reciprocity plug-in)."""
+    name, _, weight = algo.partition("+pr")
+    name, _, mode = name.partition(":")
+    return (["--algo", name] + (["--param", f"mode={mode}"] if mode else [])
+            + (["--pr-weight", weight] if weight else []))
+
+
 def launch(run_dir: Path, algo: str, env: str, seed: int, steps: int,
            params: list[str]) -> None:
-    name, _, mode = algo.partition(":")
-    extra = ["--param", f"mode={mode}"] if mode else []
+    extra = algo_args(algo)
     for p in params:
         extra += ["--param", p]
     cmd = [sys.executable, "-m", "agentd", "launch", "--quiet", "--run-dir", str(run_dir),
-           "--algo", name, "--env", env, "--n", "3", "--topology", "ring", "--seed", str(seed),
+           "--env", env, "--n", "3", "--topology", "ring", "--seed", str(seed),
            "--steps", str(steps), *extra]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
 def one(tmp: Path, algo: str, env: str, seed: int, steps: int, params: list[str]) -> dict:
-    run_dir = tmp / f"{algo.replace(':', '-')}-s{seed}"
+    run_dir = tmp / f"{algo.replace(':', '-').replace('+', '-')}-s{seed}"
     started = time.monotonic()
     launch(run_dir, algo, env, seed, steps, params)
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -95,7 +107,8 @@ def plot(results: dict[str, list[dict]], env: str, steps: int, out: Path) -> Non
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--algos", nargs="+", default=["dac-deep", "isac", "maddpg"],
-                        help="learners; dac-deep:full runs the paper's full-buffer consensus")
+                        help="learners; dac-deep:full = the paper's full-buffer consensus; "
+                             "isac+pr0.3 = isac with the deep PR plug-in, weight 0.3")
     parser.add_argument("--env", default="spread")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=20000)

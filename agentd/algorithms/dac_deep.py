@@ -31,6 +31,8 @@ Choices the paper leaves open (documented, all parameters):
   paper: every buffer entry every step) or ``off``.
 
 ``isac`` is this learner with consensus and importance weights off (no peer messages at all).
+Both take the deep policy-reciprocity plug-in (``pr_weight`` > 0, ``agentd.algorithms.deep_pr``):
+the TD target then mixes in the neighbours' target values of the batch's next states.
 """
 
 from __future__ import annotations
@@ -228,9 +230,9 @@ class DacDeep(Learner):
         self.steps += 1
         self.batch_idx = None
         if self.size >= self.params.start:
-            self._start_consensus()
+            self._begin_update()
 
-    def _start_consensus(self) -> None:
+    def _begin_update(self) -> None:
         """Choose this step's batch, ask the neighbours for their values of its next states
         (PR on) and start the gossip on it (consensus on)."""
         p = self.params
