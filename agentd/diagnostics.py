@@ -80,6 +80,42 @@ def logratio_consensus(run_dir: Path) -> list[dict[str, float]]:
     return curve
 
 
+def logratio_consensus_from_logs(run_dir: Path, every: int = 1) -> list[dict[str, float]]:
+    """The same error computed from the message logs alone (no private state needed).
+
+    Round-0 ``consensus`` messages carry each agent's x after its local update (eq. 45), whose
+    sum over agents equals sum_j beta^j (mixing preserves it); round r carries x after r
+    mixes. So the final x^i of a step is W_i applied to the last round's messages, and the
+    error is max_i |N x^i - sum_j x_0^j|. Steps are sampled every ``every`` steps."""
+    from agentd.msglog import open_log
+
+    sent: dict[int, dict[tuple[int, int], np.ndarray]] = {}   # agent -> (t, r) -> x
+    weights: dict[int, dict[int, float]] = {}
+    for path in sorted((run_dir / "logs").glob("agent-*.log")):
+        agent = int(re.fullmatch(r"agent-(\d+)\.log", path.name).group(1))
+        mine = sent.setdefault(agent, {})
+        for rec in open_log(path):
+            if rec.kind == "welcome" and rec.direction == "in":
+                weights[agent] = {int(j): w for j, w in rec.body["info"]["weights"].items()}
+            elif rec.kind == "consensus" and rec.direction == "out" and \
+                    rec.body["t"] % every == 0:
+                mine.setdefault((rec.body["t"], rec.body["r"]), rec.body["x"])
+    n = len(sent)
+    curve = []
+    steps = sorted({t for per in sent.values() for t, _ in per})
+    for t in steps:
+        rounds = [r for r in range(1 << 16) if all((t, r) in sent[i] for i in sent)]
+        if not rounds or rounds != list(range(len(rounds))):
+            continue
+        last = rounds[-1]
+        total = sum(sent[i][t, 0] for i in sent)
+        err = max(np.abs(n * sum(w * sent[j][t, last] for j, w in weights[i].items())
+                         - total).max() for i in sent)
+        curve.append({"step": t, "max_err": float(err), "entries": len(total),
+                      "mean_abs_sum_beta": float(np.abs(total).mean())})
+    return curve
+
+
 def consensus_curve(run_dir: Path, temperature: float = 1.0) -> tuple[list[dict], str, str]:
     """The diagnostic that fits the run's checkpoints: (curve, y key, y label)."""
     snaps = snapshot_steps(run_dir)

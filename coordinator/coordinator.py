@@ -94,6 +94,7 @@ class Coordinator:
         self.env_proc: Proc | None = None
         self.spaces: dict[str, Any] | None = None
         self.admitted = False
+        self.stepping = False          # the env server has reported a step
         self.metrics = MetricsFile(self.run_dir / "metrics.jsonl")
         self.agent_scalars: dict[int, dict[str, float]] = {}
         self.env_rate = 0.0
@@ -142,9 +143,13 @@ class Coordinator:
             for proc in self.procs.values():
                 if proc.id is not None and proc.stats is None:
                     self.send(proc, "heartbeat", {})
+        # Before the first step, processes build learners (a deep one imports torch and builds
+        # networks: seconds on a loaded machine), so silence is judged against join_timeout.
+        limit = self.config.heartbeat_timeout if self.stepping else \
+            max(self.config.heartbeat_timeout, self.config.join_timeout)
         for proc in self.procs.values():
             silent = now - proc.last_seen
-            if proc.id is not None and proc.stats is None and silent > self.config.heartbeat_timeout:
+            if proc.id is not None and proc.stats is None and silent > limit:
                 raise RunEnded("failed", f"{proc.name()} stopped heartbeating "
                                f"(silent for {silent:.1f} s); see logs/ in {self.run_dir}")
         if not self.admitted and now - self.started > self.config.join_timeout:
@@ -248,12 +253,14 @@ class Coordinator:
 
     def on_metrics(self, proc: Proc, msg: Message) -> None:
         if proc.role == "envserver":
+            self.stepping = self.stepping or msg.body["step"] > 0
             self.env_rate = float(msg.body["scalars"].get("steps_per_s", 0.0))
             self.show_progress(msg.body["step"])
         else:
             self.agent_scalars[proc.id] = msg.body["scalars"]
 
     def on_episodes(self, proc: Proc, msg: Message) -> None:
+        self.stepping = True
         for ret, length in zip(msg.body["returns"], msg.body["lengths"]):
             self.metrics.episode(msg.body["step"], float(ret), int(length), self.agent_scalars)
         self.show_progress(msg.body["step"])

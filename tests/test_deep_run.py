@@ -164,3 +164,26 @@ def test_the_same_seed_gives_the_same_networks_and_another_seed_does_not():
     a, b, c = final_state(0), final_state(0), final_state(1)
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert not np.array_equal(a["actor.body.0.weight"], c["actor.body.0.weight"])
+
+
+def test_consensus_error_from_the_logs_equals_the_one_from_checkpoints(tmp_path):
+    """On a 4-ring one round does not average exactly: a real error, computed two ways."""
+    from agentd.diagnostics import logratio_consensus, logratio_consensus_from_logs
+
+    run_dir = tmp_path / "run"
+    res = subprocess.run([*AGENTD, "launch", "--quiet", "--run-dir", str(run_dir), "--n", "4",
+                          "--algo", "dac-deep", "--env", "spread", "--steps", "160",
+                          "--checkpoint-every", "80", *SMALL, "--param", "hidden=16"],
+                         capture_output=True, text=True, timeout=180, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    from_ckpt = logratio_consensus(run_dir)
+    from_logs = {p["step"]: p for p in logratio_consensus_from_logs(run_dir, every=80)}
+    assert [p["step"] for p in from_ckpt] == [80, 160]
+    for point in from_ckpt:
+        other = from_logs[point["step"]]
+        assert point["max_err"] == pytest.approx(other["max_err"], rel=1e-6, abs=1e-12)
+        assert point["mean_abs_sum_beta"] == pytest.approx(other["mean_abs_sum_beta"], rel=1e-9)
+    assert from_ckpt[-1]["max_err"] > 1e-6          # a 4-ring after one round: not exact
+    res = subprocess.run([*AGENTD, "consensus", str(run_dir), "--from-logs", "--every", "40"],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode == 0 and "step      160" in res.stdout, res.stdout + res.stderr

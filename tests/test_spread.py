@@ -317,12 +317,12 @@ def cfg(**values):
 
 
 def test_obs_auto_follows_the_learners_wants_state(stub_learners):
-    assert cfg(algo="test-box-state").obs == "state"
+    assert cfg(algo="test-box-state", env="spread").obs == "state"
     assert cfg(algo="test-any-local").obs == "local"
     assert cfg(algo="random").obs == "local"
-    assert cfg(algo="test-box-state", obs="local").obs == "local"   # explicit wins
+    assert cfg(algo="test-box-state", env="spread", obs="local").obs == "local"  # explicit wins
     assert cfg(algo="test-any-local", obs="state").obs == "state"
-    assert 'obs = "state"' in to_toml(cfg(algo="test-box-state"))
+    assert 'obs = "state"' in to_toml(cfg(algo="test-box-state", env="spread"))
 
 
 def test_continuous_actions_default_only_for_box_learners_on_mpe2(stub_learners):
