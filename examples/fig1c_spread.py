@@ -97,7 +97,7 @@ def plot(results: dict[str, list[dict]], env: str, steps: int, out: Path) -> Non
         ax.plot(x, mean, label=f"{algo} ({len(runs)} seeds)")
         ax.fill_between(x, mean - sd, mean + sd, alpha=0.2)
     ax.set(xlabel="episode", ylabel=f"return ({WINDOW}-episode average)",
-           title=f"{env}, n = 3 ring, {steps} steps: mean ± sd over seeds")
+           title=f"{env.split(':')[0]}, n = 3 ring, {steps} steps\nmean ± sd over seeds")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
