@@ -55,6 +55,7 @@ class Agent:
                                                   peer_identity(self.id))
         self.run_dir = Path(info["run_dir"])
         self.wait_since = 0.0
+        self.peer_wait_limit = float(config.get("join_timeout", 60.0))
         self.peer_bytes_mark = 0          # peer bytes sent up to the last step reply
         self.last_step_peer_bytes = 0     # peer bytes sent during the last full step
 
@@ -83,6 +84,14 @@ class Agent:
             self.t.flush()
         return "done"
 
+    def serve_finished(self, link: Link) -> None:
+        """After the last step: answer neighbours still finishing theirs (e.g. a PR query)."""
+        for msg, _ in self.t.recv_all(link):
+            if link is not self.env:
+                self.perform([e for e in self.core.on_peer(msg.src, msg.kind, msg.body)
+                              if e.what == "peer"])
+        self.t.flush()
+
     def perform(self, effects: list[Effect]) -> None:
         for e in effects:
             if e.what == "act":
@@ -106,8 +115,10 @@ class Agent:
     def check_peer_wait(self) -> None:
         waiting = self.core.waiting()
         if waiting:
+            # A live neighbour may be slow (a loaded machine, a deep update); a dead one is
+            # caught by the heartbeats. So this only ends a step that cannot complete.
             waited = time.monotonic() - self.wait_since
-            if waited > self.control.timeout:
+            if waited > max(self.control.timeout, self.peer_wait_limit):
                 raise RunFailed(f"waited {waited:.1f} s for neighbours {sorted(waiting)}")
 
     # -- the end ----------------------------------------------------------------------------
@@ -149,7 +160,7 @@ def run_agent(connect: str, bind: str, want_id: int | None, log_dir: str | None,
             agent.checkpoint()
         control.send("bye", {"stats": agent.final_stats()})
         transport.flush()
-        control.wait_ack(cfg["heartbeat_timeout"])
+        control.wait_ack(2 * cfg["heartbeat_timeout"], agent.serve_finished)
         return 0
     except RunFailed as exc:
         log.error("%s: %s", process_name(transport.me), exc)

@@ -7,6 +7,7 @@ import os
 import resource
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,12 +65,18 @@ class ControlPlane:
     def heard(self, msg: Message) -> None:
         self.last_heard = time.monotonic()
 
-    def wait_ack(self, timeout: float) -> bool:
-        """After ``bye``: wait until the coordinator confirms it (or tells us to stop)."""
+    def wait_ack(self, timeout: float, serve: Callable[[Link], None] | None = None) -> bool:
+        """After ``bye``: wait until the coordinator confirms it (or tells us to stop).
+        ``serve`` handles traffic on the other links meanwhile (an agent that has finished
+        still answers neighbours that have not: the ack comes only when all have)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.tick_quietly()
-            if self.link in self.transport.poll(50):
+            for link in self.transport.poll(50):
+                if link is not self.link:
+                    if serve is not None:
+                        serve(link)
+                    continue
                 for msg, _ in self.transport.recv_all(self.link):
                     self.last_heard = time.monotonic()
                     if msg.kind in ("ack", "stop"):
