@@ -34,31 +34,12 @@ def snapshot_steps(run_dir: Path) -> dict[int, list[Path]]:
     return found
 
 
-def policy_consensus(run_dir: Path, temperature: float = 1.0) -> list[dict[str, float]]:
-    """[{step, mse}] over the snapshots all agents took; needs tables named ``q``."""
+def complete_snapshots(run_dir: Path, need: tuple[str, ...]) -> list[tuple[int, list[dict]]]:
+    """(step, every agent's arrays) for the steps at which all agents saved a checkpoint;
+    ValueError naming the file when one lacks an array in ``need``."""
     snaps = snapshot_steps(run_dir)
     n_agents = max((len(p) for p in snaps.values()), default=0)
-    curve = []
-    for step in sorted(snaps):
-        paths = snaps[step]
-        if len(paths) < max(n_agents, 2):
-            continue
-        policies = []
-        for path in paths:
-            with np.load(path) as state:
-                if "q" not in state.files:
-                    raise ValueError(f"{path} has no Q table (arrays: {state.files})")
-                policies.append(boltzmann(state["q"], temperature))
-        pi = np.stack(policies)
-        curve.append({"step": step, "mse": float(((pi - pi.mean(axis=0)) ** 2).mean())})
-    return curve
-
-
-def logratio_consensus(run_dir: Path) -> list[dict[str, float]]:
-    """[{step, max_err, mean_abs_sum_beta, entries}] over the snapshots every agent took."""
-    snaps = snapshot_steps(run_dir)
-    n_agents = max((len(p) for p in snaps.values()), default=0)
-    curve = []
+    out = []
     for step in sorted(snaps):
         paths = snaps[step]
         if len(paths) < max(n_agents, 2):
@@ -66,9 +47,27 @@ def logratio_consensus(run_dir: Path) -> list[dict[str, float]]:
         states = []
         for path in paths:
             with np.load(path) as state:
-                if "x" not in state.files or "beta" not in state.files:
-                    raise ValueError(f"{path} has no consensus arrays (arrays: {state.files})")
-                states.append({k: state[k] for k in ("x", "beta", "last_idx")})
+                missing = [k for k in need if k not in state.files]
+                if missing:
+                    raise ValueError(f"{path} has no {missing} (arrays: {state.files})")
+                states.append({k: state[k] for k in need})
+        out.append((step, states))
+    return out
+
+
+def policy_consensus(run_dir: Path, temperature: float = 1.0) -> list[dict[str, float]]:
+    """[{step, mse}] over the snapshots all agents took; needs tables named ``q``."""
+    curve = []
+    for step, states in complete_snapshots(run_dir, ("q",)):
+        pi = np.stack([boltzmann(s["q"], temperature) for s in states])
+        curve.append({"step": step, "mse": float(((pi - pi.mean(axis=0)) ** 2).mean())})
+    return curve
+
+
+def logratio_consensus(run_dir: Path) -> list[dict[str, float]]:
+    """[{step, max_err, mean_abs_sum_beta, entries}] over the snapshots every agent took."""
+    curve = []
+    for step, states in complete_snapshots(run_dir, ("x", "beta", "last_idx")):
         idx = states[0]["last_idx"]
         if not all(np.array_equal(s["last_idx"], idx) for s in states) or not len(idx):
             idx = np.arange(min(len(s["x"]) for s in states))   # full mode: every entry
@@ -128,9 +127,11 @@ def consensus_curve(run_dir: Path, temperature: float = 1.0) -> tuple[list[dict]
     return policy_consensus(run_dir, temperature), "mse", "MSE to the average policy"
 
 
-def write_consensus(run_dir: Path, temperature: float = 1.0) -> list[dict[str, float]]:
-    """Write RUN/consensus.jsonl and RUN/consensus.png; returns the curve."""
-    curve, key, label = consensus_curve(run_dir, temperature)
+def write_consensus(run_dir: Path, temperature: float = 1.0,
+                    computed: tuple[list[dict], str, str] | None = None) -> list[dict[str, float]]:
+    """Write RUN/consensus.jsonl and RUN/consensus.png; returns the curve. ``computed``: a
+    ``consensus_curve`` result already at hand (it is not computed again)."""
+    curve, key, label = computed or consensus_curve(run_dir, temperature)
     with open(run_dir / "consensus.jsonl", "w") as f:
         f.writelines(json.dumps(point) + "\n" for point in curve)
     if curve:

@@ -73,12 +73,13 @@ def consensus_after_run(run_dir: Path, metrics: MetricsFile) -> dict[str, Any] |
     if not snapshot_steps(run_dir):
         return None
     try:
-        curve, key, _ = consensus_curve(run_dir)
+        computed = consensus_curve(run_dir)
     except ValueError:          # a learner without Q tables or consensus estimates
         return None
+    curve, key, _ = computed
     for point in curve:
         metrics.consensus(point)
-    write_consensus(run_dir)
+    write_consensus(run_dir, computed=computed)
     return {"key": key, **curve[-1]} if curve else None
 
 

@@ -51,8 +51,9 @@ def run(argv: list[str]) -> int:
                   "--checkpoint-every STEPS (or, for dac-deep, use --from-logs)")
             return 2
         try:
-            curve = write_consensus(run_dir, args.temperature)
-            _, key, label = consensus_curve(run_dir, args.temperature)
+            computed = consensus_curve(run_dir, args.temperature)
+            curve, key, label = computed
+            write_consensus(run_dir, args.temperature, computed)
         except ValueError as exc:
             print(f"agentd consensus: {exc}")
             return 2
