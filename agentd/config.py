@@ -47,6 +47,7 @@ class RunConfig:
     join_timeout: float = 60.0        # seconds for all processes to join
     max_msg_bytes: int = 16 << 20     # size cap of one message (guard)
     host: str = "127.0.0.1"           # interface local processes bind to
+    insecure: bool = False            # plaintext beyond loopback allowed on purpose (recorded)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
