@@ -38,6 +38,7 @@ from coordinator.rundir import (
     MetricsFile,
     consensus_after_run,
     derive_seed,
+    known_return_figures,
     plot_learning_curve,
     return_figures,
     write_json,
@@ -492,6 +493,7 @@ class Coordinator:
                    "steps_per_s": (env_stats or {}).get("steps_per_s", self.env_rate),
                    "wall_s": round(time.monotonic() - self.started, 2),
                    **return_figures(self.metrics.returns), "private": is_private(c),
+                   **known_return_figures(c, self.metrics.returns),
                    "secure": self.transport.secure, "insecure": c.insecure,
                    "security": self.security_summary(agents, env_stats), "files": files,
                    "peer_bytes_per_edge_per_step": self.peer_bytes_per_edge_per_step(agents),
@@ -528,3 +530,7 @@ class Coordinator:
         print(f"run {s['status']}: {self.run_dir}  episodes {s['episodes']}  "
               f"final_return {fmt(s['final_return'])} (initial {fmt(s['initial_return'])})  "
               f"{s['steps_per_s']:.0f} steps/s", flush=True)
+        if s.get("optimal_return") is not None:     # an env that knows its optimum
+            print(f"  normalised_return {fmt(s['normalised_return'])} (optimal_return "
+                  f"{s['optimal_return']:.3f}, random policy {s['random_return']:.3f})",
+                  flush=True)
