@@ -54,17 +54,18 @@ class Shipment:
 
 
 class Collector:
-    """Pulls announced files into ``run_dir``; ``send(key, kind, body)`` reaches a process."""
+    """Pulls announced files into ``run_dir``; ``send(name, kind, body)`` reaches a process
+    by its key name (agent-3, envserver)."""
 
-    def __init__(self, run_dir: Path, send: Callable[[Any, str, dict], None],
+    def __init__(self, run_dir: Path, send: Callable[[str, str, dict], None],
                  max_msg_bytes: int) -> None:
         self.run_dir = run_dir
         self.send = send
         self.chunk = max(512, min(CHUNK_BYTES, max_msg_bytes // 2))
-        self.shipments: dict[Any, Shipment] = {}
+        self.shipments: dict[str, Shipment] = {}
         self.refused: list[str] = []
 
-    def announce(self, key: Any, name: str, listing: list) -> None:
+    def announce(self, name: str, listing: list) -> None:
         """A process lists its files; bad entries are refused (and reported), the rest pulled."""
         files = {}
         for entry in listing:
@@ -74,10 +75,10 @@ class Collector:
                 continue
             path, size, digest = entry
             files[path] = _File(path, size, digest)
-        self.shipments[key] = Shipment(name, files)
+        self.shipments[name] = Shipment(name, files)
         for f in files.values():
             self._open(f)
-        self.pump(key)
+        self.pump(name)
 
     def _open(self, f: _File) -> None:
         part = self._part(f)
@@ -90,9 +91,9 @@ class Collector:
     def _part(self, f: _File) -> Path:
         return self.run_dir / (f.path + ".part")
 
-    def pump(self, key: Any) -> None:
+    def pump(self, name: str) -> None:
         """Finish files that have all their bytes, then keep WINDOW requests in flight."""
-        ship = self.shipments[key]
+        ship = self.shipments[name]
         active = [f for f in ship.files.values()
                   if f.path not in ship.done and f.path not in ship.failed]
         for f in active:
@@ -101,20 +102,20 @@ class Collector:
         in_flight = sum(len(f.pending) for f in ship.files.values())
         for f in active:
             while in_flight < WINDOW and f.next_offset < f.size and f.path not in ship.failed:
-                self._ask(key, f, f.next_offset)
+                self._ask(name, f, f.next_offset)
                 f.next_offset += self.chunk
                 in_flight += 1
         if ship.finished and not ship.reported:
             ship.reported = True
-            self.send(key, "files_done", {"received": ship.done, "failed": ship.failed})
+            self.send(name, "files_done", {"received": ship.done, "failed": ship.failed})
 
-    def _ask(self, key: Any, f: _File, offset: int) -> None:
+    def _ask(self, name: str, f: _File, offset: int) -> None:
         f.pending.add(offset)
-        self.send(key, "file_get", {"path": f.path, "offset": offset,
+        self.send(name, "file_get", {"path": f.path, "offset": offset,
                                     "length": min(self.chunk, f.size - offset)})
 
-    def on_chunk(self, key: Any, body: dict[str, Any]) -> None:
-        ship = self.shipments.get(key)
+    def on_chunk(self, name: str, body: dict[str, Any]) -> None:
+        ship = self.shipments.get(name)
         f = ship.files.get(body["path"]) if ship else None
         if f is None or body["offset"] not in f.pending:
             return                                   # not asked for: ignored
@@ -126,7 +127,7 @@ class Collector:
             if f.failures > RETRIES:
                 self._give_up(ship, f, "chunks kept arriving damaged")
             else:
-                self._ask(key, f, offset)
+                self._ask(name, f, offset)
             return
         with open(self._part(f), "r+b") as out:
             out.seek(offset)
@@ -134,7 +135,7 @@ class Collector:
         f.pending.discard(offset)
         f.received += len(data)
         ship.bytes += len(data)
-        self.pump(key)
+        self.pump(name)
 
     def _complete(self, ship: Shipment, f: _File) -> None:
         part = self._part(f)
@@ -154,13 +155,13 @@ class Collector:
         self.refused.append(f"{ship.name}: {f.path}: {why}")
         self._part(f).unlink(missing_ok=True)
 
-    def busy(self) -> list[Any]:
-        """Keys of processes whose files are still coming."""
+    def busy(self) -> list[str]:
+        """Names of processes whose files are still coming."""
         return [k for k, s in self.shipments.items() if not s.finished]
 
-    def abandon(self, key: Any) -> None:
+    def abandon(self, name: str) -> None:
         """A process went away mid-shipment: drop its half-written files."""
-        ship = self.shipments[key]
+        ship = self.shipments[name]
         for f in ship.files.values():
             if f.path not in ship.done and f.path not in ship.failed:
                 self._give_up(ship, f, "the process went silent before the file arrived")

@@ -186,10 +186,15 @@ class Coordinator:
             dst = proc.id if proc.id is not None else proc.hello_src
         self.transport.send(self.link, kind, dst, body, to=proc.identity)
 
-    def _send_to(self, ident: bytes, kind: str, body: dict[str, Any]) -> None:
-        proc = self.procs.get(ident)
+    def _send_to(self, name: str, kind: str, body: dict[str, Any]) -> None:
+        proc = self._by_name(name)
         if proc is not None:
             self.send(proc, kind, body)
+
+    def _by_name(self, name: str) -> Proc | None:
+        """An admitted process by its key name (agent-3, envserver)."""
+        return next((p for p in self.procs.values()
+                     if p.id is not None and name_of(p.id) == name), None)
 
     def on_message(self, msg: Message, ident: bytes | None) -> None:
         assert ident is not None
@@ -348,11 +353,12 @@ class Coordinator:
         log.warning("%s reports failed handshakes: %s; from %s", proc.name(), text, peers)
 
     def on_files(self, proc: Proc, msg: Message) -> None:
-        name = name_of(proc.id) if proc.id is not None else proc.role
-        self.collector.announce(proc.identity, name, msg.body["files"])
+        if proc.id is not None:
+            self.collector.announce(name_of(proc.id), msg.body["files"])
 
     def on_file_chunk(self, proc: Proc, msg: Message) -> None:
-        self.collector.on_chunk(proc.identity, msg.body)
+        if proc.id is not None:
+            self.collector.on_chunk(name_of(proc.id), msg.body)
 
     def on_bye(self, proc: Proc, msg: Message) -> None:
         proc.stats = msg.body["stats"]
@@ -399,21 +405,21 @@ class Coordinator:
 
     def collect_files(self, status: str) -> dict[str, Any]:
         """Pull the files of processes that wrote them on another disk; list what is missing."""
-        shippers = {p.identity for p in self.procs.values()
+        shippers = {name_of(p.id) for p in self.procs.values()
                     if p.id is not None and (p.stats or {}).get("files") == "ship"}
         silence = 2 * self.config.heartbeat_timeout
         started = time.monotonic()
         while True:
-            waiting = {i for i in shippers if i not in self.collector.shipments} | \
-                set(self.collector.busy())
-            for ident in list(waiting):
-                proc = self.procs[ident]
-                if time.monotonic() - proc.last_seen > silence:
-                    log.error("%s went silent before its files arrived", proc.name())
-                    if ident in self.collector.shipments:
-                        self.collector.abandon(ident)
-                    shippers.discard(ident)
-                    waiting.discard(ident)
+            waiting = (shippers - set(self.collector.shipments)) | set(self.collector.busy())
+            for name in list(waiting):
+                proc = self._by_name(name)
+                if proc is None or time.monotonic() - proc.last_seen > silence:
+                    log.error("%s went silent before its files arrived",
+                              proc.name() if proc else name)
+                    if name in self.collector.shipments:
+                        self.collector.abandon(name)
+                    shippers.discard(name)
+                    waiting.discard(name)
             if not waiting:
                 break
             for _ in self.transport.poll(100):

@@ -154,9 +154,9 @@ def test_collector_assembles_verified_files_and_asks_again_for_damaged_chunks(tm
             return data[:-1] + bytes([data[-1] ^ 1])
         return data
 
-    collector.announce("k", "agent-2", manifest)
+    collector.announce("agent-2", manifest)
     _pump(collector, src, outbox, damage_once)
-    ship = collector.shipments["k"]
+    ship = collector.shipments["agent-2"]
     assert ship.finished and sorted(ship.done) == sorted(files) and ship.failed == []
     for rel, data in files.items():
         assert (run / rel).read_bytes() == data
@@ -169,12 +169,12 @@ def test_collector_refuses_paths_outside_the_process_own_files(tmp_path):
     run.mkdir()
     outbox: list = []
     collector = Collector(run, lambda k, kind, body: outbox.append((k, kind, body)), 1 << 20)
-    collector.announce("k", "agent-2", [
+    collector.announce("agent-2", [
         ["logs/agent-3.log", 5, "0" * 64], ["../escape", 5, "0" * 64],
         ["/etc/passwd", 5, "0" * 64], ["checkpoints/agent-2/../../x", 5, "0" * 64],
         ["logs/agent-2.log.part", 5, "0" * 64], "junk"])
-    assert len(collector.refused) == 6 and collector.shipments["k"].files == {}
-    assert outbox == [("k", "files_done", {"received": [], "failed": []})]
+    assert len(collector.refused) == 6 and collector.shipments["agent-2"].files == {}
+    assert outbox == [("agent-2", "files_done", {"received": [], "failed": []})]
 
 
 def test_a_file_whose_digest_never_matches_is_given_up_after_two_fetches(tmp_path):
@@ -184,9 +184,9 @@ def test_a_file_whose_digest_never_matches_is_given_up_after_two_fetches(tmp_pat
     run.mkdir()
     outbox: list = []
     collector = Collector(run, lambda k, kind, body: outbox.append((k, kind, body)), 1 << 20)
-    collector.announce("k", "agent-2", manifest)
+    collector.announce("agent-2", manifest)
     _pump(collector, src, outbox)
-    ship = collector.shipments["k"]
+    ship = collector.shipments["agent-2"]
     assert ship.failed == ["logs/agent-2.log"] and not (run / "logs" / "agent-2.log").exists()
     assert "SHA-256 does not match" in collector.refused[0]
 
