@@ -43,7 +43,7 @@ class Agent:
                                 config["max_msg_bytes"])
         assert transport.msglog is not None
         transport.msglog.attach(log_dir / f"agent-{self.id}.log", f"agent {self.id}",
-                                private=not learner.centralised)
+                                private=not learner.non_private_reason(config["params"]))
         self.core = AgentCore(info, learner)
         self.learner = learner
         self.controls: list[int] = info["controls"]

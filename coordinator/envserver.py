@@ -175,7 +175,8 @@ def run_envserver(connect: str, bind: str, advertise: str | None = None,
         control.interval, control.timeout = cfg["heartbeat_interval"], cfg["heartbeat_timeout"]
         transport.guard = Guard(ENVSERVER, max_bytes=cfg["max_msg_bytes"])
         transport.msglog.attach(_log_dir(info) / "envserver.log",
-                                private=not load_learner_class(cfg["algo"]).centralised)
+                                private=not load_learner_class(cfg["algo"]).non_private_reason(
+                                    cfg["params"]))
         env = _build_env(cfg, info)
         control.send("env_ready", {"spaces": {"obs": env.obs_spaces, "act": env.act_spaces,
                                               "shared_reward": env.shared_reward,

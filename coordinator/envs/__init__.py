@@ -14,14 +14,18 @@ from typing import Any
 
 from coordinator.envs.base import OBS_MODES, EnvError, StepResult, VecEnv
 
-BUILTIN_ENVS = ("random-mdp", "digital", "spread")
+BUILTIN_ENVS = ("random-mdp", "digital", "spread", "ipd")
 # env_kwargs each built-in accepts, with the type its value is converted to (CLI values may
 # arrive as strings).
 _BUILTIN_KWARGS: dict[str, dict[str, type]] = {
     "random-mdp": {"n_actions": int, "n_states": int},
     "digital": {"n_states": int, "reward_noise": float},
     "spread": {"max_cycles": int, "continuous_actions": bool},
+    "ipd": {"payoff_noise": float, "task_seed": int, "tasks": str, "train_tasks": str,
+            "test_tasks": str, "episodes_per_task": int, "onehot": bool},
 }
+# Episode length of a built-in env when the run does not set episode_len.
+DEFAULT_EPISODE_LEN: dict[str, int] = {"ipd": 150}
 
 __all__ = ["BUILTIN_ENVS", "OBS_MODES", "EnvError", "StepResult", "VecEnv", "check_env_id",
            "make_env"]
@@ -66,6 +70,10 @@ def make_env(env_id: str, *, n_agents: int, num_envs: int, episode_len: int, see
 
         return Digital(n_agents, num_envs, episode_len, model_seed=seed,
                        **_builtin_kwargs(env_id, env_kwargs))
+    if env_id == "ipd":
+        from coordinator.envs.ipd import IPD
+
+        return IPD(n_agents, num_envs, episode_len, **_builtin_kwargs(env_id, env_kwargs))
 
     from coordinator.envs.pettingzoo_env import PettingZooVecEnv, load_factory
 
