@@ -130,7 +130,7 @@ class MetaPG(ShapingLearner):
         meta = g.meta_value(values, theta, g.tensor(self.theta_other0, grad=True), p.inner_lr,
                             p.chain, self.shape_opponent)
         step = g.gradient(meta, theta)
-        return float(meta) * (1.0 - p.gamma), step
+        return float(meta.detach()) * (1.0 - p.gamma), step
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return {**super().state_dict(), "phi": self.phi, "chain_pos": self.chain_pos,
