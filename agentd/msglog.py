@@ -3,7 +3,8 @@
 File layout: a sequence of records, each ``u32 little-endian length | msgpack array``.
 The first record is ``["meta", wall_time, {"format": "agentd-msglog", "version": 1,
 "process": name, "private": bool}]`` (private is false in runs of a centralised,
-non-private baseline such as maddpg or central-q). Every other record is
+non-private baseline such as maddpg or central-q, and of learners whose params share private
+state, such as lola with opponent = shared). Every other record is
 ``[direction, wall_time, plane, reason, frames]`` where direction is ``"in"``, ``"out"`` or
 ``"rej"`` (a received message the guard refused; ``reason`` names why), plane is
 ``control``/``env``/``peer`` and frames are the raw ZeroMQ frames as sent/received, without
