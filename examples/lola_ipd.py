@@ -14,6 +14,8 @@ state (``lr`` = ``eta`` = 0.5). Runs are in one process (``ipd_runs``); see the 
     python examples/lola_ipd.py                                  # exact, 10 seeds
     python examples/lola_ipd.py --estimator dice --num-envs 64 --seeds 0 1 2 3 4 \\
         --out docs/lola_ipd_dice.png
+    python examples/lola_ipd.py --estimator dice --num-envs 64 --seeds 0 1 2 3 4 \\
+        --lr 0.1 --eta 0.15 --out docs/lola_ipd_dice_small_steps.png
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ ALGOS = ("naive-pg", "lola")
 
 
 def one(algo: str, mode: str, seed: int, args: argparse.Namespace) -> dict:
-    params = {"opponent": mode, "estimator": args.estimator}
+    params = {"opponent": mode, "estimator": args.estimator, "lr": args.lr}
+    if algo == "lola":
+        params["eta"] = args.eta
     env, learners = new_pair(algo, seed, params, num_envs=args.num_envs)
     per_agent = play(env, learners, args.episodes, seed)
     rewards = np.array([[s["reward_per_step"] for s in agent] for agent in per_agent])
@@ -47,8 +51,10 @@ def summarise(name: str, runs: list[dict], episodes: int) -> str:
     curve = np.mean([r["rewards"].mean(0) for r in runs], axis=0)
     reached = np.nonzero(curve >= -1.1)[0]
     when = f"episode {reached[0] + 1:3d}" if len(reached) else "never    "
+    cooperating = sum(f > -1.1 for f in final)
     line = (f"{name:<16} final {mean:6.3f} ± {half:5.3f} (agents {agents[0]:6.3f}, "
-            f"{agents[1]:6.3f})  seed range {min(final):6.3f} .. {max(final):6.3f}  "
+            f"{agents[1]:6.3f})  seeds above -1.1: {cooperating}/{len(final)}  "
+            f"range {min(final):6.3f} .. {max(final):6.3f}  "
             f"mean reaches -1.1 at {when}  seed-0 P(C|s0,CC,CD,DC,DD) {runs[0]['policy']}")
     if "model_error" in runs[0]:
         err = np.mean([r["model_error"] for r in runs])
@@ -78,8 +84,8 @@ def plot(results: dict[tuple[str, str], list[dict]], args: argparse.Namespace) -
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel("reward per step (both agents)")
-    fig.suptitle(f"ipd, {args.estimator} gradients, K = {args.num_envs}: mean and 95% CI "
-                 "over seeds", fontsize=10)
+    fig.suptitle(f"ipd, {args.estimator} gradients, K = {args.num_envs}, lr {args.lr}, eta "
+                 f"{args.eta}: mean and 95% CI over seeds", fontsize=10)
     fig.tight_layout()
     fig.savefig(args.out, dpi=110)
 
@@ -91,6 +97,8 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["model", "shared"])
     parser.add_argument("--estimator", default="exact", choices=["exact", "dice"])
     parser.add_argument("--num-envs", type=int, default=1)
+    parser.add_argument("--lr", type=float, default=0.5, help="step size (both algorithms)")
+    parser.add_argument("--eta", type=float, default=0.5, help="LOLA's look-ahead step size")
     parser.add_argument("--out", type=Path, default=Path("docs/lola_ipd.png"))
     args = parser.parse_args()
     results: dict[tuple[str, str], list[dict]] = {}
@@ -100,9 +108,9 @@ def main() -> None:
             for algo in ALGOS:
                 results.setdefault((algo, mode), []).append(one(algo, mode, seed, args))
         print(f"  seed {seed} done ({time.monotonic() - started:.0f} s)", flush=True)
-    print(f"\nipd, {args.estimator} gradients, K = {args.num_envs}, {args.episodes} episodes of "
-          f"150 steps, seeds {args.seeds}; final = mean reward per step over the last 10% of "
-          "episodes, ± 95% CI over seeds")
+    print(f"\nipd, {args.estimator} gradients, K = {args.num_envs}, lr {args.lr}, eta {args.eta}, "
+          f"{args.episodes} episodes of 150 steps, seeds {args.seeds}; final = mean reward per "
+          "step over the last 10% of episodes, ± 95% CI over seeds")
     for (algo, mode), runs in results.items():
         print(summarise(f"{algo} {mode}", runs, args.episodes))
     plot(results, args)

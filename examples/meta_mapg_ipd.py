@@ -12,12 +12,15 @@ The seed's claim: Meta-MAPG cooperates (about -1 per step) within one inner step
 does not (about -2). Runs are in one process (``ipd_runs``); see the README.
 
     python examples/meta_mapg_ipd.py                     # 5 seeds, 200 meta-training tasks
+    python examples/meta_mapg_ipd.py --from-runs RUN...  # the same table from live runs
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +60,20 @@ def one(algo: str, mode: str, seed: int, args: argparse.Namespace) -> dict:
     thetas = [lr.theta.copy() for lr in learners]
     return {"train": train, "test": meta_test(algo, mode, seed, thetas, args),
             "policy": p_cooperate(thetas[0])}
+
+
+def from_run(run_dir: Path) -> str:
+    """Reward per step at each chain step of a live run, from the env server's episode returns
+    (all K copies play the same task, so episode e is at chain step (e - 1) mod (L + 1))."""
+    config = tomllib.loads((run_dir / "config.toml").read_text())
+    per_task, k = config["env_args"]["episodes_per_task"], config["num_envs"]
+    returns = [json.loads(line)["return"] for line in
+               (run_dir / "metrics.jsonl").read_text().splitlines() if '"return"' in line]
+    steps = np.arange(len(returns)) // k % per_task
+    cells = "  ".join(f"j={j}: {np.mean(np.array(returns)[steps == j]) / config['episode_len']:6.3f}"
+                      for j in range(per_task))
+    tasks = len(returns) // (k * per_task)
+    return f"{run_dir.name} ({config['algo']}, {tasks} tasks):  {cells}"
 
 
 def report(name: str, tests: list[np.ndarray], extra: str = "") -> str:
@@ -114,7 +131,12 @@ def main() -> None:
     parser.add_argument("--noise", type=float, default=0.25, help="payoff noise half-width")
     parser.add_argument("--modes", nargs="+", default=["model", "shared"])
     parser.add_argument("--out", type=Path, default=Path("docs/meta_mapg_ipd.png"))
+    parser.add_argument("--from-runs", type=Path, nargs="+", metavar="RUN",
+                        help="only print the reward per chain step of these live runs")
     args = parser.parse_args()
+    if args.from_runs:
+        print("\n".join(from_run(run) for run in args.from_runs))
+        return
     results: dict[tuple[str, str], list[dict]] = {}
     untrained: dict[str, list[np.ndarray]] = {}
     started = time.monotonic()

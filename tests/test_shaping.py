@@ -297,3 +297,16 @@ def test_the_guard_permits_policy_params_only_with_opponent_shared():
             with pytest.raises(KindNotPermitted):
                 guard.incoming([frame], "peer", peer_identity(1))
         assert bool(Lola.non_private_reason(params)) == allowed
+
+
+def test_one_hot_observations_give_the_same_run_as_indices():
+    thetas = []
+    for onehot in (False, True):
+        env = build_env("ipd", 2, num_envs=3, episode_len=30, env_args={"onehot": onehot})
+        learners = make_learners("lola", env, 2, "line", 5, {})
+        run_in_process(env, learners, 90, metrics_every=30)
+        thetas.append([lr.theta.copy() for lr in learners])
+    assert not np.allclose(thetas[0][0], make_learners(
+        "lola", build_env("ipd", 2), 2, "line", 5, {})[0].theta)        # they did learn
+    for a, b in zip(*thetas):
+        np.testing.assert_array_equal(a, b)

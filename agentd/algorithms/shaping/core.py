@@ -132,10 +132,11 @@ class ShapingLearner(Learner):
 
     def _check_spaces(self, spec: LearnerSpec) -> None:
         obs, act = spec.obs_spaces[0], spec.act_spaces[0]
+        index = obs == {"type": "discrete", "n": N_STATES}
         onehot = obs.get("type") == "box" and list(obs.get("shape", [])) == [N_STATES]
-        if len(spec.controls) != 1 or spec.n_agents != 2 or act != {"type": "discrete",
-                                                                     "n": N_ACTIONS} or not (
-                obs == {"type": "discrete", "n": N_STATES} or onehot):
+        ipd_like = (len(spec.controls) == 1 and spec.n_agents == 2 and (index or onehot)
+                    and act == {"type": "discrete", "n": N_ACTIONS})
+        if not ipd_like:
             raise LearnerConfigError(f"{self.name} needs the two-agent ipd env (5 states, "
                                      f"2 actions), got obs {obs}, actions {act}, "
                                      f"{spec.n_agents} agents")
