@@ -119,6 +119,7 @@ def run_config(algo, **extra):
     (run_config("meta-mapg", params={"estimator": "dice"}), "estimator = exact only"),
     (run_config("meta-pg", env_args={"episodes_per_task": 2}), "episodes_per_task = 2.*chain"),
     (run_config("meta-pg", params={"init": "/nonexistent"}), "'init': cannot read theta"),
+    (run_config("lola", env_args={"tasks": "meta-val"}), "'env_args'.*tasks must be one of"),
 ])
 def test_bad_shaping_configs_name_the_field(cli, words):
     with pytest.raises(ConfigError, match=words):

@@ -104,6 +104,13 @@ class ShapingLearner(Learner):
         if run["n"] != 2:
             raise LearnerConfigError(f"'n': {cls.name} is a two-agent learner; use --n 2 "
                                      f"(got {run['n']})")
+        from coordinator.envs import EnvError, make_env
+
+        try:     # an ipd is cheap to build: bad env_args fail at start-up, not in the run
+            make_env("ipd", n_agents=2, num_envs=1, episode_len=run["episode_len"], seed=0,
+                     env_kwargs=run["env_args"])
+        except EnvError as exc:
+            raise LearnerConfigError(f"'env_args': {exc}") from None
         return {}
 
     def __init__(self, spec: LearnerSpec) -> None:
