@@ -43,7 +43,7 @@ class Agent:
                                 config["max_msg_bytes"])
         assert transport.msglog is not None
         transport.msglog.attach(files.log_path, f"agent {self.id}",
-                                private=not learner.centralised,
+                                private=not learner.non_private_reason(config["params"]),
                                 meta={**transport.security_meta(),
                                       "insecure": transport.insecure or config["insecure"]})
         self.core = AgentCore(info, learner)

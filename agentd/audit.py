@@ -140,6 +140,7 @@ def collect(run_dir: Path) -> Collected:
             entry["secure"] = log.meta.get("secure")
             entry["insecure"] = log.meta.get("insecure")
             entry["test_link_delay"] = log.meta.get("test_link_delay")
+            entry["private"] = log.meta.get("private")
             for rec in log:
                 c.add(owner, rec)
                 entry["records"] += 1
@@ -292,7 +293,8 @@ def audit_run(run_dir: Path) -> dict[str, Any]:
     algo = str(config.get("algo", "?"))
     c = collect(run_dir)
     edges = edge_table(c)
-    return {"run": str(run_dir), "algo": algo, "logs": c.logs, "edges": edges,
+    return {"run": str(run_dir), "algo": algo, "private": config.get("private", True),
+            "logs": c.logs, "edges": edges,
             "sent_not_received": [e for e in edges if e["sent"] != e["received"]],
             "rejections": rejection_table(c), "handshakes_failed": handshake_table(c),
             "files": run_files(run_dir),
@@ -360,6 +362,15 @@ def _security_blocks(r: dict[str, Any]) -> list[tuple]:
     return blocks
 
 
+def _label_block(r: dict[str, Any]) -> tuple:
+    """The run's privacy label, from config.toml and from every log's meta record."""
+    label = "private" if r["private"] else "NON-PRIVATE"
+    off = [name for name, e in r["logs"].items() if e.get("private", r["private"]) != r["private"]]
+    where = (f"the same in all {len(r['logs'])} logs" if not off else
+             f"but these logs say otherwise: {', '.join(off)}")
+    return ("p", f"run labelled {label} in config.toml; {where}")
+
+
 def _peer_blocks(p: dict[str, Any]) -> list[tuple]:
     permitted = "unknown algo" if p["permitted"] is None else ", ".join(p["permitted"]) or "none"
     verdict = "YES" if p["only_permitted"] else "NO"
@@ -381,7 +392,7 @@ def _peer_blocks(p: dict[str, Any]) -> list[tuple]:
 def _blocks(r: dict[str, Any]) -> list[tuple]:
     """The report as headings, paragraphs and tables, rendered as text or markdown."""
     probe = r["probe"]
-    return [*_traffic_blocks(r), *_security_blocks(r), *_peer_blocks(r["peer"]),
+    return [*_traffic_blocks(r), *_security_blocks(r), *_peer_blocks(r["peer"]), _label_block(r),
             ("h", f"Leakage probe ({probe['label']})"), ("p", probe["method"]),
             ("table", ["agent", "peer msgs", "steps", "accuracy", "chance", "baseline", "note"],
              [list(a.values()) for a in probe["agents"]])]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import textwrap
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -86,6 +87,10 @@ def resolve(file_values: dict[str, Any], cli_values: dict[str, Any]) -> RunConfi
             else:
                 merged[key] = value
     config = RunConfig(**{k: _coerce(k, v) for k, v in merged.items()})
+    if "episode_len" not in merged:     # an env may have its own default (ipd: 150)
+        from coordinator.envs import DEFAULT_EPISODE_LEN
+
+        config.episode_len = DEFAULT_EPISODE_LEN.get(config.env, config.episode_len)
     validate(config)
     _resolve_defaults(config)
     if private is not None and private != is_private(config):
@@ -189,16 +194,25 @@ def _validate_algo_env(c: RunConfig) -> None:
 def _resolve_defaults(c: RunConfig) -> None:
     """Replace learner-dependent defaults by what will run, so config.toml shows it.
 
+    * The learner checks the run it is put into and adds env_args it needs (``check_run``:
+      e.g. meta-mapg sets ipd's ``episodes_per_task`` to its chain length + 1).
+
     * obs "auto" becomes "state" for a learner that wants the global state, else "local".
     * A learner of Box actions on an mpe2 env gets ``continuous_actions = true`` unless
       env_args sets it: MPE envs default to discrete actions, and without this
       ``--algo dac-deep --env mpe2.simple_spread_v3:parallel_env`` would fail as written.
     """
     from agentd.algorithms import load_learner_class
+    from agentd.algorithms.base import LearnerConfigError
     from coordinator.envs import BUILTIN_ENVS
     from coordinator.envs.pettingzoo_env import split_factory_spec
 
     learner = load_learner_class(c.algo)
+    try:
+        needed = learner.check_run(c.to_dict())
+    except LearnerConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    c.env_args = {**needed, **c.env_args}
     if c.obs == "auto":
         c.obs = "state" if learner.wants_state else "local"
     if (learner.action_type == "box" and c.env not in BUILTIN_ENVS
@@ -216,19 +230,25 @@ def process_count(c: RunConfig) -> int:
 
 def is_private(c: RunConfig) -> bool:
     """False for a centralised baseline (one process sees every agent's observations and
-    actions, DESIGN §5.4): such runs are labelled in config.toml, summary.json and the logs."""
+    actions, DESIGN §5.4) or a learner whose params make it share private state (e.g.
+    ``opponent = shared``): such runs are labelled in config.toml, summary.json and the logs."""
+    return not non_private_reason(c)
+
+
+def non_private_reason(c: RunConfig) -> str:
+    """Why the run is not private ("" if it is)."""
     from agentd.algorithms import load_learner_class
 
-    return not load_learner_class(c.algo).centralised
+    return load_learner_class(c.algo).non_private_reason(c.params)
 
 
 def to_toml(c: RunConfig) -> str:
     """The resolved config as TOML (written to the run directory)."""
     lines: list[str] = []
-    if not is_private(c):
-        lines += [f"# NON-PRIVATE RUN: '{c.algo}' is a centralised baseline; one process",
-                  "# sees the joint observations and actions of all agents (DESIGN §5.4).",
-                  "private = false"]
+    reason = non_private_reason(c)
+    if reason:
+        lines += [f"# {line}" for line in textwrap.wrap(f"NON-PRIVATE RUN: {reason}", 90)]
+        lines.append("private = false")
     tables = []
     for key, value in c.to_dict().items():
         if isinstance(value, dict):

@@ -3,7 +3,8 @@
 File layout: a sequence of records, each ``u32 little-endian length | msgpack array``.
 The first record is ``["meta", wall_time, {"format": "agentd-msglog", "version": 1,
 "process": name, "private": bool, "secure": bool, "insecure": bool}]`` (private is false in
-runs of a centralised, non-private baseline such as maddpg or central-q; secure says whether
+runs of a centralised, non-private baseline such as maddpg or central-q, and of learners
+whose params share private state, such as lola with opponent = shared; secure says whether
 the process's links ran CURVE; insecure that plaintext beyond loopback was allowed on
 purpose). Every other record is ``[direction, wall_time, plane, reason, frames]`` where
 direction is ``"in"``, ``"out"``, ``"rej"`` (a received message the guard refused; ``reason``

@@ -188,7 +188,8 @@ def run_envserver(opts: JoinOptions) -> int:
         files.capture_output()
         assert transport.msglog is not None
         transport.msglog.attach(files.log_path,
-                                private=not load_learner_class(cfg["algo"]).centralised,
+                                private=not load_learner_class(cfg["algo"]).non_private_reason(
+                                    cfg["params"]),
                                 meta={**transport.security_meta(),
                                       "insecure": transport.insecure or cfg["insecure"]})
         env = _build_env(cfg, info)

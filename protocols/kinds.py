@@ -172,3 +172,7 @@ register(Kind("pr_values", "peer", {"qid": INT, "states": Arr(INTS, (1,), 1 << 1
               doc="policy reciprocity: a neighbour's values (rows) at the given states"))
 register(Kind("latent", "peer", {"z": Arr(FLOATS, (1, 2))},
               doc="MDPO: a predicted low-dimensional latent variable"))
+register(Kind("policy_params", "peer", {"episode": INT, "logits": Arr(FLOATS, (2,), 64)},
+              doc="NON-PRIVATE, opponent-shaping learners with opponent=shared only: the "
+                  "policy logits an agent played in an episode (published full-information "
+                  "LOLA / Meta-MAPG)"))

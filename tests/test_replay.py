@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import struct
 import subprocess
+import tomllib
 
 import msgpack
 import numpy as np
@@ -13,14 +14,22 @@ import pytest
 from conftest import AGENTD, read_json
 
 from agentd.algorithms import ALGORITHMS
+from agentd.audit import audit_run
 from agentd.core import build_learner
+from agentd.msglog import open_log
 from agentd.replay import Item, Perturbation, compare_state, read_agent_log, replay
 from protocols import Codec, encode
 from protocols.envelope import split
 
 DEEP = ["--env", "mpe2.simple_spread_v3:parallel_env", "--param", "start=64", "--param", "batch=32"]
+IPD = ["--env", "ipd", "--n", "2", "--topology", "line"]
 RUN_ARGS = {"dac": [], "iql": [], "central-q": [], "random": [], "pr": [], "dac-deep": DEEP,
             "isac": DEEP, "maddpg": DEEP}
+RUN_ARGS.update({   # the opponent-shaping family, private and shared, exact and sampled
+    "naive-pg": [*IPD, "--param", "estimator=dice"],
+    "lola": [*IPD, "--param", "opponent=shared"],
+    "meta-pg": IPD,
+    "meta-mapg": [*IPD, "--param", "opponent=shared"]})
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +69,34 @@ def test_conformance_checkpoint_restores(runs_by_algo, algo):
         learner.load_state_dict({k: saved[k] for k in saved.files})
         for key, value in learner.state_dict().items():
             np.testing.assert_array_equal(value, saved[key])
+
+
+@pytest.mark.parametrize("algo", sorted(ALGORITHMS))
+def test_conformance_privacy_label_agrees_everywhere_and_only_permitted_kinds_cross(
+        runs_by_algo, algo):
+    run_dir = runs_by_algo[algo]
+    label = tomllib.loads((run_dir / "config.toml").read_text()).get("private", True)
+    assert read_json(run_dir / "summary.json")["private"] is label
+    for path in (run_dir / "logs").glob("*.log"):
+        assert open_log(path).meta["private"] is label, path
+    report = audit_run(run_dir)
+    assert report["private"] is label and report["peer"]["only_permitted"]
+
+
+@pytest.mark.parametrize("algo", ["naive-pg", "lola", "meta-pg", "meta-mapg"])
+def test_shaping_agents_exchange_nothing_but_env_traffic_unless_shared(runs_by_algo, algo):
+    run_dir = runs_by_algo[algo]
+    shared = "opponent=shared" in RUN_ARGS[algo]
+    report = audit_run(run_dir)
+    peer = {(e["src"], e["dst"]): e["kinds"] for e in report["peer"]["edges"]}
+    sent = {(e["src"], e["dst"]): e["sent"] for e in report["edges"] if e["plane"] == "peer"}
+    pair = [("agent 0", "agent 1"), ("agent 1", "agent 0")]
+    if shared:      # one policy_params per episode each way (300 steps / 20), and no other
+        assert peer == {p: ["policy_params"] for p in pair} and report["private"] is False
+        assert sent == {p: 15 for p in pair}
+    else:
+        assert peer == {p: [] for p in pair} and sent == {} and report["private"] is True
+        assert report["peer"]["permitted"] == []
 
 
 def test_replay_cli_says_bit_for_bit(runs_by_algo):

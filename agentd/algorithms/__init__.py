@@ -19,6 +19,10 @@ ALGORITHMS: dict[str, str] = {
     "dac-deep": "agentd.algorithms.dac_deep:DacDeep",
     "isac": "agentd.algorithms.dac_deep:Isac",
     "maddpg": "agentd.algorithms.maddpg:Maddpg",
+    "naive-pg": "agentd.algorithms.shaping.naive_pg:NaivePG",
+    "lola": "agentd.algorithms.shaping.lola:Lola",
+    "meta-pg": "agentd.algorithms.shaping.meta:MetaPG",
+    "meta-mapg": "agentd.algorithms.shaping.meta:MetaMAPG",
 }
 
 

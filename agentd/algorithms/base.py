@@ -121,6 +121,22 @@ class Learner:
         use it. A learner whose messages depend on its parameters overrides it."""
         return cls.peer_kinds
 
+    @classmethod
+    def non_private_reason(cls, params: dict[str, Any]) -> str:
+        """Why a run of this learner with these (raw) params is NOT private, or "" if it is.
+        Such runs are labelled in config.toml, summary.json and every log's meta."""
+        if cls.centralised:
+            return (f"'{cls.name}' is a centralised baseline; one process sees the joint "
+                    "observations and actions of all agents (DESIGN §5.4).")
+        return ""
+
+    @classmethod
+    def check_run(cls, run: dict[str, Any]) -> dict[str, Any]:
+        """Check the run this learner is configured into (``RunConfig.to_dict()``: env,
+        env_args, n, params, ...) at config time; return env_args it needs by default (they
+        show in config.toml). Raise LearnerConfigError naming the field."""
+        return {}
+
     def act(self, obs: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 

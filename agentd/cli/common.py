@@ -11,13 +11,14 @@ FLAG_HELP = {
     "topology": "communication graph: ring, line, star, complete, grid, random, small-world, "
                 "edgelist (default ring)",
     "n": "number of agents (default 5)",
-    "algo": "learner: dac, iql, central-q, random, pr, dac-deep, isac, maddpg (default dac)",
-    "env": "random-mdp (default), digital, spread, or a PettingZoo ParallelEnv as "
+    "algo": "learner: dac, iql, central-q, random, pr, dac-deep, isac, maddpg, naive-pg, lola, "
+            "meta-pg, meta-mapg (default dac)",
+    "env": "random-mdp (default), digital, spread, ipd, or a PettingZoo ParallelEnv as "
            "module:callable, e.g. mpe2.simple_spread_v3:parallel_env",
     "obs": "what each agent observes: auto (what the learner wants), local (its own "
            "observation) or state (the env's global state) (default auto)",
     "steps": "joint steps per env copy (default 20000)",
-    "episode-len": "episode length cap (default 50)",
+    "episode-len": "episode length cap (default 50; 150 for ipd)",
     "num-envs": "K env copies stepped per message round (default 1)",
     "seed": "run seed (default 0)",
     "run-dir": "run directory (default runs/<timestamp>)",

@@ -14,7 +14,7 @@ from typing import Any
 
 from coordinator.envs.base import OBS_MODES, EnvError, StepResult, VecEnv
 
-BUILTIN_ENVS = ("random-mdp", "digital", "spread")
+BUILTIN_ENVS = ("random-mdp", "digital", "spread", "ipd")
 # The tabular games of seed 003 (built by class path below; each knows its optimum).
 GAME_ENVS = {"lstage": "coordinator.envs.lstage:LStage",
              "stochastic-game": "coordinator.envs.stochastic_game:StochasticGame",
@@ -31,7 +31,11 @@ _BUILTIN_KWARGS: dict[str, dict[str, type]] = {
     "lstage": {"L": int},
     "stochastic-game": {"n_states": int, "n_actions": int, "horizon": int, "one_hot": bool},
     "matrix": {"game": str, "k": float, "payoff": str},
+    "ipd": {"payoff_noise": float, "task_seed": int, "tasks": str, "train_tasks": str,
+            "test_tasks": str, "episodes_per_task": int, "onehot": bool},
 }
+# Episode length of a built-in env when the run does not set episode_len.
+DEFAULT_EPISODE_LEN: dict[str, int] = {"ipd": 150}
 
 __all__ = ["BUILTIN_ENVS", "OBS_MODES", "EnvError", "StepResult", "VecEnv", "check_env_id",
            "make_env"]
@@ -76,6 +80,10 @@ def make_env(env_id: str, *, n_agents: int, num_envs: int, episode_len: int, see
 
         return Digital(n_agents, num_envs, episode_len, model_seed=seed,
                        **_builtin_kwargs(env_id, env_kwargs))
+    if env_id == "ipd":
+        from coordinator.envs.ipd import IPD
+
+        return IPD(n_agents, num_envs, episode_len, **_builtin_kwargs(env_id, env_kwargs))
 
     if env_id in GAME_ENVS:
         import importlib
