@@ -19,6 +19,9 @@ ALGORITHMS: dict[str, str] = {
     "dac-deep": "agentd.algorithms.dac_deep:DacDeep",
     "isac": "agentd.algorithms.dac_deep:Isac",
     "maddpg": "agentd.algorithms.maddpg:Maddpg",
+    "ippo": "agentd.algorithms.onpolicy.ippo:IPPO",
+    "dpo": "agentd.algorithms.onpolicy.dpo:DPO",
+    "mdpo": "agentd.algorithms.onpolicy.mdpo:MDPO",
 }
 
 

@@ -121,6 +121,12 @@ class Learner:
         use it. A learner whose messages depend on its parameters overrides it."""
         return cls.peer_kinds
 
+    def peer_shapes(self) -> dict[str, dict[str, tuple[tuple[int, ...], str]]]:
+        """Exact (shape, dtype) of array fields of peer kinds, declared at admission: the guard
+        rejects a message of such a kind whose array differs or is not finite. Empty: the
+        registry's schema alone."""
+        return {}
+
     def act(self, obs: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
