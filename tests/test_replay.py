@@ -19,8 +19,11 @@ from protocols import Codec, encode
 from protocols.envelope import split
 
 DEEP = ["--env", "mpe2.simple_spread_v3:parallel_env", "--param", "start=64", "--param", "batch=32"]
+ONPOLICY = ["--param", "rollout=50"]
 RUN_ARGS = {"dac": [], "iql": [], "central-q": [], "random": [], "pr": [], "dac-deep": DEEP,
-            "isac": DEEP, "maddpg": DEEP}
+            "isac": DEEP, "maddpg": DEEP, "ippo": ONPOLICY, "dpo": ONPOLICY,
+            "mdpo": [*ONPOLICY, "--param", "share_latent=true", "--param", "model_steps=5",
+                     "--param", "pred_steps=5"]}
 
 
 @pytest.fixture(scope="module")
@@ -218,3 +221,17 @@ def test_perturbations_change_a_communicating_learner(runs_by_algo, tmp_path):
         assert res.forced_steps == expected_forced, pert.describe()
     dropped = replay(run_dir, 1, Perturbation(drop_from=frozenset({0})))
     assert dropped.peer_delivered == 300                               # only agent 2's
+
+
+@pytest.mark.parametrize("algo", ["ippo", "dpo", "mdpo"])
+def test_onpolicy_conformance_runs_end_with_finite_losses(runs_by_algo, algo):
+    """300 steps, rollout 50: six updates per agent, every reported loss finite."""
+    import json
+    import math
+
+    records = [scalars for line in (runs_by_algo[algo] / "metrics.jsonl").read_text().splitlines()
+               for scalars in json.loads(line).get("agents", {}).values()
+               if scalars and "policy_loss" in scalars]
+    assert len(records) >= 3
+    assert all(math.isfinite(r["policy_loss"]) and math.isfinite(r["value_loss"])
+               for r in records)

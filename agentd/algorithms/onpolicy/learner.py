@@ -121,6 +121,7 @@ class OnPolicyLearner(Learner):
         self.vnorm = RunningNorm() if p.value_norm else None
         self.iteration = 0
         self.pending: dict[str, np.ndarray] | None = None
+        self._next_values: tuple[np.ndarray, np.ndarray] | None = None
 
     def _spaces(self, spec: LearnerSpec) -> tuple[dict, dict]:
         if len(spec.controls) != 1:
@@ -153,17 +154,28 @@ class OnPolicyLearner(Learner):
             a = self.head.sample(dist, self.gen)
             logp = self.head.log_prob(dist, a)
         self.pending = {"obs": x, "act": a.numpy(), "logp": logp.numpy(),
-                        "dist": dist.numpy(), "value": self.values(x)}
+                        "dist": dist.numpy(), "value": self._value_of_obs(x)}
         return self.to_env(a.numpy())
+
+    def _value_of_obs(self, x: np.ndarray) -> np.ndarray:
+        """V(o), reusing V(s') from the last observe where no episode restarted (the same
+        observation, the same critic: the critic only changes in ``update``)."""
+        cached = self._next_values
+        self._next_values = None
+        if cached is not None and cached[0].shape == x.shape and np.array_equal(cached[0], x):
+            return cached[1]
+        return self.values(x)
 
     def observe(self, obs, action, reward, next_obs, terminated, truncated) -> None:
         assert self.pending is not None, "observe before act"
         term = np.asarray(terminated, dtype=bool)
         next_x = self.encode(next_obs)
+        next_v = self.values(next_x)
         self.store.add(**self.pending, **self.extra_row(next_x),
-                       reward=np.asarray(reward, np.float64), next_value=self.values(next_x),
+                       reward=np.asarray(reward, np.float64), next_value=next_v,
                        terminated=term, done=term | np.asarray(truncated, dtype=bool))
         self.pending = None
+        self._next_values = (next_x, next_v)
 
     def extra_row(self, next_x: np.ndarray) -> dict[str, np.ndarray]:
         """Fields a subclass adds to ``rollout_fields``, filled at observe time."""
@@ -173,6 +185,7 @@ class OnPolicyLearner(Learner):
     def update(self) -> dict[str, float]:
         if not self.store.full:
             return {}
+        self._next_values = None                  # the critic is about to change
         batch = self.training_batch()
         self.store.reset()
         scalars = self.train(batch)
