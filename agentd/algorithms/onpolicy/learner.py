@@ -17,6 +17,7 @@ Subclasses override ``policy_loss`` (and ``training_batch`` / ``after_update`` i
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -186,11 +187,13 @@ class OnPolicyLearner(Learner):
         if not self.store.full:
             return {}
         self._next_values = None                  # the critic is about to change
+        started = time.perf_counter()
         batch = self.training_batch()
         self.store.reset()
         scalars = self.train(batch)
         self.iteration += 1
-        return {**scalars, "iteration": float(self.iteration)}
+        return {**scalars, "iteration": float(self.iteration),
+                "update_seconds": time.perf_counter() - started}
 
     def training_batch(self) -> dict[str, np.ndarray]:
         """The batch to train on: the real rollout with GAE advantages and returns."""
