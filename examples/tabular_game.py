@@ -82,7 +82,9 @@ def policies(learners) -> list[np.ndarray]:
 
     out = []
     for lr in learners:
-        x = torch.as_tensor(lr.encode(np.arange(lr.obs_dim)))
+        discrete = lr.spec.obs_spaces[0]["type"] == "discrete"
+        states = np.arange(lr.obs_dim) if discrete else np.eye(lr.obs_dim, dtype=np.float32)
+        x = torch.as_tensor(lr.encode(states))
         with torch.no_grad():
             out.append(lr.actor(x).softmax(-1).numpy().astype(np.float64))
     return out

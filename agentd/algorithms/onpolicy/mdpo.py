@@ -66,9 +66,14 @@ class MdpoParams(DpoParams):
     """hidden units of psi, the model trunk and f_zeta"""
     share_latent: bool = False
     """send neighbours the predicted latent each step and condition the model on theirs"""
+    obs_model: str = "auto"
+    """P_theta over o': categorical | gaussian | auto (categorical for Discrete observations)"""
 
     def check(self) -> None:
         super().check()
+        if self.obs_model not in ("auto", "categorical", "gaussian"):
+            raise LearnerConfigError("parameter 'obs_model' must be auto, categorical or "
+                                     f"gaussian, got {self.obs_model!r}")
         if self.base not in ("dpo", "ippo"):
             raise LearnerConfigError(f"parameter 'base' must be dpo or ippo, got {self.base!r}")
         if self.history < 2:
@@ -100,7 +105,8 @@ class MDPO(DPO):
         self.peer_kinds = self.permitted_kinds(spec.params)
         self.nb_slot = {j: k for k, j in enumerate(sorted(spec.neighbours))}
         self.act_in = self.head.dist_dim if self.head.discrete else self.head.act_shape[0]
-        discrete_obs = spec.obs_spaces[0]["type"] == "discrete"
+        discrete_obs = (p.obs_model == "categorical" or
+                        (p.obs_model == "auto" and spec.obs_spaces[0]["type"] == "discrete"))
         self.model = LatentModel(self.obs_dim, self.act_in, p.latent_dim, self.nb_dim,
                                  p.history, p.model_hidden, discrete_obs)
         self.opt_model = torch.optim.Adam(self.model.model_parameters(), lr=p.model_lr)
