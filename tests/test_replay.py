@@ -26,20 +26,30 @@ RUN_ARGS = {"dac": [], "iql": [], "central-q": [], "random": [], "pr": [], "dac-
                      "--param", "pred_steps=5"]}
 
 
+class LazyRuns(dict):
+    """algo -> run directory, each short live run launched on first use, so a test's setup
+    pays (and its timeout covers) only the runs it reads, not one per registered learner."""
+
+    def __init__(self, tmp_path_factory) -> None:
+        super().__init__()
+        self.tmp = tmp_path_factory
+
+    def __missing__(self, algo: str):
+        run_dir = self.tmp.mktemp(algo) / "run"
+        res = subprocess.run(check=False, args=[*AGENTD, "launch", "--quiet", "--run-dir", str(run_dir),
+                              "--algo", algo, "--n", "3", "--num-envs", "2", "--steps", "300",
+                              "--episode-len", "20", "--seed", "4", *RUN_ARGS[algo]],
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stdout + res.stderr
+        self[algo] = run_dir
+        return run_dir
+
+
 @pytest.fixture(scope="module")
 def runs_by_algo(tmp_path_factory):
     """One short live run per registered learner (random-mdp, n = 3, K = 2)."""
     assert set(RUN_ARGS) == set(ALGORITHMS), "a new learner needs a conformance run here"
-    out = {}
-    for algo, extra in RUN_ARGS.items():
-        run_dir = tmp_path_factory.mktemp(algo) / "run"
-        res = subprocess.run(check=False, args=[*AGENTD, "launch", "--quiet", "--run-dir", str(run_dir),
-                              "--algo", algo, "--n", "3", "--num-envs", "2", "--steps", "300",
-                              "--episode-len", "20", "--seed", "4", *extra],
-                             capture_output=True, text=True, timeout=120)
-        assert res.returncode == 0, res.stdout + res.stderr
-        out[algo] = run_dir
-    return out
+    return LazyRuns(tmp_path_factory)
 
 
 @pytest.mark.parametrize("algo", sorted(ALGORITHMS))
