@@ -21,6 +21,7 @@ import argparse
 import json
 import time
 import tomllib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +88,9 @@ def plot(results: dict[str, list[dict]], title: str, out: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for algo, runs in results.items():
         c = np.array([curve(r, grid) for r in runs])
-        mean, sd = np.nanmean(c, 0), np.nanstd(c, 0)
+        with warnings.catch_warnings():          # bins in which no episode ended
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean, sd = np.nanmean(c, 0), np.nanstd(c, 0)
         ax.plot(mid, mean, label=f"{algo} ({len(runs)} seeds)")
         ax.fill_between(mid, mean - sd, mean + sd, alpha=0.2)
     ax.set_xlabel("joint steps per env copy")
@@ -129,8 +132,9 @@ def main() -> None:
             results[algo].append(run)
             print(f"  {algo} seed {seed}: {len(run['returns'])} episodes, "
                   f"{run['seconds']:.0f} s", flush=True)
-    title = (f"{args.env.split(':')[0]} {' '.join(args.env_arg)}, n = {args.n}, "
-             f"{args.steps} steps x {args.num_envs} copies")
+    name = " ".join(v.split("=", 1)[1] for v in args.env_arg if not v.startswith(
+        "continuous")) or args.env.split(":")[0].split(".")[-1]
+    title = f"{name}, n = {args.n}, {args.steps} steps x {args.num_envs} copies"
     print(title)
     for algo, runs in results.items():
         print(summary(algo, runs))

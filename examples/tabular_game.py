@@ -28,6 +28,7 @@ import argparse
 import json
 import time
 import tomllib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -153,7 +154,9 @@ def plot(results: dict[str, list[dict]], title: str, out: Path) -> None:
         for ax, key in zip(axes, ("return", "tv")):
             vals = np.array([[np.nan if p[key] is None else p[key] for p in r["points"][:n]]
                              for r in runs])
-            mean, sd = np.nanmean(vals, 0), np.nanstd(vals, 0)
+            with warnings.catch_warnings():      # the first iteration has no TV
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean, sd = np.nanmean(vals, 0), np.nanstd(vals, 0)
             ax.plot(steps, mean, label=f"{spec} ({len(runs)} seeds)")
             ax.fill_between(steps, mean - sd, mean + sd, alpha=0.2)
     axes[0].set_ylabel("normalised return (exact)")
