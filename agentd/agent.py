@@ -19,10 +19,10 @@ import numpy as np
 from agentd.algorithms import load_learner_class
 from agentd.algorithms.base import Outgoing
 from agentd.core import AgentCore, Effect, build_learner
-from agentd.msglog import MessageLog
-from agentd.process import ControlPlane, RunFailed, advertised, process_facts, report_error
+from agentd.process import ControlPlane, JoinOptions, RunFailed, open_transport, process_facts
+from agentd.runfiles import RunFiles, fail_and_ship, ship
 from agentd.transport import Link, Transport
-from protocols import ENVSERVER, UNASSIGNED, Guard, peer_identity, process_name
+from protocols import ENVSERVER, Guard, peer_identity, process_name
 
 log = logging.getLogger("agentd.agent")
 
@@ -31,7 +31,7 @@ class Agent:
     """One admitted agent: the socket-free core plus its env and peer links, driven by ``run``."""
 
     def __init__(self, transport: Transport, control: ControlPlane, info: dict[str, Any],
-                 log_dir: Path) -> None:
+                 files: RunFiles) -> None:
         self.t = transport
         self.control = control
         self.id: int = info["id"]
@@ -42,18 +42,21 @@ class Agent:
         transport.guard = Guard(self.id, self.neighbours, learner.peer_kinds,
                                 config["max_msg_bytes"], learner.peer_shapes())
         assert transport.msglog is not None
-        transport.msglog.attach(log_dir / f"agent-{self.id}.log", f"agent {self.id}",
-                                private=not learner.centralised)
+        transport.msglog.attach(files.log_path, f"agent {self.id}",
+                                private=not learner.centralised,
+                                meta={**transport.security_meta(),
+                                      "insecure": transport.insecure or config["insecure"]})
         self.core = AgentCore(info, learner)
         self.learner = learner
         self.controls: list[int] = info["controls"]
         self.algo: str = config["algo"]
         self.peers: dict[int, Link] = {
-            j: transport.connect_dealer(ep, "peer", peer_identity(self.id))
+            j: transport.connect_dealer(ep, "peer", j, peer_identity(self.id))
             for j, ep in self.neighbours.items()}
-        self.env: Link = transport.connect_dealer(info["env_endpoint"], "env",
+        self.env: Link = transport.connect_dealer(info["env_endpoint"], "env", ENVSERVER,
                                                   peer_identity(self.id))
-        self.run_dir = Path(info["run_dir"])
+        self.files = files
+        self.run_dir = files.root
         self.wait_since = 0.0
         self.peer_wait_limit = float(config.get("join_timeout", 60.0))
         self.peer_bytes_mark = 0          # peer bytes sent up to the last step reply
@@ -133,42 +136,48 @@ class Agent:
     def final_stats(self) -> dict[str, Any]:
         return {**self.t.summary(), **process_facts(), "steps": self.core.steps_done,
                 "algo": self.algo, "controls": self.controls,
-                "peer_bytes_last_step": self.last_step_peer_bytes}
+                "peer_bytes_last_step": self.last_step_peer_bytes, "files": self.files.mode}
 
 
-def run_agent(connect: str, bind: str, want_id: int | None, log_dir: str | None,
-              advertise: str | None = None, join_timeout: float = 120.0) -> int:
-    """Entry point of ``agentd agent``: join a run, learn, report, leave. Returns exit code."""
-    transport = Transport(UNASSIGNED, Guard(UNASSIGNED), MessageLog("agent"))
+def run_agent(opts: JoinOptions, want_id: int | None) -> int:
+    """Entry point of ``agentd agent``: join a run, learn, report, ship its files, leave.
+    Returns the exit code. (Bad keys or an insecure bind raise before anything joins.)"""
+    transport, _, endpoint, want_id = open_transport("agent", opts, want_id, "peer")
+    control: ControlPlane | None = None
+    files: RunFiles | None = None
     try:
-        peer_link = transport.bind_router(bind, "peer")
-        endpoint = advertised(peer_link.endpoint, advertise)
-        control = ControlPlane(transport, connect)
+        control = ControlPlane(transport, opts.connect)
         control.hello("agent", endpoint, want_id)
-        info = control.wait_welcome(join_timeout)
+        info = control.wait_welcome(opts.join_timeout)
         cfg = info["config"]
         control.interval, control.timeout = cfg["heartbeat_interval"], cfg["heartbeat_timeout"]
+        if transport.secure and info["id"] != want_id:
+            raise RunFailed(f"admitted as agent {info['id']}, but this process holds the key "
+                            f"of agent {want_id}")
+        files = RunFiles.choose(info, f"agent-{info['id']}", opts.run_dir)
+        files.capture_output()
         if load_learner_class(cfg["algo"]).needs_torch:   # ~1 s or more on a busy machine
             transport.me = info["id"]
             control.send("heartbeat", {})
             import torch  # noqa: F401 - loaded here, between two heartbeats
             control.send("heartbeat", {})
-        agent = Agent(transport, control, info,
-                      Path(log_dir) if log_dir else Path(info["run_dir"]) / "logs")
+        agent = Agent(transport, control, info, files)
         outcome = agent.run()
         if outcome == "done":
             agent.checkpoint()
         control.send("bye", {"stats": agent.final_stats()})
         transport.flush()
         control.wait_ack(2 * cfg["heartbeat_timeout"], agent.serve_finished)
+        if not files.shared:
+            ship(files, control, 2 * cfg["heartbeat_timeout"] + 10.0)
         return 0
     except RunFailed as exc:
         log.error("%s: %s", process_name(transport.me), exc)
-        report_error(transport, str(exc))
+        fail_and_ship(transport, control, files, str(exc))
         return 1
     except Exception as exc:
         log.exception("%s crashed", process_name(transport.me))
-        report_error(transport, f"{type(exc).__name__}: {exc}")
+        fail_and_ship(transport, control, files, f"{type(exc).__name__}: {exc}")
         return 1
     finally:
         transport.close()

@@ -57,8 +57,13 @@ class Collected:
     # agent -> step -> the latent it sent for env copy 0 (the probe's features include it raw)
     latent_rows: dict[int, dict[int, np.ndarray]] = field(
         default_factory=lambda: defaultdict(dict))
+    handshakes: Counter = field(default_factory=Counter)   # (owner, plane, reason, peer)
 
     def add(self, owner: int, rec: LogRecord) -> None:
+        if rec.direction == "hs":
+            peer = rec.frames[0].decode(errors="replace") if rec.frames else "unknown"
+            self.handshakes[(owner, rec.plane, rec.reason or "?", peer)] += 1
+            return
         if rec.direction == "rej":
             sender = process_name(rec.header["s"]) if rec.header else "unknown"
             self.rejections[(owner, sender, rec.reason or "?", rec.plane)] += 1
@@ -138,6 +143,9 @@ def collect(run_dir: Path) -> Collected:
             log = open_log(path)
             owner = _process_id(str(log.meta.get("process", "")), path)
             entry["process"] = process_name(owner)
+            entry["secure"] = log.meta.get("secure")
+            entry["insecure"] = log.meta.get("insecure")
+            entry["test_link_delay"] = log.meta.get("test_link_delay")
             for rec in log:
                 c.add(owner, rec)
                 entry["records"] += 1
@@ -164,6 +172,20 @@ def rejection_table(c: Collected) -> list[dict[str, Any]]:
     rows = sorted(c.rejections.items(), key=lambda kv: (_order(kv[0][0]), kv[0][1:]))
     return [{"receiver": process_name(r), "sender": s, "reason": why, "plane": p, "count": n}
             for (r, s, why, p), n in rows]
+
+
+def handshake_table(c: Collected) -> list[dict[str, Any]]:
+    rows = sorted(c.handshakes.items(), key=lambda kv: (_order(kv[0][0]), kv[0][1:]))
+    return [{"process": process_name(o), "plane": p, "reason": why, "peer": peer, "count": n}
+            for (o, p, why, peer), n in rows]
+
+
+def run_files(run_dir: Path) -> dict[str, Any] | None:
+    """What summary.json says about the run directory's files (shipped, missing)."""
+    try:
+        return json.loads((run_dir / "summary.json").read_text()).get("files")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def peer_check(c: Collected, algo: str, params: dict[str, Any] | None = None
@@ -288,8 +310,9 @@ def audit_run(run_dir: Path) -> dict[str, Any]:
     edges = edge_table(c)
     return {"run": str(run_dir), "algo": algo, "logs": c.logs, "edges": edges,
             "sent_not_received": [e for e in edges if e["sent"] != e["received"]],
-            "rejections": rejection_table(c), "peer": peer_check(c, algo, config.get("params", {})),
-            "probe": leakage_probe(c)}
+            "rejections": rejection_table(c), "handshakes_failed": handshake_table(c),
+            "files": run_files(run_dir),
+            "peer": peer_check(c, algo, config.get("params", {})), "probe": leakage_probe(c)}
 
 
 def _traffic_blocks(r: dict[str, Any]) -> list[tuple]:
@@ -317,6 +340,42 @@ def _traffic_blocks(r: dict[str, Any]) -> list[tuple]:
     ]
 
 
+def _security_blocks(r: dict[str, Any]) -> list[tuple]:
+    logs = r["logs"].values()
+    secure = [e for e in logs if e.get("secure")]
+    insecure = [e.get("process", "?") for e in logs if e.get("insecure")]
+    if len(secure) == len(r["logs"]):
+        links = "every process ran CURVE (encrypted, both ends authenticated by key)"
+    elif secure:
+        links = f"only {len(secure)} of {len(r['logs'])} processes ran CURVE"
+    else:
+        links = "plaintext (no keys)"
+    hs = r["handshakes_failed"]
+    files = r.get("files") or {}
+    missing = files.get("missing") or {}
+    blocks: list[tuple] = [
+        ("h", "Security"),
+        ("p", f"links: {links}" + (f"; plaintext beyond loopback allowed on purpose by: "
+                                   f"{', '.join(insecure)}" if insecure else "")),
+        *([("p", "TEST-ONLY link delay was active in: " + ", ".join(
+            f"{e.get('process', '?')} ({e['test_link_delay']})" for e in logs
+            if e.get("test_link_delay")))] if any(e.get("test_link_delay") for e in logs)
+          else []),
+        ("p", "failed handshakes (connections refused before any message):"
+              + ("" if hs else " none")),
+    ]
+    if hs:
+        blocks.append(("table", ["process", "plane", "reason", "peer", "count"],
+                       [list(x.values()) for x in hs]))
+    if files:
+        shipped = files.get("shipped") or {}
+        blocks.append(("p", f"run directory: {len(shipped)} processes shipped their files here"
+                            + ("; MISSING: " + "; ".join(f"{who}: {', '.join(paths)}"
+                                                         for who, paths in missing.items())
+                               if missing else "; nothing missing")))
+    return blocks
+
+
 def _peer_blocks(p: dict[str, Any]) -> list[tuple]:
     permitted = "unknown algo" if p["permitted"] is None else ", ".join(p["permitted"]) or "none"
     verdict = "YES" if p["only_permitted"] else "NO"
@@ -338,7 +397,7 @@ def _peer_blocks(p: dict[str, Any]) -> list[tuple]:
 def _blocks(r: dict[str, Any]) -> list[tuple]:
     """The report as headings, paragraphs and tables, rendered as text or markdown."""
     probe = r["probe"]
-    return [*_traffic_blocks(r), *_peer_blocks(r["peer"]),
+    return [*_traffic_blocks(r), *_security_blocks(r), *_peer_blocks(r["peer"]),
             ("h", f"Leakage probe ({probe['label']})"), ("p", probe["method"]),
             ("table", ["agent", "peer msgs", "steps", "accuracy", "chance", "baseline", "note"],
              [list(a.values()) for a in probe["agents"]])]

@@ -47,6 +47,7 @@ class RunConfig:
     join_timeout: float = 60.0        # seconds for all processes to join
     max_msg_bytes: int = 16 << 20     # size cap of one message (guard)
     host: str = "127.0.0.1"           # interface local processes bind to
+    insecure: bool = False            # plaintext beyond loopback allowed on purpose (recorded)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -166,7 +167,9 @@ def _validate_algo_env(c: RunConfig) -> None:
     except EnvError as exc:
         raise ConfigError(f"'env': {exc}") from None
     learner = load_learner_class(c.algo)
-    discrete_builtin = c.env in ("random-mdp", "digital")
+    from coordinator.envs import GAME_ENVS
+
+    discrete_builtin = c.env in ("random-mdp", "digital", *GAME_ENVS)
     if learner.action_type == "box" and discrete_builtin:
         raise ConfigError(f"'algo' {c.algo!r} needs continuous (Box) actions; env {c.env!r} has "
                           "discrete actions (use --env spread or an MPE env)")

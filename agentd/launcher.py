@@ -17,6 +17,7 @@ from pathlib import Path
 
 from agentd.algorithms import load_learner_class
 from agentd.config import RunConfig, process_count, to_toml
+from agentd.keys import new_keys
 
 
 class LaunchError(RuntimeError):
@@ -26,10 +27,12 @@ class LaunchError(RuntimeError):
 class Launcher:
     """Owns the child processes of one local run."""
 
-    def __init__(self, config: RunConfig, quiet: bool = False, pin_cpus: bool = False) -> None:
+    def __init__(self, config: RunConfig, quiet: bool = False, pin_cpus: bool = False,
+                 secure: bool = False) -> None:
         self.config = config
         self.quiet = quiet
         self.pin_cpus = pin_cpus
+        self.secure = secure
         self.run_dir = Path(config.run_dir)
         self.children: list[tuple[str, subprocess.Popen]] = []
         self._stop_signal: int | None = None
@@ -63,21 +66,29 @@ class Launcher:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, self._on_signal)
         try:
+            security = self._security_flags()
             coord = self.spawn("coordinator", [
-                "coordinator", "--config", str(config_path),
+                "coordinator", "--config", str(config_path), *security,
                 "--bind", f"tcp://{self.config.host}:*", *(["--quiet"] if self.quiet else [])],
                 inherit=True)
             endpoint = self._wait_endpoint(coord)
-            bind = f"tcp://{self.config.host}:*"
-            self.spawn("envserver", ["envserver", "--connect", endpoint, "--bind", bind])
+            joining = ["--join", endpoint, "--bind", f"tcp://{self.config.host}:*", *security]
+            self.spawn("envserver", ["envserver", *joining])
             preload = ["--preload-torch"] if load_learner_class(self.config.algo).needs_torch \
                 else []
             for i in range(process_count(self.config)):
-                self.spawn(f"agent-{i}", ["agent", "--connect", endpoint, "--bind", bind,
-                                          "--id", str(i), *preload])
+                self.spawn(f"agent-{i}", ["agent", *joining, "--id", str(i), *preload])
             return self._wait(coord)
         finally:
             self.cleanup()
+
+    def _security_flags(self) -> list[str]:
+        """--secure: a throw-away key directory inside the run directory, for every child."""
+        if self.secure:
+            keys = self.run_dir / "keys"
+            new_keys(keys, process_count(self.config))
+            return ["--keys", str(keys)]
+        return ["--insecure"] if self.config.insecure else []
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self._stop_signal = signum

@@ -2,13 +2,17 @@
 
 File layout: a sequence of records, each ``u32 little-endian length | msgpack array``.
 The first record is ``["meta", wall_time, {"format": "agentd-msglog", "version": 1,
-"process": name, "private": bool}]`` (private is false in runs of a centralised,
-non-private baseline such as maddpg or central-q). Every other record is
-``[direction, wall_time, plane, reason, frames]`` where direction is ``"in"``, ``"out"`` or
-``"rej"`` (a received message the guard refused; ``reason`` names why), plane is
-``control``/``env``/``peer`` and frames are the raw ZeroMQ frames as sent/received, without
-the routing id (one frame, the envelope, for a well-formed message; a refused frame is kept
-up to its first 4 KiB).
+"process": name, "private": bool, "secure": bool, "insecure": bool}]`` (private is false in
+runs of a centralised, non-private baseline such as maddpg or central-q; secure says whether
+the process's links ran CURVE; insecure that plaintext beyond loopback was allowed on
+purpose). Every other record is ``[direction, wall_time, plane, reason, frames]`` where
+direction is ``"in"``, ``"out"``, ``"rej"`` (a received message the guard refused; ``reason``
+names why) or ``"hs"`` (a connection that failed its handshake: ``reason`` is
+``handshake_failed_auth|protocol|no_detail`` and the frames are the peer's address and what
+went wrong, as text), plane is ``control``/``env``/``peer`` and frames are the raw ZeroMQ
+frames as sent/received, without the routing id (one frame, the envelope, for a well-formed
+message; a refused frame is kept up to its first 4 KiB). The file transfer that assembles the
+run directory at the end is not logged (it carries the logs).
 The writer buffers and is flushed once per step, so a crash loses at most the step in flight;
 a truncated last record is reported by the reader and skipped.
 """
@@ -35,23 +39,27 @@ _LEN = struct.Struct("<I")
 class MessageLog:
     """Append-only writer for one process's log."""
 
-    def __init__(self, process: str, path: Path | None = None, private: bool = True) -> None:
+    def __init__(self, process: str, path: Path | None = None, private: bool = True,
+                 meta: dict[str, Any] | None = None) -> None:
         self.process = process
         self.path: Path | None = None
         self._file: Any = None
         self._pending: list[list] = []   # records made before the file is known
         self._packer = msgpack.Packer(use_bin_type=True)
         if path is not None:
-            self.attach(path, private=private)
+            self.attach(path, private=private, meta=meta)
 
-    def attach(self, path: Path, process: str | None = None, private: bool = True) -> None:
+    def attach(self, path: Path, process: str | None = None, private: bool = True,
+               meta: dict[str, Any] | None = None) -> None:
         """Open the file (an agent learns its id, hence its log name, only when admitted).
-        ``private`` False labels a run of a centralised (non-private) baseline."""
+        ``private`` False labels a run of a centralised (non-private) baseline; ``meta``
+        adds fields to the meta record (secure, insecure)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path, self.process = path, process or self.process
         self._file = open(path, "ab", buffering=1 << 16)  # noqa: SIM115 - lives with the log
         self._write(["meta", time.time(), {"format": FORMAT, "version": FORMAT_VERSION,
-                                           "process": self.process, "private": private}])
+                                           "process": self.process, "private": private,
+                                           **(meta or {})}])
         for record in self._pending:
             self._write(record)
         self._pending.clear()

@@ -5,6 +5,15 @@ the guard's outgoing check; receiving runs the incoming check. A refused incomin
 dropped, counted by reason, written to the message log with its reason and reported on
 stderr (rate-limited), and the process carries on. Sync sockets with a poller: the hot path
 (act -> env step -> peer exchange) is a tight loop, ~2x faster than asyncio here (DESIGN §8).
+
+Secure mode (``keys`` given): every socket runs CURVE, both ends authenticated. Server sockets
+check clients against the registry through the process's ZAP handler (domain per plane,
+enforced), every DEALER pins its server's public key, and the sender of a received message is
+the owner of the key that authenticated the connection — the guard refuses a routing identity
+or header ``src`` that names anyone else (``spoofed``). DEALERs set no routing identity of
+their own there: a self-chosen one could only collide with an attacker's claim, which ZeroMQ
+would then hold back silently instead of letting the guard count it. Without keys, binding
+beyond loopback is refused unless ``insecure`` says the user asked for plaintext.
 """
 
 from __future__ import annotations
@@ -12,16 +21,25 @@ from __future__ import annotations
 import logging
 import socket as pysocket
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
 
+from agentd.keys import Keys, name_of, pid_of
+from agentd.linkshim import DelayShim
 from agentd.msglog import MessageLog
-from protocols import Codec, Guard, Message, ProtocolError, encode, process_name
+from agentd.netaddr import is_loopback, split_endpoint
+from agentd.sentinel import HandshakeEvent, Sentinel, domain
+from protocols import REGISTRY, Codec, Guard, Message, ProtocolError, encode, process_name
 
 log = logging.getLogger("agentd.transport")
 PLANES = ("control", "env", "peer")
+# A send blocks only while a peer's queue is full (back-pressure) -- or forever if the peer
+# never connected (a DEALER after a failed handshake has no pipe). This bounds it.
+SEND_TIMEOUT_MS = 10_000
 
 
 @dataclass
@@ -34,49 +52,122 @@ class PlaneStats:
     bytes_recv: int = 0
     rejected: Counter = field(default_factory=Counter)
     refused_out: Counter = field(default_factory=Counter)
+    handshakes_failed: Counter = field(default_factory=Counter)
 
 
 @dataclass
 class Link:
-    """One socket, the plane it carries, and (for ROUTERs) the endpoint it is bound to."""
+    """One socket, the plane it carries, and (for ROUTERs) the endpoint it is bound to.
+    ``server`` is the process a DEALER talks to (its key is pinned in secure mode)."""
 
     sock: zmq.Socket
     plane: str
     router: bool
     endpoint: str
+    server: int | None = None
+
+
+class InsecureBind(RuntimeError):
+    """Binding beyond loopback without keys (and without ``insecure``)."""
+
+
+class EndpointError(RuntimeError):
+    """An endpoint that cannot be bound or connected (in use, malformed, no such address)."""
 
 
 class Transport:
     """Sockets of one process plus its guard, message log and stats."""
 
-    def __init__(self, me: int, guard: Guard, msglog: MessageLog | None) -> None:
+    def __init__(self, me: int, guard: Guard, msglog: MessageLog | None,
+                 keys: Keys | None = None, insecure: bool = False) -> None:
+        if keys is not None and not zmq.has("curve"):
+            raise RuntimeError("this pyzmq/libzmq build has no CURVE support: secure mode "
+                               "cannot run (install a pyzmq wheel, which bundles libsodium)")
         self.me = me
         self.guard = guard
         self.msglog = msglog
+        self.keys = keys
+        self.insecure = insecure
         self.codec = Codec()
         self.ctx = zmq.Context()
+        self.sentinel = Sentinel(self.ctx, keys.registry if keys else None)
         self.poller = zmq.Poller()
         self.links: dict[zmq.Socket, Link] = {}
         self.stats = {plane: PlaneStats() for plane in PLANES}
+        self.handshake_peers: Counter = Counter()   # "plane reason peer" -> count
         self._seq = 0
         self._warned: Counter = Counter()
+        self.shim = DelayShim.from_env()
+        if self.shim is not None:
+            log.warning("TEST-ONLY link delay active (%s): %s", "AGENTD_TEST_LINK_DELAY",
+                        self.shim.spec)
+
+    @property
+    def secure(self) -> bool:
+        return self.keys is not None
+
+    def security_meta(self) -> dict[str, Any]:
+        """What every log's meta record and summary says about this process's links."""
+        meta: dict[str, Any] = {"secure": self.secure, "insecure": self.insecure}
+        if self.shim is not None:
+            meta["test_link_delay"] = self.shim.spec
+        return meta
 
     # -- sockets ----------------------------------------------------------------------------
     def bind_router(self, address: str, plane: str) -> Link:
+        split_endpoint(address)              # a malformed endpoint is an AddressError here
+        if self.keys is None and not self.insecure and not is_loopback(address):
+            raise InsecureBind(
+                f"refusing to bind {address} without keys: every message would cross the "
+                "network in plaintext and anyone who reaches the port could join. Make keys "
+                "with 'agentd keys new KEYDIR --n N' and pass --keys KEYDIR to every process "
+                "(or pass --insecure to run in plaintext on purpose; it is recorded)")
         sock = self.ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 1000)
+        sock.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        sock.bind(address)
+        if self.keys is not None:
+            sock.curve_server = True     # set before bind: the role applies to later binds
+            sock.curve_secretkey = self.keys.identity.secret
+            sock.zap_domain = domain(plane)
+            sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)   # with a domain: fail closed
+        self.sentinel.watch(sock, plane, True, address)
+        with self._closed_on_error(sock, f"cannot bind {address}"):
+            sock.bind(address)
         endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         return self._add(Link(sock, plane, True, endpoint))
 
-    def connect_dealer(self, address: str, plane: str, identity: bytes | None = None) -> Link:
+    def connect_dealer(self, address: str, plane: str, server: int,
+                       identity: bytes | None = None) -> Link:
+        """A DEALER to ``server``'s ROUTER; in secure mode pinned to its public key."""
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 1000)
-        if identity is not None:
+        sock.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
+        if self.keys is not None:
+            sock.curve_serverkey = self.keys.registry.public(name_of(server))
+            sock.curve_publickey = self.keys.identity.public
+            sock.curve_secretkey = self.keys.identity.secret
+        elif identity is not None:
             sock.setsockopt(zmq.IDENTITY, identity)
-        sock.connect(address)
-        return self._add(Link(sock, plane, False, address))
+        self.sentinel.watch(sock, plane, False, address)
+        with self._closed_on_error(sock, f"cannot connect to {address}"):
+            sock.connect(address)
+        return self._add(Link(sock, plane, False, address, server))
+
+    @contextmanager
+    def _closed_on_error(self, sock: zmq.Socket, what: str) -> Iterator[None]:
+        """A socket that fails to bind or connect is closed at once (an open socket would
+        keep the context -- and so ``close`` -- waiting forever)."""
+        try:
+            yield
+        except zmq.ZMQError as exc:
+            sock.disable_monitor()
+            sock.close(linger=0)
+            raise EndpointError(f"{what}: {exc.strerror}") from None
+
+    def limit_send_wait(self, link: Link, seconds: float) -> None:
+        """How long a send on this link may wait for the peer before it counts as failed."""
+        link.sock.setsockopt(zmq.SNDTIMEO, int(seconds * 1000))
 
     def _add(self, link: Link) -> Link:
         self.links[link.sock] = link
@@ -84,6 +175,12 @@ class Transport:
         return link
 
     def poll(self, timeout_ms: int) -> list[Link]:
+        if self.sentinel.events:
+            self._take_handshake_events()
+        if self.shim is not None:
+            wait = self.shim.release(self._send_now)
+            if wait is not None:
+                timeout_ms = min(timeout_ms, max(1, int(wait * 1000) + 1))
         return [self.links[s] for s, _ in self.poller.poll(timeout_ms)]
 
     # -- send / receive ---------------------------------------------------------------------
@@ -116,7 +213,7 @@ class Transport:
             self._seq += 1
             frames.append((encode(self.codec, kind, self.me, dst, step, self._seq, body), to))
         sent = [self.send_frames(link, [frame], to) for frame, to in frames]
-        if self.msglog is not None:
+        if self.msglog is not None and REGISTRY[kind].logged:
             for (frame, _), ok in zip(frames, sent):
                 if ok:
                     self.msglog.record("out", link.plane, [frame])
@@ -124,18 +221,31 @@ class Transport:
 
     def send_frames(self, link: Link, frames: list[bytes], to: bytes | None = None) -> bool:
         """Send pre-encoded frames; a ROUTER's peer that has gone away is counted, not fatal."""
+        held = self.shim is not None and self.shim.hold(link.plane, link.sock,
+                                                        (link, frames, to))
+        if not held and not self._send_now(link, frames, to):
+            return False
         stats = self.stats[link.plane]
+        stats.msgs_sent += 1
+        stats.bytes_sent += sum(len(f) for f in frames)
+        return True
+
+    def _send_now(self, link: Link, frames: list[bytes], to: bytes | None) -> bool:
         try:
             link.sock.send_multipart([to, *frames] if link.router else frames)
+        except zmq.Again:
+            self.stats[link.plane].refused_out["send_timeout"] += 1
+            log.warning("%s: %s message to %s not sent: nobody took it within %.0f s",
+                        process_name(self.me), link.plane, to or link.endpoint,
+                        link.sock.getsockopt(zmq.SNDTIMEO) / 1000)
+            return False
         except zmq.ZMQError as exc:
             if exc.errno != zmq.EHOSTUNREACH:
                 raise
-            stats.refused_out["unreachable"] += 1
+            self.stats[link.plane].refused_out["unreachable"] += 1
             log.warning("%s: %s message to %r not sent: peer gone", process_name(self.me),
                         link.plane, to)
             return False
-        stats.msgs_sent += 1
-        stats.bytes_sent += sum(len(f) for f in frames)
         return True
 
     def recv_all(self, link: Link) -> list[tuple[Message, bytes | None]]:
@@ -143,18 +253,33 @@ class Transport:
         out = []
         while True:
             try:
-                frames = link.sock.recv_multipart(zmq.NOBLOCK)
+                if self.keys is None:
+                    frames, sender = link.sock.recv_multipart(zmq.NOBLOCK), None
+                else:
+                    frames, sender = self._recv_authenticated(link)
             except zmq.Again:
                 return out
             identity = frames.pop(0) if link.router else None
-            msg = self._accept(link, frames, identity)
+            msg = self._accept(link, frames, identity, sender)
             if msg is not None:
                 out.append((msg, identity))
 
-    def _accept(self, link: Link, frames: list[bytes], identity: bytes | None) -> Message | None:
+    def _recv_authenticated(self, link: Link) -> tuple[list[bytes], int]:
+        """Frames plus the process whose key authenticated them: the ZAP User-Id on a server
+        socket, the pinned server on a client socket. (An unknown id maps to a process that
+        does not exist, so the guard refuses the message as spoofed.)"""
+        parts = link.sock.recv_multipart(zmq.NOBLOCK, copy=False)
+        if link.router:
+            sender = pid_of(parts[-1].get("User-Id"))
+        else:
+            sender = link.server
+        return [p.bytes for p in parts], (-999 if sender is None else sender)
+
+    def _accept(self, link: Link, frames: list[bytes], identity: bytes | None,
+                sender: int | None) -> Message | None:
         stats = self.stats[link.plane]
         try:
-            msg = self.guard.incoming(frames, link.plane, identity)
+            msg = self.guard.incoming(frames, link.plane, identity, sender)
         except ProtocolError as exc:
             stats.rejected[exc.reason] += 1
             if self.msglog is not None:
@@ -164,23 +289,51 @@ class Transport:
             return None
         stats.msgs_recv += 1
         stats.bytes_recv += msg.nbytes
-        if self.msglog is not None:
+        if self.msglog is not None and REGISTRY[msg.kind].logged:
             self.msglog.record("in", link.plane, frames)
         return msg
 
-    def _warn(self, what: str, exc: ProtocolError) -> None:
-        self._warned[exc.reason] += 1
-        count = self._warned[exc.reason]
+    def count_rejection(self, plane: str, reason: str, why: str) -> None:
+        """A message the guard passed but the process refuses (e.g. a hello under someone
+        else's id): counted and warned about like a guard rejection."""
+        self.stats[plane].rejected[reason] += 1
+        self._warn(f"refused a {plane} message", ProtocolError(why), reason)
+
+    def _warn(self, what: str, exc: ProtocolError, reason: str | None = None) -> None:
+        reason = reason or exc.reason
+        self._warned[reason] += 1
+        count = self._warned[reason]
         if count <= 5 or count % 1000 == 0:
-            log.warning("%s %s: %s: %s (%d so far)", process_name(self.me), what, exc.reason,
+            log.warning("%s %s: %s: %s (%d so far)", process_name(self.me), what, reason,
                         exc, count)
+
+    def _take_handshake_events(self) -> None:
+        """Count, log and warn about the failed handshakes the sentinel has seen."""
+        while self.sentinel.events:
+            ev: HandshakeEvent = self.sentinel.events.popleft()
+            self.stats[ev.plane].handshakes_failed[ev.reason] += 1
+            self.handshake_peers[f"{ev.plane} {ev.reason} {ev.peer}"] += 1
+            if self.msglog is not None:
+                self.msglog.record("hs", ev.plane, [ev.peer.encode(), ev.detail.encode()],
+                                   ev.reason)
+            who = f"a client at {ev.peer}" if ev.server else f"our connection to {ev.peer}"
+            self._warn(f"{ev.plane} plane: handshake with {who} failed",
+                       ProtocolError(ev.detail), ev.reason)
+
+    def handshake_counts(self) -> dict[str, dict[str, int]]:
+        """Failed handshakes so far, by plane and reason (planes without any left out)."""
+        return {p: dict(s.handshakes_failed) for p, s in self.stats.items()
+                if s.handshakes_failed}
 
     # -- bookkeeping ------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
         """Totals and per-plane counters, as written to summary.json."""
+        if self.sentinel.events:
+            self._take_handshake_events()
         planes = {p: {"msgs_sent": s.msgs_sent, "msgs_recv": s.msgs_recv,
                       "bytes_sent": s.bytes_sent, "bytes_recv": s.bytes_recv,
-                      "rejected": dict(s.rejected), "refused_out": dict(s.refused_out)}
+                      "rejected": dict(s.rejected), "refused_out": dict(s.refused_out),
+                      "handshakes_failed": dict(s.handshakes_failed)}
                   for p, s in self.stats.items()}
         total: dict[str, Any] = {k: sum(planes[p][k] for p in PLANES)
                                  for k in ("msgs_sent", "msgs_recv", "bytes_sent", "bytes_recv")}
@@ -188,6 +341,12 @@ class Transport:
         for s in self.stats.values():
             rejected.update(s.rejected)
         total["rejected"] = dict(rejected)
+        handshakes: Counter = Counter()
+        for s in self.stats.values():
+            handshakes.update(s.handshakes_failed)
+        total["handshakes_failed"] = dict(handshakes)
+        total["handshake_peers"] = dict(self.handshake_peers)
+        total.update(self.security_meta())
         total["planes"] = planes
         return total
 
@@ -196,9 +355,16 @@ class Transport:
             self.msglog.flush()
 
     def close(self) -> None:
+        if self.shim is not None:
+            self.shim.release(self._send_now, everything=True)
         for link in self.links.values():
+            try:
+                link.sock.disable_monitor()
+            except zmq.ZMQError:
+                pass
             link.sock.close(linger=0)
         self.links.clear()
+        self.sentinel.stop()
         self.ctx.term()
         if self.msglog is not None:
             self.msglog.close()

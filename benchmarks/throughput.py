@@ -66,14 +66,14 @@ Samples = dict[str, list[float]]
 # ---- one measurement each ----------------------------------------------------------------
 
 def run_launch(n: int, k: int, steps: int, timeout: float,
-               pin: bool = False) -> dict[str, Any]:
+               pin: bool = False, extra: tuple[str, ...] = ()) -> dict[str, Any]:
     """Run ``agentd launch`` to completion in a temporary run directory; its summary.json."""
     with tempfile.TemporaryDirectory(prefix="agentd-bench-") as tmp:
         run_dir = Path(tmp) / "run"
         cmd = [sys.executable, "-m", "agentd", "launch", "--quiet", "--run-dir", str(run_dir),
                "--n", str(n), "--num-envs", str(k), "--steps", str(steps),
                "--episode-len", str(EPISODE_LEN), "--algo", "dac", "--env", "random-mdp",
-               "--seed", "0", *(["--pin-cpus"] if pin else [])]
+               "--seed", "0", *(["--pin-cpus"] if pin else []), *extra]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
         try:

@@ -7,6 +7,12 @@ spaces. From then on every process heartbeats; a process that dies, goes silent 
 error ends the run within ``heartbeat_timeout`` with an error naming it. The end of a run is a
 barrier: every process says ``bye`` (with its stats) and is acked only when all have, so no
 process closes its sockets while a message to it is still in flight.
+
+With keys (secure mode) a process is who its key says: the env server's key may only say hello
+as the env server, agent i's key only as agent i (a mismatch is refused and counted as
+``spoofed``). After the barrier, processes that wrote their files on another disk ship them
+here (``coordinator.collect``), so the run directory on this host is complete; what could not
+be collected is listed in ``summary.json``.
 """
 
 from __future__ import annotations
@@ -22,13 +28,17 @@ from typing import Any
 import numpy as np
 
 from agentd.config import RunConfig, is_private, process_count, to_toml
+from agentd.keys import Keys, name_of
 from agentd.msglog import MessageLog
 from agentd.progress import ProgressBar
+from agentd.runfiles import new_run_id, write_marker
 from agentd.transport import Transport
+from coordinator.collect import Collector, missing_files
 from coordinator.rundir import (
     MetricsFile,
     consensus_after_run,
     derive_seed,
+    known_return_figures,
     plot_learning_curve,
     return_figures,
     write_json,
@@ -50,8 +60,10 @@ class Proc:
     endpoint: str | None
     want_id: int | None
     last_seen: float
+    hello_src: int = UNASSIGNED      # the src its hello carried (its id, in secure mode)
     id: int | None = None
     stats: dict[str, Any] | None = None
+    handshakes: dict[str, Any] | None = None   # its latest report of failed handshakes
 
     def name(self) -> str:
         who = process_name(self.id) if self.id is not None else self.role
@@ -73,6 +85,7 @@ class Coordinator:
     config: RunConfig
     bind: str
     quiet: bool = False
+    keys: Keys | None = None
     run_dir: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -81,9 +94,17 @@ class Coordinator:
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         self.n_procs = process_count(c)
         self.transport = Transport(COORDINATOR, Guard(COORDINATOR, max_bytes=c.max_msg_bytes),
-                                   MessageLog("coordinator", self.run_dir / "logs" /
-                                              "coordinator.log", private=is_private(c)))
-        self.link = self.transport.bind_router(self.bind, "control")
+                                   None, self.keys, c.insecure)
+        try:
+            self.link = self.transport.bind_router(self.bind, "control")
+        except Exception:
+            self.transport.close()
+            raise
+        self.transport.msglog = MessageLog(
+            "coordinator", self.run_dir / "logs" / "coordinator.log", private=is_private(c),
+            meta={"secure": self.transport.secure, "insecure": c.insecure})
+        self.run_id = new_run_id()
+        self.collector = Collector(self.run_dir, self._send_to, c.max_msg_bytes)
         self.graph = build(c.topology if self.n_procs > 1 else "complete", self.n_procs,
                            rows=c.rows or None, p=c.p, k=c.k, rewire=c.rewire,
                            seed=derive_seed(c.seed, "graph"), edges_file=c.edges or None)
@@ -91,6 +112,7 @@ class Coordinator:
         self.controllers = ({0: list(range(c.n))} if self.n_procs == 1 and c.n > 1
                             else {i: [i] for i in range(self.n_procs)})
         self.procs: dict[bytes, Proc] = {}
+        self.refused: set[bytes] = set()     # connections whose hello was refused
         self.env_proc: Proc | None = None
         self.spaces: dict[str, Any] | None = None
         self.admitted = False
@@ -116,6 +138,7 @@ class Coordinator:
             "env_reset": derive_seed(c.seed, "env_reset"),
             "agents": {str(i): derive_seed(c.seed, "agent", i) for i in range(self.n_procs)}})
         write_json(self.run_dir / "coordinator.json", {"endpoint": self.endpoint})
+        write_marker(self.run_dir, self.run_id)
 
     # -- the loop ---------------------------------------------------------------------------
     def serve(self) -> int:
@@ -160,28 +183,61 @@ class Coordinator:
 
     def send(self, proc: Proc, kind: str, body: dict[str, Any], dst: int | None = None) -> None:
         if dst is None:
-            dst = proc.id if proc.id is not None else UNASSIGNED
+            dst = proc.id if proc.id is not None else proc.hello_src
         self.transport.send(self.link, kind, dst, body, to=proc.identity)
+
+    def _send_to(self, name: str, kind: str, body: dict[str, Any]) -> None:
+        proc = self._by_name(name)
+        if proc is not None:
+            self.send(proc, kind, body)
+
+    def _by_name(self, name: str) -> Proc | None:
+        """An admitted process by its key name (agent-3, envserver)."""
+        return next((p for p in self.procs.values()
+                     if p.id is not None and name_of(p.id) == name), None)
 
     def on_message(self, msg: Message, ident: bytes | None) -> None:
         assert ident is not None
         proc = self.procs.get(ident)
+        if proc is None and msg.kind != "hello":
+            proc = self._reconnected(msg.src, ident)
         if proc is None:
             if msg.kind == "hello":
                 self.on_hello(msg, ident)
+            else:
+                self.transport.count_rejection("control", "unknown_sender",
+                                               f"'{msg.kind}' from a process that never said "
+                                               "hello")
             return
         proc.last_seen = time.monotonic()
         handler = getattr(self, f"on_{msg.kind}", None)
         if handler is not None and msg.kind != "hello":
             handler(proc, msg)
 
+    def _reconnected(self, src: int, ident: bytes) -> Proc | None:
+        """Secure mode: a known process on a new connection (its routing id is assigned per
+        connection; its key is the same). Answer it there from now on."""
+        if not self.transport.secure or ident in self.refused:
+            return None
+        proc = next((p for p in self.procs.values() if p.hello_src == src), None)
+        if proc is not None:
+            del self.procs[proc.identity]
+            proc.identity = ident
+            self.procs[ident] = proc
+        return proc
+
     # -- admission --------------------------------------------------------------------------
     def on_hello(self, msg: Message, ident: bytes) -> None:
         b = msg.body
         proc = Proc(ident, b["role"], b["pid"], b["host"], b["endpoint"], b["want_id"],
-                    time.monotonic())
+                    time.monotonic(), msg.src)
         agents = [p for p in self.procs.values() if p.role == "agent"]
-        refuse = None
+        refuse = self._key_refusal(proc) if self.transport.secure else None
+        if refuse:
+            self.transport.count_rejection("control", refuse[0], refuse[1])
+            self.refused.add(ident)
+            self.send(proc, "stop", {"reason": refuse[1]})
+            return
         if proc.role == "envserver" and self.env_proc is not None:
             refuse = "this run already has an env server"
         elif proc.role == "agent" and (len(agents) >= self.n_procs or self.admitted):
@@ -193,16 +249,28 @@ class Coordinator:
             self.send(proc, "stop", {"reason": refuse})
             return
         self.procs[ident] = proc
+        if self.transport.secure and proc.role == "agent":
+            proc.want_id = proc.hello_src       # admitted under its key's id, nothing else
         if proc.role == "envserver":
             self.env_proc = proc
             proc.id = ENVSERVER
             self.send(proc, "welcome", {"id": ENVSERVER, "info": self.env_info()})
         self.try_admit()
 
+    def _key_refusal(self, proc: Proc) -> tuple[str, str] | None:
+        """Secure mode: (reason, why) if a hello cannot be admitted under its key. (The guard
+        has refused, as spoofed, any hello whose src, role or id is not the key's owner.)"""
+        key = process_name(proc.hello_src)
+        if proc.hello_src >= self.n_procs:
+            return "not_in_run", f"{key} is not in this run ({self.n_procs} agent processes)"
+        if any(p.hello_src == proc.hello_src for p in self.procs.values()):
+            return "duplicate", f"{key} has already joined"
+        return None
+
     def env_info(self) -> dict[str, Any]:
         c = self.config
         return {"config": c.to_dict(), "run_dir": str(self.run_dir.resolve()),
-                "n_procs": self.n_procs,
+                "run_id": self.run_id, "n_procs": self.n_procs,
                 "seeds": {"env_model": derive_seed(c.seed, "env_model"),
                           "env_reset": derive_seed(c.seed, "env_reset")},
                 "controllers": self.controllers}
@@ -216,9 +284,9 @@ class Coordinator:
         if self.admitted or self.spaces is None or len(agents) < self.n_procs:
             return
         self.assign_ids(agents)
-        for proc in agents:
+        for proc in agents:   # in plaintext it learns its id from this very message
             self.send(proc, "welcome", {"id": proc.id, "info": self.agent_info(proc.id)},
-                      dst=UNASSIGNED)   # it learns its id from this very message
+                      dst=proc.hello_src)
         self.admitted = True
         env = self.env_proc
         write_json(self.run_dir / "endpoints.json", {
@@ -241,7 +309,8 @@ class Coordinator:
         by_id = {p.id: p for p in self.procs.values() if p.role == "agent"}
         neighbours = self.graph.neighbours(i)
         return {"config": self.config.to_dict(), "run_dir": str(self.run_dir.resolve()),
-                "n_procs": self.n_procs, "seed": derive_seed(self.config.seed, "agent", i),
+                "run_id": self.run_id, "n_procs": self.n_procs,
+                "seed": derive_seed(self.config.seed, "agent", i),
                 "neighbours": {j: by_id[j].endpoint for j in neighbours},
                 "weights": {j: float(self.W[i, j]) for j in [i, *neighbours]},
                 "env_endpoint": self.env_proc.endpoint, "controls": self.controllers[i],
@@ -272,8 +341,24 @@ class Coordinator:
             self.progress.update(step, note)
 
     def on_error(self, proc: Proc, msg: Message) -> None:
-        proc.stats = {"pid": proc.pid, "host": proc.host, "error": msg.body["message"]}
+        proc.stats = {"pid": proc.pid, "host": proc.host, "error": msg.body["message"],
+                      "files": msg.body.get("files", "unknown")}
         raise RunEnded("failed", f"{proc.name()} failed: {msg.body['message']}")
+
+    def on_security(self, proc: Proc, msg: Message) -> None:
+        proc.handshakes = msg.body
+        text = ", ".join(f"{plane} {reason} x{n}" for plane, reasons in msg.body["counts"].items()
+                         for reason, n in reasons.items())
+        peers = ", ".join(f"{p} ({n})" for p, n in msg.body["peers"][:3])
+        log.warning("%s reports failed handshakes: %s; from %s", proc.name(), text, peers)
+
+    def on_files(self, proc: Proc, msg: Message) -> None:
+        if proc.id is not None:
+            self.collector.announce(name_of(proc.id), msg.body["files"])
+
+    def on_file_chunk(self, proc: Proc, msg: Message) -> None:
+        if proc.id is not None:
+            self.collector.on_chunk(name_of(proc.id), msg.body)
 
     def on_bye(self, proc: Proc, msg: Message) -> None:
         proc.stats = msg.body["stats"]
@@ -291,9 +376,10 @@ class Coordinator:
         self.transport.flush()
         if self.progress is not None:
             self.progress.close()
+        files = self.collect_files(status)
         consensus = consensus_after_run(self.run_dir, self.metrics) if status == "done" \
             else None
-        summary = self.write_summary(status, reason, consensus)
+        summary = self.write_summary(status, reason, consensus, files)
         self.metrics.close()
         self.transport.close()
         self.report(summary)
@@ -317,8 +403,89 @@ class Coordinator:
                     elif proc is not None and msg.kind == "episodes":
                         self.on_episodes(proc, msg)
 
+    def collect_files(self, status: str) -> dict[str, Any]:
+        """Pull the files of processes that wrote them on another disk; list what is missing."""
+        shippers = {name_of(p.id) for p in self.procs.values()
+                    if p.id is not None and (p.stats or {}).get("files") == "ship"}
+        silence = 2 * self.config.heartbeat_timeout
+        started = time.monotonic()
+        while True:
+            waiting = (shippers - set(self.collector.shipments)) | set(self.collector.busy())
+            for name in list(waiting):
+                proc = self._by_name(name)
+                if proc is None or time.monotonic() - proc.last_seen > silence:
+                    log.error("%s went silent before its files arrived",
+                              proc.name() if proc else name)
+                    if name in self.collector.shipments:
+                        self.collector.abandon(name)
+                    shippers.discard(name)
+                    waiting.discard(name)
+            if not waiting:
+                break
+            for _ in self.transport.poll(100):
+                for msg, ident in self.transport.recv_all(self.link):
+                    proc = self.procs.get(ident) or self._reconnected(msg.src, ident)
+                    if proc is not None:
+                        proc.last_seen = time.monotonic()
+                        if msg.kind in ("files", "file_chunk", "security"):
+                            getattr(self, f"on_{msg.kind}")(proc, msg)
+        shipped = {s.name: {"files": len(s.done), "bytes": s.bytes}
+                   for s in self.collector.shipments.values()}
+        if shipped:
+            log.info("collected %d files (%d bytes) from %d processes in %.1f s",
+                     sum(v["files"] for v in shipped.values()),
+                     sum(v["bytes"] for v in shipped.values()), len(shipped),
+                     time.monotonic() - started)
+        return {"shipped": shipped,
+                "missing": missing_files(self.run_dir, self.expected_files(status)),
+                "refused": self.collector.refused}
+
+    def expected_files(self, status: str) -> dict[str, list[str]]:
+        """What the run directory should hold for each admitted process."""
+        expected = {}
+        shipments = {s.name: s for s in self.collector.shipments.values()}
+        for proc in self.procs.values():
+            if proc.id is None:
+                continue
+            name, stats = name_of(proc.id), proc.stats or {}
+            paths = [f"logs/{name}.log"]
+            if stats.get("files") == "ship":
+                paths.append(f"logs/{name}.out")
+            if proc.role == "agent" and status == "done":
+                paths.append(f"checkpoints/{name}.npz")
+            if name in shipments:
+                paths += [p for p in shipments[name].files if p not in paths]
+            expected[proc.name()] = paths
+        return expected
+
+    def security_summary(self, agents: dict[str, dict], env_stats: dict | None
+                         ) -> dict[str, Any]:
+        """Failed handshakes and refused identities across the run's processes."""
+        by_proc: dict[str, Any] = {}
+        for proc in self.procs.values():
+            stats = proc.stats or {}
+            counts = {p: v["handshakes_failed"] for p, v in stats.get("planes", {}).items()
+                      if v.get("handshakes_failed")}
+            if not counts and proc.handshakes:
+                counts = proc.handshakes["counts"]
+            if counts:
+                by_proc[proc.name()] = counts
+        own = self.transport.handshake_counts()
+        if own:
+            by_proc["coordinator"] = own
+        totals: dict[str, int] = {}
+        for counts in by_proc.values():
+            for reasons in counts.values():
+                for reason, n in reasons.items():
+                    totals[reason] = totals.get(reason, 0) + n
+        everyone = [*agents.values(), env_stats or {}, self.transport.summary()]
+        spoofed = sum(s.get("rejected", {}).get("spoofed", 0) for s in everyone)
+        return {"handshakes_failed": totals, "handshakes_failed_by_process": by_proc,
+                "spoofed": spoofed}
+
     def write_summary(self, status: str, reason: str,
-                      consensus: dict[str, Any] | None = None) -> dict[str, Any]:
+                      consensus: dict[str, Any] | None = None,
+                      files: dict[str, Any] | None = None) -> dict[str, Any]:
         c = self.config
         agents = {str(p.id): p.stats or {"pid": p.pid, "host": p.host, "missing": True}
                   for p in sorted(self.procs.values(), key=lambda p: (p.id is None, p.id or 0))
@@ -332,6 +499,9 @@ class Coordinator:
                    "steps_per_s": (env_stats or {}).get("steps_per_s", self.env_rate),
                    "wall_s": round(time.monotonic() - self.started, 2),
                    **return_figures(self.metrics.returns), "private": is_private(c),
+                   **known_return_figures(c, self.metrics.returns),
+                   "secure": self.transport.secure, "insecure": c.insecure,
+                   "security": self.security_summary(agents, env_stats), "files": files,
                    "peer_bytes_per_edge_per_step": self.peer_bytes_per_edge_per_step(agents),
                    "peer_bytes_per_edge_last_step": self.peer_bytes_per_edge_last_step(agents),
                    "consensus": consensus, "agents": agents, "envserver": env_stats,
@@ -366,3 +536,7 @@ class Coordinator:
         print(f"run {s['status']}: {self.run_dir}  episodes {s['episodes']}  "
               f"final_return {fmt(s['final_return'])} (initial {fmt(s['initial_return'])})  "
               f"{s['steps_per_s']:.0f} steps/s", flush=True)
+        if s.get("optimal_return") is not None:     # an env that knows its optimum
+            print(f"  normalised_return {fmt(s['normalised_return'])} (optimal_return "
+                  f"{s['optimal_return']:.3f}, random policy {s['random_return']:.3f})",
+                  flush=True)

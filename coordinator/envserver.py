@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from agentd.algorithms import load_learner_class
-from agentd.msglog import MessageLog
-from agentd.process import ControlPlane, RunFailed, advertised, process_facts, report_error
+from agentd.process import ControlPlane, JoinOptions, RunFailed, open_transport, process_facts
+from agentd.runfiles import RunFiles, fail_and_ship, ship
 from agentd.transport import Link, Transport
 from coordinator.envs import make_env
 from coordinator.envs.base import EnvError, VecEnv
-from protocols import ENVSERVER, Guard, peer_identity
+from protocols import ENVSERVER, Guard, Message, peer_identity
 
 log = logging.getLogger("agentd.envserver")
 
@@ -35,6 +34,7 @@ class EnvServer:
         self.reset_seed = info["seeds"]["env_reset"]
         self.controls = {int(a): c for a, c in info["controllers"].items()}
         self.ids = {peer_identity(a): a for a in self.controls}
+        self.route: dict[int, bytes | None] = {}   # agent -> routing id of its connection
         self.rejected: dict[str, int] = {}
         self.steps_total = self.config["steps"]
         self.t_step = 0
@@ -45,11 +45,11 @@ class EnvServer:
         self._last_report = 0.0
 
     def run(self) -> str:
-        joined: set[int] = set()
-        while len(joined) < len(self.controls):
+        while len(self.route) < len(self.controls):
             for msg, ident in self._serve():
-                if msg.kind == "join" and ident in self.ids:
-                    joined.add(self.ids[ident])
+                agent = self._agent_of(msg, ident)
+                if msg.kind == "join" and agent is not None:
+                    self.route[agent] = ident
                 else:
                     self._drop("unknown_sender", ident)
         self.started = time.monotonic()
@@ -59,7 +59,7 @@ class EnvServer:
         while self.t_step < self.steps_total:
             for msg, ident in self._serve():
                 if msg.kind == "act":
-                    self._on_act(ident, msg.body)
+                    self._on_act(msg, ident)
             if len(self.acts) == len(self.controls):
                 self._step()
         self.ended = time.monotonic()
@@ -80,11 +80,20 @@ class EnvServer:
         self._report_pace()
         return out
 
-    def _on_act(self, ident: bytes | None, body: dict[str, Any]) -> None:
-        agent = self.ids.get(ident) if ident is not None else None
+    def _agent_of(self, msg: Message, ident: bytes | None) -> int | None:
+        """Which agent process sent this: in secure mode the key's owner (the guard has
+        checked src against it), in plaintext the routing identity it declared."""
+        if self.t.secure:
+            return msg.src if msg.src in self.controls else None
+        return self.ids.get(ident) if ident is not None else None
+
+    def _on_act(self, msg: Message, ident: bytes | None) -> None:
+        body = msg.body
+        agent = self._agent_of(msg, ident)
         if agent is None or body["t"] != self.t_step or agent in self.acts:
             self._drop("unknown_sender" if agent is None else "wrong_step", ident)
             return
+        self.route[agent] = ident    # a reconnected agent is answered on its new connection
         a = body["a"]
         want = (self.env.num_envs, len(self.controls[agent]))
         if a.shape[:2] != want:
@@ -117,7 +126,7 @@ class EnvServer:
         replies = [(agent, {"t": self.t_step, "obs": _gather(obs, ctrl),
                             "final_obs": _gather(final_obs, ctrl),
                             "reward": np.ascontiguousarray(reward[ctrl].T), "terminated": term,
-                            "truncated": trunc, "last": last}, peer_identity(agent))
+                            "truncated": trunc, "last": last}, self.route[agent])
                    for agent, ctrl in self.controls.items()]
         self.t.send_burst(self.link, "step", replies, self.t_step)
         self.t.flush()
@@ -161,21 +170,27 @@ def _gather(per_agent: list[np.ndarray], ctrl: list[int]) -> np.ndarray:
     return np.stack([per_agent[c] for c in ctrl], axis=1)
 
 
-def run_envserver(connect: str, bind: str, advertise: str | None = None,
-                  join_timeout: float = 120.0) -> int:
-    """Entry point of ``agentd envserver``: build the env, serve the run. Returns exit code."""
-    transport = Transport(ENVSERVER, Guard(ENVSERVER), MessageLog("envserver"))
+def run_envserver(opts: JoinOptions) -> int:
+    """Entry point of ``agentd envserver``: build the env, serve the run, ship its files.
+    Returns the exit code. (Bad keys or an insecure bind raise before anything joins.)"""
+    transport, link, endpoint, _ = open_transport("envserver", opts, None, "env")
     server: EnvServer | None = None
+    control: ControlPlane | None = None
+    files: RunFiles | None = None
     try:
-        link = transport.bind_router(bind, "env")
-        control = ControlPlane(transport, connect)
-        control.hello("envserver", advertised(link.endpoint, advertise), None)
-        info = control.wait_welcome(join_timeout)
+        control = ControlPlane(transport, opts.connect)
+        control.hello("envserver", endpoint, None)
+        info = control.wait_welcome(opts.join_timeout)
         cfg = info["config"]
         control.interval, control.timeout = cfg["heartbeat_interval"], cfg["heartbeat_timeout"]
         transport.guard = Guard(ENVSERVER, max_bytes=cfg["max_msg_bytes"])
-        transport.msglog.attach(_log_dir(info) / "envserver.log",
-                                private=not load_learner_class(cfg["algo"]).centralised)
+        files = RunFiles.choose(info, "envserver", opts.run_dir)
+        files.capture_output()
+        assert transport.msglog is not None
+        transport.msglog.attach(files.log_path,
+                                private=not load_learner_class(cfg["algo"]).centralised,
+                                meta={**transport.security_meta(),
+                                      "insecure": transport.insecure or cfg["insecure"]})
         env = _build_env(cfg, info)
         control.send("env_ready", {"spaces": {"obs": env.obs_spaces, "act": env.act_spaces,
                                               "shared_reward": env.shared_reward,
@@ -185,24 +200,22 @@ def run_envserver(connect: str, bind: str, advertise: str | None = None,
             server.run()
         except StopRequested:
             pass
-        control.send("bye", {"stats": server.stats()})
+        control.send("bye", {"stats": {**server.stats(), "files": files.mode}})
         transport.flush()
         control.wait_ack(2 * cfg["heartbeat_timeout"])
+        if not files.shared:
+            ship(files, control, 2 * cfg["heartbeat_timeout"] + 10.0)
         return 0
     except RunFailed as exc:
         log.error("envserver: %s", exc)
-        report_error(transport, str(exc))
+        fail_and_ship(transport, control, files, str(exc))
         return 1
     except Exception as exc:
         log.exception("envserver crashed")
-        report_error(transport, f"{type(exc).__name__}: {exc}")
+        fail_and_ship(transport, control, files, f"{type(exc).__name__}: {exc}")
         return 1
     finally:
         transport.close()
-
-
-def _log_dir(info: dict[str, Any]) -> Path:
-    return Path(info["run_dir"]) / "logs"
 
 
 def _build_env(cfg: dict[str, Any], info: dict[str, Any]) -> VecEnv:

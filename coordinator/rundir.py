@@ -94,6 +94,28 @@ def return_figures(returns: list[float]) -> dict[str, Any]:
             "first_episode_return": float(returns[0])}
 
 
+def known_return_figures(config: Any, returns: list[float]) -> dict[str, Any]:
+    """For an env that knows its optimum (the seed-003 games): ``optimal_return``,
+    ``random_return`` and ``normalised_return`` = final_return / optimal_return (None when the
+    optimum is not positive, where the ratio would mislead). The env is rebuilt here from the
+    config and the derived model seed — the same model the env server stepped."""
+    from coordinator.envs import GAME_ENVS, EnvError, make_env
+
+    if config.env not in GAME_ENVS:
+        return {}
+    try:
+        env = make_env(config.env, n_agents=config.n, num_envs=1,
+                       episode_len=config.episode_len,
+                       seed=derive_seed(config.seed, "env_model"), env_kwargs=config.env_args)
+    except EnvError:
+        return {}
+    known = env.known_returns()
+    final = return_figures(returns)["final_return"]
+    optimum = known.get("optimal_return")
+    ok = final is not None and optimum is not None and optimum > 0
+    return {**known, "normalised_return": final / optimum if ok else None}
+
+
 def plot_learning_curve(path: Path, steps: list[int], returns: list[float], title: str) -> None:
     """Episode returns against joint step, with a moving average."""
     import matplotlib

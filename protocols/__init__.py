@@ -10,6 +10,7 @@ from protocols.errors import (
                                 Oversize,
                                 ProtocolError,
                                 SchemaMismatch,
+                                Spoofed,
                                 UnknownKind,
                                 WrongDestination,
 )
@@ -34,6 +35,7 @@ __all__ = [
                                 "Oversize",
                                 "ProtocolError",
                                 "SchemaMismatch",
+                                "Spoofed",
                                 "UnknownKind",
                                 "Val",
                                 "WrongDestination",

@@ -45,6 +45,13 @@ class WrongDestination(ProtocolError):
     reason = "wrong_destination"
 
 
+class Spoofed(ProtocolError):
+    """A message whose routing identity or header ``src`` names another process than the
+    owner of the key that authenticated its connection (secure mode)."""
+
+    reason = "spoofed"
+
+
 class SchemaMismatch(ProtocolError):
     """A body whose fields or arrays do not match the kind's schema."""
 

@@ -1,9 +1,12 @@
 """The guard: the checks every message passes on the way in and on the way out.
 
 On receive, in order, stopping at the first failure: frame count, size cap, header decode,
-kind registered, kind belongs to this socket's plane, addressed to me, (peer plane) sender is a
-neighbour and its socket identity matches, kind permitted for this run, body decode, schema,
-array shapes declared at admission (e.g. MDPO's latent). The header is validated before the body is decoded. On send: the kind is registered and on the
+(secure mode) the header's src and the routing identity name the key's owner, kind
+registered, kind belongs to this socket's plane, addressed to me, (peer plane) sender is a
+neighbour and (insecure mode) its socket identity matches, kind permitted for this run, body
+decode, schema, array shapes declared at admission (e.g. MDPO's latent), (secure mode) a hello
+asks to join only as the key's owner.
+The header is validated before the body is decoded. On send: the kind is registered and on the
 right plane, a peer destination is a neighbour, the kind is permitted, the body matches.
 The guard only decides; counting and logging rejections is the transport's job.
 """
@@ -15,13 +18,14 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from protocols.codec import Codec
-from protocols.envelope import Message, decode_header, split
+from protocols.envelope import ENVSERVER, Message, decode_header, process_name, split
 from protocols.errors import (
     KindNotPermitted,
     MalformedFrame,
     NotANeighbour,
     Oversize,
     SchemaMismatch,
+    Spoofed,
     WrongDestination,
 )
 from protocols.kinds import lookup
@@ -50,8 +54,12 @@ class Guard:
         self.declared = {k: dict(v) for k, v in (declared or {}).items()}
         self._codec = Codec()
 
-    def incoming(self, frames: list[bytes], plane: str, identity: bytes | None = None) -> Message:
-        """Decode and validate a received message (frames without the routing id)."""
+    def incoming(self, frames: list[bytes], plane: str, identity: bytes | None = None,
+                 sender: int | None = None) -> Message:
+        """Decode and validate a received message (frames without the routing id).
+
+        ``sender`` is the process whose key authenticated the connection (secure mode; None
+        in plaintext, where the routing identity is all there is to go on)."""
         if len(frames) != 1:
             raise MalformedFrame(f"expected 1 frame (the envelope), got {len(frames)}")
         nbytes = len(frames[0])
@@ -59,6 +67,9 @@ class Guard:
             raise Oversize(f"{nbytes} bytes exceeds the cap of {self.max_bytes}")
         head, body_part = split(frames[0])
         header = decode_header(self._codec, head)
+        if sender is not None:
+            _check_sender(header["s"], identity, sender)
+            identity = None    # checked against the key: the peer check below needs no more
         kind = lookup(header["k"])
         if kind.plane != plane:
             raise KindNotPermitted(f"'{kind.name}' is a {kind.plane} kind, not {plane}")
@@ -69,6 +80,8 @@ class Guard:
         body = self._codec.unpack(body_part)
         kind.check_body(body)
         self._check_declared(kind.name, body)
+        if sender is not None and kind.name == "hello":
+            _check_hello(body, sender)
         return Message(kind.name, header["s"], header["d"], header["t"], header["q"], body,
                        nbytes)
 
@@ -103,3 +116,25 @@ class Guard:
                                      f", declared {dtype}{list(shape)}")
             if value.dtype.kind in "fc" and not np.all(np.isfinite(value)):
                 raise SchemaMismatch(f"'{kind}' field '{name}' has non-finite values")
+
+
+def _check_sender(src: int, identity: bytes | None, sender: int) -> None:
+    """Secure mode: the envelope and the routing identity may only name the key's owner.
+    Identities ZeroMQ assigns itself start with a zero byte; any other was chosen by the
+    client, and then it must be the one its key's owner would use."""
+    if src != sender:
+        raise Spoofed(f"header src is {process_name(src)}, but the connection's key is "
+                      f"{process_name(sender)}'s")
+    if identity and identity[0] != 0 and (sender < 0 or identity != peer_identity(sender)):
+        raise Spoofed(f"routing identity {identity[:32]!r} does not belong to "
+                      f"{process_name(sender)}, whose key signed the connection")
+
+
+def _check_hello(body: dict, sender: int) -> None:
+    """Secure mode: the env server's key joins only as the env server, agent i's only as
+    agent i."""
+    role, want = body["role"], body["want_id"]
+    if (role == "envserver") != (sender == ENVSERVER) or (role == "agent" and sender < 0):
+        raise Spoofed(f"the key of {process_name(sender)} says hello as {role!r}")
+    if role == "agent" and want not in (None, sender):
+        raise Spoofed(f"the key of {process_name(sender)} asks to join as agent {want}")

@@ -4,6 +4,9 @@ Every message that crosses a socket has a registered kind. A kind belongs to one
 ``control`` (coordinator <-> agents / env server), ``env`` (agent <-> env server) or ``peer``
 (agent <-> neighbour agent). Only peer kinds may cross peer edges, and only those the running
 algorithm declares. Registering a name twice is an import-time error.
+
+Every kind is written to the message logs except the file transfer that assembles the run
+directory at the end (``logged=False``): it carries the logs themselves.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ class Kind:
     fields: Mapping[str, Field]
     optional: frozenset[str] = field(default_factory=frozenset)
     doc: str = ""
+    logged: bool = True
 
     def check_body(self, body: Any) -> None:
         if not isinstance(body, dict):
@@ -128,10 +132,24 @@ register(Kind("metrics", "control", {"step": INT, "scalars": DICT},
 register(Kind("episodes", "control", {"step": INT, "returns": Arr(FLOATS, (1,)),
                                       "lengths": Arr(INTS, (1,))},
               doc="env server -> coordinator: returns of the episodes that just ended"))
-register(Kind("error", "control", {"message": STR}, doc="a process reports a fatal error"))
+register(Kind("error", "control", {"message": STR, "files": STR}, frozenset(["files"]),
+              doc="a process reports a fatal error (files: 'shared' or 'ship', see bye)"))
 register(Kind("bye", "control", {"stats": DICT}, doc="a process finished; its final stats"))
 register(Kind("ack", "control", {}, doc="coordinator confirms a bye: safe to close"))
 register(Kind("stop", "control", {"reason": STR}, doc="coordinator ends the run"))
+register(Kind("security", "control", {"counts": DICT, "peers": Val((list,))},
+              doc="failed handshakes so far, by plane and reason, and the peers they came from"))
+# The run directory, assembled on the coordinator's host at the end (pulled by the coordinator
+# in checksummed chunks from each process that wrote its files on another disk).
+register(Kind("files", "control", {"files": Val((list,))}, logged=False,
+              doc="a process's files to ship: [[relative path, size, sha256 hex], ...]"))
+register(Kind("file_get", "control", {"path": STR, "offset": INT, "length": INT}, logged=False,
+              doc="coordinator asks for one chunk of a file"))
+register(Kind("file_chunk", "control", {"path": STR, "offset": INT, "data": Val((bytes,)),
+                                        "crc32": INT}, logged=False,
+              doc="one chunk of a file and its CRC-32"))
+register(Kind("files_done", "control", {"received": Val((list,)), "failed": Val((list,))},
+              logged=False, doc="coordinator: which files arrived whole (and which did not)"))
 
 # -- env plane: agent <-> environment server -----------------------------------------------
 register(Kind("join", "env", {}, doc="agent is ready for the first observation"))

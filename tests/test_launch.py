@@ -164,18 +164,23 @@ def test_processes_started_on_their_own_form_a_run(runs, tmp_path):
                         "--n", "2", "--steps", "100", "--episode-len", "10", "--quiet"], run_dir)
     wait_for(lambda: (run_dir / "coordinator.json").exists(), 30, "the coordinator")
     endpoint = read_json(run_dir / "coordinator.json")["endpoint"]
-    others = [runs.start(["envserver", "--connect", endpoint])] + \
-        [runs.start(["agent", "--connect", endpoint, "--log-dir", str(tmp_path / f"logs{i}"),
-                     "--bind", "tcp://127.0.0.1:*", "--advertise", "localhost"])
-         for i in range(2)]
+    # --join alone binds on the address that routes to the coordinator (here loopback)
+    others = [runs.start(["envserver", "--join", endpoint], cwd=tmp_path)] + \
+        [runs.start(["agent", "--connect", endpoint, "--bind", "tcp://127.0.0.1:*",
+                     "--advertise", "localhost"], cwd=tmp_path) for i in range(2)]
     assert coord.wait(timeout=60) == 0
     for proc in others:
         assert proc.wait(timeout=30) == 0
     s = read_json(run_dir / "summary.json")
-    assert s["status"] == "done" and s["episodes"] == 10
-    assert sorted(p.name for p in tmp_path.glob("logs*/agent-*.log")) == \
-        ["agent-0.log", "agent-1.log"]
-    for agent in read_json(run_dir / "endpoints.json")["agents"].values():
+    assert s["status"] == "done" and s["episodes"] == 10 and s["secure"] is False
+    # same disk as the coordinator: every file written straight into the run directory, once
+    assert s["files"] == {"shipped": {}, "missing": {}, "refused": []}
+    assert sorted(p.name for p in (run_dir / "logs").glob("*.log")) == \
+        ["agent-0.log", "agent-1.log", "coordinator.log", "envserver.log"]
+    assert not (tmp_path / "runs").exists()
+    ep = read_json(run_dir / "endpoints.json")
+    assert ep["envserver"]["endpoint"].startswith("tcp://127.0.0.1:")
+    for agent in ep["agents"].values():
         assert agent["endpoint"].startswith("tcp://localhost:")   # what neighbours dialled
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from protocols import (
+    COORDINATOR,
     REGISTRY,
     Codec,
     DuplicateKind,
@@ -17,6 +18,7 @@ from protocols import (
     NotANeighbour,
     Oversize,
     SchemaMismatch,
+    Spoofed,
     UnknownKind,
     WrongDestination,
     encode,
@@ -36,7 +38,7 @@ def sample_value(spec, rng):
         return np.asarray(rng.random((2,) * ndim) * 10).astype(dtype)
     t = spec.types[0]
     return {int: 7, str: "text", dict: {"a": 1, "nested": [1, 2.5]}, bool: True,
-            type(None): None}[t]
+            type(None): None, list: [["a", 1], 2.5], bytes: b"\x00\xffraw"}[t]
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
@@ -174,3 +176,30 @@ def test_schema_rejects_extra_fields_and_wrong_types():
     with pytest.raises(SchemaMismatch):
         kind.check_body({"step": "one", "scalars": {}})
     assert Val((int,)) and Arr()
+
+
+def test_secure_mode_the_key_decides_who_sent_it():
+    """With the connection's key owner known (sender), the header src and a client-chosen
+    routing identity must name that owner; an identity ZeroMQ assigned is fine."""
+    body = {"t": 1, "r": 0, "idx": np.arange(2), "x": np.zeros(2)}
+    guard = Guard(0, neighbours=[1, 3], permitted_peer_kinds=["consensus"])
+    codec = Codec()
+    as_three = encode(codec, "consensus", 3, 0, 1, 1, body)
+    msg = guard.incoming([as_three], "peer", b"\x00\x12\x34\x56\x78", sender=3)
+    assert msg.src == 3
+    assert guard.incoming([as_three], "peer", peer_identity(3), sender=3).src == 3
+    with pytest.raises(Spoofed, match="routing identity"):
+        guard.incoming([as_three], "peer", peer_identity(1), sender=3)
+    with pytest.raises(Spoofed, match="header src is agent 1"):
+        guard.incoming([encode(codec, "consensus", 1, 0, 1, 1, body)], "peer", None, sender=3)
+    with pytest.raises(Spoofed):       # a key that names no process: nobody may be claimed
+        guard.incoming([as_three], "peer", None, sender=-999)
+    coord = Guard(COORDINATOR)
+    hello = {"role": "agent", "pid": 1, "host": "h", "endpoint": None, "want_id": 3, "caps": {}}
+    assert coord.incoming([encode(codec, "hello", 3, -1, 0, 1, hello)], "control",
+                          None, sender=3).body["want_id"] == 3
+    for claim in ({"want_id": 1}, {"role": "envserver", "want_id": None}):
+        with pytest.raises(Spoofed, match="key of agent 3"):
+            coord.incoming([encode(codec, "hello", 3, -1, 0, 1, {**hello, **claim})],
+                           "control", None, sender=3)
+    assert Spoofed.reason == "spoofed"

@@ -12,6 +12,7 @@ COMMANDS = {
     "coordinator": ("agentd.cli.coordinator_cmd", "run a coordinator (admission, metrics)"),
     "envserver": ("agentd.cli.envserver_cmd", "run an environment server"),
     "agent": ("agentd.cli.agent_cmd", "run one agent process that joins a coordinator"),
+    "keys": ("agentd.cli.keys_cmd", "make or show CURVE keys for secure runs"),
     "topology": ("topologies.show", "show a topology: edges, mixing matrix, spectral gap"),
     "audit": ("agentd.cli.audit_cmd", "audit a run's message logs: traffic, rejections, leakage"),
     "replay": ("agentd.cli.replay_cmd", "replay one agent alone from its message log"),

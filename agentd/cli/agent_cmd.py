@@ -1,22 +1,22 @@
-"""``agentd agent``: one agent process that joins a coordinator and learns."""
+"""``agentd agent``: one agent process that joins a coordinator and learns.
+
+On another machine: ``agentd agent --join tcp://A:5555 --keys KEYDIR [--id I]`` binds on the
+local address that routes to A, advertises it, and ships its files to A when the run ends."""
 
 from __future__ import annotations
 
 import argparse
 
+from agentd.cli.join import add_join_flags, join_options, run_joining
+
 
 def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="agentd agent", description=__doc__)
-    parser.add_argument("--connect", required=True, metavar="tcp://HOST:PORT",
-                        help="the coordinator's control endpoint")
-    parser.add_argument("--bind", default="tcp://127.0.0.1:*",
-                        help="endpoint neighbours reach this agent on (default tcp://127.0.0.1:*)")
-    parser.add_argument("--advertise", default=None, metavar="HOST",
-                        help="address neighbours on other machines should dial")
-    parser.add_argument("--id", type=int, default=None, help="ask for this agent id")
-    parser.add_argument("--log-dir", default=None,
-                        help="where to write this agent's message log (default RUN_DIR/logs)")
-    parser.add_argument("--join-timeout", type=float, default=120.0)
+    parser = argparse.ArgumentParser(prog="agentd agent", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_join_flags(parser, "neighbours")
+    parser.add_argument("--id", type=int, default=None,
+                        help="ask for this agent id (with --keys: which key to use; optional "
+                             "when KEYDIR holds one agent secret)")
     parser.add_argument("--preload-torch", action="store_true",
                         help="import torch before joining (a deep learner's ~1 s start-up then "
                              "cannot delay the first heartbeats)")
@@ -25,5 +25,4 @@ def run(argv: list[str]) -> int:
         import torch  # noqa: F401 - the point is the import's side effect (loading it)
     from agentd.agent import run_agent
 
-    return run_agent(args.connect, args.bind, args.id, args.log_dir, args.advertise,
-                     args.join_timeout)
+    return run_joining("agentd agent", lambda: run_agent(join_options(args), args.id))

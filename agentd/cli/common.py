@@ -57,6 +57,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         if getattr(args, "pr_weight", None) is not None:
             cli["params"] = {**(cli["params"] or {}), "pr_weight": args.pr_weight}
         cli["env_args"] = parse_assignments(args.env_arg, "--env-arg") or None
+        cli["insecure"] = True if getattr(args, "insecure", False) else None
         return resolve(file_values, cli)
     except ConfigError as exc:
         print(f"agentd: config error: {exc}", file=sys.stderr)

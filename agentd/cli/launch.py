@@ -15,12 +15,20 @@ def run(argv: list[str]) -> int:
     parser.add_argument("--pin-cpus", action="store_true",
                         help="pin each process to one CPU, round-robin (faster on a dedicated "
                              "machine; may hurt when other work shares the CPUs)")
+    parser.add_argument("--secure", action="store_true",
+                        help="CURVE on every link, with a throw-away key directory made inside "
+                             "the run directory (RUN/keys)")
+    parser.add_argument("--insecure", action="store_true",
+                        help="allow plaintext beyond loopback (with --host), on purpose")
     args = parser.parse_args(argv)
+    if args.secure and args.insecure:
+        parser.error("--secure and --insecure contradict each other")
     config = config_from_args(args)
     from agentd.launcher import Launcher, LaunchError
 
     try:
-        return Launcher(config, quiet=args.quiet, pin_cpus=args.pin_cpus).run()
+        return Launcher(config, quiet=args.quiet, pin_cpus=args.pin_cpus,
+                        secure=args.secure).run()
     except LaunchError as exc:
         print(f"agentd launch: {exc}", file=sys.stderr)
         return 1

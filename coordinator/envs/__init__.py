@@ -15,12 +15,22 @@ from typing import Any
 from coordinator.envs.base import OBS_MODES, EnvError, StepResult, VecEnv
 
 BUILTIN_ENVS = ("random-mdp", "digital", "spread")
+# The tabular games of seed 003 (built by class path below; each knows its optimum).
+GAME_ENVS = {"lstage": "coordinator.envs.lstage:LStage",
+             "stochastic-game": "coordinator.envs.stochastic_game:StochasticGame",
+             "matrix": "coordinator.envs.matrix:MatrixGame"}
+BUILTIN_ENVS += tuple(GAME_ENVS)
+# Built-ins whose transitions are deterministic given the joint action (tabular I2Q needs it).
+DETERMINISTIC_ENVS = ("lstage", "matrix")
 # env_kwargs each built-in accepts, with the type its value is converted to (CLI values may
 # arrive as strings).
 _BUILTIN_KWARGS: dict[str, dict[str, type]] = {
     "random-mdp": {"n_actions": int, "n_states": int},
     "digital": {"n_states": int, "reward_noise": float},
     "spread": {"max_cycles": int, "continuous_actions": bool},
+    "lstage": {"L": int},
+    "stochastic-game": {"n_states": int, "n_actions": int, "horizon": int, "one_hot": bool},
+    "matrix": {"game": str, "k": float, "payoff": str},
 }
 
 __all__ = ["BUILTIN_ENVS", "OBS_MODES", "EnvError", "StepResult", "VecEnv", "check_env_id",
@@ -66,6 +76,14 @@ def make_env(env_id: str, *, n_agents: int, num_envs: int, episode_len: int, see
 
         return Digital(n_agents, num_envs, episode_len, model_seed=seed,
                        **_builtin_kwargs(env_id, env_kwargs))
+
+    if env_id in GAME_ENVS:
+        import importlib
+
+        module, cls = GAME_ENVS[env_id].split(":")
+        return getattr(importlib.import_module(module), cls)(
+            n_agents, num_envs, episode_len, model_seed=seed,
+            **_builtin_kwargs(env_id, env_kwargs))
 
     from coordinator.envs.pettingzoo_env import PettingZooVecEnv, load_factory
 

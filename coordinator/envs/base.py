@@ -56,3 +56,39 @@ class VecEnv:
 
     def close(self) -> None:
         pass
+
+    def known_returns(self) -> dict[str, float]:
+        """Episode returns of reference policies the env can compute exactly: the optimum
+        (``optimal_return``) and, where known, the uniform-random policy's (``random_return``),
+        so a summary can show ``normalised_return = final_return / optimal_return``."""
+        return {}
+
+
+def check_discrete_actions(env_id: str, names: list[str], num_envs: int, n_actions: list[int],
+                           actions: list[np.ndarray]) -> np.ndarray:
+    """Per-agent Discrete actions stacked into (N, K) int64, or EnvError naming the agent."""
+    if len(actions) != len(names):
+        raise EnvError(f"{env_id}: expected actions for {len(names)} agents, got {len(actions)}")
+    try:
+        stacked = np.stack([np.asarray(a) for a in actions])
+    except ValueError:
+        stacked = None
+    limits = np.asarray(n_actions)[:, None]
+    if (stacked is None or stacked.shape != (len(names), num_envs)
+            or stacked.dtype.kind not in "iu" or stacked.min() < 0 or (stacked >= limits).any()):
+        _explain_bad_action(env_id, names, num_envs, n_actions, actions)
+    return stacked.astype(np.int64, copy=False)
+
+
+def _explain_bad_action(env_id: str, names: list[str], num_envs: int, n_actions: list[int],
+                        actions: list[np.ndarray]) -> None:
+    for i, a in enumerate(actions):
+        a = np.asarray(a)
+        where = f"{env_id}: action of agent {i} ({names[i]})"
+        if a.shape != (num_envs,):
+            raise EnvError(f"{where} must have shape ({num_envs},), got {a.shape}")
+        if a.dtype.kind not in "iu":
+            raise EnvError(f"{where} must be integers, got dtype {a.dtype}")
+        if a.min() < 0 or a.max() >= n_actions[i]:
+            raise EnvError(f"{where} must lie in [0, {n_actions[i]}), got {a.tolist()}")
+    raise EnvError(f"{env_id}: malformed actions")   # unreachable in practice

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from coordinator.envs.base import EnvError, StepResult, VecEnv
+from coordinator.envs.base import EnvError, StepResult, VecEnv, check_discrete_actions
 
 CACHE_LIMIT = 50_000        # rows kept before the cache is cleared
 _INT64_SAFE = 2 ** 63 - 1
@@ -122,28 +122,5 @@ class JointActionMDP(VecEnv):
 
     def _check_actions(self, actions: list[np.ndarray]) -> np.ndarray:
         """Stack per-agent actions into (N, K) int64, or raise EnvError naming the agent."""
-        if len(actions) != self.n_agents:
-            raise EnvError(f"{self.env_id}: expected actions for {self.n_agents} agents, "
-                           f"got {len(actions)}")
-        try:
-            stacked = np.stack([np.asarray(a) for a in actions])
-        except ValueError:
-            stacked = None
-        if (stacked is None or stacked.shape != (self.n_agents, self.num_envs)
-                or stacked.dtype.kind not in "iu"
-                or stacked.min() < 0 or stacked.max() >= self.n_actions):
-            self._explain_bad_action(actions)
-        return stacked.astype(np.int64, copy=False)
-
-    def _explain_bad_action(self, actions: list[np.ndarray]) -> None:
-        for i, a in enumerate(actions):
-            a = np.asarray(a)
-            where = f"{self.env_id}: action of agent {i} ({self.agent_names[i]})"
-            if a.shape != (self.num_envs,):
-                raise EnvError(f"{where} must have shape ({self.num_envs},), got {a.shape}")
-            if a.dtype.kind not in "iu":
-                raise EnvError(f"{where} must be integers, got dtype {a.dtype}")
-            if a.min() < 0 or a.max() >= self.n_actions:
-                raise EnvError(f"{where} must lie in [0, {self.n_actions}), "
-                               f"got {a.tolist()}")
-        raise EnvError(f"{self.env_id}: malformed actions")   # unreachable in practice
+        return check_discrete_actions(self.env_id, self.agent_names, self.num_envs,
+                                      [self.n_actions] * self.n_agents, actions)

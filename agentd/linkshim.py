@@ -1,0 +1,64 @@
+"""A test-only impaired link: outgoing messages of chosen planes are held for d ± j ms.
+
+This machine's kernel has no netem, so link latency for multi-host tests is added here.
+``AGENTD_TEST_LINK_DELAY="peer=20:5,env=5:0"`` holds each message sent on those planes for
+d ± j milliseconds (uniform, seeded) and releases it when the transport next polls, in order
+per socket (ZeroMQ keeps order on a connection, so a shim must too). It drops nothing: loss
+belongs to the network (nftables on a host's input), where TCP recovers it as it would on a
+real LAN. A run with the shim says so in every log's meta record and warns at start-up.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections import deque
+from typing import Any
+
+ENV_VAR = "AGENTD_TEST_LINK_DELAY"
+
+
+class DelayShim:
+    """Holds outgoing frames per socket until they are due."""
+
+    def __init__(self, spec: str, seed: int = 0) -> None:
+        self.delays: dict[str, tuple[float, float]] = {}
+        for item in spec.split(","):
+            plane, _, numbers = item.partition("=")
+            delay, _, jitter = numbers.partition(":")
+            try:
+                self.delays[plane.strip()] = (float(delay) / 1e3, float(jitter or 0) / 1e3)
+            except ValueError:
+                raise ValueError(f"{ENV_VAR}={spec!r}: expected plane=DELAY_MS[:JITTER_MS],...")
+        self.spec = spec
+        self._rng = random.Random(seed)
+        self._queues: dict[Any, deque] = {}
+
+    @classmethod
+    def from_env(cls, seed: int = 0) -> DelayShim | None:
+        spec = os.environ.get(ENV_VAR, "").strip()
+        return cls(spec, seed) if spec else None
+
+    def hold(self, plane: str, sock: Any, item: tuple) -> bool:
+        """Queue ``item`` if this plane is delayed; False means send it now."""
+        delay = self.delays.get(plane)
+        if delay is None:
+            return False
+        queue = self._queues.setdefault(sock, deque())
+        due = time.monotonic() + max(0.0, delay[0] + self._rng.uniform(-delay[1], delay[1]))
+        if queue and queue[-1][0] > due:
+            due = queue[-1][0]            # never overtake an earlier message on this socket
+        queue.append((due, item))
+        return True
+
+    def release(self, send: Any, everything: bool = False) -> float | None:
+        """Send every due item (all with ``everything``); seconds until the next is due."""
+        now, soonest = time.monotonic(), None
+        for queue in self._queues.values():
+            while queue and (everything or queue[0][0] <= now):
+                send(*queue.popleft()[1])
+            if queue:
+                wait = queue[0][0] - now
+                soonest = wait if soonest is None else min(soonest, wait)
+        return soonest
