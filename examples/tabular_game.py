@@ -39,8 +39,8 @@ from agentd.inprocess import build_env, make_learners, run_in_process
 def game_model(env) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(P[s, j, s'], R[s, j], initial distribution) of a joint-action tabular env; j is the
     joint index sum_i a_i * A**i (agent 0 least significant)."""
-    if hasattr(env, "model_arrays"):
-        return env.model_arrays()
+    if hasattr(env, "P") and hasattr(env, "R"):       # stochastic-game: tabulated, starts in 0
+        return env.P, env.R, np.eye(env.n_states)[0]
     n_s, n_j = env.n_states, env.n_actions ** env.n_agents
     P, R = np.zeros((n_s, n_j, n_s)), np.zeros((n_s, n_j))
     for s in range(n_s):
@@ -185,7 +185,9 @@ def main() -> None:
     env = build_env(args.env, args.n, num_envs=1, episode_len=args.episode_len,
                     seed=args.model_seed)
     P, R, init = game_model(env)
-    best = getattr(env, "optimum", None) or optimum(P, R, init, args.episode_len)
+    best = optimum(P, R, init, args.episode_len)
+    if hasattr(env, "known_returns"):                  # the env's own DP must agree
+        assert abs(env.known_returns()["optimal_return"] - best) < 1e-6 * max(1, abs(best))
     log = args.out.with_suffix(".jsonl")
     log.parent.mkdir(parents=True, exist_ok=True)
     done = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []

@@ -239,3 +239,11 @@ def test_checkpoint_round_trips_with_optimiser_state(cls):
     assert restored.keys() == state.keys()
     for key, value in state.items():
         np.testing.assert_array_equal(restored[key], value, err_msg=key)
+
+
+def test_onpolicy_runs_get_a_longer_default_heartbeat_timeout_unless_one_is_given():
+    from agentd.config import resolve
+
+    assert resolve({}, {"algo": "mdpo"}).heartbeat_timeout == 30.0
+    assert resolve({}, {"algo": "dac"}).heartbeat_timeout == 5.0
+    assert resolve({}, {"algo": "ippo", "heartbeat_timeout": 7.0}).heartbeat_timeout == 7.0

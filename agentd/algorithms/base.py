@@ -106,6 +106,7 @@ class Learner:
     centralised: ClassVar[bool] = False   # controls every env agent from one process
     wants_state: ClassVar[bool] = False   # observe the env's global state (config obs = "auto")
     action_type: ClassVar[str] = "any"    # "box" | "discrete" | "any": action spaces it handles
+    min_heartbeat_timeout: ClassVar[float] = 0.0   # raise the run's default heartbeat timeout
 
     def __init__(self, spec: LearnerSpec) -> None:
         self.spec = spec

@@ -97,6 +97,7 @@ class OnPolicyLearner(Learner):
 
     Params = OnPolicyParams
     needs_torch = True
+    min_heartbeat_timeout = 30.0       # one update per rollout can take seconds under load
 
     def __init__(self, spec: LearnerSpec) -> None:
         super().__init__(spec)
