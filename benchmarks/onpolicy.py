@@ -43,7 +43,7 @@ def launch(algo: str, steps: int, tmp: Path) -> dict[str, float]:
                     str(K), "--episode-len", "25", "--steps", str(steps),
                     "--heartbeat-timeout", "30", *extra], check=True, stdout=subprocess.DEVNULL)
     s = json.loads((run_dir / "summary.json").read_text())
-    updates = [sc["update_seconds"] for line in (run_dir / "metrics.jsonl").read_text().split()
+    updates = [sc["update_seconds"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
                for sc in json.loads(line).get("agents", {}).values() if "update_seconds" in sc]
     return {"steps_s": K * steps / s["envserver"]["wall_s"],
             "update_s": statistics.mean(updates)}
