@@ -40,7 +40,7 @@ class Agent:
         learner = build_learner(info)
         transport.me = self.id
         transport.guard = Guard(self.id, self.neighbours, learner.peer_kinds,
-                                config["max_msg_bytes"])
+                                config["max_msg_bytes"], learner.peer_shapes())
         assert transport.msglog is not None
         transport.msglog.attach(files.log_path, f"agent {self.id}",
                                 private=not learner.non_private_reason(config["params"]),

@@ -54,6 +54,9 @@ class Collected:
     peer_values: dict[int, dict[int, dict[str, list[np.ndarray]]]] = field(
         default_factory=lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
     peer_sent: Counter = field(default_factory=Counter)
+    # agent -> step -> the latent it sent for env copy 0 (the probe's features include it raw)
+    latent_rows: dict[int, dict[int, np.ndarray]] = field(
+        default_factory=lambda: defaultdict(dict))
     handshakes: Counter = field(default_factory=Counter)   # (owner, plane, reason, peer)
 
     def add(self, owner: int, rec: LogRecord) -> None:
@@ -105,6 +108,9 @@ class Collected:
                        if isinstance(v, np.ndarray | int | float)]
             self.peer_values[agent][rec.header["t"]][rec.kind].append(
                 np.concatenate(numbers) if numbers else np.zeros(0))
+            z = rec.body.get("z") if rec.kind == "latent" else None
+            if isinstance(z, np.ndarray) and z.ndim == 2 and len(z):
+                self.latent_rows[agent].setdefault(rec.header["t"], z[0].astype(np.float64))
 
 
 def _process_id(name: str, path: Path) -> int:
@@ -241,7 +247,9 @@ PROBE_METHOD = (
     "the steps and scored on the second half. Chance = share of the most common action in the "
     "second half (the best constant guess, chosen with hindsight); baseline = the same "
     "classifier with the messages blanked out (it guesses the first half's most common action), "
-    "so accuracy - baseline is what the messages add. Discrete actions only (copy 0, slot 0).")
+    "so accuracy - baseline is what the messages add. Discrete actions only (copy 0, slot 0). "
+    "A latent message's vector for copy 0 is a feature as it is, not only through its "
+    "statistics.")
 
 
 def leakage_probe(c: Collected) -> dict[str, Any]:
@@ -264,6 +272,14 @@ def _probe_agent(c: Collected, agent: int) -> dict[str, Any]:
     y = np.array([labels.setdefault(actions[t], len(labels)) for t in steps])
     sent = c.peer_values.get(agent, {})
     x = np.array([_features(sent.get(t, {})) for t in steps])
+    rows = c.latent_rows.get(agent, {})
+    if rows:
+        width = max(len(r) for r in rows.values())
+        raw = np.zeros((len(steps), width))
+        for k, t in enumerate(steps):   # the latent sent at step t + 1 is of the
+            if t + 1 in rows:           # observation the action of step t was taken on
+                raw[k, :len(rows[t + 1])] = rows[t + 1]
+        x = np.hstack([x, raw])
     half = len(steps) // 2
     y_test = y[half:]
     accuracy = float(np.mean(nearest_centroid(x[:half], y[:half], x[half:]) == y_test))

@@ -92,7 +92,7 @@ def resolve(file_values: dict[str, Any], cli_values: dict[str, Any]) -> RunConfi
 
         config.episode_len = DEFAULT_EPISODE_LEN.get(config.env, config.episode_len)
     validate(config)
-    _resolve_defaults(config)
+    _resolve_defaults(config, set(merged))
     if private is not None and private != is_private(config):
         raise ConfigError(f"'private' = {private!r} does not match algo '{config.algo}' "
                           f"(private = {is_private(config)}); the label is derived, remove it")
@@ -191,11 +191,14 @@ def _validate_algo_env(c: RunConfig) -> None:
         raise ConfigError(f"'params': algo '{c.algo}' takes no parameters")
 
 
-def _resolve_defaults(c: RunConfig) -> None:
+def _resolve_defaults(c: RunConfig, given: set[str] = frozenset()) -> None:
     """Replace learner-dependent defaults by what will run, so config.toml shows it.
 
     * The learner checks the run it is put into and adds env_args it needs (``check_run``:
       e.g. meta-mapg sets ipd's ``episodes_per_task`` to its chain length + 1).
+    * heartbeat_timeout, when not given, becomes at least the learner's
+      ``min_heartbeat_timeout``: an on-policy learner trains once per rollout, for seconds on
+      a loaded machine, inside the agent loop.
 
     * obs "auto" becomes "state" for a learner that wants the global state, else "local".
     * A learner of Box actions on an mpe2 env gets ``continuous_actions = true`` unless
@@ -215,6 +218,8 @@ def _resolve_defaults(c: RunConfig) -> None:
     c.env_args = {**needed, **c.env_args}
     if c.obs == "auto":
         c.obs = "state" if learner.wants_state else "local"
+    if "heartbeat_timeout" not in given:
+        c.heartbeat_timeout = max(c.heartbeat_timeout, learner.min_heartbeat_timeout)
     if (learner.action_type == "box" and c.env not in BUILTIN_ENVS
             and split_factory_spec(c.env)[0].startswith("mpe2.")
             and "continuous_actions" not in c.env_args):

@@ -4,7 +4,8 @@ On receive, in order, stopping at the first failure: frame count, size cap, head
 (secure mode) the header's src and the routing identity name the key's owner, kind
 registered, kind belongs to this socket's plane, addressed to me, (peer plane) sender is a
 neighbour and (insecure mode) its socket identity matches, kind permitted for this run, body
-decode, schema, (secure mode) a hello asks to join only as the key's owner.
+decode, schema, array shapes declared at admission (e.g. MDPO's latent), (secure mode) a hello
+asks to join only as the key's owner.
 The header is validated before the body is decoded. On send: the kind is registered and on the
 right plane, a peer destination is a neighbour, the kind is permitted, the body matches.
 The guard only decides; counting and logging rejections is the transport's job.
@@ -12,7 +13,9 @@ The guard only decides; counting and logging rejections is the transport's job.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+
+import numpy as np
 
 from protocols.codec import Codec
 from protocols.envelope import ENVSERVER, Message, decode_header, process_name, split
@@ -21,6 +24,7 @@ from protocols.errors import (
     MalformedFrame,
     NotANeighbour,
     Oversize,
+    SchemaMismatch,
     Spoofed,
     WrongDestination,
 )
@@ -39,11 +43,15 @@ class Guard:
 
     def __init__(self, me: int, neighbours: Iterable[int] = (),
                  permitted_peer_kinds: Iterable[str] = (),
-                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+                 max_bytes: int = DEFAULT_MAX_BYTES,
+                 declared: Mapping[str, Mapping[str, tuple[tuple[int, ...], str]]] | None = None
+                 ) -> None:
         self.me = me
         self.neighbours = frozenset(neighbours)
         self.permitted = frozenset(permitted_peer_kinds)
         self.max_bytes = max_bytes
+        # kind -> field -> (exact shape, dtype) declared at admission (e.g. the latent z)
+        self.declared = {k: dict(v) for k, v in (declared or {}).items()}
         self._codec = Codec()
 
     def incoming(self, frames: list[bytes], plane: str, identity: bytes | None = None,
@@ -71,6 +79,7 @@ class Guard:
             self._check_peer(kind.name, header["s"], identity)
         body = self._codec.unpack(body_part)
         kind.check_body(body)
+        self._check_declared(kind.name, body)
         if sender is not None and kind.name == "hello":
             _check_hello(body, sender)
         return Message(kind.name, header["s"], header["d"], header["t"], header["q"], body,
@@ -96,6 +105,17 @@ class Guard:
             if kind.name not in self.permitted:
                 raise KindNotPermitted(f"'{kind.name}' is not permitted in this run")
         kind.check_body(body)
+        self._check_declared(kind.name, body)
+
+    def _check_declared(self, kind: str, body: dict) -> None:
+        """Arrays of a kind declared at admission: exactly that shape and dtype, all finite."""
+        for name, (shape, dtype) in self.declared.get(kind, {}).items():
+            value = body[name]
+            if value.shape != tuple(shape) or value.dtype != np.dtype(dtype):
+                raise SchemaMismatch(f"'{kind}' field '{name}' is {value.dtype}{list(value.shape)}"
+                                     f", declared {dtype}{list(shape)}")
+            if value.dtype.kind in "fc" and not np.all(np.isfinite(value)):
+                raise SchemaMismatch(f"'{kind}' field '{name}' has non-finite values")
 
 
 def _check_sender(src: int, identity: bytes | None, sender: int) -> None:

@@ -170,8 +170,9 @@ register(Kind("pr_query", "peer", {"qid": INT, "states": Arr(NUMERIC, (1, 2))},
 register(Kind("pr_values", "peer", {"qid": INT, "states": Arr(INTS, (1,), 1 << 16),
                                     "values": Arr(FLOATS, (1, 2), 1 << 20)},
               doc="policy reciprocity: a neighbour's values (rows) at the given states"))
-register(Kind("latent", "peer", {"z": Arr(FLOATS, (1, 2))},
-              doc="MDPO: a predicted low-dimensional latent variable"))
+register(Kind("latent", "peer", {"t": INT, "z": Arr(FLOATS, (1, 2), 1 << 16)},
+              doc="MDPO: the sender's predicted latent z for its observation at step t, one "
+                  "row per env copy; exact shape and dtype declared at admission"))
 register(Kind("policy_params", "peer", {"episode": INT, "logits": Arr(FLOATS, (2,), 64)},
               doc="NON-PRIVATE, opponent-shaping learners with opponent=shared only: the "
                   "policy logits an agent played in an episode (published full-information "

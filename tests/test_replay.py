@@ -22,9 +22,12 @@ from protocols import Codec, encode
 from protocols.envelope import split
 
 DEEP = ["--env", "mpe2.simple_spread_v3:parallel_env", "--param", "start=64", "--param", "batch=32"]
+ONPOLICY = ["--param", "rollout=50"]
 IPD = ["--env", "ipd", "--n", "2", "--topology", "line"]
 RUN_ARGS = {"dac": [], "iql": [], "central-q": [], "random": [], "pr": [], "dac-deep": DEEP,
-            "isac": DEEP, "maddpg": DEEP}
+            "isac": DEEP, "maddpg": DEEP, "ippo": ONPOLICY, "dpo": ONPOLICY,
+            "mdpo": [*ONPOLICY, "--param", "share_latent=true", "--param", "model_steps=5",
+                     "--param", "pred_steps=5"]}
 RUN_ARGS.update({   # the opponent-shaping family, private and shared, exact and sampled
     "naive-pg": [*IPD, "--param", "estimator=dice"],
     "lola": [*IPD, "--param", "opponent=shared"],
@@ -32,20 +35,30 @@ RUN_ARGS.update({   # the opponent-shaping family, private and shared, exact and
     "meta-mapg": [*IPD, "--param", "opponent=shared"]})
 
 
+class LazyRuns(dict):
+    """algo -> run directory, each short live run launched on first use, so a test's setup
+    pays (and its timeout covers) only the runs it reads, not one per registered learner."""
+
+    def __init__(self, tmp_path_factory) -> None:
+        super().__init__()
+        self.tmp = tmp_path_factory
+
+    def __missing__(self, algo: str):
+        run_dir = self.tmp.mktemp(algo) / "run"
+        res = subprocess.run(check=False, args=[*AGENTD, "launch", "--quiet", "--run-dir", str(run_dir),
+                              "--algo", algo, "--n", "3", "--num-envs", "2", "--steps", "300",
+                              "--episode-len", "20", "--seed", "4", *RUN_ARGS[algo]],
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stdout + res.stderr
+        self[algo] = run_dir
+        return run_dir
+
+
 @pytest.fixture(scope="module")
 def runs_by_algo(tmp_path_factory):
     """One short live run per registered learner (random-mdp, n = 3, K = 2)."""
     assert set(RUN_ARGS) == set(ALGORITHMS), "a new learner needs a conformance run here"
-    out = {}
-    for algo, extra in RUN_ARGS.items():
-        run_dir = tmp_path_factory.mktemp(algo) / "run"
-        res = subprocess.run(check=False, args=[*AGENTD, "launch", "--quiet", "--run-dir", str(run_dir),
-                              "--algo", algo, "--n", "3", "--num-envs", "2", "--steps", "300",
-                              "--episode-len", "20", "--seed", "4", *extra],
-                             capture_output=True, text=True, timeout=120)
-        assert res.returncode == 0, res.stdout + res.stderr
-        out[algo] = run_dir
-    return out
+    return LazyRuns(tmp_path_factory)
 
 
 @pytest.mark.parametrize("algo", sorted(ALGORITHMS))
@@ -255,3 +268,17 @@ def test_perturbations_change_a_communicating_learner(runs_by_algo, tmp_path):
         assert res.forced_steps == expected_forced, pert.describe()
     dropped = replay(run_dir, 1, Perturbation(drop_from=frozenset({0})))
     assert dropped.peer_delivered == 300                               # only agent 2's
+
+
+@pytest.mark.parametrize("algo", ["ippo", "dpo", "mdpo"])
+def test_onpolicy_conformance_runs_end_with_finite_losses(runs_by_algo, algo):
+    """300 steps, rollout 50: six updates per agent, every reported loss finite."""
+    import json
+    import math
+
+    records = [scalars for line in (runs_by_algo[algo] / "metrics.jsonl").read_text().splitlines()
+               for scalars in json.loads(line).get("agents", {}).values()
+               if scalars and "policy_loss" in scalars]
+    assert len(records) >= 3
+    assert all(math.isfinite(r["policy_loss"]) and math.isfinite(r["value_loss"])
+               for r in records)

@@ -23,6 +23,9 @@ ALGORITHMS: dict[str, str] = {
     "lola": "agentd.algorithms.shaping.lola:Lola",
     "meta-pg": "agentd.algorithms.shaping.meta:MetaPG",
     "meta-mapg": "agentd.algorithms.shaping.meta:MetaMAPG",
+    "ippo": "agentd.algorithms.onpolicy.ippo:IPPO",
+    "dpo": "agentd.algorithms.onpolicy.dpo:DPO",
+    "mdpo": "agentd.algorithms.onpolicy.mdpo:MDPO",
 }
 
 

@@ -106,6 +106,7 @@ class Learner:
     centralised: ClassVar[bool] = False   # controls every env agent from one process
     wants_state: ClassVar[bool] = False   # observe the env's global state (config obs = "auto")
     action_type: ClassVar[str] = "any"    # "box" | "discrete" | "any": action spaces it handles
+    min_heartbeat_timeout: ClassVar[float] = 0.0   # raise the run's default heartbeat timeout
 
     def __init__(self, spec: LearnerSpec) -> None:
         self.spec = spec
@@ -120,6 +121,12 @@ class Learner:
         """The peer kinds a run with these (raw) params may exchange; the guard and the audit
         use it. A learner whose messages depend on its parameters overrides it."""
         return cls.peer_kinds
+
+    def peer_shapes(self) -> dict[str, dict[str, tuple[tuple[int, ...], str]]]:
+        """Exact (shape, dtype) of array fields of peer kinds, declared at admission: the guard
+        rejects a message of such a kind whose array differs or is not finite. Empty: the
+        registry's schema alone."""
+        return {}
 
     @classmethod
     def non_private_reason(cls, params: dict[str, Any]) -> str:

@@ -112,3 +112,25 @@ def box_bounds(space: dict) -> tuple[np.ndarray, np.ndarray]:
     low = np.asarray(space["low"], dtype=np.float32).reshape(shape)
     high = np.asarray(space["high"], dtype=np.float32).reshape(shape)
     return low, high
+
+
+def optimizer_arrays(prefix: str, opt: torch.optim.Optimizer) -> dict[str, np.ndarray]:
+    """An optimiser's per-parameter state (Adam's step and moments) as named arrays."""
+    out = {}
+    for idx, state in opt.state_dict()["state"].items():
+        for key, value in state.items():
+            out[f"{prefix}.{idx}.{key}"] = torch.as_tensor(value).detach().numpy().copy()
+    return out
+
+
+def load_optimizer_arrays(prefix: str, opt: torch.optim.Optimizer,
+                          state: dict[str, np.ndarray]) -> None:
+    """Restore what ``optimizer_arrays`` saved (a fresh optimiser has no state yet)."""
+    per_param: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in state.items():
+        if name.startswith(prefix + "."):
+            idx, key = name[len(prefix) + 1:].split(".", 1)
+            per_param.setdefault(int(idx), {})[key] = torch.as_tensor(np.array(value))
+    if per_param:
+        opt.load_state_dict({"state": per_param,
+                             "param_groups": opt.state_dict()["param_groups"]})

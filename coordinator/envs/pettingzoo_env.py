@@ -35,7 +35,7 @@ def load_factory(spec: str) -> Callable[..., Any]:
     """Import the callable named by "module.path:callable"."""
     module_name, attr_path = split_factory_spec(spec)
     try:
-        obj: Any = importlib.import_module(module_name)
+        obj: Any = _import_dotted(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
             raise EnvError(f"env factory {spec!r}: module '{module_name}' not found "
@@ -53,6 +53,22 @@ def load_factory(spec: str) -> Callable[..., Any]:
         raise EnvError(f"env factory {spec!r}: '{attr_path}' is a {type(obj).__name__}, "
                        "not callable")
     return obj
+
+
+def _import_dotted(name: str) -> Any:
+    """Import a module, or reach a module-valued attribute of its parent: packages such as
+    gymnasium_robotics expose ``mamujoco_v1`` as an attribute, not an importable submodule,
+    and ``gymnasium_robotics.mamujoco_v1:parallel_env`` is how their docs spell the env."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        parent, _, attr = name.rpartition(".")
+        if not parent or exc.name != name:
+            raise
+        obj = _import_dotted(parent)
+        if not hasattr(obj, attr):
+            raise
+        return getattr(obj, attr)
 
 
 def describe_space(space: Any, agent: str) -> dict:

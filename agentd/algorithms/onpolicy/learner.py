@@ -1,0 +1,291 @@
+"""``OnPolicyLearner``: the agent-loop side every on-policy learner shares.
+
+Per joint step the agent loop calls act -> observe -> update. ``act`` samples from pi(.|o) for
+the K env copies and remembers what the rollout needs (log-prob, the distribution's parameters,
+V(o)); ``observe`` stores the row with V(s') of the transition's own next observation; once T
+rows are in, ``update`` trains and empties the store:
+
+    batch  = self.training_batch()        # GAE on the real rollout (MDPO: model rollouts)
+    for epoch in range(epochs): for each minibatch:
+        actor  <- minimise self.policy_loss(...) - ent_coef * entropy   (the algorithm's loss)
+        critic <- minimise value_loss(...)                              (shared, optional clip)
+        (gradient norms clipped to max_grad_norm, separate Adam optimisers)
+    self.after_update(kl)                 # DPO adapts its betas here
+
+Subclasses override ``policy_loss`` (and ``training_batch`` / ``after_update`` if they need to).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from agentd.algorithms.base import Learner, LearnerConfigError, LearnerSpec
+from agentd.algorithms.onpolicy.rollout import (
+    RolloutStore,
+    RunningNorm,
+    gae,
+    minibatches,
+    normalise,
+)
+
+
+@dataclass
+class OnPolicyParams:
+    """Shared hyper-parameters; defaults follow DPO's reference code (research notes §3)."""
+
+    rollout: int = 200
+    """joint steps per iteration (the batch is rollout x num_envs transitions)"""
+    epochs: int = 15
+    """passes over the batch per iteration"""
+    minibatches: int = 1
+    """minibatches per pass"""
+    lr: float = 5e-4
+    """actor step size (Adam, eps 1e-5)"""
+    critic_lr: float = 5e-4
+    """critic step size"""
+    gamma: float = 0.99
+    """discount factor"""
+    lam: float = 0.95
+    """GAE lambda"""
+    ent_coef: float = 0.01
+    """entropy bonus weight"""
+    max_grad_norm: float = 10.0
+    """gradient-norm clip of each network (0: off)"""
+    value_clip: float = 0.2
+    """PPO-style value clipping range in normalised units (0: off)"""
+    norm_adv: bool = True
+    """normalise advantages over the batch"""
+    value_norm: bool = True
+    """the critic learns running-normalised value targets"""
+    hidden: int = 128
+    """units per hidden layer"""
+    layers: int = 2
+    """hidden layers of the actor and critic bodies"""
+    activation: str = "relu"
+    """relu | tanh"""
+    layer_norm: bool = True
+    """LayerNorm on the input and after each hidden layer"""
+    log_std_init: float = -0.5
+    """initial log-std of the Gaussian head (Box actions)"""
+    threads: int = 1
+    """torch intra-op threads in this process"""
+
+    def check(self) -> None:
+        for name in ("rollout", "epochs", "minibatches", "hidden", "layers", "threads"):
+            if getattr(self, name) < 1:
+                raise LearnerConfigError(f"parameter '{name}' must be >= 1, "
+                                         f"got {getattr(self, name)}")
+        for name in ("lr", "critic_lr"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise LearnerConfigError(f"parameter '{name}' must be in (0, 1]")
+        if not (0.0 <= self.gamma < 1.0 and 0.0 <= self.lam <= 1.0):
+            raise LearnerConfigError("parameters 'gamma' in [0, 1) and 'lam' in [0, 1]")
+        if min(self.ent_coef, self.max_grad_norm, self.value_clip) < 0:
+            raise LearnerConfigError("ent_coef, max_grad_norm and value_clip must be >= 0")
+        if self.activation not in ("relu", "tanh"):
+            raise LearnerConfigError(f"parameter 'activation' must be relu or tanh, "
+                                     f"got {self.activation!r}")
+
+
+class OnPolicyLearner(Learner):
+    """One env agent's actor pi(a|o), critic V(o), rollout store and optimisers."""
+
+    Params = OnPolicyParams
+    needs_torch = True
+    min_heartbeat_timeout = 30.0       # one update per rollout can take seconds under load
+
+    def __init__(self, spec: LearnerSpec) -> None:
+        super().__init__(spec)
+        import torch
+
+        from agentd.algorithms import nets
+        from agentd.algorithms.onpolicy import policy
+
+        self.torch, self.nets, p = torch, nets, self.params
+        obs_space, act_space = self._spaces(spec)
+        self.obs_dim, self.encode = policy.obs_encoder(obs_space)
+        self.gen = nets.setup_torch(spec.seed, p.threads)
+        self.actor = policy.Actor(self.obs_dim, act_space, p.hidden, p.layers, p.activation,
+                                  p.layer_norm, p.log_std_init)
+        self.critic = policy.ValueNet(self.obs_dim, p.hidden, p.layers, p.activation,
+                                      p.layer_norm)
+        self.head = self.actor.head
+        self.opt_actor = torch.optim.Adam(self.actor.parameters(), lr=p.lr, eps=1e-5)
+        self.opt_critic = torch.optim.Adam(self.critic.parameters(), lr=p.critic_lr, eps=1e-5)
+        self.to_env = (lambda a: a.astype(np.int64)) if self.head.discrete \
+            else policy.BoxMap(act_space)
+        self.store = RolloutStore(p.rollout, spec.num_envs, self.rollout_fields())
+        self.vnorm = RunningNorm() if p.value_norm else None
+        self.iteration = 0
+        self.pending: dict[str, np.ndarray] | None = None
+        self._next_values: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _spaces(self, spec: LearnerSpec) -> tuple[dict, dict]:
+        if len(spec.controls) != 1:
+            raise LearnerConfigError(f"{self.name} controls one env agent per process")
+        obs, act = spec.obs_spaces[0], spec.act_spaces[0]
+        for what, space in (("observation", obs), ("action", act)):
+            if space.get("type") not in ("discrete", "box"):
+                raise LearnerConfigError(f"{self.name} needs a Discrete or Box {what} space, "
+                                         f"got {space}")
+        return obs, act
+
+    def rollout_fields(self) -> dict[str, tuple[tuple[int, ...], Any]]:
+        act_dtype = np.int64 if self.head.discrete else np.float32
+        return {"obs": ((self.obs_dim,), np.float32), "act": (self.head.act_shape, act_dtype),
+                "logp": ((), np.float32), "dist": ((self.head.dist_dim,), np.float32),
+                "value": ((), np.float64), "next_value": ((), np.float64),
+                "reward": ((), np.float64), "terminated": ((), bool), "done": ((), bool)}
+
+    # -- acting and storing ----------------------------------------------------------------
+    def values(self, x: np.ndarray) -> np.ndarray:
+        """V(o) in return units for encoded observations x."""
+        with self.torch.no_grad():
+            v = self.critic(self.torch.as_tensor(x)).numpy().astype(np.float64)
+        return self.vnorm.denormalise(v) if self.vnorm is not None else v
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        x = self.encode(obs)
+        with self.torch.no_grad():
+            dist = self.actor(self.torch.as_tensor(x))
+            a = self.head.sample(dist, self.gen)
+            logp = self.head.log_prob(dist, a)
+        self.pending = {"obs": x, "act": a.numpy(), "logp": logp.numpy(),
+                        "dist": dist.numpy(), "value": self._value_of_obs(x)}
+        return self.to_env(a.numpy())
+
+    def _value_of_obs(self, x: np.ndarray) -> np.ndarray:
+        """V(o), reusing V(s') from the last observe where no episode restarted (the same
+        observation, the same critic: the critic only changes in ``update``)."""
+        cached = self._next_values
+        self._next_values = None
+        if cached is not None and cached[0].shape == x.shape and np.array_equal(cached[0], x):
+            return cached[1]
+        return self.values(x)
+
+    def observe(self, obs, action, reward, next_obs, terminated, truncated) -> None:
+        assert self.pending is not None, "observe before act"
+        term = np.asarray(terminated, dtype=bool)
+        next_x = self.encode(next_obs)
+        next_v = self.values(next_x)
+        self.store.add(**self.pending, **self.extra_row(next_x),
+                       reward=np.asarray(reward, np.float64), next_value=next_v,
+                       terminated=term, done=term | np.asarray(truncated, dtype=bool))
+        self.pending = None
+        self._next_values = (next_x, next_v)
+
+    def extra_row(self, next_x: np.ndarray) -> dict[str, np.ndarray]:
+        """Fields a subclass adds to ``rollout_fields``, filled at observe time."""
+        return {}
+
+    # -- learning --------------------------------------------------------------------------
+    def update(self) -> dict[str, float]:
+        if not self.store.full:
+            return {}
+        self._next_values = None                  # the critic is about to change
+        started = time.perf_counter()
+        batch = self.training_batch()
+        self.store.reset()
+        scalars = self.train(batch)
+        self.iteration += 1
+        return {**scalars, "iteration": float(self.iteration),
+                "update_seconds": time.perf_counter() - started}
+
+    def training_batch(self) -> dict[str, np.ndarray]:
+        """The batch to train on: the real rollout with GAE advantages and returns."""
+        return batch_with_advantages(self.store, self.params.gamma, self.params.lam)
+
+    def policy_loss(self, mb: dict[str, Any], dist: Any, logp: Any
+                    ) -> tuple[Any, dict[str, float]]:
+        """The algorithm's loss on a minibatch (to minimise) and scalars to report."""
+        raise NotImplementedError
+
+    def after_update(self, kl: float) -> dict[str, float]:
+        """Called once per iteration with D_KL^avg(pi_old || pi_new) over the batch."""
+        return {}
+
+    def train(self, batch: dict[str, np.ndarray]) -> dict[str, float]:
+        torch, p = self.torch, self.params
+        if self.vnorm is not None:
+            self.vnorm.update(batch["ret"])
+        norm = self.vnorm.normalise if self.vnorm is not None else (lambda v: v)
+        t = {k: torch.as_tensor(v) for k, v in batch.items()
+             if k not in ("adv", "ret", "value")}
+        t["adv"] = torch.as_tensor(normalise(batch["adv"]) if p.norm_adv else batch["adv"],
+                                   dtype=torch.float32)
+        t["ret_n"] = torch.as_tensor(norm(batch["ret"]), dtype=torch.float32)
+        t["value_n"] = torch.as_tensor(norm(batch["value"]), dtype=torch.float32)
+        sums: dict[str, float] = defaultdict(float)
+        n = 0
+        for _ in range(p.epochs):
+            for idx in minibatches(len(t["adv"]), p.minibatches, self.rng):
+                for key, value in self.step_minibatch({k: v[idx] for k, v in t.items()}).items():
+                    sums[key] += value
+                n += 1
+        kl = self.batch_kl(t)
+        return {**{k: v / n for k, v in sums.items()}, "kl": kl, **self.after_update(kl)}
+
+    def step_minibatch(self, mb: dict[str, Any]) -> dict[str, float]:
+        from agentd.algorithms.onpolicy.losses import value_loss
+
+        p = self.params
+        dist = self.actor(mb["obs"])
+        logp = self.head.log_prob(dist, mb["act"])
+        entropy = self.head.entropy(dist).mean()
+        pi_loss, info = self.policy_loss(mb, dist, logp)
+        self._step(self.opt_actor, self.actor, pi_loss - p.ent_coef * entropy)
+        v_loss = value_loss(self.critic(mb["obs"]), mb["value_n"], mb["ret_n"], p.value_clip)
+        self._step(self.opt_critic, self.critic, v_loss)
+        return {"policy_loss": pi_loss.item(), "value_loss": v_loss.item(),
+                "entropy": entropy.item(), **info}
+
+    def _step(self, opt: Any, module: Any, loss: Any) -> None:
+        opt.zero_grad()
+        loss.backward()
+        if self.params.max_grad_norm > 0:
+            self.torch.nn.utils.clip_grad_norm_(module.parameters(), self.params.max_grad_norm)
+        opt.step()
+
+    def batch_kl(self, t: dict[str, Any]) -> float:
+        """D_KL^avg(pi_old || pi_new) over the whole batch, after the epochs."""
+        with self.torch.no_grad():
+            dist = self.actor(t["obs"])
+            log_ratio = self.head.log_prob(dist, t["act"]) - t["logp"]
+            return float(self.head.kl(t["dist"], dist, log_ratio).mean())
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Networks, optimiser moments, value-normaliser statistics, iteration count."""
+        n = self.nets
+        out = {**n.module_arrays("actor", self.actor), **n.module_arrays("critic", self.critic),
+               **n.optimizer_arrays("opt_actor", self.opt_actor),
+               **n.optimizer_arrays("opt_critic", self.opt_critic),
+               "iteration": np.array(self.iteration)}
+        if self.vnorm is not None:
+            out["vnorm"] = np.concatenate([self.vnorm.mean, self.vnorm.mean_sq, self.vnorm.debias])
+        return out
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        n = self.nets
+        n.load_module_arrays("actor", self.actor, state)
+        n.load_module_arrays("critic", self.critic, state)
+        n.load_optimizer_arrays("opt_actor", self.opt_actor, state)
+        n.load_optimizer_arrays("opt_critic", self.opt_critic, state)
+        self.iteration = int(state["iteration"])
+        if self.vnorm is not None:
+            self.vnorm.mean[:], self.vnorm.mean_sq[:], self.vnorm.debias[:] = state["vnorm"]
+
+
+def batch_with_advantages(store: RolloutStore, gamma: float, lam: float
+                          ) -> dict[str, np.ndarray]:
+    """Flat (T*K) training arrays of a filled store plus GAE advantages and returns."""
+    d, t = store.data, store.t
+    adv, ret = gae(d["reward"][:t], d["value"][:t], d["next_value"][:t], d["terminated"][:t],
+                   d["done"][:t], gamma, lam)
+    out = {name: store.flat(name) for name in ("obs", "act", "logp", "dist", "value")}
+    return {**out, "adv": adv.reshape(-1), "ret": ret.reshape(-1)}

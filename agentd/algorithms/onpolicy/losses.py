@@ -1,0 +1,50 @@
+"""The loss terms of the on-policy family, each a plain function of tensors.
+
+An algorithm's ``policy_loss`` composes these; the value loss is shared by all of them.
+Sign convention: every function returns a quantity to *minimise*.
+"""
+
+from __future__ import annotations
+
+import torch
+
+SQRT_EPS = 1e-12      # inside sqrt(KL): the gradient of sqrt at 0 is infinite
+
+
+def ppo_clip_loss(logp: torch.Tensor, logp_old: torch.Tensor, adv: torch.Tensor,
+                  clip: float) -> torch.Tensor:
+    """PPO's clipped surrogate:  -E[ min(rho A, clip(rho, 1 - eps, 1 + eps) A) ],
+    rho = pi(a|o) / pi_old(a|o)."""
+    ratio = torch.exp(logp - logp_old)
+    unclipped = ratio * adv
+    clipped = torch.clamp(ratio, 1.0 - clip, 1.0 + clip) * adv
+    return -torch.min(unclipped, clipped).mean()
+
+
+def value_loss(value: torch.Tensor, value_old: torch.Tensor, target: torch.Tensor,
+               clip: float) -> torch.Tensor:
+    """0.5 E[(V - target)^2]; with clip > 0 PPO's clipped variant, the elementwise max of the
+    plain error and that of V_old + clip(V - V_old, +-clip)."""
+    err = (value - target) ** 2
+    if clip > 0:
+        clipped = value_old + torch.clamp(value - value_old, -clip, clip)
+        err = torch.max(err, (clipped - target) ** 2)
+    return 0.5 * err.mean()
+
+
+def dpo_loss(logp: torch.Tensor, logp_old: torch.Tensor, adv: torch.Tensor, kl: torch.Tensor,
+             beta_sqrt: float, beta_kl: float, scale: float, sqrt_of: str) -> torch.Tensor:
+    """DPO's decentralised surrogate (seed 003), negated:
+
+        -( scale * E[rho A] - beta_1 * sqrt-KL term - beta_2 * E[KL] )
+
+    rho = pi/pi_old, no clipping; ``kl`` is KL(pi_old || pi) per sample; ``scale`` is 1/N or
+    1. The sqrt-KL term is E[sqrt(KL)] per sample (``sqrt_of = "sample"``, the reference code)
+    or sqrt(E[KL]) (``"mean"``, the slides' sqrt(D_KL^avg))."""
+    ratio = torch.exp(logp - logp_old)
+    surrogate = scale * (ratio * adv).mean()
+    if sqrt_of == "sample":
+        sqrt_term = torch.sqrt(kl.clamp_min(0.0) + SQRT_EPS).mean()
+    else:
+        sqrt_term = torch.sqrt(kl.mean().clamp_min(0.0) + SQRT_EPS)
+    return -surrogate + beta_sqrt * sqrt_term + beta_kl * kl.mean()
