@@ -53,9 +53,14 @@ class ControlPlane:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.link in self.transport.poll(100):
-                for msg, _ in self.transport.recv_all(self.link):
+                # Stop at the welcome: what follows is addressed to the id it assigns, so the
+                # guard must know that id before checking it (else a heartbeat queued behind
+                # the welcome is refused as wrong_destination).
+                for msg, _ in self.transport.recv_all(
+                        self.link, until=lambda m: m.kind in ("welcome", "stop")):
                     self.last_heard = time.monotonic()
                     if msg.kind == "welcome":
+                        self.transport.me = self.transport.guard.me = msg.body["id"]
                         return {"id": msg.body["id"], **msg.body["info"]}
                     if msg.kind == "stop":
                         raise RunFailed(f"not admitted: {msg.body['reason']}")

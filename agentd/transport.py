@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import socket as pysocket
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -248,10 +248,14 @@ class Transport:
             return False
         return True
 
-    def recv_all(self, link: Link) -> list[tuple[Message, bytes | None]]:
-        """Drain every message waiting on a link; refused ones are counted and logged."""
+    def recv_all(self, link: Link, until: Callable[[Message], bool] | None = None
+                 ) -> list[tuple[Message, bytes | None]]:
+        """Drain every message waiting on a link; refused ones are counted and logged.
+        With ``until``, stop right after the first accepted message it is true for: what
+        follows stays queued, to be checked by a guard the caller may change meanwhile (the
+        welcome assigns an agent its id, and the next message is already addressed to it)."""
         out = []
-        while True:
+        while not (until is not None and out and until(out[-1][0])):
             try:
                 if self.keys is None:
                     frames, sender = link.sock.recv_multipart(zmq.NOBLOCK), None
@@ -263,6 +267,7 @@ class Transport:
             msg = self._accept(link, frames, identity, sender)
             if msg is not None:
                 out.append((msg, identity))
+        return out
 
     def _recv_authenticated(self, link: Link) -> tuple[list[bytes], int]:
         """Frames plus the process whose key authenticated them: the ZAP User-Id on a server

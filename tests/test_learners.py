@@ -256,3 +256,27 @@ def test_dac_learns_on_a_single_agent_random_mdp():
     # Seen: ~0.19 per step at first, ~0.85 at the end (a 50-step optimum is ~0.87 per step).
     first, last = np.mean(rewards[:2000]), np.mean(rewards[-2000:])
     assert last > first + 0.3, (first, last)
+
+
+def test_params_coercion_is_strict():
+    """A bool is never read from "False" as True, an int never truncates 0.5 to 0, and a
+    number never comes from a bool (each names the field instead)."""
+    from dataclasses import dataclass
+
+    from agentd.algorithms.base import parse_params
+
+    @dataclass
+    class P:
+        flag: bool = True
+        count: int = 3
+        rate: float = 0.5
+        name: str = "x"
+
+    assert parse_params(P, {"flag": "False", "count": 4.0, "rate": 1}, "t") == P(False, 4, 1.0)
+    assert parse_params(P, {"flag": "true"}, "t").flag is True
+    assert parse_params(P, {"flag": 0}, "t").flag is False
+    for bad in ({"flag": "maybe"}, {"flag": 2}, {"count": 0.5}, {"count": True},
+                {"rate": False}, {"rate": "fast"}):
+        field = next(iter(bad))
+        with pytest.raises(LearnerConfigError, match=f"'{field}'"):
+            parse_params(P, bad, "t")

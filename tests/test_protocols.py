@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import msgpack
 import numpy as np
 import pytest
@@ -203,3 +205,39 @@ def test_secure_mode_the_key_decides_who_sent_it():
             coord.incoming([encode(codec, "hello", 3, -1, 0, 1, {**hello, **claim})],
                            "control", None, sender=3)
     assert Spoofed.reason == "spoofed"
+
+
+def test_welcome_then_heartbeat_in_one_batch_is_not_refused():
+    """The coordinator's welcome assigns the agent its id, and the next message (a heartbeat)
+    is addressed to that id; when both arrive together the agent must take the id before the
+    guard checks the heartbeat, not refuse it as wrong_destination (nor drop it)."""
+    from agentd.process import ControlPlane
+    from agentd.transport import Transport
+    from protocols import COORDINATOR, UNASSIGNED, Guard
+
+    coord = Transport(COORDINATOR, Guard(COORDINATOR), None)
+    agent = Transport(UNASSIGNED, Guard(UNASSIGNED), None)
+    try:
+        server = coord.bind_router("tcp://127.0.0.1:*", "control")
+        control = ControlPlane(agent, server.endpoint)
+        control.hello("agent", None, 3)
+        ident = None
+        deadline = time.monotonic() + 10
+        while ident is None and time.monotonic() < deadline:
+            for msg, who in coord.recv_all(server) if server in coord.poll(100) else []:
+                assert msg.kind == "hello"
+                ident = who
+        assert ident is not None
+        coord.send(server, "welcome", UNASSIGNED, {"id": 3, "info": {}}, to=ident)
+        coord.send(server, "heartbeat", 3, {}, to=ident)
+        time.sleep(0.3)                       # both queued before the agent looks
+        assert control.wait_welcome(10)["id"] == 3
+        assert agent.me == agent.guard.me == 3
+        later = []
+        while not later and time.monotonic() < deadline:
+            later = agent.recv_all(control.link) if control.link in agent.poll(100) else []
+        assert [m.kind for m, _ in later] == ["heartbeat"]
+        assert not agent.stats["control"].rejected
+    finally:
+        agent.close()
+        coord.close()

@@ -72,7 +72,7 @@ def parse_params(params_cls: type, raw: dict[str, Any], algo: str) -> Any:
     for name, value in raw.items():
         default = getattr(params_cls(), name)
         try:
-            values[name] = type(default)(value) if default is not None else value
+            values[name] = _coerce(default, value)
         except (TypeError, ValueError):
             raise LearnerConfigError(
                 f"parameter '{name}' for algo '{algo}' must be {type(default).__name__}, "
@@ -83,6 +83,31 @@ def parse_params(params_cls: type, raw: dict[str, Any], algo: str) -> Any:
     if check is not None:
         check()
     return out
+
+
+_BOOL_WORDS = {"true": True, "false": False, "1": True, "0": False}
+
+
+def _coerce(default: Any, value: Any) -> Any:
+    """``value`` as the type of the field's default, refusing lossy conversions: "False" is
+    not True, 0.5 is not the int 0 (ValueError/TypeError name the bad value)."""
+    if default is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+            return _BOOL_WORDS[value.strip().lower()]
+        raise ValueError(value)
+    if isinstance(value, bool):       # True is an int in Python; never a number here
+        raise TypeError(value)
+    if isinstance(default, int):
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        return int(value)
+    return type(default)(value)
 
 
 def space_size(space: dict) -> int:
