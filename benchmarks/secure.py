@@ -28,6 +28,7 @@ from agentd.keys import load_keys, new_keys
 from agentd.transport import Transport
 from protocols import Guard
 
+DEADLINE_S = 120                         # per transfer: a lost message fails, never hangs
 SIZES = (10, 100, 1_750, 16_000)        # float64 values per message: ~0.2, 1, 14, 128 kB
 
 
@@ -37,48 +38,67 @@ def body(values: int) -> dict:
             "values": np.random.default_rng(0).random((rows, 2))}
 
 
-def _receiver(keydir: str | None, count: int, ready, out) -> None:
+def _receiver(keydir: str | None, count: int, ready, out, warm, done, t0) -> None:
     keys = load_keys(keydir, "agent-0") if keydir else None
     t = Transport(0, Guard(0, {1}, {"pr_values"}), None, keys)
     link = t.bind_router("tcp://127.0.0.1:*", "peer")
     ready.send(link.endpoint)
-    got, first = 0, 0.0
-    while got < count:
+    got, last = 0, 0.0
+    deadline = time.monotonic() + DEADLINE_S
+    while got < count and time.monotonic() < deadline:
         for lk in t.poll(1000):
-            n = len(t.recv_all(lk))
-            if n and not first:
-                first, got = time.perf_counter(), got + n - 1   # time from the first one
-            else:
-                got += n
-    out.send((count - 1) / (time.perf_counter() - first))
+            got += len(t.recv_all(lk))
+            last = time.perf_counter()
+            if got:
+                warm.set()             # the link is up: the sender starts the clock
+    done.set()                         # the sender may close its socket now
+    rejected = sum(t.stats["peer"].rejected.values())
+    rate = (count - 1) / (last - t0.value) if got >= count else None
+    out.send((rate, got, rejected))
     t.close()
 
 
-def _sender(keydir: str | None, endpoint: str, values: int, count: int) -> None:
+def _sender(keydir: str | None, endpoint: str, values: int, count: int, warm, done, t0
+            ) -> None:
     keys = load_keys(keydir, "agent-1") if keydir else None
     t = Transport(1, Guard(1, {0}, {"pr_values"}), None, keys)
     link = t.connect_dealer(endpoint, "peer", 0, b"a1")
     msg = body(values)
-    for step in range(count):
+    t.send(link, "pr_values", 0, msg, 0)        # one message through the handshake, untimed
+    warm.wait(DEADLINE_S)
+    t0.value = time.perf_counter()            # CLOCK_MONOTONIC: the receiver's clock too
+    for step in range(1, count):
         t.send(link, "pr_values", 0, msg, step)
-    time.sleep(1.0)         # let the queue drain before the socket goes
+    done.wait(DEADLINE_S)   # closing earlier would discard what is still queued
     t.close()
 
 
 def peer_rate(keydir: str | None, values: int, count: int) -> float:
-    """Messages/s from one agent to a neighbour, each through the whole transport."""
+    """Messages/s from one agent to a neighbour, each through the whole transport: from the
+    sender's first timed send to the receiver's last receipt (one clock on one machine)."""
     ctx = multiprocessing.get_context("spawn")
     ready_r, ready_w = ctx.Pipe(False)
     out_r, out_w = ctx.Pipe(False)
-    recv = ctx.Process(target=_receiver, args=(keydir, count, ready_w, out_w))
+    warm, done, t0 = ctx.Event(), ctx.Event(), ctx.Value("d", 0.0)
+    recv = ctx.Process(target=_receiver, args=(keydir, count, ready_w, out_w, warm, done, t0))
     recv.start()
     endpoint = ready_r.recv()
-    send = ctx.Process(target=_sender, args=(keydir, endpoint, values, count))
+    send = ctx.Process(target=_sender, args=(keydir, endpoint, values, count, warm, done, t0))
     send.start()
-    rate = out_r.recv()
-    send.join(30)
-    recv.join(30)
-    return rate
+    try:
+        if not out_r.poll(DEADLINE_S + 30):
+            raise RuntimeError("the receiver did not report")
+        rate, got, rejected = out_r.recv()
+        if rate is None:
+            raise RuntimeError(f"only {got} of {count} messages of {values} values arrived "
+                               f"within {DEADLINE_S} s ({rejected} rejected)")
+        return rate
+    finally:
+        for proc in (send, recv):
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
 
 
 def median(xs: list[float]) -> float:
