@@ -44,6 +44,7 @@ from coordinator.rundir import (
     write_json,
 )
 from protocols import COORDINATOR, ENVSERVER, UNASSIGNED, Guard, Message, process_name
+from protocols.errors import Oversize
 from topologies import build, mixing_matrix, spectral_gap
 
 log = logging.getLogger("agentd.coordinator")
@@ -285,8 +286,11 @@ class Coordinator:
             return
         self.assign_ids(agents)
         for proc in agents:   # in plaintext it learns its id from this very message
-            self.send(proc, "welcome", {"id": proc.id, "info": self.agent_info(proc.id)},
-                      dst=proc.hello_src)
+            try:
+                self.send(proc, "welcome", {"id": proc.id, "info": self.agent_info(proc.id)},
+                          dst=proc.hello_src)
+            except Oversize as exc:
+                raise RunEnded("failed", f"cannot admit {proc.name()}: {exc}") from None
         self.admitted = True
         env = self.env_proc
         write_json(self.run_dir / "endpoints.json", {

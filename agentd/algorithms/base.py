@@ -15,9 +15,10 @@ Shapes: K = number of vectorised env copies. For a learner controlling one env a
 axis after K: obs ``(K, m, *obs_shape)``, actions ``(K, m, *act_shape)``, reward ``(K, m)``.
 terminated / truncated are always ``(K,)`` bool.
 
-Spaces travel as plain dicts (see ``space_size``):
-``{"type": "discrete", "n": 3}`` or
-``{"type": "box", "shape": [5], "low": [...], "high": [...], "dtype": "float32"}``.
+Spaces travel as plain dicts (see ``protocols.spaces``): ``{"type": "discrete", "n": 3}`` or
+``{"type": "box", "shape": [5], "low": -1.0, "high": <ndarray>, "dtype": "float32"}``, a bound
+being one number when uniform, else an array; read them with ``box_bounds``. Box observations
+arrive in the space's dtype (an image as uint8).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+
+from protocols.spaces import box_bounds  # noqa: F401 - learners read Box bounds here
 
 
 class LearnerConfigError(ValueError):
