@@ -30,8 +30,11 @@ def split_factory_spec(spec: str) -> tuple[str, str]:
     """Split "module.path:callable" into its two parts (syntax only, imports nothing)."""
     match = _SPEC.fullmatch(spec.strip()) if isinstance(spec, str) else None
     if match is None:
+        module, _, attr = spec.strip().rpartition(".") if isinstance(spec, str) else ("", "", "")
+        hint = (f" (did you mean '{module}:{attr}'?)"
+                if ":" not in spec and module and _SPEC.fullmatch(f"{module}:{attr}") else "")
         raise EnvError(f"bad env factory {spec!r}: expected 'module.path:callable', "
-                       "e.g. 'mpe2.simple_spread_v3:parallel_env'")
+                       f"e.g. 'mpe2.simple_spread_v3:parallel_env'{hint}")
     return match.group(1), match.group(2)
 
 
