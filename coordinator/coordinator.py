@@ -329,8 +329,10 @@ class Coordinator:
             self.stepping = self.stepping or msg.body["step"] > 0
             self.env_rate = float(msg.body["scalars"].get("steps_per_s", 0.0))
             self.show_progress(msg.body["step"])
+            self.metrics.scalars("env", msg.body["step"], msg.body["scalars"])
         else:
             self.agent_scalars[proc.id] = msg.body["scalars"]
+            self.metrics.scalars(f"agent_{proc.id}", msg.body["step"], msg.body["scalars"])
 
     def on_episodes(self, proc: Proc, msg: Message) -> None:
         self.stepping = True

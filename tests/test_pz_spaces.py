@@ -115,3 +115,28 @@ def test_a_space_that_cannot_be_carried_names_the_agent():
         describe_space(spaces.MultiBinary(3), "a0", "action")
     with pytest.raises(EnvError, match="agent a1: Box observation space of dtype bool"):
         describe_space(spaces.Box(0, 1, (2,), bool), "a1")
+
+
+def test_live_run_gives_an_early_finisher_its_own_done_flags(runs, tmp_path):
+    import os
+    from pathlib import Path
+
+    from agentd.msglog import open_log
+
+    tests = str(Path(__file__).parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
+    run_dir = tmp_path / "run"
+    proc = runs.start(["launch", "--run-dir", str(run_dir), "--quiet", "--n", "3", "--algo",
+                       "random", "--env", "pz_toy:parallel_env", "--env-arg", "steps=4",
+                       "--env-arg", "a0_steps=2", "--steps", "5"], run_dir, env=env)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out.decode()
+    flags = {}
+    for i in range(3):
+        records = list(open_log(run_dir / "logs" / f"agent-{i}.log"))
+        welcome = next(r.body for r in records if r.kind == "welcome")
+        steps = [r.body for r in records if r.direction == "in" and r.kind == "step"][1:]
+        flags[welcome["info"]["controls"][0]] = (
+            [bool(b["terminated"][0]) for b in steps], [float(b["reward"][0, 0]) for b in steps])
+    assert flags[0] == ([False, True, True, True, False], [1.0, 1.0, 0.0, 0.0, 1.0])
+    assert flags[1] == ([False, False, False, True, False], [1.0] * 5)
