@@ -64,6 +64,7 @@ class EnvServer:
             if len(self.acts) == len(self.controls):
                 self._step()
         self.ended = time.monotonic()
+        self._report_pace(final=True)     # a short run may end before its first report
         return "done"
 
     def _serve(self) -> list:
@@ -147,9 +148,9 @@ class EnvServer:
             self.ep_return[done] = 0.0
             self.ep_len[done] = 0
 
-    def _report_pace(self) -> None:
+    def _report_pace(self, final: bool = False) -> None:
         now = time.monotonic()
-        if self.started and now - self._last_report >= 0.5:
+        if self.started and (final or now - self._last_report >= 0.5):
             self._last_report = now
             rate = self.t_step / max(now - self.started, 1e-9)
             self.control.send("metrics", {"step": self.t_step,
