@@ -63,3 +63,29 @@ def test_pistonball_runs_live_with_20_agents_and_images_arrive_as_uint8(runs, tm
     assert len(steps) == 4                                 # the reset and 3 steps
     assert all(b["obs"].dtype == np.uint8 and b["obs"].shape == (1, 1, 457, 120, 3)
                for b in steps)
+
+
+def test_knights_archers_zombies_agent_that_dies_early_stays_done_without_reward():
+    env = make_env("pettingzoo.butterfly.knights_archers_zombies_v11:parallel_env",
+                   n_agents=4, num_envs=1, episode_len=1000, seed=0,
+                   env_kwargs={"line_death": True})
+    try:
+        env.reset(0)
+        rng = np.random.default_rng(0)
+        dead, after = None, 0
+        for _ in range(400):
+            res = env.step([rng.integers(6, size=1) for _ in range(4)])
+            gone = (res.agent_terminated | res.agent_truncated)[:, 0]
+            if dead is None and gone.any() and not gone.all():
+                dead = int(np.flatnonzero(gone)[0])
+                last_obs = res.final_obs[dead][0].copy()
+            elif dead is not None:
+                if res.terminated[0] or res.truncated[0]:
+                    break
+                assert res.agent_terminated[dead, 0] or res.agent_truncated[dead, 0]
+                assert res.reward[dead, 0] == 0.0
+                assert np.array_equal(res.final_obs[dead][0], last_obs)
+                after += 1
+        assert dead is not None and after > 0, "no agent died early within 400 steps"
+    finally:
+        env.close()
