@@ -63,13 +63,20 @@ def test_a_dotted_spec_without_colon_shows_the_spelling_that_works():
         check_env_id("pettingzoo.butterfly.pistonball_v6.parallel_env")
 
 
-def test_an_oversize_env_ready_names_the_message_and_the_fix(runs, tmp_path):
+@pytest.mark.parametrize(("cap", "words"), [
+    (4096, "envserver (pid"),            # the env server's env_ready (14,748 bytes)
+    (15000, "cannot admit agent"),       # env_ready fits; the coordinator's welcome does not
+])
+def test_an_oversize_env_ready_or_welcome_names_the_message_and_the_fix(runs, tmp_path, cap,
+                                                                       words):
     run_dir = tmp_path / "run"
     proc = runs.start(["launch", "--run-dir", str(run_dir), "--quiet", "--n", "3",
                        "--algo", "random", "--env", "pz_toy:parallel_env", "--env-arg",
-                       'obs="wide"', "--steps", "3", "--max-msg-bytes", "4096"], run_dir,
+                       'obs="wide"', "--steps", "3", "--max-msg-bytes", str(cap)], run_dir,
                       env=ENV)
     out, _ = proc.communicate(timeout=120)
     text = out.decode()
     assert proc.returncode != 0
-    assert "'env_ready' message is 14," in text and "--max-msg-bytes 1048576" in text
+    kind = "env_ready" if cap == 4096 else "welcome"
+    assert f"the '{kind}' message is 1" in text and f"cap of {cap:,} bytes" in text
+    assert words in text and "--max-msg-bytes 1048576" in text
