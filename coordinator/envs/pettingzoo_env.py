@@ -145,9 +145,11 @@ class PettingZooVecEnv(VecEnv):
             joint = {a: self._env_action(i, actions[i][k]) for i, a in enumerate(self.agent_names)
                      if a in env.agents}
             obs, rew, term, trunc, _ = env.step(joint)
-            obs = self._flat(obs)
-            # An agent missing from this step's obs keeps its last observation. In state
-            # mode this is the state at the end of the transition, before any auto-reset.
+            gone = dict(zip(self.agent_names, self._gone[k]))
+            obs = self._flat({a: o for a, o in obs.items() if not gone.get(a, True)})
+            # An agent missing from this step's obs (or finished before it) keeps its last
+            # observation. In state mode this is the state at the end of the transition,
+            # before any auto-reset.
             final.append(self._observation(k, {**self._last_obs[k], **obs}))
             # A finished agent gets no reward until its copy resets, whatever the env says.
             reward[:, k] = [0.0 if self._gone[k, i] else float(rew.get(a, 0.0))
