@@ -234,7 +234,10 @@ class PettingZooVecEnv(VecEnv):
             raise EnvError(f"{self.name} has no global state (no state() / state_space), so "
                            "agents cannot observe it; run with --obs local")
         try:
-            return describe_space(space, "state")
+            desc, flatten = describe_with_flatten(space, "state")
+            if flatten is not None:
+                raise EnvError(f"a {type(space).__name__} state is not flattened")
+            return desc
         except EnvError as exc:
             raise EnvError(f"{self.name}: its state_space cannot be observed ({exc}); run "
                            "with --obs local") from None
