@@ -27,8 +27,8 @@ def test_env_check_passes_a_good_env():
     assert out.returncode == 0, out.stdout + out.stderr
     assert "[ok] pettingzoo parallel_api_test" in out.stdout
     assert "obs Box(5,) float64, act Discrete(3)" in out.stdout   # one-hot id(3) + pos(2)
-    assert "verdict: ready: agentd launch --env pz_toy:parallel_env --env-arg obs=\"dict\"" \
-        in out.stdout
+    assert "verdict: ready: agentd launch --n 3 --env pz_toy:parallel_env --env-arg " \
+        'obs="dict"' in out.stdout
 
 
 @pytest.mark.parametrize(("broken", "names"), [

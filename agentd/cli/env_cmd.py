@@ -28,7 +28,7 @@ def run(argv: list[str]) -> int:
         return 2
     from coordinator.envs.check import check_env, report
 
-    findings = check_env(args.env, kwargs, args.max_msg_bytes, max(1, args.steps))
-    text, ok = report(args.env, findings, args.env_arg)
+    findings, n_agents = check_env(args.env, kwargs, args.max_msg_bytes, max(1, args.steps))
+    text, ok = report(args.env, findings, args.env_arg, n_agents)
     print(text)
     return 0 if ok else 1

@@ -34,19 +34,20 @@ class Finding:
 
 
 def check_env(spec: str, env_kwargs: dict[str, Any], max_bytes: int = 16 << 20,
-              steps: int = 5) -> list[Finding]:
-    """Every check that can run; a failed build stops the ones that need the env."""
+              steps: int = 5) -> tuple[list[Finding], int]:
+    """Every check that can run (a failed build stops the ones that need the env), and the
+    env's number of agents (0 when it could not be built)."""
     from coordinator.envs.pettingzoo_env import PettingZooVecEnv, load_factory
 
     try:
         factory = load_factory(spec)
     except EnvError as exc:
-        return [Finding("factory", False, str(exc))]
+        return [Finding("factory", False, str(exc))], 0
     out = [_api_test(factory, env_kwargs, steps)]
     try:
         envs = [PettingZooVecEnv(factory, 2, steps, env_kwargs, name=spec) for _ in range(2)]
     except EnvError as exc:
-        return [*out, Finding("spaces", False, str(exc))]
+        return [*out, Finding("spaces", False, str(exc))], 0
     try:
         out.append(Finding("spaces", True, _describe(envs[0])))
         out.append(_size(envs[0], max_bytes))
@@ -54,7 +55,7 @@ def check_env(spec: str, env_kwargs: dict[str, Any], max_bytes: int = 16 << 20,
     finally:
         for env in envs:
             env.close()
-    return out
+    return out, envs[0].n_agents
 
 
 def _api_test(factory: Callable[..., Any], kwargs: dict[str, Any], steps: int) -> Finding:
@@ -157,14 +158,14 @@ def _outside(env: Any, obs: list[np.ndarray], when: str) -> list[str]:
     return out
 
 
-def report(spec: str, findings: list[Finding], env_args: list[str] | None = None
-           ) -> tuple[str, bool]:
+def report(spec: str, findings: list[Finding], env_args: list[str] | None = None,
+           n_agents: int = 0) -> tuple[str, bool]:
     """The text a user reads and whether the env passed."""
     lines = [f"env check: {spec}"]
-    spec = " ".join([spec, *(f"--env-arg {a}" for a in env_args or [])])
+    spec = " ".join([f"--n {n_agents} --env {spec}", *(f"--env-arg {a}" for a in env_args or [])])
     lines += [f"  [{'ok' if f.ok else 'FAIL'}] {f.name}" + (f": {f.detail}" if f.detail else "")
               for f in findings]
     failed = [f.name for f in findings if not f.ok]
-    lines.append("verdict: ready: agentd launch --env " + spec if not failed else
+    lines.append("verdict: ready: agentd launch " + spec if not failed else
                  f"verdict: NOT ready: {len(failed)} problem(s): {', '.join(failed)}")
     return "\n".join(lines), not failed
