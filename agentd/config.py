@@ -171,7 +171,10 @@ def _validate_algo_env(c: RunConfig) -> None:
         check_env_id(c.env)
     except EnvError as exc:
         raise ConfigError(f"'env': {exc}") from None
-    learner = load_learner_class(c.algo)
+    try:
+        learner = load_learner_class(c.algo)
+    except LearnerConfigError as exc:
+        raise ConfigError(f"'algo': {exc}") from None
     from coordinator.envs import GAME_ENVS
 
     discrete_builtin = c.env in ("random-mdp", "digital", *GAME_ENVS)

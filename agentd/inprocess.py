@@ -85,8 +85,8 @@ def run_in_process(env: VecEnv, learners: list[Learner], steps: int, reset_seed:
         done = res.terminated | res.truncated
         out.returns += [(t + 1, float(v)) for v in ep_return[done]]
         ep_return[done] = 0.0
-        bodies = [_body(t + 1, res.obs, res.final_obs, res.reward, res.terminated,
-                        res.truncated, t + 1 == steps, c) for c in controls]
+        bodies = [_body(t + 1, res.obs, res.final_obs, res.reward, *res.agent_flags(c),
+                        t + 1 == steps, c) for c in controls]
         if on_step is not None:
             on_step(t + 1)
     return out

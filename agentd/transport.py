@@ -34,6 +34,7 @@ from agentd.msglog import MessageLog
 from agentd.netaddr import is_loopback, split_endpoint
 from agentd.sentinel import HandshakeEvent, Sentinel, domain
 from protocols import REGISTRY, Codec, Guard, Message, ProtocolError, encode, process_name
+from protocols.errors import Oversize
 
 log = logging.getLogger("agentd.transport")
 PLANES = ("control", "env", "peer")
@@ -211,7 +212,10 @@ class Transport:
                 self._warn("refused to send", exc)
                 continue
             self._seq += 1
-            frames.append((encode(self.codec, kind, self.me, dst, step, self._seq, body), to))
+            frame = encode(self.codec, kind, self.me, dst, step, self._seq, body)
+            if len(frame) > self.guard.max_bytes and link.plane != "peer":
+                raise Oversize(oversize_advice(kind, len(frame), self.guard.max_bytes))
+            frames.append((frame, to))
         sent = [self.send_frames(link, [frame], to) for frame, to in frames]
         if self.msglog is not None and REGISTRY[kind].logged:
             for (frame, _), ok in zip(frames, sent):
@@ -373,6 +377,15 @@ class Transport:
         self.ctx.term()
         if self.msglog is not None:
             self.msglog.close()
+
+
+def oversize_advice(kind: str, size: int, cap: int) -> str:
+    """What to tell a user whose control or env message would be refused as too large."""
+    need = 1 << max(20, (size - 1).bit_length())
+    return (f"the '{kind}' message is {size:,} bytes, over the message size cap of {cap:,} "
+            f"bytes; raise it with --max-msg-bytes {need} (or max_msg_bytes = {need} in the "
+            "config file)" + (", or use fewer agents or smaller spaces" if kind in
+                              ("welcome", "env_ready") else ""))
 
 
 def hostname() -> str:

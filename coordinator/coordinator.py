@@ -44,6 +44,7 @@ from coordinator.rundir import (
     write_json,
 )
 from protocols import COORDINATOR, ENVSERVER, UNASSIGNED, Guard, Message, process_name
+from protocols.errors import Oversize
 from topologies import build, mixing_matrix, spectral_gap
 
 log = logging.getLogger("agentd.coordinator")
@@ -285,8 +286,11 @@ class Coordinator:
             return
         self.assign_ids(agents)
         for proc in agents:   # in plaintext it learns its id from this very message
-            self.send(proc, "welcome", {"id": proc.id, "info": self.agent_info(proc.id)},
-                      dst=proc.hello_src)
+            try:
+                self.send(proc, "welcome", {"id": proc.id, "info": self.agent_info(proc.id)},
+                          dst=proc.hello_src)
+            except Oversize as exc:
+                raise RunEnded("failed", f"cannot admit {proc.name()}: {exc}") from None
         self.admitted = True
         env = self.env_proc
         write_json(self.run_dir / "endpoints.json", {
@@ -325,8 +329,10 @@ class Coordinator:
             self.stepping = self.stepping or msg.body["step"] > 0
             self.env_rate = float(msg.body["scalars"].get("steps_per_s", 0.0))
             self.show_progress(msg.body["step"])
+            self.metrics.scalars("env", msg.body["step"], msg.body["scalars"])
         else:
             self.agent_scalars[proc.id] = msg.body["scalars"]
+            self.metrics.scalars(f"agent_{proc.id}", msg.body["step"], msg.body["scalars"])
 
     def on_episodes(self, proc: Proc, msg: Message) -> None:
         self.stepping = True

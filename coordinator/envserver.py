@@ -18,7 +18,7 @@ from agentd.process import ControlPlane, JoinOptions, RunFailed, open_transport,
 from agentd.runfiles import RunFiles, fail_and_ship, ship
 from agentd.transport import Link, Transport
 from coordinator.envs import make_env
-from coordinator.envs.base import EnvError, VecEnv
+from coordinator.envs.base import EnvError, StepResult, VecEnv
 from protocols import ENVSERVER, Guard, Message, peer_identity
 
 log = logging.getLogger("agentd.envserver")
@@ -55,7 +55,8 @@ class EnvServer:
         self.started = time.monotonic()
         obs = self.env.reset(self.reset_seed)
         flags = np.zeros(self.env.num_envs, dtype=bool)
-        self._reply(obs, obs, np.zeros((self.env.n_agents, self.env.num_envs)), flags, flags)
+        self._reply(StepResult(obs, obs, np.zeros((self.env.n_agents, self.env.num_envs)),
+                               flags, flags))
         while self.t_step < self.steps_total:
             for msg, ident in self._serve():
                 if msg.kind == "act":
@@ -63,6 +64,7 @@ class EnvServer:
             if len(self.acts) == len(self.controls):
                 self._step()
         self.ended = time.monotonic()
+        self._report_pace(final=True)     # a short run may end before its first report
         return "done"
 
     def _serve(self) -> list:
@@ -118,16 +120,20 @@ class EnvServer:
             raise RunFailed(f"env step failed: {exc}") from None
         self.t_step += 1
         self._account(res.reward, res.terminated | res.truncated)
-        self._reply(res.obs, res.final_obs, res.reward, res.terminated, res.truncated)
+        self._reply(res)
 
-    def _reply(self, obs: list, final_obs: list, reward: np.ndarray, term: np.ndarray,
-               trunc: np.ndarray) -> None:
+    def _reply(self, res: StepResult) -> None:
+        """Each agent process gets its env agents' slice; where an agent finished before its
+        copy, its own done flags (see ``StepResult.agent_flags``)."""
         last = self.t_step >= self.steps_total
-        replies = [(agent, {"t": self.t_step, "obs": _gather(obs, ctrl),
-                            "final_obs": _gather(final_obs, ctrl),
-                            "reward": np.ascontiguousarray(reward[ctrl].T), "terminated": term,
-                            "truncated": trunc, "last": last}, self.route[agent])
-                   for agent, ctrl in self.controls.items()]
+        replies = []
+        for agent, ctrl in self.controls.items():
+            term, trunc = res.agent_flags(ctrl)
+            replies.append((agent, {"t": self.t_step, "obs": _gather(res.obs, ctrl),
+                                    "final_obs": _gather(res.final_obs, ctrl),
+                                    "reward": np.ascontiguousarray(res.reward[ctrl].T),
+                                    "terminated": term, "truncated": trunc, "last": last},
+                            self.route[agent]))
         self.t.send_burst(self.link, "step", replies, self.t_step)
         self.t.flush()
 
@@ -142,9 +148,9 @@ class EnvServer:
             self.ep_return[done] = 0.0
             self.ep_len[done] = 0
 
-    def _report_pace(self) -> None:
+    def _report_pace(self, final: bool = False) -> None:
         now = time.monotonic()
-        if self.started and now - self._last_report >= 0.5:
+        if self.started and (final or now - self._last_report >= 0.5):
             self._last_report = now
             rate = self.t_step / max(now - self.started, 1e-9)
             self.control.send("metrics", {"step": self.t_step,

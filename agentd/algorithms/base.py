@@ -15,9 +15,10 @@ Shapes: K = number of vectorised env copies. For a learner controlling one env a
 axis after K: obs ``(K, m, *obs_shape)``, actions ``(K, m, *act_shape)``, reward ``(K, m)``.
 terminated / truncated are always ``(K,)`` bool.
 
-Spaces travel as plain dicts (see ``space_size``):
-``{"type": "discrete", "n": 3}`` or
-``{"type": "box", "shape": [5], "low": [...], "high": [...], "dtype": "float32"}``.
+Spaces travel as plain dicts (see ``protocols.spaces``): ``{"type": "discrete", "n": 3}`` or
+``{"type": "box", "shape": [5], "low": -1.0, "high": <ndarray>, "dtype": "float32"}``, a bound
+being one number when uniform, else an array; read them with ``box_bounds``. Box observations
+arrive in the space's dtype (an image as uint8).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+
+from protocols.spaces import box_bounds  # noqa: F401 - learners read Box bounds here
 
 
 class LearnerConfigError(ValueError):
@@ -60,6 +63,42 @@ class LearnerSpec:
     shared_seed: int = 0               # the run seed: the same in every agent (common draws)
 
 
+@dataclass(frozen=True)
+class Allowed:
+    """The values a parameter may take: a range (either end open or closed) or a set."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: tuple[Any, ...] = ()
+
+    def admits(self, v: Any) -> bool:
+        if self.choices:
+            return v in self.choices
+        return ((self.ge is None or v >= self.ge) and (self.gt is None or v > self.gt)
+                and (self.le is None or v <= self.le) and (self.lt is None or v < self.lt))
+
+    def __str__(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(str(c) for c in self.choices)
+        lo = f"[{self.ge}" if self.ge is not None else f"({self.gt}" if self.gt is not None \
+            else None
+        hi = f"{self.le}]" if self.le is not None else f"{self.lt})" if self.lt is not None \
+            else None
+        if lo and hi:
+            return f"in {lo}, {hi}"
+        return (f">= {self.ge}" if self.ge is not None else f"> {self.gt}") if lo else \
+            (f"<= {self.le}" if self.le is not None else f"< {self.lt}")
+
+
+def param(default: Any, **allowed: Any) -> Any:
+    """A Params field declared with its allowed values (``ge``/``gt``/``le``/``lt`` bounds or
+    ``choices``), which ``parse_params`` checks for every learner: no ``check()`` body needed
+    except for constraints between fields."""
+    return field(default=default, metadata={"allowed": Allowed(**allowed)})
+
+
 def parse_params(params_cls: type, raw: dict[str, Any], algo: str) -> Any:
     """Build a learner's Params dataclass from user overrides, naming bad fields."""
     fields = {f.name: f for f in dataclasses.fields(params_cls)}
@@ -79,6 +118,11 @@ def parse_params(params_cls: type, raw: dict[str, Any], algo: str) -> Any:
                 f"got {value!r}"
             ) from None
     out = params_cls(**values)
+    for f in fields.values():
+        allowed = f.metadata.get("allowed")
+        if allowed is not None and not allowed.admits(getattr(out, f.name)):
+            raise LearnerConfigError(f"parameter '{f.name}' for algo '{algo}' must be "
+                                     f"{allowed}, got {getattr(out, f.name)!r}")
     check = getattr(out, "check", None)
     if check is not None:
         check()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agentd.algorithms.base import LearnerConfigError, LearnerSpec
+from agentd.algorithms.base import LearnerSpec, param
 from agentd.algorithms.tabular import TabularLearner, discrete_sizes
 
 
@@ -20,20 +20,16 @@ from agentd.algorithms.tabular import TabularLearner, discrete_sizes
 class QParams:
     """Hyper-parameters of tabular epsilon-greedy Q-learning (defaults tuned on random-mdp)."""
 
-    gamma: float = 0.95
+    gamma: float = param(0.95, ge=0.0, lt=1.0)
     """discount factor"""
-    alpha: float = 0.5
+    alpha: float = param(0.5, gt=0.0, le=1.0)
     """step size of the Q update"""
-    epsilon: float = 0.05
+    epsilon: float = param(0.05, ge=0.0, le=1.0)
     """probability of a uniformly random action (exploration)"""
 
     def check(self) -> None:
-        if not 0.0 <= self.gamma < 1.0:
-            raise LearnerConfigError(f"parameter 'gamma' must be in [0, 1), got {self.gamma}")
-        if not 0.0 < self.alpha <= 1.0:
-            raise LearnerConfigError(f"parameter 'alpha' must be in (0, 1], got {self.alpha}")
-        if not 0.0 <= self.epsilon <= 1.0:
-            raise LearnerConfigError(f"parameter 'epsilon' must be in [0, 1], got {self.epsilon}")
+        """No constraint between fields; the ranges above are declared. Kept because the
+        learners built on QParams call super().check()."""
 
 
 def epsilon_greedy(rng: np.random.Generator, q_rows: np.ndarray, epsilon: float) -> np.ndarray:

@@ -29,10 +29,11 @@ FLAG_HELP = {
     "heartbeat-timeout": "seconds of silence before a process is declared dead",
     "checkpoint-every": "also checkpoint every agent every this many steps, for "
                         "`agentd consensus` (default 0: only at the end)",
+    "max-msg-bytes": "size cap of one message in bytes (default 16 MiB)",
 }
 TYPES = {"n": int, "steps": int, "episode-len": int, "num-envs": int, "seed": int,
          "rows": int, "p": float, "k": int, "rewire": float, "heartbeat-timeout": float,
-         "checkpoint-every": int}
+         "checkpoint-every": int, "max-msg-bytes": int}
 
 
 def add_run_flags(parser: argparse.ArgumentParser) -> None:

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from protocols.spaces import box_bounds
+
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
@@ -160,8 +162,7 @@ class BoxMap:
 
     def __init__(self, space: dict) -> None:
         shape = tuple(space["shape"])
-        self.low = np.asarray(space["low"], dtype=np.float32).reshape(shape)
-        self.high = np.asarray(space["high"], dtype=np.float32).reshape(shape)
+        self.low, self.high = box_bounds(space, np.float32)
         self.bounded = np.isfinite(self.low) & np.isfinite(self.high)
         self.shape = shape
 
