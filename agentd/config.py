@@ -43,6 +43,9 @@ class RunConfig:
     params: dict[str, Any] = field(default_factory=dict)    # learner hyperparameters
     env_args: dict[str, Any] = field(default_factory=dict)  # keyword args of the env factory
     checkpoint_every: int = 0         # also checkpoint each agent every this many steps (0: end)
+    recovery_every: int = 0           # recovery checkpoint of each agent every this many steps
+    max_restarts: int = 0             # restarts of one agent (or the env server) before failing
+    rejoin_timeout: float = 30.0      # seconds the coordinator waits for a dead process to rejoin
     heartbeat_interval: float = 0.5   # seconds between heartbeats
     heartbeat_timeout: float = 5.0    # silence after which a process is declared dead
     join_timeout: float = 60.0        # seconds for all processes to join
@@ -131,6 +134,11 @@ def validate(c: RunConfig) -> None:
     _require(c.seed >= 0, "seed", "an integer >= 0", c.seed)
     _require(c.checkpoint_every >= 0, "checkpoint_every", "an integer >= 0 (0: only at the end)",
              c.checkpoint_every)
+    _require(c.recovery_every >= 0, "recovery_every", "an integer >= 0 (0: none)",
+             c.recovery_every)
+    _require(0 <= c.max_restarts <= 1000, "max_restarts", "an integer in 0..1000",
+             c.max_restarts)
+    _require(c.rejoin_timeout > 0, "rejoin_timeout", "seconds > 0", c.rejoin_timeout)
     _require(c.mixing in MIXING_METHODS, "mixing", f"one of {', '.join(MIXING_METHODS)}",
              c.mixing)
     _require(c.obs in OBS_CHOICES, "obs", f"one of {', '.join(OBS_CHOICES)}", c.obs)
@@ -196,10 +204,6 @@ def _resolve_defaults(c: RunConfig, given: set[str] = frozenset()) -> None:
 
     * The learner checks the run it is put into and adds env_args it needs (``check_run``:
       e.g. meta-mapg sets ipd's ``episodes_per_task`` to its chain length + 1).
-    * heartbeat_timeout, when not given, becomes at least the learner's
-      ``min_heartbeat_timeout``: an on-policy learner trains once per rollout, for seconds on
-      a loaded machine, inside the agent loop.
-
     * obs "auto" becomes "state" for a learner that wants the global state, else "local".
     * A learner of Box actions on an mpe2 env gets ``continuous_actions = true`` unless
       env_args sets it: MPE envs default to discrete actions, and without this
@@ -218,8 +222,6 @@ def _resolve_defaults(c: RunConfig, given: set[str] = frozenset()) -> None:
     c.env_args = {**needed, **c.env_args}
     if c.obs == "auto":
         c.obs = "state" if learner.wants_state else "local"
-    if "heartbeat_timeout" not in given:
-        c.heartbeat_timeout = max(c.heartbeat_timeout, learner.min_heartbeat_timeout)
     if (learner.action_type == "box" and c.env not in BUILTIN_ENVS
             and split_factory_spec(c.env)[0].startswith("mpe2.")
             and "continuous_actions" not in c.env_args):

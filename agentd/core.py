@@ -22,7 +22,7 @@ from agentd.algorithms.base import Learner, LearnerSpec
 class Effect:
     """Something the core wants done: send ``act``/a peer message/``metrics``, or finish."""
 
-    what: str                 # "act" | "peer" | "metrics" | "checkpoint" | "finished"
+    what: str                 # "act" | "peer" | "metrics" | "checkpoint" | "recovery" | "finished"
     step: int
     body: dict[str, Any]
     kind: str = ""            # peer message kind
@@ -51,11 +51,13 @@ class AgentCore:
         self.controls: list[int] = list(info["controls"])
         self.episode_len: int = info["config"]["episode_len"]
         self.checkpoint_every: int = info["config"].get("checkpoint_every", 0)
+        self.recovery_every: int = info["config"].get("recovery_every", 0)
         self.obs: np.ndarray | None = None
         self.action: np.ndarray | None = None
         self.pending: dict[str, Any] | None = None   # a step reply waiting for neighbours
         self.scalars: dict[str, list[float]] = defaultdict(list)
         self.steps_done = 0
+        self.env_step = 0      # t of the last step reply acted upon
         self.finished = False
 
     def on_step(self, body: dict[str, Any]) -> list[Effect]:
@@ -97,13 +99,26 @@ class AgentCore:
                 effects.append(Effect("metrics", body["t"], self._metrics(body["t"])))
             if self.checkpoint_every and self.steps_done % self.checkpoint_every == 0:
                 effects.append(Effect("checkpoint", self.steps_done, {}))
+            if self.recovery_every and self.steps_done % self.recovery_every == 0 \
+                    and not body["last"]:
+                effects.append(Effect("recovery", self.steps_done, {}))
         if body["last"]:
             self.finished = True
             return [*effects, Effect("finished", body["t"], {})]
+        self.env_step = int(body["t"])
         self.obs = self._squeeze(body["obs"])
         self.action = np.asarray(self.learner.act(self.obs))
         wire = self.action if len(self.controls) > 1 else self.action[:, None]
         return [*effects, Effect("act", body["t"], {"t": body["t"], "a": wire})]
+
+    def resume_after_gap(self) -> None:
+        """Rejoin a run that went on without this agent (a restart from a recovery
+        checkpoint, a restarted env server): the transition in flight belongs to a step the
+        env has left, so the next step reply is only acted upon, not learned from."""
+        self.obs = self.action = None
+        self.pending = None
+        self.scalars.clear()
+        self.learner.on_gap()
 
     def _squeeze(self, arr: np.ndarray) -> np.ndarray:
         """Drop the controlled-agents axis for a learner that controls one env agent."""

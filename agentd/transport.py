@@ -126,6 +126,9 @@ class Transport:
         sock.setsockopt(zmq.LINGER, 1000)
         sock.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # A restarted process dials in again under its old routing id: it takes the
+        # connection over instead of being ignored while the dead one lingers.
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         if self.keys is not None:
             sock.curve_server = True     # set before bind: the role applies to later binds
             sock.curve_secretkey = self.keys.identity.secret
@@ -173,6 +176,20 @@ class Transport:
         self.links[link.sock] = link
         self.poller.register(link.sock, zmq.POLLIN)
         return link
+
+    def close_link(self, link: Link) -> None:
+        """Close one socket (a peer that moved); what it still held is dropped."""
+        self.poller.unregister(link.sock)
+        self.links.pop(link.sock, None)
+        try:
+            link.sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        link.sock.close(linger=0)
+
+    def readable(self, link: Link) -> bool:
+        """Is a message waiting on this link (without receiving it)?"""
+        return bool(link.sock.poll(0, zmq.POLLIN))
 
     def poll(self, timeout_ms: int) -> list[Link]:
         if self.sentinel.events:

@@ -18,7 +18,6 @@ be collected is listed in ``summary.json``.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from agentd.progress import ProgressBar
 from agentd.runfiles import new_run_id, write_marker
 from agentd.transport import Transport
 from coordinator.collect import Collector, missing_files
+from coordinator.restarts import Restarts
 from coordinator.rundir import (
     MetricsFile,
     consensus_after_run,
@@ -124,6 +124,7 @@ class Coordinator:
         self.started = time.monotonic()
         self._last_hb = 0.0
         self._signal: str | None = None
+        self.restarts = Restarts(self)
 
     @property
     def endpoint(self) -> str:
@@ -172,9 +173,12 @@ class Coordinator:
             max(self.config.heartbeat_timeout, self.config.join_timeout)
         for proc in self.procs.values():
             silent = now - proc.last_seen
-            if proc.id is not None and proc.stats is None and silent > limit:
+            if proc.id is None or proc.stats is not None or silent <= limit:
+                continue
+            if silent > self.restarts.silence_limit(proc, limit):
                 raise RunEnded("failed", f"{proc.name()} stopped heartbeating "
                                f"(silent for {silent:.1f} s); see logs/ in {self.run_dir}")
+            self.restarts.note_silent(proc, silent)
         if not self.admitted and now - self.started > self.config.join_timeout:
             agents = sum(p.role == "agent" for p in self.procs.values())
             env = "joined" if self.env_proc else "not joined"
@@ -232,6 +236,9 @@ class Coordinator:
         proc = Proc(ident, b["role"], b["pid"], b["host"], b["endpoint"], b["want_id"],
                     time.monotonic(), msg.src)
         agents = [p for p in self.procs.values() if p.role == "agent"]
+        if self.restarts.is_rejoin(proc):
+            self.restarts.rejoin(proc)
+            return
         refuse = self._key_refusal(proc) if self.transport.secure else None
         if refuse:
             self.transport.count_rejection("control", refuse[0], refuse[1])
@@ -288,12 +295,7 @@ class Coordinator:
             self.send(proc, "welcome", {"id": proc.id, "info": self.agent_info(proc.id)},
                       dst=proc.hello_src)
         self.admitted = True
-        env = self.env_proc
-        write_json(self.run_dir / "endpoints.json", {
-            "coordinator": {"endpoint": self.endpoint, "pid": os.getpid()},
-            "envserver": {"endpoint": env.endpoint, "pid": env.pid, "host": env.host},
-            "agents": {str(p.id): {"endpoint": p.endpoint, "pid": p.pid, "host": p.host}
-                       for p in sorted(agents, key=lambda p: p.id)}})
+        self.restarts.write_endpoints()
 
     def assign_ids(self, agents: list[Proc]) -> None:
         free = list(range(self.n_procs))
@@ -340,7 +342,13 @@ class Coordinator:
             note = f"return {np.mean(recent):.2f}" if recent else ""
             self.progress.update(step, note)
 
+    def on_restarted(self, proc: Proc, msg: Message) -> None:
+        self.restarts.resumed(proc, msg.body)
+
     def on_error(self, proc: Proc, msg: Message) -> None:
+        if proc.id is not None and self.restarts.left(proc.id) > 0:
+            log.warning("%s failed: %s; it may be restarted", proc.name(), msg.body["message"])
+            return      # it goes silent now: the heartbeat check waits for its rejoin
         proc.stats = {"pid": proc.pid, "host": proc.host, "error": msg.body["message"],
                       "files": msg.body.get("files", "unknown")}
         raise RunEnded("failed", f"{proc.name()} failed: {msg.body['message']}")
@@ -504,6 +512,7 @@ class Coordinator:
                    "security": self.security_summary(agents, env_stats), "files": files,
                    "peer_bytes_per_edge_per_step": self.peer_bytes_per_edge_per_step(agents),
                    "peer_bytes_per_edge_last_step": self.peer_bytes_per_edge_last_step(agents),
+                   **self.restarts.summary(),
                    "consensus": consensus, "agents": agents, "envserver": env_stats,
                    "coordinator": self.transport.summary()}
         write_json(self.run_dir / "summary.json", summary)

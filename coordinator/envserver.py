@@ -39,6 +39,7 @@ class EnvServer:
         self.steps_total = self.config["steps"]
         self.t_step = 0
         self.acts: dict[int, np.ndarray] = {}
+        self.last: dict[int, dict[str, Any]] = {}   # agent -> the last step reply it was sent
         self.ep_return = np.zeros(env.num_envs)
         self.ep_len = np.zeros(env.num_envs, dtype=np.int64)
         self.started = self.ended = 0.0
@@ -60,6 +61,8 @@ class EnvServer:
             for msg, ident in self._serve():
                 if msg.kind == "act":
                     self._on_act(msg, ident)
+                elif msg.kind == "join":
+                    self._on_rejoin(msg, ident)
             if len(self.acts) == len(self.controls):
                 self._step()
         self.ended = time.monotonic()
@@ -101,6 +104,19 @@ class EnvServer:
                             f"{want} + the action shape")
         self.acts[agent] = a
 
+    def _on_rejoin(self, msg: Message, ident: bytes | None) -> None:
+        """A restarted agent: the step waited for it. It gets the current step's reply on its
+        new connection, and acts for itself (an action its dead process sent is dropped)."""
+        agent = self._agent_of(msg, ident)
+        if agent is None or agent not in self.last:
+            self._drop("unknown_sender" if agent is None else "wrong_step", ident)
+            return
+        self.route[agent] = ident
+        self.acts.pop(agent, None)
+        log.warning("agent %d rejoined at step %d", agent, self.t_step)
+        self.t.send(self.link, "step", agent, self.last[agent], self.t_step, to=ident)
+        self.t.flush()
+
     def _drop(self, reason: str, ident: bytes | None) -> None:
         """A well-formed env message that does not fit the run: counted and logged."""
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
@@ -128,6 +144,7 @@ class EnvServer:
                             "reward": np.ascontiguousarray(reward[ctrl].T), "terminated": term,
                             "truncated": trunc, "last": last}, self.route[agent])
                    for agent, ctrl in self.controls.items()]
+        self.last = {agent: body for agent, body, _ in replies}
         self.t.send_burst(self.link, "step", replies, self.t_step)
         self.t.flush()
 

@@ -23,6 +23,7 @@ Spaces travel as plain dicts (see ``space_size``):
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -110,6 +111,23 @@ def _coerce(default: Any, value: Any) -> Any:
     return type(default)(value)
 
 
+_keepalive: list[Callable[[], None]] = []
+
+
+def set_keepalive(send: Callable[[], None] | None) -> None:
+    """What ``keepalive()`` calls in this process: the agent loop's heartbeat (None: nothing)."""
+    _keepalive[:] = [send] if send is not None else []
+
+
+def keepalive() -> None:
+    """Call this inside any learning loop that can run for longer than a heartbeat interval
+    (the epochs of an on-policy update, a model fit): it sends a heartbeat when one is due, so
+    the heartbeat timeout can stay short and still catch a dead agent quickly. Cheap: a clock
+    read when none is due. A no-op in a replay."""
+    for send in _keepalive:
+        send()
+
+
 def space_size(space: dict) -> int:
     """Number of discrete values of a Discrete space (error for anything else)."""
     if space.get("type") != "discrete":
@@ -131,7 +149,6 @@ class Learner:
     centralised: ClassVar[bool] = False   # controls every env agent from one process
     wants_state: ClassVar[bool] = False   # observe the env's global state (config obs = "auto")
     action_type: ClassVar[str] = "any"    # "box" | "discrete" | "any": action spaces it handles
-    min_heartbeat_timeout: ClassVar[float] = 0.0   # raise the run's default heartbeat timeout
 
     def __init__(self, spec: LearnerSpec) -> None:
         self.spec = spec
@@ -192,6 +209,10 @@ class Learner:
     def update(self) -> dict[str, float]:
         """One learning step on what was observed; returns scalar diagnostics."""
         return {}
+
+    def on_gap(self) -> None:
+        """The run went on without this learner for a while (it was restored from a recovery
+        checkpoint, or the env server restarted): drop anything tied to the step in flight."""
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """The learned state, as named arrays (checkpointed at the end of a run)."""

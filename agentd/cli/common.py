@@ -29,10 +29,16 @@ FLAG_HELP = {
     "heartbeat-timeout": "seconds of silence before a process is declared dead",
     "checkpoint-every": "also checkpoint every agent every this many steps, for "
                         "`agentd consensus` (default 0: only at the end)",
+    "recovery-every": "recovery checkpoint of every agent's complete state every this many "
+                      "steps, written atomically (default 0: none; a restart then starts over)",
+    "max-restarts": "restart a dead agent or env server up to this many times each, then fail "
+                    "the run (default 0: a dead process ends the run)",
+    "rejoin-timeout": "seconds the coordinator waits for a dead process to rejoin (default 30)",
 }
 TYPES = {"n": int, "steps": int, "episode-len": int, "num-envs": int, "seed": int,
          "rows": int, "p": float, "k": int, "rewire": float, "heartbeat-timeout": float,
-         "checkpoint-every": int}
+         "checkpoint-every": int, "recovery-every": int, "max-restarts": int,
+         "rejoin-timeout": float}
 
 
 def add_run_flags(parser: argparse.ArgumentParser) -> None:
