@@ -82,6 +82,7 @@ class Agent:
         self.save_requested = False       # SIGUSR1: a recovery checkpoint at the next step
         self.crash = CrashAt.from_env(self.id)
         self.first_step_at = self.last_step_at = 0.0
+        self.last_t = 0                   # the last step reply's t
         set_keepalive(control.keepalive)
 
     # -- the loop ---------------------------------------------------------------------------
@@ -98,6 +99,8 @@ class Agent:
                             return msg.body["reason"]
                         if msg.kind == "peer_moved":
                             self.reconnect(int(msg.body["id"]), msg.body["endpoint"])
+                        elif msg.kind == "env_moved":
+                            self.reconnect_env(msg.body["endpoint"])
                     elif link is self.env:
                         if msg.kind == "step":
                             self.on_step(msg.body)
@@ -113,6 +116,7 @@ class Agent:
 
     def on_step(self, body: dict[str, Any]) -> None:
         now = self.wait_since = time.monotonic()
+        self.last_t = int(body["t"])
         self.first_step_at = self.first_step_at or now
         self.last_step_at = now
         sent = self.t.stats["peer"].bytes_sent
@@ -126,6 +130,14 @@ class Agent:
         self.perform(self.core.on_step(body))
         if self.crash is not None:
             self.crash.check(self.core.steps_done)
+
+    def reconnect_env(self, endpoint: str) -> None:
+        """The env server was restarted: join it at its new endpoint, saying where we were."""
+        self.t.close_link(self.env)
+        self.env = self.t.connect_dealer(endpoint, "env", ENVSERVER, peer_identity(self.id))
+        self.t.send(self.env, "join", ENVSERVER, {"t": self.last_t})
+        log.warning("agent %d rejoined the restarted env server at %s (step %d)", self.id,
+                    endpoint, self.last_t)
 
     def _on_save_request(self, _signum: int, _frame: object) -> None:
         self.save_requested = True

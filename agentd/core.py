@@ -62,6 +62,8 @@ class AgentCore:
 
     def on_step(self, body: dict[str, Any]) -> list[Effect]:
         effects: list[Effect] = []
+        if body.get("restart"):     # a restarted env server: its episodes begin afresh
+            self.resume_after_gap()
         if self.obs is not None:
             self.learner.observe(self.obs, self.action, self._squeeze(body["reward"]),
                                  self._squeeze(body["final_obs"]), body["terminated"],

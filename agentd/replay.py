@@ -104,7 +104,8 @@ class AgentLog:
 
     info: dict[str, Any]
     items: list[Item]
-    actions: dict[tuple[int, int], np.ndarray]   # (process, step) -> the act it sent
+    actions: dict[tuple[int, int], list[np.ndarray]]   # (process, step) -> acts, in order
+    # (two for one step where an env server restart asked for that step's action again)
     truncated_tail: bool
     restarts: int = 0                            # restart records in the log
 
@@ -127,7 +128,7 @@ def read_agent_log(run_dir: Path, agent: int) -> AgentLog:
         elif r.direction == "in" and r.plane in ("env", "peer") and r.kind != "join":
             items.append(Item(r.plane, r.header["s"], r.header["t"], r.kind, r.body))
         elif r.direction == "out" and r.kind == "act":
-            actions[(segment, r.body["t"])] = r.body["a"]
+            actions.setdefault((segment, r.body["t"]), []).append(r.body["a"])
     if info is None:
         raise ReplayError(f"{path} has no welcome: the agent was never admitted")
     return AgentLog(info, items, actions, log.truncated_tail, segment)
@@ -167,7 +168,9 @@ def replay(run_dir: Path, agent: int, perturbation: Perturbation | None = None) 
             continue
         if item.plane == "env":
             effects = []
-            if core.pending is not None:   # a perturbation withheld messages it waited for
+            if core.pending is not None and not item.body.get("restart"):
+                # a perturbation withheld messages it waited for (after an env server
+                # restart the live agent dropped the step instead, as the core does)
                 res.forced_steps += 1
                 effects = core.advance(force=True)
             effects += core.on_step(item.body)
@@ -176,7 +179,8 @@ def replay(run_dir: Path, agent: int, perturbation: Perturbation | None = None) 
             effects = core.on_peer(item.src, item.kind, item.body)
         for e in effects:
             if e.what == "act":
-                _compare(res, e.step, e.body["a"], log.actions.get((res.restarts, e.step)))
+                sent = log.actions.get((res.restarts, e.step))
+                _compare(res, e.step, e.body["a"], sent.pop(0) if sent else None)
             elif e.what == "metrics":
                 res.metrics.append({"step": e.step, "agents": {str(agent): e.body["scalars"]},
                                     "action_agreement": _agreement(res)})

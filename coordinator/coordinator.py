@@ -283,8 +283,16 @@ class Coordinator:
                 "controllers": self.controllers}
 
     def on_env_ready(self, proc: Proc, msg: Message) -> None:
+        if self.admitted:       # a restarted env server: the agents move to it
+            self.restarts.moved_env()
+            return
         self.spaces = msg.body["spaces"]
         self.try_admit()
+
+    def on_env_restarted(self, proc: Proc, msg: Message) -> None:
+        self.restarts.env_restarted(msg.body)
+        for env in range(msg.body["truncated"]):
+            self.metrics.truncated(msg.body["step"], env, "envserver restart")
 
     def try_admit(self) -> None:
         agents = [p for p in self.procs.values() if p.role == "agent"]

@@ -44,6 +44,8 @@ class EnvServer:
         self.ep_len = np.zeros(env.num_envs, dtype=np.int64)
         self.started = self.ended = 0.0
         self._last_report = 0.0
+        self.rejoin = int(info.get("rejoin", 0))   # restarts of the env server before this one
+        self.resume_at = 0                        # rejoining: the step the agents were at
 
     def run(self) -> str:
         while len(self.route) < len(self.controls):
@@ -51,12 +53,11 @@ class EnvServer:
                 agent = self._agent_of(msg, ident)
                 if msg.kind == "join" and agent is not None:
                     self.route[agent] = ident
+                    self.resume_at = max(self.resume_at, int(msg.body.get("t", 0)))
                 else:
                     self._drop("unknown_sender", ident)
         self.started = time.monotonic()
-        obs = self.env.reset(self.reset_seed)
-        flags = np.zeros(self.env.num_envs, dtype=bool)
-        self._reply(obs, obs, np.zeros((self.env.n_agents, self.env.num_envs)), flags, flags)
+        self._first_reply()
         while self.t_step < self.steps_total:
             for msg, ident in self._serve():
                 if msg.kind == "act":
@@ -67,6 +68,25 @@ class EnvServer:
                 self._step()
         self.ended = time.monotonic()
         return "done"
+
+    def _first_reply(self) -> None:
+        """Reset the env copies and send the first observations. A restarted env server
+        resumes at the agents' step (the old env state died with its process): every episode
+        in flight is truncated there, said in the reply (``restart``) and to the coordinator;
+        the reset seed moves on so the new episodes are not replays of the first ones."""
+        seed = self.reset_seed + 7919 * self.rejoin
+        obs = self.env.reset(seed)
+        flags = np.zeros(self.env.num_envs, dtype=bool)
+        zero = np.zeros((self.env.n_agents, self.env.num_envs))
+        if not self.rejoin:
+            self._reply(obs, obs, zero, flags, flags)
+            return
+        self.t_step = self.resume_at
+        log.warning("env server restart %d: resuming at step %d with %d episodes truncated",
+                    self.rejoin, self.t_step, self.env.num_envs)
+        self.control.send("env_restarted", {"step": self.t_step, "truncated": self.env.num_envs,
+                                            "reset_seed": seed}, self.t_step)
+        self._reply(obs, obs, zero, flags, ~flags, restart=True)
 
     def _serve(self) -> list:
         """One poll round: env traffic is returned, control traffic handled here."""
@@ -137,12 +157,13 @@ class EnvServer:
         self._reply(res.obs, res.final_obs, res.reward, res.terminated, res.truncated)
 
     def _reply(self, obs: list, final_obs: list, reward: np.ndarray, term: np.ndarray,
-               trunc: np.ndarray) -> None:
+               trunc: np.ndarray, restart: bool = False) -> None:
         last = self.t_step >= self.steps_total
+        extra = {"restart": True} if restart else {}
         replies = [(agent, {"t": self.t_step, "obs": _gather(obs, ctrl),
                             "final_obs": _gather(final_obs, ctrl),
                             "reward": np.ascontiguousarray(reward[ctrl].T), "terminated": term,
-                            "truncated": trunc, "last": last}, self.route[agent])
+                            "truncated": trunc, "last": last, **extra}, self.route[agent])
                    for agent, ctrl in self.controls.items()]
         self.last = {agent: body for agent, body, _ in replies}
         self.t.send_burst(self.link, "step", replies, self.t_step)

@@ -137,5 +137,6 @@ class Restarts:
             if "lost" in r:
                 lost[r["process"]] = lost.get(r["process"], 0) + r["lost"]
         return {"restarts": self.records, "steps_lost": lost,
+                "truncated_episodes": self.coord.metrics.truncated_episodes,
                 "restart_counts": {("envserver" if k == ENVSERVER else f"agent-{k}"): v
                                    for k, v in self.count.items()}}

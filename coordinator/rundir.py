@@ -47,6 +47,7 @@ class MetricsFile:
         self._file = open(path, "a", buffering=1)  # noqa: SIM115 - open for the whole run
         self.returns: list[float] = []
         self.steps: list[int] = []
+        self.truncated_episodes = 0
 
     def episode(self, step: int, ret: float, length: int, agents: dict[int, dict]) -> None:
         self.returns.append(ret)
@@ -54,6 +55,12 @@ class MetricsFile:
         record = {"episode": len(self.returns), "step": step, "return": round(ret, 6),
                   "length": length, "agents": {str(a): s for a, s in agents.items()}}
         self._file.write(json.dumps(record) + "\n")
+
+    def truncated(self, step: int, env: int, why: str) -> None:
+        """An episode in flight in env copy ``env`` was cut at ``step`` and its return lost
+        (it died with the process that held it)."""
+        self.truncated_episodes += 1
+        self._file.write(json.dumps({"step": step, "env": env, "truncated": why}) + "\n")
 
     def consensus(self, point: dict[str, Any]) -> None:
         """A consensus diagnostic point (computed after the run from the checkpoints)."""

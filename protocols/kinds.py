@@ -145,6 +145,9 @@ register(Kind("restarted", "control", {"agent": INT, "checkpoint": OPT_STR, "sha
                   "at, the transitions it lost"))
 register(Kind("peer_moved", "control", {"id": INT, "endpoint": STR},
               doc="coordinator: neighbour 'id' was restarted and listens at 'endpoint'"))
+register(Kind("env_restarted", "control", {"step": INT, "truncated": INT, "reset_seed": INT},
+              doc="a restarted env server resumed at 'step'; the episodes in flight in its "
+                  "'truncated' env copies were cut there"))
 register(Kind("env_moved", "control", {"endpoint": STR},
               doc="coordinator: the env server was restarted and listens at 'endpoint'"))
 register(Kind("security", "control", {"counts": DICT, "peers": Val((list,))},

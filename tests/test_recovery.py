@@ -3,6 +3,7 @@ and heartbeats that keep flowing through long updates. Real processes, tiny budg
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -264,3 +265,31 @@ def test_a_long_update_keeps_heartbeating_and_a_dead_agent_is_still_found_fast(r
     stop = next(r.time for r in open_log(dead / "logs" / "coordinator.log")
                 if r.direction == "out" and r.kind == "stop")
     assert stop - killed < 5.0 + 2.0, stop - killed   # the timeout, and a loaded machine
+
+
+def test_a_killed_env_server_restarts_and_truncates_the_episodes_in_flight(runs, tmp_path):
+    run_dir = tmp_path / "env"
+    proc = runs.start(["launch", "--run-dir", str(run_dir), "--quiet", "--n", "2", "--steps",
+                       "800", "--num-envs", "2", "--episode-len", "40", "--max-restarts", "1"],
+                      run_dir)
+    wait_for(lambda: _episodes(run_dir) >= 6 or proc.poll() is not None, 60, "6 episodes")
+    pid = read_json(run_dir / "endpoints.json")["envserver"]["pid"]
+    assert proc.poll() is None and is_agentd_process(pid)
+    os.kill(pid, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=90)
+    assert proc.returncode == 0, out.decode()
+    s = read_json(run_dir / "summary.json")
+    assert s["status"] == "done" and s["restart_counts"] == {"envserver": 1}
+    assert s["truncated_episodes"] == 2 and s["steps_done"] == 800
+    (record,) = s["restarts"]
+    assert record["process"] == "envserver" and record["truncated"] == 2
+    cut = [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+           if "truncated" in r]
+    assert sorted(r["env"] for r in cut) == [0, 1] and {r["step"] for r in cut} == \
+        {record["step"]}
+    # the agents lost no transition of their own and still replay exactly
+    assert all(a["steps"] == 800 for a in s["agents"].values())
+    res = replay(run_dir, 0)
+    assert res.first_divergence is None and res.actions_compared > 800
+    same = compare_state(res.state, run_dir / "checkpoints" / "agent-0.npz")
+    assert same and all(same.values())
