@@ -83,6 +83,8 @@ class Agent:
         self.crash = CrashAt.from_env(self.id)
         self.first_step_at = self.last_step_at = 0.0
         self.last_t = 0                   # the last step reply's t
+        self.peer_timeout = float(config.get("peer_timeout", 0.0))
+        self.silent_edges = 0             # (step, neighbour) waits given up on
         set_keepalive(control.keepalive)
 
     # -- the loop ---------------------------------------------------------------------------
@@ -185,9 +187,19 @@ class Agent:
     def check_peer_wait(self) -> None:
         waiting = self.core.waiting()
         if waiting:
+            waited = time.monotonic() - self.wait_since
+            if self.peer_timeout and waited > self.peer_timeout:
+                step = self.core.pending_step()
+                effects = self.core.on_silent(waiting)
+                if effects is not None:    # the edges are down for this step: go ahead
+                    assert self.t.msglog is not None
+                    self.t.msglog.note("peer_timeout", {"t": step, "silent": sorted(waiting)})
+                    self.silent_edges += len(waiting)
+                    self.wait_since = time.monotonic()
+                    self.perform(effects)
+                    return
             # A live neighbour may be slow (a loaded machine, a deep update); a dead one is
             # caught by the heartbeats. So this only ends a step that cannot complete.
-            waited = time.monotonic() - self.wait_since
             if waited > max(self.control.timeout, self.peer_wait_limit):
                 raise RunFailed(f"waited {waited:.1f} s for neighbours {sorted(waiting)}")
 
@@ -207,7 +219,8 @@ class Agent:
         return {**self.t.summary(), **process_facts(), "steps": self.core.steps_done,
                 "algo": self.algo, "controls": self.controls,
                 "peer_bytes_last_step": self.last_step_peer_bytes, "files": self.files.mode,
-                "recovery": self.recovery.stats(step_s), "restart": self.restart}
+                "recovery": self.recovery.stats(step_s), "restart": self.restart,
+                "peer_timeouts": self.silent_edges}
 
 
 def run_agent(opts: JoinOptions, want_id: int | None) -> int:

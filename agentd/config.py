@@ -46,6 +46,9 @@ class RunConfig:
     recovery_every: int = 0           # recovery checkpoint of each agent every this many steps
     max_restarts: int = 0             # restarts of one agent (or the env server) before failing
     rejoin_timeout: float = 30.0      # seconds the coordinator waits for a dead process to rejoin
+    peer_timeout: float = 0.0         # silence after which a neighbour is down for that step
+    link_schedule: str = ""           # file of 'FROM TO I J' lines: edge I-J down for FROM<=t<TO
+    links_down: list = field(default_factory=list)   # the schedule, read (in config.toml)
     heartbeat_interval: float = 0.5   # seconds between heartbeats
     heartbeat_timeout: float = 5.0    # silence after which a process is declared dead
     join_timeout: float = 60.0        # seconds for all processes to join
@@ -108,6 +111,12 @@ def _coerce(name: str, value: Any) -> Any:
     default = FIELDS[name].default
     if name in ("params", "env_args"):
         return value
+    if name == "links_down":
+        if not (isinstance(value, list) and all(isinstance(v, list) and len(v) == 4 and
+                                                all(isinstance(x, int) for x in v)
+                                                for v in value)):
+            raise ConfigError("'links_down' must be a list of [from, to, i, j] integer lists")
+        return value
     want = type(default)
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -138,6 +147,8 @@ def validate(c: RunConfig) -> None:
              c.recovery_every)
     _require(0 <= c.max_restarts <= 1000, "max_restarts", "an integer in 0..1000",
              c.max_restarts)
+    _require(c.peer_timeout >= 0, "peer_timeout", "seconds >= 0 (0: wait for every neighbour)",
+             c.peer_timeout)
     _require(c.rejoin_timeout > 0, "rejoin_timeout", "seconds > 0", c.rejoin_timeout)
     _require(c.mixing in MIXING_METHODS, "mixing", f"one of {', '.join(MIXING_METHODS)}",
              c.mixing)
@@ -220,12 +231,29 @@ def _resolve_defaults(c: RunConfig, given: set[str] = frozenset()) -> None:
     except LearnerConfigError as exc:
         raise ConfigError(str(exc)) from None
     c.env_args = {**needed, **c.env_args}
+    _resolve_links(c)
     if c.obs == "auto":
         c.obs = "state" if learner.wants_state else "local"
     if (learner.action_type == "box" and c.env not in BUILTIN_ENVS
             and split_factory_spec(c.env)[0].startswith("mpe2.")
             and "continuous_actions" not in c.env_args):
         c.env_args = {**c.env_args, "continuous_actions": True}
+
+
+def _resolve_links(c: RunConfig) -> None:
+    """Read the link schedule into ``links_down`` (so config.toml carries it to every process)
+    and switch dac-deep's consensus to running sums when links may fail, unless told not to:
+    plain gossip loses mass with every lost message."""
+    from agentd.links import ScheduleError, parse_schedule
+
+    if c.link_schedule:
+        try:
+            c.links_down = parse_schedule(c.link_schedule, process_count(c))
+        except ScheduleError as exc:
+            raise ConfigError(f"'link_schedule': {exc}") from None
+    if c.algo == "dac-deep" and (c.links_down or c.peer_timeout > 0) \
+            and "running_sums" not in c.params:
+        c.params = {**c.params, "running_sums": True}
 
 
 def process_count(c: RunConfig) -> int:

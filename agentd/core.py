@@ -16,6 +16,7 @@ import numpy as np
 
 from agentd.algorithms import load_learner_class
 from agentd.algorithms.base import Learner, LearnerSpec
+from agentd.links import LiveGraph
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,9 @@ def build_learner(info: dict[str, Any]) -> Learner:
         obs_spaces=[spaces["obs"][c] for c in controls],
         act_spaces=[spaces["act"][c] for c in controls], controls=list(controls),
         num_envs=config["num_envs"], seed=info["seed"], params=config["params"],
-        shared_reward=spaces["shared_reward"], shared_seed=int(config["seed"])))
+        shared_reward=spaces["shared_reward"], shared_seed=int(config["seed"]),
+        live=LiveGraph.of(info["graph_edges"], config["links_down"])
+        if config.get("links_down") and "graph_edges" in info else None))
 
 
 class AgentCore:
@@ -80,6 +83,19 @@ class AgentCore:
         effects = [Effect("peer", step, out.body, out.kind, out.dst)
                    for out in self.learner.outbox()]
         return effects + self.advance()
+
+    def on_silent(self, silent: frozenset[int]) -> list[Effect] | None:
+        """Awaited neighbours stayed silent past peer_timeout: go ahead without them if the
+        learner can (None: it cannot, keep waiting)."""
+        if self.pending is None or not self.learner.peers_silent(silent):
+            return None
+        step = self.pending["t"]
+        effects = [Effect("peer", step, out.body, out.kind, out.dst)
+                   for out in self.learner.outbox()]
+        return effects + self.advance()
+
+    def pending_step(self) -> int:
+        return int(self.pending["t"]) if self.pending is not None else -1
 
     def waiting(self) -> frozenset[int]:
         """Neighbours the pending step still waits for (empty when nothing is pending)."""

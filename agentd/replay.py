@@ -70,7 +70,7 @@ class Perturbation:
         rng = np.random.default_rng(self.seed)
         held: list[tuple[int, Item]] = []
         for item in items:
-            if item.plane == "restart":
+            if item.plane in ("restart", "silent"):
                 yield item
                 continue
             if item.plane == "env":
@@ -121,6 +121,8 @@ def read_agent_log(run_dir: Path, agent: int) -> AgentLog:
         if r.direction == "restart":
             segment += 1
             items.append(Item("restart", agent, -1, "restart", r.body))
+        elif r.direction == "peer_timeout":
+            items.append(Item("silent", agent, r.body["t"], "peer_timeout", r.body))
         if r.header is None:
             continue
         if r.direction == "in" and r.kind == "welcome":
@@ -151,6 +153,7 @@ class ReplayResult:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     truncated_tail: bool = False
     restarts: int = 0                       # restart records replayed (checkpoints restored)
+    silent: int = 0                         # peer_timeout records replayed
 
 
 def replay(run_dir: Path, agent: int, perturbation: Perturbation | None = None) -> ReplayResult:
@@ -166,7 +169,10 @@ def replay(run_dir: Path, agent: int, perturbation: Perturbation | None = None) 
             core = core_for_replay(run_dir, item.body, log.info)
             res.restarts += 1
             continue
-        if item.plane == "env":
+        if item.plane == "silent":      # the live agent stopped waiting for these here
+            effects = core.on_silent(frozenset(item.body["silent"])) or []
+            res.silent += 1
+        elif item.plane == "env":
             effects = []
             if core.pending is not None and not item.body.get("restart"):
                 # a perturbation withheld messages it waited for (after an env server

@@ -29,7 +29,7 @@ from typing import Any
 import zmq
 
 from agentd.keys import Keys, name_of, pid_of
-from agentd.linkshim import DelayShim
+from agentd.linkshim import DelayShim, DropShim
 from agentd.msglog import MessageLog
 from agentd.netaddr import is_loopback, split_endpoint
 from agentd.sentinel import HandshakeEvent, Sentinel, domain
@@ -98,6 +98,10 @@ class Transport:
         self._seq = 0
         self._warned: Counter = Counter()
         self.shim = DelayShim.from_env()
+        self.drop = DropShim.from_env()
+        if self.drop is not None:
+            log.warning("TEST-ONLY link loss active (%s): %s", "AGENTD_TEST_LINK_DROP",
+                        self.drop.spec)
         if self.shim is not None:
             log.warning("TEST-ONLY link delay active (%s): %s", "AGENTD_TEST_LINK_DELAY",
                         self.shim.spec)
@@ -111,6 +115,8 @@ class Transport:
         meta: dict[str, Any] = {"secure": self.secure, "insecure": self.insecure}
         if self.shim is not None:
             meta["test_link_delay"] = self.shim.spec
+        if self.drop is not None:
+            meta["test_link_drop"] = self.drop.spec
         return meta
 
     # -- sockets ----------------------------------------------------------------------------
@@ -217,7 +223,7 @@ class Transport:
         guard raises for control and env messages (our own bug); a refused peer message (the
         learner's) is counted and skipped.
         """
-        frames = []
+        frames, dsts = [], []
         for dst, body, to in messages:
             try:
                 self.guard.outgoing(kind, dst, body, link.plane)
@@ -229,12 +235,21 @@ class Transport:
                 continue
             self._seq += 1
             frames.append((encode(self.codec, kind, self.me, dst, step, self._seq, body), to))
-        sent = [self.send_frames(link, [frame], to) for frame, to in frames]
+            dsts.append(dst)
+        sent = [self._lost(link, dst, step) or self.send_frames(link, [frame], to)
+                for (frame, to), dst in zip(frames, dsts)]
         if self.msglog is not None and REGISTRY[kind].logged:
             for (frame, _), ok in zip(frames, sent):
                 if ok:
                     self.msglog.record("out", link.plane, [frame])
         return sum(sent)
+
+    def _lost(self, link: Link, dst: int, step: int) -> bool:
+        """The test-only lossy link ate this peer message (it still counts as sent)."""
+        if self.drop is None or link.plane != "peer" or not self.drop.drops(self.me, dst, step):
+            return False
+        self.stats["peer"].refused_out["test_link_drop"] += 1
+        return True
 
     def send_frames(self, link: Link, frames: list[bytes], to: bytes | None = None) -> bool:
         """Send pre-encoded frames; a ROUTER's peer that has gone away is counted, not fatal."""

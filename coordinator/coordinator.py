@@ -324,6 +324,7 @@ class Coordinator:
                 "neighbours": {j: by_id[j].endpoint for j in neighbours},
                 "weights": {j: float(self.W[i, j]) for j in [i, *neighbours]},
                 "env_endpoint": self.env_proc.endpoint, "controls": self.controllers[i],
+                "graph_edges": [list(e) for e in self.graph.edges],
                 "spaces": self.spaces}
 
     # -- during the run ---------------------------------------------------------------------

@@ -181,6 +181,11 @@ register(Kind("consensus", "peer", {"t": INT, "r": INT, "idx": Arr(INTS, (1,)),
                                     "x": Arr(FLOATS, (1,))},
               doc="importance log-ratio consensus estimates x for buffer entries idx "
                   "(empty idx: the first len(x) entries), step t, gossip round r"))
+register(Kind("consensus_sum", "peer", {"t": INT, "r": INT, "idx": Arr(INTS, (1,)),
+                                        "s": Arr(FLOATS, (1,)), "w": Val((float,))},
+              doc="log-ratio consensus by running sums: the sender's cumulative shares s "
+                  "pushed to the receiver for buffer entries idx (empty: the first len(s)), "
+                  "and the weight W_ij(t) it used, step t, round r"))
 register(Kind("pr_query", "peer", {"qid": INT, "states": Arr(NUMERIC, (1, 2))},
               doc="policy reciprocity: a batch of states to evaluate"))
 register(Kind("pr_values", "peer", {"qid": INT, "states": Arr(INTS, (1,), 1 << 16),

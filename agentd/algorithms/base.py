@@ -59,6 +59,8 @@ class LearnerSpec:
     params: dict[str, Any] = field(default_factory=dict)   # raw user overrides
     shared_reward: bool = True
     shared_seed: int = 0               # the run seed: the same in every agent (common draws)
+    live: Any = None                   # agentd.links.LiveGraph: the graph with its scheduled
+    #                                    failures (None: the graph never changes)
 
 
 def parse_params(params_cls: type, raw: dict[str, Any], algo: str) -> Any:
@@ -209,6 +211,11 @@ class Learner:
     def update(self) -> dict[str, float]:
         """One learning step on what was observed; returns scalar diagnostics."""
         return {}
+
+    def peers_silent(self, silent: frozenset[int]) -> bool:
+        """These awaited neighbours stayed silent past ``peer_timeout``: go ahead without them
+        this step if the learner can (True); False keeps waiting (the default)."""
+        return False
 
     def on_gap(self) -> None:
         """The run went on without this learner for a while (it was restored from a recovery
