@@ -40,15 +40,8 @@ class Agent:
         self.id: int = info["id"]
         config = info["config"]
         self.neighbours = {int(j): ep for j, ep in info["neighbours"].items()}
-        # A restarted agent (the coordinator knew its id) continues from its recovery
-        # checkpoint; the log says which, so a replay restores the same one.
-        restart = None
-        if info.get("rejoin"):
-            core, restart = rejoin_core(files.root, self.id, info)
-            learner = core.learner
-        else:
-            learner = build_learner(info)
-            core = AgentCore(info, learner)
+        core, restart = self._core(info, files)
+        learner = core.learner
         transport.me = self.id
         transport.guard = Guard(self.id, self.neighbours, learner.peer_kinds,
                                 config["max_msg_bytes"], learner.peer_shapes())
@@ -59,8 +52,6 @@ class Agent:
                                       "insecure": transport.insecure or config["insecure"]})
         if restart is not None:
             transport.msglog.note("restart", restart)
-            log.warning("agent %d restarted (restart %d) from %s", self.id, info["rejoin"],
-                        restart["checkpoint"] or "its initial state (no recovery checkpoint)")
         self.restart = restart
         self.core = core
         self.learner = learner
@@ -77,6 +68,22 @@ class Agent:
         self.peer_wait_limit = float(config.get("join_timeout", 60.0))
         self.peer_bytes_mark = 0          # peer bytes sent up to the last step reply
         self.last_step_peer_bytes = 0     # peer bytes sent during the last full step
+        self._survival(config, files)
+        set_keepalive(control.keepalive)
+
+    def _core(self, info: dict[str, Any], files: RunFiles) -> tuple[AgentCore, dict | None]:
+        """A new core, or -- for a restarted agent (the coordinator knew its id) -- the one of
+        its newest recovery checkpoint, with the restart record that names it (the log keeps
+        it, so a replay restores the same file)."""
+        if not info.get("rejoin"):
+            return AgentCore(info, build_learner(info)), None
+        core, restart = rejoin_core(files.root, self.id, info)
+        log.warning("agent %d restarted (restart %d) from %s", self.id, info["rejoin"],
+                    restart["checkpoint"] or "its initial state (no recovery checkpoint)")
+        return core, restart
+
+    def _survival(self, config: dict[str, Any], files: RunFiles) -> None:
+        """Recovery checkpoints, peer timeouts, step timing (and test-only fault injection)."""
         self.recovery = RecoveryWriter(files.root / "checkpoints" / f"agent-{self.id}",
                                        config.get("recovery_every", 0))
         self.save_requested = False       # SIGUSR1: a recovery checkpoint at the next step
@@ -85,7 +92,6 @@ class Agent:
         self.last_t = 0                   # the last step reply's t
         self.peer_timeout = float(config.get("peer_timeout", 0.0))
         self.silent_edges = 0             # (step, neighbour) waits given up on
-        set_keepalive(control.keepalive)
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> str:

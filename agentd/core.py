@@ -61,12 +61,16 @@ class AgentCore:
         self.scalars: dict[str, list[float]] = defaultdict(list)
         self.steps_done = 0
         self.env_step = 0      # t of the last step reply acted upon
+        self.gap_from: int | None = None   # resumed after a gap that began at this step
         self.finished = False
 
     def on_step(self, body: dict[str, Any]) -> list[Effect]:
         effects: list[Effect] = []
         if body.get("restart"):     # a restarted env server: its episodes begin afresh
             self.resume_after_gap()
+        if getattr(self, "gap_from", None) is not None:
+            self.learner.on_gap(max(0, int(body["t"]) - self.gap_from))
+            self.gap_from = None
         if self.obs is not None:
             self.learner.observe(self.obs, self.action, self._squeeze(body["reward"]),
                                  self._squeeze(body["final_obs"]), body["terminated"],
@@ -136,7 +140,7 @@ class AgentCore:
         self.obs = self.action = None
         self.pending = None
         self.scalars.clear()
-        self.learner.on_gap()
+        self.gap_from = self.env_step     # the learner hears how long at the next reply
 
     def _squeeze(self, arr: np.ndarray) -> np.ndarray:
         """Drop the controlled-agents axis for a learner that controls one env agent."""

@@ -217,9 +217,10 @@ class Learner:
         this step if the learner can (True); False keeps waiting (the default)."""
         return False
 
-    def on_gap(self) -> None:
-        """The run went on without this learner for a while (it was restored from a recovery
-        checkpoint, or the env server restarted): drop anything tied to the step in flight."""
+    def on_gap(self, steps: int) -> None:
+        """The run went on without this learner for ``steps`` joint steps (it was restored from
+        a recovery checkpoint, or the env server restarted); the step in flight is dropped.
+        A learner whose state is aligned by the global step skips ahead here."""
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """The learned state, as named arrays (checkpointed at the end of a run)."""

@@ -244,6 +244,20 @@ class DacDeep(Learner):
         if self.size >= self.params.start:
             self._begin_update()
 
+    def on_gap(self, steps: int) -> None:
+        """Restored after ``steps`` joint steps without this agent: skip their buffer positions
+        so the buffer stays aligned by the global step with the neighbours' (those positions
+        keep this agent's older entries; their beta and x start over)."""
+        if steps <= 0:
+            return
+        pos = (self.count + np.arange(steps * self.k)) % len(self.r)
+        if self.sums:
+            self.cons.t_now = self.steps + steps
+        self.cons.reset_entries(pos)
+        self.count += steps * self.k
+        self.size = min(self.size + steps * self.k, len(self.r))
+        self.steps += steps
+
     def _begin_update(self) -> None:
         """Choose this step's batch, ask the neighbours for their values of its next states
         (PR on) and start the gossip on it (consensus on)."""
