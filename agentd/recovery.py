@@ -194,7 +194,8 @@ class RecoveryWriter:
                 "stall_ms_max": round(max(self.stalls) * 1e3, 3),
                 "step_ms_mean": round(step_s * 1e3, 3),
                 "stall_of_a_step": round(mean / step_s, 4) if step_s > 0 else None,
-                "stall_per_step": round(mean / self.every / step_s, 5) if step_s > 0 else None}
+                "stall_per_step": round(mean / self.every / step_s, 5)
+                if step_s > 0 and self.every else None}
 
 
 def rejoin_core(root: Path, agent: int, info: dict[str, Any]) -> tuple[AgentCore, dict]:

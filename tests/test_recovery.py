@@ -280,6 +280,7 @@ def test_a_killed_env_server_restarts_and_truncates_the_episodes_in_flight(runs,
     wait_for(lambda: _episodes(run_dir) >= 6 or proc.poll() is not None, 60, "6 episodes")
     pid = read_json(run_dir / "endpoints.json")["envserver"]["pid"]
     assert proc.poll() is None and is_agentd_process(pid)
+    os.kill(_agent_pid(run_dir, 0), signal.SIGUSR1)    # a recovery checkpoint on request
     os.kill(pid, signal.SIGKILL)
     out, _ = proc.communicate(timeout=90)
     assert proc.returncode == 0, out.decode()
@@ -292,6 +293,8 @@ def test_a_killed_env_server_restarts_and_truncates_the_episodes_in_flight(runs,
            if "truncated" in r]
     assert sorted(r["env"] for r in cut) == [0, 1] and {r["step"] for r in cut} == \
         {record["step"]}
+    assert [p.name for p in (run_dir / "checkpoints" / "agent-0").glob("recovery-*.pkl")]
+    assert not (run_dir / "checkpoints" / "agent-1").exists()   # no --recovery-every
     # the agents lost no transition of their own and still replay exactly
     assert all(a["steps"] == 800 for a in s["agents"].values())
     res = replay(run_dir, 0)
