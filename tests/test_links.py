@@ -111,3 +111,25 @@ def test_a_link_down_for_a_stretch_keeps_mass_and_w_doubly_stochastic(tmp_path):
     assert out.silent == s["agents"]["1"]["peer_timeouts"] and out.first_divergence is None
     same = compare_state(out.state, run_dir / "checkpoints" / "agent-1.npz")
     assert same and all(same.values())
+
+
+def test_plain_gossip_loses_the_mass_of_lost_messages_for_good():
+    """The same loss with plain gossip: the missing weight stays home and sum x drifts from
+    sum beta, and stays off after the link is back (why dac-deep switches to running sums)."""
+    from agentd.algorithms.consensus import LogRatioConsensus
+
+    rng = np.random.default_rng(1)
+    agents = [LogRatioConsensus(4, 3, {j: 1 / 3 for j in range(3)}, i) for i in range(3)]
+    idx = np.arange(4)
+    for t in range(1, 31):
+        for a in agents:
+            a.local_update(idx, rng.normal(size=4))
+            a.start(t, idx, 1)
+        msgs = [(a.me, m) for a in agents for m in a.pending_messages()]
+        for src, (mt, r, widx, x) in msgs:
+            for dst in range(3):
+                if dst != src and not (src == 0 and dst == 1 and 5 <= t < 15):
+                    agents[dst].receive(src, mt, r, widx, x)
+        for a in agents:
+            a.finish()
+    assert not np.allclose(sum(a.x for a in agents), sum(a.beta for a in agents))

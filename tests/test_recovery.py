@@ -78,6 +78,29 @@ ENV_OF = {"spread": ("dac-deep", "isac", "maddpg"), "ipd": ("naive-pg", "lola", 
                                                             "meta-mapg")}
 
 
+def test_a_restored_dac_deep_agent_skips_the_steps_it_lost():
+    """Its buffer stays aligned by the global step with an agent that never stopped."""
+    env = build_env("spread", 2, episode_len=5, seed=1, obs_mode="state")
+    params = {"batch": 8, "start": 8, "hidden": 8, "buffer": 64}
+    cores = [AgentCore({"config": {"episode_len": 5}, "controls": [i]}, lr)
+             for i, lr in enumerate(make_learners("dac-deep", env, 2, seed=4, params=params))]
+    obs = env.reset(2)
+    flags = np.zeros(1, dtype=bool)
+    bodies = [_body(0, obs, obs, np.zeros((2, 1)), flags, flags, False, [i]) for i in range(2)]
+    bodies = _drive(cores, env, bodies, 10)[1][-1]
+    saved = recovery.snapshot(cores[1])
+    _, seen = _drive(cores, env, bodies, 7)
+    back = recovery.load(saved)
+    back.resume_after_gap()
+    back.on_step(seen[-1][1])            # rejoins at the current step: acts only
+    nxt = _drive(cores, env, seen[-1], 1)[1][-1]
+    back.on_step(nxt[1])                 # and learns from the next transition on
+    _drive(cores, env, nxt, 1)
+    kept, restored = cores[1].learner, back.learner
+    assert (restored.steps, restored.count, restored.size) == \
+        (kept.steps, kept.count, kept.size)
+
+
 def test_every_learner_snapshots_and_loads():
     """No learner holds something a recovery checkpoint cannot carry (a closure, a module)."""
     from agentd.algorithms import ALGORITHMS, load_learner_class
