@@ -112,9 +112,9 @@ def _coerce(name: str, value: Any) -> Any:
     if name in ("params", "env_args"):
         return value
     if name == "links_down":
-        if not (isinstance(value, list) and all(isinstance(v, list) and len(v) == 4 and
-                                                all(isinstance(x, int) for x in v)
-                                                for v in value)):
+        from agentd.links import is_schedule
+
+        if not is_schedule(value):
             raise ConfigError("'links_down' must be a list of [from, to, i, j] integer lists")
         return value
     want = type(default)
@@ -241,19 +241,15 @@ def _resolve_defaults(c: RunConfig, given: set[str] = frozenset()) -> None:
 
 
 def _resolve_links(c: RunConfig) -> None:
-    """Read the link schedule into ``links_down`` (so config.toml carries it to every process)
-    and switch dac-deep's consensus to running sums when links may fail, unless told not to:
-    plain gossip loses mass with every lost message."""
-    from agentd.links import ScheduleError, parse_schedule
+    """Read the link schedule into ``links_down`` (config.toml carries it to every process);
+    dac-deep's consensus switches to running sums when links may fail (``agentd.links``)."""
+    from agentd.links import ScheduleError, links_for_run
 
-    if c.link_schedule:
-        try:
-            c.links_down = parse_schedule(c.link_schedule, process_count(c))
-        except ScheduleError as exc:
-            raise ConfigError(f"'link_schedule': {exc}") from None
-    if c.algo == "dac-deep" and (c.links_down or c.peer_timeout > 0) \
-            and "running_sums" not in c.params:
-        c.params = {**c.params, "running_sums": True}
+    try:
+        c.links_down, c.params = links_for_run(c.link_schedule, process_count(c), c.algo,
+                                               c.peer_timeout, c.params, c.links_down)
+    except ScheduleError as exc:
+        raise ConfigError(f"'link_schedule': {exc}") from None
 
 
 def process_count(c: RunConfig) -> int:

@@ -44,6 +44,25 @@ def parse_schedule(path: str | Path, n: int) -> list[list[int]]:
     return out
 
 
+def is_schedule(value: object) -> bool:
+    """Is this a parsed schedule: a list of [from, to, i, j] integer lists?"""
+    return isinstance(value, list) and all(
+        isinstance(v, list) and len(v) == 4 and all(isinstance(x, int) for x in v)
+        for v in value)
+
+
+def links_for_run(schedule: str, n: int, algo: str, peer_timeout: float,
+                  params: dict, down: list) -> tuple[list, dict]:
+    """The run's ``links_down`` (read from the schedule file, if one is given) and its learner
+    params: dac-deep runs its consensus on running sums when links may fail, unless the
+    params say otherwise -- plain gossip loses the mass of every lost message."""
+    if schedule:
+        down = parse_schedule(schedule, n)
+    if algo == "dac-deep" and (down or peer_timeout > 0) and "running_sums" not in params:
+        params = {**params, "running_sums": True}
+    return down, params
+
+
 @dataclass(frozen=True)
 class LiveGraph:
     """The run's graph with its scheduled failures: who is connected at step t."""

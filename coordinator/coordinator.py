@@ -164,8 +164,9 @@ class Coordinator:
             raise RunEnded("interrupted", f"received {self._signal}")
         if now - self._last_hb >= self.config.heartbeat_interval:
             self._last_hb = now
-            for proc in self.procs.values():
-                if proc.id is not None and proc.stats is None:
+            for proc in self.procs.values():   # (not to one that is down: nobody is there)
+                if proc.id is not None and proc.stats is None and \
+                        proc.id not in self.restarts.down_since:
                     self.send(proc, "heartbeat", {})
         # Before the first step, processes build learners (a deep one imports torch and builds
         # networks: seconds on a loaded machine), so silence is judged against join_timeout.
