@@ -178,17 +178,23 @@ def _episodes(run_dir):
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-def _seed_spread(seeds=(11, 12, 13, 14)):
-    """final_return of uninterrupted dac runs on the same env model with other learner
-    seeds (in one process: the same learners and agent-loop order, no sockets)."""
+def _uninterrupted(seeds):
+    """final_return of uninterrupted dac runs of RUN's env model with these run seeds, the
+    agents seeded as a live run seeds them. Run in one process (the same learners and agent-
+    loop order, no sockets): for dac this gives exactly a live run's returns (checked against
+    a live launch when this test was written: 9.362848749442735 both)."""
+    from agentd.algorithms import load_learner_class
+    from agentd.algorithms.base import LearnerSpec
     from agentd.inprocess import run_in_process
     from coordinator.rundir import derive_seed, return_figures
 
     finals = []
     for seed in seeds:
         env = build_env("random-mdp", 3, episode_len=EP, seed=derive_seed(5, "env_model"))
-        out = run_in_process(env, make_learners("dac", env, 3, seed=seed), STEPS,
-                             reset_seed=seed)
+        learners = [load_learner_class("dac")(LearnerSpec(
+            **{**lr.spec.__dict__, "seed": derive_seed(seed, "agent", i)}))
+            for i, lr in enumerate(make_learners("dac", env, 3))]
+        out = run_in_process(env, learners, STEPS, reset_seed=derive_seed(seed, "env_reset"))
         finals.append(return_figures([r for _, r in out.returns])["final_return"])
     return finals
 
@@ -227,11 +233,10 @@ def test_an_agent_killed_three_times_restarts_learns_and_replays_exactly(runs, t
     assert res.actions_compared >= STEPS and res.steps == s["agents"]["1"]["steps"]
     same = compare_state(res.state, run_dir / "checkpoints" / "agent-1.npz")
     assert same and all(same.values())
-    # it learns as well as an uninterrupted run with the same seed, within the seed spread
-    base = runs.launch(tmp_path / "uninterrupted", *RUN)
-    assert base.returncode == 0, base.stdout
-    uninterrupted = read_json(tmp_path / "uninterrupted" / "summary.json")["final_return"]
-    spread = _seed_spread()
+    # it learns as well as an uninterrupted run with the same seed, within the spread of
+    # uninterrupted runs with other seeds (same env model)
+    (uninterrupted,) = _uninterrupted([5])
+    spread = _uninterrupted(range(11, 17))     # final_return is the last 3 episodes: noisy
     width = max(spread) - min(spread)
     assert abs(s["final_return"] - uninterrupted) <= width, (s["final_return"],
                                                              uninterrupted, spread)
