@@ -356,7 +356,9 @@ class Coordinator:
         self.restarts.resumed(proc, msg.body)
 
     def on_error(self, proc: Proc, msg: Message) -> None:
-        if proc.id is not None and self.restarts.left(proc.id) > 0:
+        if self.admitted and proc.id is not None and self.restarts.left(proc.id) > 0:
+            # (before admission a failure is a broken setup, e.g. an env that cannot be
+            # built: restarting would only repeat it)
             log.warning("%s failed: %s; it may be restarted", proc.name(), msg.body["message"])
             return      # it goes silent now: the heartbeat check waits for its rejoin
         proc.stats = {"pid": proc.pid, "host": proc.host, "error": msg.body["message"],
