@@ -58,8 +58,13 @@ def links_for_run(schedule: str, n: int, algo: str, peer_timeout: float,
     params say otherwise -- plain gossip loses the mass of every lost message."""
     if schedule:
         down = parse_schedule(schedule, n)
+    if down and algo != "dac-deep":      # never silently ignored
+        raise ScheduleError(f"algo '{algo}' does not follow a link schedule (dac-deep's "
+                            "running-sum consensus does)")
     if algo == "dac-deep" and (down or peer_timeout > 0) and "running_sums" not in params:
         params = {**params, "running_sums": True}
+    if down and str(params.get("running_sums")).lower() in ("false", "0"):
+        raise ScheduleError("dac-deep follows a link schedule only with running_sums = true")
     return down, params
 
 

@@ -38,6 +38,14 @@ def test_a_schedule_file_is_checked_line_by_line(tmp_path):
     path.write_text("10 x 0 1\n")
     with pytest.raises(ScheduleError, match="four integers"):
         parse_schedule(path, 3)
+    from agentd.config import ConfigError, resolve
+
+    path.write_text("10 20 0 1\n")
+    with pytest.raises(ConfigError, match="does not follow a link schedule"):
+        resolve({}, {"algo": "dac", "link_schedule": str(path)})
+    with pytest.raises(ConfigError, match="only with running_sums"):
+        resolve({}, {"algo": "dac-deep", "env": "spread", "link_schedule": str(path),
+                      "params": {"running_sums": False}})
 
 
 def test_running_sums_recover_the_mass_of_lost_messages():
