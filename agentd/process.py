@@ -124,6 +124,15 @@ class ControlPlane:
         if time.monotonic() - self._last_sent >= self.interval:
             self.send("heartbeat", {})
 
+    def keepalive(self) -> None:
+        """Inside a long computation: heartbeat when due, and take the coordinator's queued
+        messages as a sign of life without reading them (the loop reads them afterwards)."""
+        now = time.monotonic()
+        if now - self._last_sent >= self.interval:
+            self.send("heartbeat", {})
+            if self.transport.readable(self.link):
+                self.last_heard = now
+
 
 def resident_mb() -> float:
     """Resident set size of this process in MB (Linux /proc; 0 elsewhere)."""

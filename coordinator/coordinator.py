@@ -18,7 +18,6 @@ be collected is listed in ``summary.json``.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from agentd.progress import ProgressBar
 from agentd.runfiles import new_run_id, write_marker
 from agentd.transport import Transport
 from coordinator.collect import Collector, missing_files
+from coordinator.restarts import Restarts
 from coordinator.rundir import (
     MetricsFile,
     consensus_after_run,
@@ -125,6 +125,7 @@ class Coordinator:
         self.started = time.monotonic()
         self._last_hb = 0.0
         self._signal: str | None = None
+        self.restarts = Restarts(self)
 
     @property
     def endpoint(self) -> str:
@@ -164,8 +165,9 @@ class Coordinator:
             raise RunEnded("interrupted", f"received {self._signal}")
         if now - self._last_hb >= self.config.heartbeat_interval:
             self._last_hb = now
-            for proc in self.procs.values():
-                if proc.id is not None and proc.stats is None:
+            for proc in self.procs.values():   # (not to one that is down: nobody is there)
+                if proc.id is not None and proc.stats is None and \
+                        proc.id not in self.restarts.down_since:
                     self.send(proc, "heartbeat", {})
         # Before the first step, processes build learners (a deep one imports torch and builds
         # networks: seconds on a loaded machine), so silence is judged against join_timeout.
@@ -173,9 +175,12 @@ class Coordinator:
             max(self.config.heartbeat_timeout, self.config.join_timeout)
         for proc in self.procs.values():
             silent = now - proc.last_seen
-            if proc.id is not None and proc.stats is None and silent > limit:
+            if proc.id is None or proc.stats is not None or silent <= limit:
+                continue
+            if silent > self.restarts.silence_limit(proc, limit):
                 raise RunEnded("failed", f"{proc.name()} stopped heartbeating "
                                f"(silent for {silent:.1f} s); see logs/ in {self.run_dir}")
+            self.restarts.note_silent(proc, silent)
         if not self.admitted and now - self.started > self.config.join_timeout:
             agents = sum(p.role == "agent" for p in self.procs.values())
             env = "joined" if self.env_proc else "not joined"
@@ -233,6 +238,9 @@ class Coordinator:
         proc = Proc(ident, b["role"], b["pid"], b["host"], b["endpoint"], b["want_id"],
                     time.monotonic(), msg.src)
         agents = [p for p in self.procs.values() if p.role == "agent"]
+        if self.restarts.is_rejoin(proc):
+            self.restarts.rejoin(proc)
+            return
         refuse = self._key_refusal(proc) if self.transport.secure else None
         if refuse:
             self.transport.count_rejection("control", refuse[0], refuse[1])
@@ -277,8 +285,16 @@ class Coordinator:
                 "controllers": self.controllers}
 
     def on_env_ready(self, proc: Proc, msg: Message) -> None:
+        if self.admitted:       # a restarted env server: the agents move to it
+            self.restarts.moved_env()
+            return
         self.spaces = msg.body["spaces"]
         self.try_admit()
+
+    def on_env_restarted(self, proc: Proc, msg: Message) -> None:
+        self.restarts.env_restarted(msg.body)
+        for env in range(msg.body["truncated"]):
+            self.metrics.truncated(msg.body["step"], env, "envserver restart")
 
     def try_admit(self) -> None:
         agents = [p for p in self.procs.values() if p.role == "agent"]
@@ -292,12 +308,7 @@ class Coordinator:
             except Oversize as exc:
                 raise RunEnded("failed", f"cannot admit {proc.name()}: {exc}") from None
         self.admitted = True
-        env = self.env_proc
-        write_json(self.run_dir / "endpoints.json", {
-            "coordinator": {"endpoint": self.endpoint, "pid": os.getpid()},
-            "envserver": {"endpoint": env.endpoint, "pid": env.pid, "host": env.host},
-            "agents": {str(p.id): {"endpoint": p.endpoint, "pid": p.pid, "host": p.host}
-                       for p in sorted(agents, key=lambda p: p.id)}})
+        self.restarts.write_endpoints()
 
     def assign_ids(self, agents: list[Proc]) -> None:
         free = list(range(self.n_procs))
@@ -318,6 +329,7 @@ class Coordinator:
                 "neighbours": {j: by_id[j].endpoint for j in neighbours},
                 "weights": {j: float(self.W[i, j]) for j in [i, *neighbours]},
                 "env_endpoint": self.env_proc.endpoint, "controls": self.controllers[i],
+                "graph_edges": [list(e) for e in self.graph.edges],
                 "spaces": self.spaces}
 
     # -- during the run ---------------------------------------------------------------------
@@ -346,7 +358,15 @@ class Coordinator:
             note = f"return {np.mean(recent):.2f}" if recent else ""
             self.progress.update(step, note)
 
+    def on_restarted(self, proc: Proc, msg: Message) -> None:
+        self.restarts.resumed(proc, msg.body)
+
     def on_error(self, proc: Proc, msg: Message) -> None:
+        if self.admitted and proc.id is not None and self.restarts.left(proc.id) > 0:
+            # (before admission a failure is a broken setup, e.g. an env that cannot be
+            # built: restarting would only repeat it)
+            log.warning("%s failed: %s; it may be restarted", proc.name(), msg.body["message"])
+            return      # it goes silent now: the heartbeat check waits for its rejoin
         proc.stats = {"pid": proc.pid, "host": proc.host, "error": msg.body["message"],
                       "files": msg.body.get("files", "unknown")}
         raise RunEnded("failed", f"{proc.name()} failed: {msg.body['message']}")
@@ -510,6 +530,7 @@ class Coordinator:
                    "security": self.security_summary(agents, env_stats), "files": files,
                    "peer_bytes_per_edge_per_step": self.peer_bytes_per_edge_per_step(agents),
                    "peer_bytes_per_edge_last_step": self.peer_bytes_per_edge_last_step(agents),
+                   **self.restarts.summary(),
                    "consensus": consensus, "agents": agents, "envserver": env_stats,
                    "coordinator": self.transport.summary()}
         write_json(self.run_dir / "summary.json", summary)

@@ -51,6 +51,7 @@ class MetricsFile:
         self.tb = TensorBoardLog(path.parent)
         self.returns: list[float] = []
         self.steps: list[int] = []
+        self.truncated_episodes = 0
 
     def episode(self, step: int, ret: float, length: int, agents: dict[int, dict]) -> None:
         self.returns.append(ret)
@@ -63,6 +64,12 @@ class MetricsFile:
     def scalars(self, source: str, step: int, values: dict[str, Any]) -> None:
         """A process's latest scalars (an agent's learner, the env server's pace)."""
         self.tb.scalars(source, values, step)
+
+    def truncated(self, step: int, env: int, why: str) -> None:
+        """An episode in flight in env copy ``env`` was cut at ``step`` and its return lost
+        (it died with the process that held it)."""
+        self.truncated_episodes += 1
+        self._file.write(json.dumps({"step": step, "env": env, "truncated": why}) + "\n")
 
     def consensus(self, point: dict[str, Any]) -> None:
         """A consensus diagnostic point (computed after the run from the checkpoints)."""

@@ -24,6 +24,7 @@ arrive in the space's dtype (an image as uint8).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -61,6 +62,8 @@ class LearnerSpec:
     params: dict[str, Any] = field(default_factory=dict)   # raw user overrides
     shared_reward: bool = True
     shared_seed: int = 0               # the run seed: the same in every agent (common draws)
+    live: Any = None                   # agentd.links.LiveGraph: the graph with its scheduled
+    #                                    failures (None: the graph never changes)
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,23 @@ def _coerce(default: Any, value: Any) -> Any:
     return type(default)(value)
 
 
+_keepalive: list[Callable[[], None]] = []
+
+
+def set_keepalive(send: Callable[[], None] | None) -> None:
+    """What ``keepalive()`` calls in this process: the agent loop's heartbeat (None: nothing)."""
+    _keepalive[:] = [send] if send is not None else []
+
+
+def keepalive() -> None:
+    """Call this inside any learning loop that can run for longer than a heartbeat interval
+    (the epochs of an on-policy update, a model fit): it sends a heartbeat when one is due, so
+    the heartbeat timeout can stay short and still catch a dead agent quickly. Cheap: a clock
+    read when none is due. A no-op in a replay."""
+    for send in _keepalive:
+        send()
+
+
 def space_size(space: dict) -> int:
     """Number of discrete values of a Discrete space (error for anything else)."""
     if space.get("type") != "discrete":
@@ -175,7 +195,6 @@ class Learner:
     centralised: ClassVar[bool] = False   # controls every env agent from one process
     wants_state: ClassVar[bool] = False   # observe the env's global state (config obs = "auto")
     action_type: ClassVar[str] = "any"    # "box" | "discrete" | "any": action spaces it handles
-    min_heartbeat_timeout: ClassVar[float] = 0.0   # raise the run's default heartbeat timeout
 
     def __init__(self, spec: LearnerSpec) -> None:
         self.spec = spec
@@ -236,6 +255,16 @@ class Learner:
     def update(self) -> dict[str, float]:
         """One learning step on what was observed; returns scalar diagnostics."""
         return {}
+
+    def peers_silent(self, silent: frozenset[int]) -> bool:
+        """These awaited neighbours stayed silent past ``peer_timeout``: go ahead without them
+        this step if the learner can (True); False keeps waiting (the default)."""
+        return False
+
+    def on_gap(self, steps: int) -> None:
+        """The run went on without this learner for ``steps`` joint steps (it was restored from
+        a recovery checkpoint, or the env server restarted); the step in flight is dropped.
+        A learner whose state is aligned by the global step skips ahead here."""
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """The learned state, as named arrays (checkpointed at the end of a run)."""
