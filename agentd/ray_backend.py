@@ -23,6 +23,7 @@ import os
 import signal
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,8 @@ class RayLauncher:
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         self.ray = import_ray()
         self.actors: list[tuple[str, Any]] = []
+        self.tag = uuid.uuid4().hex[:12]             # names the actors' directories on their nodes
+        self.restarts: dict[str, int] = {}
         self.group: Any = None
         self._started_ray = False
         self._stop_signal: int | None = None
@@ -148,12 +151,11 @@ class RayLauncher:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         here = self.ray.get_runtime_context().get_node_id()
-        host = self._actor("coordinator", security, NodeAffinitySchedulingStrategy(here, soft=False))
         argv = ["coordinator", "--config", str(config_path), "--bind", "tcp://{ip}:*",
                 *self._flags(security), *(["--quiet"] if self.quiet else [])]
-        self.ray.get(host.start.remote(argv, str(self.run_dir / "logs" / "coordinator.out"),
-                                       os.getcwd()))
-        return host
+        return self._actor("coordinator", security, NodeAffinitySchedulingStrategy(here, soft=False),
+                           argv, out=str(self.run_dir / "logs" / "coordinator.out"),
+                           run=None, cwd=os.getcwd(), restarts=0)
 
     def _start_member(self, name: str, index: int, group: Any, endpoint: str, run_id: str,
                       security: dict | None) -> None:
@@ -161,18 +163,23 @@ class RayLauncher:
 
         strategy = PlacementGroupSchedulingStrategy(placement_group=group,
                                                     placement_group_bundle_index=index)
-        host = self._actor(name, security, strategy)
         role = ["envserver"] if name == "envserver" else ["agent", "--id", name.split("-")[1]]
         argv = [*role, "--join", endpoint, "--bind", "tcp://{ip}:*", *self._flags(security),
                 "--run-dir", "{home}/run"]
-        out = self.ray.get(host.output_path.remote(str(self.run_dir), run_id))
-        self.ray.get(host.start.remote(argv, out, None))
+        # Ray restarts a lost actor (its process with it) up to max_restarts times; a process
+        # that dies under a live actor is restarted by _supervise. The coordinator counts both.
+        self._actor(name, security, strategy, argv, out=None, run=(str(self.run_dir), run_id),
+                    cwd=None, restarts=self.config.max_restarts)
 
-    def _actor(self, name: str, security: dict | None, strategy: Any) -> Any:
+    def _actor(self, name: str, security: dict | None, strategy: Any, argv: list[str],
+               out: str | None, run: tuple[str, str] | None, cwd: str | None,
+               restarts: int) -> Any:
         actor_cls = process_host_class(self.ray)
         files = (security or {}).get(name, {})
-        host = actor_cls.options(name=None, num_cpus=self.opts.cpus, max_restarts=0,
-                                 scheduling_strategy=strategy).remote(name, files, self.opts.workdir)
+        host = actor_cls.options(num_cpus=self.opts.cpus, max_restarts=restarts,
+                                 scheduling_strategy=strategy).remote(
+            name, files, self.opts.workdir, self.tag, argv, out, run, cwd)
+        self.ray.get(host.poll.remote())     # started (or the error of its constructor)
         self.actors.append((name, host))
         return host
 
@@ -212,7 +219,7 @@ class RayLauncher:
         while time.monotonic() < deadline:
             if path.exists():
                 return json.loads(path.read_text())["endpoint"]
-            code = self.ray.get(coord.poll.remote())
+            _, code, _ = self.ray.get(coord.poll.remote())
             if code is not None:
                 raise LaunchError(f"the coordinator exited with code {code} before it was "
                                   f"ready (see {self.run_dir / 'logs' / 'coordinator.out'})")
@@ -224,16 +231,38 @@ class RayLauncher:
     def _wait(self, coord: Any) -> int:
         """Until the coordinator ends; its output is echoed here (it runs on this node)."""
         echo = _Tail(self.run_dir / "logs" / "coordinator.out")
-        forwarded = False
+        forwarded, next_look = False, 0.0
         while True:
-            code = self.ray.get(coord.poll.remote())
+            _, code, _ = self.ray.get(coord.poll.remote())
             echo.flush()
             if code is not None:
                 return code
             if self._stop_signal and not forwarded:
                 self.ray.get(coord.send_signal.remote(self._stop_signal))
                 forwarded = True
+            if not forwarded and time.monotonic() >= next_look:
+                self._supervise()
+                next_look = time.monotonic() + 0.5
             time.sleep(0.1)
+
+    def _supervise(self) -> None:
+        """Restart a process that died under its live actor (up to max_restarts each), as the
+        local launcher does; it rejoins under its id. A lost actor is Ray's to restart, and an
+        unreachable one is skipped: the coordinator's heartbeats decide the run's fate."""
+        from ray.exceptions import GetTimeoutError, RayActorError
+
+        for name, host in self.actors[1:]:
+            try:
+                pid, code, _ = self.ray.get(host.poll.remote(), timeout=5.0)
+            except (RayActorError, GetTimeoutError):
+                continue
+            if code in (None, 0) or self.restarts.get(name, 0) >= self.config.max_restarts:
+                continue
+            self.restarts[name] = self.restarts.get(name, 0) + 1
+            print(f"agentd launch: {name} (pid {pid}) exited with code {code}; restart "
+                  f"{self.restarts[name]} of {self.config.max_restarts}", file=sys.stderr,
+                  flush=True)
+            host.restart.remote()
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self._stop_signal = signum

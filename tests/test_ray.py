@@ -114,6 +114,48 @@ def test_an_infeasible_placement_is_a_clear_error(cluster, tmp_path):
     assert "STRICT_SPREAD" in result.stderr
 
 
+def agent_pid(run: Path, i: int) -> int | None:
+    try:
+        return json.loads((run / "endpoints.json").read_text())["agents"][str(i)]["pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+@needs_ray
+def test_a_dead_process_and_a_lost_actor_come_back_and_the_run_completes(cluster, tmp_path):
+    """Agent 1's process is killed under its live actor (the launcher restarts it there);
+    agent 2's actor is killed (Ray restarts the actor, and the process with it). Both rejoin
+    under their ids with their keys, restore their recovery checkpoints, and replay exactly."""
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "agentd", *ray_launch(
+        cluster, run, "--n", "3", "--steps", "3000", "--episode-len", "20",
+        "--recovery-every", "50", "--max-restarts", "1")]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **LOOPBACK_CLUSTER}, start_new_session=True)
+    try:
+        wait_for(lambda: (run / "placement.json").exists() and stepping(run), 120,
+                 "the run to step on the cluster")
+        placement = json.loads((run / "placement.json").read_text())["processes"]
+        first = agent_pid(run, 1)
+        os.kill(placement["agent-1"]["pid"], signal.SIGKILL)
+        wait_for(lambda: agent_pid(run, 1) not in (None, first), 90, "agent 1 to rejoin")
+        os.kill(placement["agent-2"]["actor_pid"], signal.SIGKILL)
+        out, _ = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            proc.wait(timeout=30)
+    assert proc.returncode == 0, out
+    assert "agent-1" in out and "restart 1 of 1" in out
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "done"
+    assert summary["restart_counts"] == {"agent-1": 1, "agent-2": 1}
+    for i in (1, 2):
+        replay = agentd("replay", str(run), "--agent", str(i))
+        assert replay.returncode == 0, replay.stdout + replay.stderr
+        assert "restored" in replay.stdout
+
+
 @needs_ray
 def test_a_node_lost_for_good_fails_the_run_naming_the_agent(cluster, tmp_path):
     """Runs last in this module: it takes a node away from the shared cluster."""
