@@ -26,6 +26,7 @@ ALGORITHMS: dict[str, str] = {
     "ippo": "agentd.algorithms.onpolicy.ippo:IPPO",
     "dpo": "agentd.algorithms.onpolicy.dpo:DPO",
     "mdpo": "agentd.algorithms.onpolicy.mdpo:MDPO",
+    "iql-deep": "agentd.algorithms.iql_deep:IqlDeep",
 }
 
 

