@@ -33,7 +33,7 @@ def build_learner(info: dict[str, Any]) -> Learner:
     """The learner an admitted agent runs, built from its welcome (id, config, spaces, seed)."""
     config, spaces, controls = info["config"], info["spaces"], info["controls"]
     learner_cls = load_learner_class(config["algo"])
-    return learner_cls(LearnerSpec(
+    learner = learner_cls(LearnerSpec(
         agent_id=info["id"], n_agents=info["n_procs"],
         neighbours=sorted(int(j) for j in info["neighbours"]),
         weights={int(j): w for j, w in info["weights"].items()},
@@ -41,6 +41,9 @@ def build_learner(info: dict[str, Any]) -> Learner:
         act_spaces=[spaces["act"][c] for c in controls], controls=list(controls),
         num_envs=config["num_envs"], seed=info["seed"], params=config["params"],
         shared_reward=spaces["shared_reward"], shared_seed=int(config["seed"])))
+    if "turn" in info:        # the coordinator's turn schedule (MA2QL), received after welcome
+        learner.set_turns(info["turn"])
+    return learner
 
 
 class AgentCore:

@@ -105,18 +105,22 @@ def read_agent_log(run_dir: Path, agent: int) -> AgentLog:
         raise ReplayError(f"{path} does not exist (is {run_dir} a run directory, and agent "
                           f"{agent} part of it?)")
     log = open_log(path)
-    info, items, actions = None, [], {}
+    info, items, actions, turn = None, [], {}, None
     for r in log:
         if r.header is None:
             continue
         if r.direction == "in" and r.kind == "welcome":
             info = {"id": r.body["id"], **r.body["info"]}
+        elif r.direction == "in" and r.kind == "turn":
+            turn = r.body
         elif r.direction == "in" and r.plane in ("env", "peer") and r.kind != "join":
             items.append(Item(r.plane, r.header["s"], r.header["t"], r.kind, r.body))
         elif r.direction == "out" and r.kind == "act":
             actions[r.body["t"]] = r.body["a"]
     if info is None:
         raise ReplayError(f"{path} has no welcome: the agent was never admitted")
+    if turn is not None:
+        info["turn"] = turn
     return AgentLog(info, items, actions, log.truncated_tail)
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from agentd.config import RunConfig, is_private, process_count, to_toml
+from agentd.config import RunConfig, is_private, process_count, to_toml, turn_schedule
 from agentd.keys import Keys, name_of
 from agentd.msglog import MessageLog
 from agentd.progress import ProgressBar
@@ -287,6 +287,10 @@ class Coordinator:
         for proc in agents:   # in plaintext it learns its id from this very message
             self.send(proc, "welcome", {"id": proc.id, "info": self.agent_info(proc.id)},
                       dst=proc.hello_src)
+        schedule = turn_schedule(self.config)
+        if schedule is not None:    # right behind the welcome: the agent waits for it
+            for proc in agents:
+                self.send(proc, "turn", schedule)
         self.admitted = True
         env = self.env_proc
         write_json(self.run_dir / "endpoints.json", {

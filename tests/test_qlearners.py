@@ -103,3 +103,82 @@ def test_rng_state_round_trip():
     other = np.random.default_rng(0)
     set_rng_state(other, words)
     assert (rng.random(5) == other.random(5)).all()
+
+
+# ---- ma2ql: the turn schedule -----------------------------------------------------------
+
+def test_turn_schedule_is_round_robin_or_a_seeded_permutation():
+    from agentd.algorithms.turns import TurnSchedule, truncation_sweeps
+
+    rr = TurnSchedule.build(3, 5, "round-robin", seed=1)
+    assert [rr.agent_at(t) for t in range(0, 35, 5)] == [0, 1, 2, 0, 1, 2, 0]
+    assert rr.agent_at(4) == 0 and rr.agent_at(5) == 1
+    perm = TurnSchedule.build(4, 2, "random", seed=9)
+    assert sorted(perm.order) == [0, 1, 2, 3]
+    assert perm == TurnSchedule.build(4, 2, "random", seed=9)
+    for bad in ({"order": [0, 0, 1], "turn_len": 5}, {"order": [0, 1, 2], "turn_len": 0},
+                {"order": "012", "turn_len": 5}):
+        with pytest.raises(LearnerConfigError, match="bad turn schedule"):
+            TurnSchedule.from_body(bad, 3)
+    # seed 003's bound: gamma = 0.99, R = 5, eps = 1 -> 706 sweeps (research §1)
+    assert truncation_sweeps(0.99, 5.0, 1.0) == 706
+
+
+def test_ma2ql_only_the_agent_on_turn_changes_its_table():
+    from agentd.inprocess import build_env, make_learners
+
+    env = build_env("stochastic-game", 3, num_envs=2, episode_len=30, seed=2,
+                    env_args={"n_states": 4, "n_actions": 2})
+    learners = make_learners("ma2ql", env, 3, seed=2, params={"turn_len": 5, "epsilon": 0.5})
+    obs = env.reset(0)
+    changed = {0: 0, 1: 0, 2: 0}
+    for t in range(30):
+        before = [lr.q.copy() for lr in learners]
+        actions = [lr.act(obs[i]) for i, lr in enumerate(learners)]
+        res = env.step(actions)
+        for i, lr in enumerate(learners):
+            lr.observe(obs[i], actions[i], res.reward[i], res.final_obs[i], res.terminated,
+                       res.truncated)
+            scalars = lr.update()
+            assert scalars["on_turn"] == float(i == (t // 5) % 3)
+            if not np.array_equal(before[i], lr.q):
+                assert i == (t // 5) % 3, f"agent {i} learned at step {t}"
+                changed[i] += 1
+        obs = res.obs
+    assert all(v > 0 for v in changed.values()), changed
+
+
+def test_ma2ql_without_a_schedule_says_so():
+    from agentd.algorithms.ma2ql import MA2QL
+
+    learner = MA2QL(spec(discrete(2), discrete(2)))
+    with pytest.raises(LearnerConfigError, match="no turn schedule"):
+        feed(learner, 0, 1, 1.0, 1)
+    with pytest.raises(LearnerConfigError, match="turn_order"):
+        MA2QL(spec(discrete(2), discrete(2), {"turn_order": "sometimes"}))
+
+
+def test_ma2ql_live_run_logs_the_schedule_and_replays_exactly(tmp_path):
+    import subprocess
+
+    from conftest import AGENTD
+
+    from agentd.replay import compare_state, read_agent_log, replay
+
+    run_dir = tmp_path / "run"
+    res = subprocess.run([*AGENTD, "launch", "--quiet", "--run-dir", str(run_dir), "--algo",
+                          "ma2ql", "--env", "stochastic-game", "--n", "3", "--steps", "120",
+                          "--seed", "5", "--param", "turn_len=10", "--param",
+                          "turn_order=random"], capture_output=True, text=True, timeout=120,
+                         check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    schedules = []
+    for agent in range(3):
+        log = read_agent_log(run_dir, agent)
+        schedules.append(log.info["turn"])
+        out = replay(run_dir, agent)
+        assert out.steps == 120 and out.first_divergence is None
+        assert all(compare_state(out.state, run_dir / "checkpoints" / f"agent-{agent}.npz")
+                   .values())
+    assert schedules[0] == schedules[1] == schedules[2]
+    assert schedules[0]["turn_len"] == 10 and sorted(schedules[0]["order"]) == [0, 1, 2]

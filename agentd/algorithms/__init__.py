@@ -27,6 +27,8 @@ ALGORITHMS: dict[str, str] = {
     "dpo": "agentd.algorithms.onpolicy.dpo:DPO",
     "mdpo": "agentd.algorithms.onpolicy.mdpo:MDPO",
     "iql-deep": "agentd.algorithms.iql_deep:IqlDeep",
+    "ma2ql": "agentd.algorithms.ma2ql:MA2QL",
+    "ma2ql-deep": "agentd.algorithms.ma2ql:Ma2qlDeep",
 }
 
 

@@ -14,7 +14,7 @@ so every agent agrees on it without any further message, whatever the timing of 
 Choosing ``turn_len`` (seed 003's truncation bound). An agent keeps its Q-table across turns,
 so each turn only has to bring its Q within eps of the best response to the others' fixed
 policies. That takes t >= [log((1 - gamma) eps) - log(2R + 2 eps)] / log(gamma) Q-iteration
-sweeps. For the stochastic game (R = 5, eps = 1) with gamma = 0.9 that is 45 sweeps, i.e.
+sweeps. For the stochastic game (R = 5, eps = 1) that is 46 sweeps at gamma = 0.9 (107 at 0.95), i.e.
 45 backups of every (s, a_i) pair it visits. Sample-based, with 30 x 5 = 150 pairs per agent
 and episodes that visit states unevenly, one sweep is of the order of a few hundred joint
 steps: the default turn of 10,000 steps gives each agent roughly that many backups (see
