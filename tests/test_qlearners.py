@@ -182,3 +182,76 @@ def test_ma2ql_live_run_logs_the_schedule_and_replays_exactly(tmp_path):
                    .values())
     assert schedules[0] == schedules[1] == schedules[2]
     assert schedules[0]["turn_len"] == 10 and sorted(schedules[0]["order"]) == [0, 1, 2]
+
+
+# ---- i2q (tabular) ----------------------------------------------------------------------
+
+def i2q_learner(**params):
+    from agentd.algorithms.i2q import I2Q
+
+    return I2Q(spec(discrete(30), discrete(3), {"alpha": 0.5, "gamma": 1.0, **params}))
+
+
+def test_i2q_qss_backup_and_ideal_next_state_by_hand():
+    learner = i2q_learner()
+    feed(learner, 1, 0, 1.0, 4, terminated=True)
+    feed(learner, 1, 1, 3.0, 5, terminated=True)
+    # (1) terminal: Q_ss(1,4) = 0.5 * 1 = 0.5, Q_ss(1,5) = 1.5; (3) Q(1,0) = 0.5, Q(1,1) = 1.5
+    assert learner.qss == {(1, 4): 0.5, (1, 5): 1.5}
+    assert learner.q[1].tolist() == [0.5, 1.5, 0.0]
+    feed(learner, 0, 0, 0.0, 1)
+    # (1) N(1) = {4, 5}: Q_ss(0,1) = 0.5 * (0 + max(0.5, 1.5)) = 0.75; (3) Q(0,0) = 0.5 * 1.5
+    assert learner.qss[(0, 1)] == 0.75 and learner.q[0, 0] == 0.75
+    # the partner plays otherwise: the same own action 0 now leads to 2, with reward -5
+    scalars = feed(learner, 0, 0, -5.0, 2)
+    assert learner.qss[(0, 2)] == -2.5                   # (1) N(2) is empty: bootstrap 0
+    assert learner.ideal(0, 0) == 1                      # (2) argmax over M(0,0) = {1, 2}
+    # (3) on s'* = 1 with the reward of 0 -> 1: 0.75 + 0.5 * (0 + 1.5 - 0.75) = 1.125
+    # (IQL, on the sampled s' = 2: 0.75 + 0.5 * (-5 + 0 - 0.75) = -2.125)
+    assert learner.q[0, 0] == 1.125 and scalars["ideal_differs"] == 1.0
+    # the mask: own action 1 has only ever led to 3, so Q_ss(0,1) = 0.75 is not its to take
+    feed(learner, 0, 1, 0.0, 3)
+    assert learner.mask[(0, 1)] == [3] and learner.ideal(0, 1) == 3
+    assert learner.q[0, 1] == 0.0
+
+
+def test_i2q_checkpoint_round_trip_and_iql_on_the_same_stream_differs():
+    from agentd.algorithms.iql import IQL
+
+    a, b = i2q_learner(), i2q_learner()
+    iql = IQL(spec(discrete(30), discrete(3), {"alpha": 0.5, "gamma": 1.0}))
+    stream = [(1, 0, 1.0, 4, True), (0, 0, 0.0, 1, False), (0, 0, -5.0, 2, False),
+              (0, 2, 0.5, 6, False), (6, 2, 2.0, 20, True)]
+    for tr in stream[:3]:
+        feed(a, *tr)
+        feed(iql, *tr)
+    b.load_state_dict(a.state_dict())
+    for tr in stream[3:]:
+        assert feed(a, *tr) == feed(b, *tr)
+    for key, value in a.state_dict().items():
+        np.testing.assert_array_equal(value, b.state_dict()[key], err_msg=key)
+    assert iql.q[0, 0] < 0 < a.q[0, 0]
+
+
+def test_i2q_refuses_non_deterministic_and_non_discrete_envs(tmp_path):
+    import subprocess
+
+    from conftest import AGENTD
+
+    from agentd.algorithms.i2q import I2Q
+
+    for env in ("stochastic-game", "random-mdp", "mpe2.simple_spread_v3:parallel_env"):
+        with pytest.raises(LearnerConfigError, match="deterministic env"):
+            I2Q.check_run({"env": env, "params": {}})
+    assert I2Q.check_run({"env": "lstage", "params": {"gamma": 1.0}}) == {}
+    with pytest.raises(LearnerConfigError, match="Discrete observation"):
+        I2Q(spec(box(3), discrete(3)))
+    res = subprocess.run([*AGENTD, "launch", "--run-dir", str(tmp_path / "run"), "--algo", "i2q",
+                          "--env", "stochastic-game", "--n", "3", "--steps", "10"],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode != 0 and "deterministic env" in res.stdout + res.stderr
+    assert not (tmp_path / "run" / "logs").exists()
+    res = subprocess.run([*AGENTD, "launch", "--run-dir", str(tmp_path / "run2"), "--algo",
+                          "iql", "--env", "random-mdp", "--param", "gamma=1", "--steps", "10"],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode != 0 and "episodes terminate" in res.stdout + res.stderr

@@ -29,6 +29,7 @@ ALGORITHMS: dict[str, str] = {
     "iql-deep": "agentd.algorithms.iql_deep:IqlDeep",
     "ma2ql": "agentd.algorithms.ma2ql:MA2QL",
     "ma2ql-deep": "agentd.algorithms.ma2ql:Ma2qlDeep",
+    "i2q": "agentd.algorithms.i2q:I2Q",
 }
 
 
