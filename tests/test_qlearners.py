@@ -255,3 +255,53 @@ def test_i2q_refuses_non_deterministic_and_non_discrete_envs(tmp_path):
                           "iql", "--env", "random-mdp", "--param", "gamma=1", "--steps", "10"],
                          capture_output=True, text=True, timeout=60, check=False)
     assert res.returncode != 0 and "episodes terminate" in res.stdout + res.stderr
+
+
+# ---- i2q-deep ---------------------------------------------------------------------------
+
+def test_i2q_deep_target_takes_the_model_state_only_where_qss_prefers_it():
+    import torch
+
+    from agentd.algorithms.i2q_deep import I2qDeep
+    from agentd.algorithms.iql_deep import double_dqn_target
+
+    learner = I2qDeep(spec(box(3), discrete(2), {"gamma": 0.9, "start": 8, "batch": 8}))
+    gen = torch.Generator().manual_seed(0)
+    s, s2 = torch.randn(8, 3, generator=gen), torch.randn(8, 3, generator=gen)
+    a, r, done = torch.tensor([0, 1] * 4), torch.arange(8.0), torch.zeros(8)
+    y, better = learner.ideal_target(s, a, r, s2, done)
+    with torch.no_grad():
+        pred = learner.predict(s, a)
+        own = double_dqn_target(learner.q(s2), learner.q_bar(s2), r, done, 0.9)
+        ideal = double_dqn_target(learner.q(pred), learner.q_bar(pred), r, done, 0.9)
+        prefer = learner.value_ss(learner.qss, s, pred) > learner.value_ss(learner.qss, s, s2)
+    assert 0 < int(prefer.sum()) < 8, "the random networks should prefer some, not all"
+    assert better.tolist() == prefer.tolist()
+    for k in range(8):
+        assert y[k].item() == pytest.approx((ideal if prefer[k] else own)[k].item())
+
+
+def test_i2q_deep_learns_its_forward_model_and_checkpoints_all_five_networks():
+    from agentd.algorithms.i2q_deep import I2qDeep
+
+    p = {"start": 16, "batch": 16, "lam": 0.0, "lr": 0.01}
+    a, b = (I2qDeep(spec(box(2), discrete(2), p, seed=4)) for _ in range(2))
+    rng = np.random.default_rng(0)
+    first = last = None
+    for t in range(300):            # a deterministic 1-D walk: s' = s + (a == 1 ? +0.1 : -0.1)
+        s = rng.uniform(-1, 1, 2).astype(np.float32)
+        act = int(rng.integers(2))
+        s2 = s + (0.1 if act else -0.1)
+        a.observe(s[None], np.array([act]), np.array([0.0]), s2[None], np.array([False]),
+                  np.array([False]))
+        out = a.update()
+        if "model_err" in out:
+            first = out["model_err"] if first is None else first
+            last = out["model_err"]
+    assert last < 0.1 * first, (first, last)
+    state = a.state_dict()
+    assert {"f.0.weight", "qss.0.weight", "qss_bar.0.weight", "q.0.weight", "q_bar.0.weight"} \
+        <= state.keys() and any(k.startswith("opt_f.") for k in state)
+    b.load_state_dict(state)
+    for key, value in b.state_dict().items():
+        np.testing.assert_array_equal(value, state[key], err_msg=key)

@@ -30,6 +30,7 @@ ALGORITHMS: dict[str, str] = {
     "ma2ql": "agentd.algorithms.ma2ql:MA2QL",
     "ma2ql-deep": "agentd.algorithms.ma2ql:Ma2qlDeep",
     "i2q": "agentd.algorithms.i2q:I2Q",
+    "i2q-deep": "agentd.algorithms.i2q_deep:I2qDeep",
 }
 
 
