@@ -34,8 +34,8 @@ def check_turns(turn_len: int, turn_order: str) -> None:
 class Ma2qlParams(QParams):
     """Tabular Q-learning's parameters plus the turn schedule."""
 
-    turn_len: int = 10_000
-    """joint steps per turn (see agentd.algorithms.turns for the choice)"""
+    turn_len: int = 20_000
+    """joint steps per turn (seed 003's truncation bound, see agentd.algorithms.turns)"""
     turn_order: str = "round-robin"
     """round-robin (agent 0, 1, ..., n-1) or random (a permutation drawn from the run seed)"""
 

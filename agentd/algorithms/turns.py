@@ -14,11 +14,13 @@ so every agent agrees on it without any further message, whatever the timing of 
 Choosing ``turn_len`` (seed 003's truncation bound). An agent keeps its Q-table across turns,
 so each turn only has to bring its Q within eps of the best response to the others' fixed
 policies. That takes t >= [log((1 - gamma) eps) - log(2R + 2 eps)] / log(gamma) Q-iteration
-sweeps. For the stochastic game (R = 5, eps = 1) that is 46 sweeps at gamma = 0.9 (107 at 0.95), i.e.
-45 backups of every (s, a_i) pair it visits. Sample-based, with 30 x 5 = 150 pairs per agent
-and episodes that visit states unevenly, one sweep is of the order of a few hundred joint
-steps: the default turn of 10,000 steps gives each agent roughly that many backups (see
-``examples/ma2ql_stochastic_game.py``; the paper's own value is not known, research §1).
+sweeps (``truncation_sweeps``). For the stochastic game (R = 5, eps = 1) at ma2ql's default
+gamma = 0.95 that is 107 sweeps; a sweep backs up each of an agent's 30 x 5 = 150 (s, a_i)
+pairs once, so a sample-based turn needs at least 107 x 150 = 16,050 transitions, more where
+visits are uneven. ma2ql's default turn is 20,000 joint steps (one env copy: 20,000
+transitions); with K env copies, turn_len = 20,000 / K keeps the same number of backups (the
+example ``examples/ma2ql_stochastic_game.py`` runs K = 4, turn_len = 5,000). The paper's own
+value is not known (research §1).
 """
 
 from __future__ import annotations
