@@ -8,12 +8,15 @@ policy is rolled out from the root (the game is deterministic, so one rollout is
 divided by the game's optimum (exhaustive recursion); a run's score is the mean of its last 10
 evaluations, as in the official code's curves.
 
-Runs use ``agentd.inprocess`` (the agents' own learners, live order, no sockets); a live run is
-``agentd launch --n 2 --algo i2q --env lstage --env-arg L=4 --param gamma=1 ...``.
+Runs use ``agentd.inprocess`` (the agents' own learners, live order, no sockets). ``--check
+RUN_DIR`` scores a live run instead (``agentd launch --n 2 --algo i2q --env lstage ...``): the
+greedy joint policy of its agents' final Q tables, divided by the optimum (the run's own
+summary shows the return of its epsilon = 0.5 behaviour, which is not the greedy one).
 
 Usage::
 
     python examples/i2q_lstage.py --L 3 4 5 --games 10 --out docs/i2q_lstage
+    python examples/i2q_lstage.py --check RUN_DIR
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +59,20 @@ def run_one(algo: str, L: int, game: int, transitions: int, k: int, every: int) 
     score = float(np.mean([v for _, v in curve[-10:]]))
     return {"algo": algo, "L": L, "game": game, "score": score, "curve": curve,
             "optimal_return": opt, "seconds": time.time() - t0}
+
+
+def check_run(run_dir: Path) -> None:
+    cfg = tomllib.loads((run_dir / "config.toml").read_text())
+    env = build_env("lstage", 2, episode_len=cfg["episode_len"], seed=cfg["seed"],
+                    env_args=cfg.get("env_args", {}))
+    tables = []
+    for i in range(2):
+        with np.load(run_dir / "checkpoints" / f"agent-{i}.npz") as saved:
+            tables.append(saved["q"])
+    opt = env.known_returns()["optimal_return"]
+    print(f"{run_dir}: {cfg['algo']}, L = {env.L}, seed {cfg['seed']}: greedy return "
+          f"{greedy_return(env, tables):.4f} / optimum {opt:.4f} = "
+          f"{greedy_return(env, tables) / opt:.3f}")
 
 
 def report(runs: list[dict]) -> str:
@@ -102,7 +120,11 @@ def main() -> None:
     ap.add_argument("--num-envs", type=int, default=4)
     ap.add_argument("--every", type=int, default=1_000)
     ap.add_argument("--out", type=Path, default=Path("docs/i2q_lstage"))
+    ap.add_argument("--check", type=Path, help="score a live run directory instead")
     args = ap.parse_args()
+    if args.check:
+        check_run(args.check)
+        return
     runs = []
     with open(args.out.with_suffix(".jsonl"), "w") as f:
         for L in args.L:
