@@ -63,7 +63,9 @@ def run_one(algo: str, L: int, game: int, transitions: int, k: int, every: int) 
 
 def check_run(run_dir: Path) -> None:
     cfg = tomllib.loads((run_dir / "config.toml").read_text())
-    env = build_env("lstage", 2, episode_len=cfg["episode_len"], seed=cfg["seed"],
+    # the env server builds the game from the run's derived env seed, not --seed itself
+    model_seed = json.loads((run_dir / "seeds.json").read_text())["env_model"]
+    env = build_env("lstage", 2, episode_len=cfg["episode_len"], seed=model_seed,
                     env_args=cfg.get("env_args", {}))
     tables = []
     for i in range(2):

@@ -76,7 +76,9 @@ def run_one(algo: str, seed: int, steps: int, k: int, turn_len: int, every: int)
 def check_run(run_dir: Path) -> None:
     """The Nash check of a live run: its config's game, its agents' final Q tables."""
     cfg = tomllib.loads((run_dir / "config.toml").read_text())
-    env = build_env(cfg["env"], cfg["n"], episode_len=cfg["episode_len"], seed=cfg["seed"],
+    # the env server builds the game from the run's derived env seed, not --seed itself
+    model_seed = json.loads((run_dir / "seeds.json").read_text())["env_model"]
+    env = build_env(cfg["env"], cfg["n"], episode_len=cfg["episode_len"], seed=model_seed,
                     env_args=cfg.get("env_args", {}))
     tables = []
     for i in range(cfg["n"]):
