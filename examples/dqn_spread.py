@@ -14,7 +14,7 @@ equivalent is ``agentd launch --algo iql-deep --env mpe2.simple_spread_v3:parall
 
 Usage::
 
-    python examples/dqn_spread.py --seeds 0 1 2 --steps 10000 --out docs/dqn_spread
+    python examples/dqn_spread.py --seeds 0 1 2 --steps 4000 --out docs/dqn_spread
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def plot(runs: list[dict], out: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--steps", type=int, default=10_000)
+    ap.add_argument("--steps", type=int, default=4_000)
     ap.add_argument("--turn-len", type=int, default=1_000)
     ap.add_argument("--algos", nargs="+", default=list(ALGOS))
     ap.add_argument("--out", type=Path, default=Path("docs/dqn_spread"))
