@@ -244,6 +244,9 @@ def run_agent(opts: JoinOptions, want_id: int | None) -> int:
         if transport.secure and info["id"] != want_id:
             raise RunFailed(f"admitted as agent {info['id']}, but this process holds the key "
                             f"of agent {want_id}")
+        if load_learner_class(cfg["algo"]).turn_schedule(cfg["params"], info["n_procs"],
+                                                         int(cfg["seed"])) is not None:
+            info["turn"] = control.wait_turn(opts.join_timeout)
         files = RunFiles.choose(info, f"agent-{info['id']}", opts.run_dir)
         files.capture_output()
         if load_learner_class(cfg["algo"]).needs_torch:   # ~1 s or more on a busy machine

@@ -269,6 +269,14 @@ def is_private(c: RunConfig) -> bool:
     return not non_private_reason(c)
 
 
+def turn_schedule(c: RunConfig) -> dict | None:
+    """The turn schedule the coordinator broadcasts to an alternating learner's agents (MA2QL),
+    or None: the learner's parameters fix it, from the run seed."""
+    from agentd.algorithms import load_learner_class
+
+    return load_learner_class(c.algo).turn_schedule(c.params, process_count(c), c.seed)
+
+
 def non_private_reason(c: RunConfig) -> str:
     """Why the run is not private ("" if it is)."""
     from agentd.algorithms import load_learner_class

@@ -34,7 +34,7 @@ def build_learner(info: dict[str, Any]) -> Learner:
     """The learner an admitted agent runs, built from its welcome (id, config, spaces, seed)."""
     config, spaces, controls = info["config"], info["spaces"], info["controls"]
     learner_cls = load_learner_class(config["algo"])
-    return learner_cls(LearnerSpec(
+    learner = learner_cls(LearnerSpec(
         agent_id=info["id"], n_agents=info["n_procs"],
         neighbours=sorted(int(j) for j in info["neighbours"]),
         weights={int(j): w for j, w in info["weights"].items()},
@@ -44,6 +44,9 @@ def build_learner(info: dict[str, Any]) -> Learner:
         shared_reward=spaces["shared_reward"], shared_seed=int(config["seed"]),
         live=LiveGraph.of(info["graph_edges"], config["links_down"])
         if config.get("links_down") and "graph_edges" in info else None))
+    if "turn" in info:        # the coordinator's turn schedule (MA2QL), received after welcome
+        learner.set_turns(info["turn"])
+    return learner
 
 
 class AgentCore:

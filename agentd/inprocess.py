@@ -48,12 +48,17 @@ def make_learners(algo: str, env: VecEnv, n: int, topology: str = "ring", seed: 
             params=dict(params or {}), shared_reward=env.shared_reward, shared_seed=seed))]
     graph = build(topology if n > 1 else "complete", n, seed=0)
     w = mixing_matrix(graph, mixing)
-    return [cls(LearnerSpec(
+    learners = [cls(LearnerSpec(
         agent_id=i, n_agents=n, neighbours=graph.neighbours(i),
         weights={j: float(w[i, j]) for j in [i, *graph.neighbours(i)]},
         obs_spaces=[env.obs_spaces[i]], act_spaces=[env.act_spaces[i]], controls=[i],
         num_envs=env.num_envs, seed=seed * 1000 + i, params=dict(params or {}),
         shared_reward=env.shared_reward, shared_seed=seed)) for i in range(n)]
+    schedule = cls.turn_schedule(dict(params or {}), n, seed)
+    for learner in learners:    # as the coordinator would broadcast it
+        if schedule is not None:
+            learner.set_turns(schedule)
+    return learners
 
 
 def run_in_process(env: VecEnv, learners: list[Learner], steps: int, reset_seed: int = 0,

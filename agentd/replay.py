@@ -116,7 +116,7 @@ def read_agent_log(run_dir: Path, agent: int) -> AgentLog:
         raise ReplayError(f"{path} does not exist (is {run_dir} a run directory, and agent "
                           f"{agent} part of it?)")
     log = open_log(path)
-    info, items, actions, segment = None, [], {}, 0
+    info, items, actions, segment, turn = None, [], {}, 0, None
     for r in log:
         if r.direction == "restart":
             segment += 1
@@ -127,12 +127,16 @@ def read_agent_log(run_dir: Path, agent: int) -> AgentLog:
             continue
         if r.direction == "in" and r.kind == "welcome":
             info = info or {"id": r.body["id"], **r.body["info"]}
+        elif r.direction == "in" and r.kind == "turn":
+            turn = r.body
         elif r.direction == "in" and r.plane in ("env", "peer") and r.kind != "join":
             items.append(Item(r.plane, r.header["s"], r.header["t"], r.kind, r.body))
         elif r.direction == "out" and r.kind == "act":
             actions.setdefault((segment, r.body["t"]), []).append(r.body["a"])
     if info is None:
         raise ReplayError(f"{path} has no welcome: the agent was never admitted")
+    if turn is not None:
+        info["turn"] = turn
     return AgentLog(info, items, actions, log.truncated_tail, segment)
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from agentd.config import RunConfig, is_private, process_count, to_toml
+from agentd.config import RunConfig, is_private, process_count, to_toml, turn_schedule
 from agentd.keys import Keys, name_of
 from agentd.msglog import MessageLog
 from agentd.progress import ProgressBar
@@ -307,6 +307,10 @@ class Coordinator:
                           dst=proc.hello_src)
             except Oversize as exc:
                 raise RunEnded("failed", f"cannot admit {proc.name()}: {exc}") from None
+        schedule = turn_schedule(self.config)
+        if schedule is not None:    # right behind the welcome: the agent waits for it
+            for proc in agents:
+                self.send(proc, "turn", schedule)
         self.admitted = True
         self.restarts.write_endpoints()
 

@@ -18,6 +18,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from agentd.config import turn_schedule
 from coordinator.rundir import write_json
 from protocols import ENVSERVER
 
@@ -93,6 +94,9 @@ class Restarts:
             c.send(proc, "welcome", {"id": pid, "info": {**c.agent_info(pid),
                                                          "rejoin": self.count[pid]}},
                    dst=proc.hello_src)
+            schedule = turn_schedule(c.config)
+            if schedule is not None:    # as at admission: right behind the welcome
+                c.send(proc, "turn", schedule)
             for j in c.graph.neighbours(pid):
                 other = next((p for p in c.procs.values() if p.id == j), None)
                 if other is not None and other.stats is None:

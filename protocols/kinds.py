@@ -136,6 +136,9 @@ register(Kind("error", "control", {"message": STR, "files": STR}, frozenset(["fi
               doc="a process reports a fatal error (files: 'shared' or 'ship', see bye)"))
 register(Kind("bye", "control", {"stats": DICT}, doc="a process finished; its final stats"))
 register(Kind("ack", "control", {}, doc="coordinator confirms a bye: safe to close"))
+register(Kind("turn", "control", {"order": Val((list,)), "turn_len": INT},
+              doc="coordinator -> agents of an alternating learner (MA2QL): agent order[k] "
+                  "learns in joint steps [k turn_len, (k+1) turn_len), round after round"))
 register(Kind("stop", "control", {"reason": STR}, doc="coordinator ends the run"))
 register(Kind("restarted", "control", {"agent": INT, "checkpoint": OPT_STR, "sha256": OPT_STR,
                                        "step": INT, "env_step": INT, "resumed_step": INT,

@@ -27,6 +27,11 @@ ALGORITHMS: dict[str, str] = {
     "ippo": "agentd.algorithms.onpolicy.ippo:IPPO",
     "dpo": "agentd.algorithms.onpolicy.dpo:DPO",
     "mdpo": "agentd.algorithms.onpolicy.mdpo:MDPO",
+    "iql-deep": "agentd.algorithms.iql_deep:IqlDeep",
+    "ma2ql": "agentd.algorithms.ma2ql:MA2QL",
+    "ma2ql-deep": "agentd.algorithms.ma2ql:Ma2qlDeep",
+    "i2q": "agentd.algorithms.i2q:I2Q",
+    "i2q-deep": "agentd.algorithms.i2q_deep:I2qDeep",
 }
 
 

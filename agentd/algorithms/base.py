@@ -232,6 +232,16 @@ class Learner:
         show in config.toml). Raise LearnerConfigError naming the field."""
         return {}
 
+    @classmethod
+    def turn_schedule(cls, params: dict[str, Any], n_agents: int, seed: int
+                      ) -> dict[str, Any] | None:
+        """The turn schedule the coordinator broadcasts (``turn``) to a learner that learns in
+        turns (``agentd.algorithms.turns``); None for every other learner."""
+        return None
+
+    def set_turns(self, body: dict[str, Any]) -> None:
+        raise LearnerConfigError(f"{self.name} does not learn in turns")
+
     def act(self, obs: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
