@@ -332,3 +332,28 @@ def test_a_killed_env_server_restarts_and_truncates_the_episodes_in_flight(runs,
     assert res.first_divergence is None and res.actions_compared > 800
     same = compare_state(res.state, run_dir / "checkpoints" / "agent-0.npz")
     assert same and all(same.values())
+
+
+def test_a_restarted_ma2ql_agent_gets_its_turn_schedule_again_and_replays_exactly(runs,
+                                                                                 tmp_path):
+    """MA2QL's agents wait for the coordinator's turn schedule behind their welcome; a
+    restarted one must get it behind its new welcome too, or it would wait forever."""
+    run_dir = tmp_path / "ma2ql"
+    steps = 1500
+    proc = runs.start(["launch", "--run-dir", str(run_dir), "--quiet", "--algo", "ma2ql",
+                       "--env", "stochastic-game", "--n", "3", "--steps", str(steps),
+                       "--param", "turn_len=100", "--recovery-every", "50",
+                       "--max-restarts", "1"], run_dir)
+    wait_for(lambda: _episodes(run_dir) >= 5 or proc.poll() is not None, 60, "5 episodes")
+    pid = _agent_pid(run_dir, 2)
+    assert proc.poll() is None and pid is not None and is_agentd_process(pid)
+    os.kill(pid, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out.decode()
+    s = read_json(run_dir / "summary.json")
+    assert s["status"] == "done" and s["restart_counts"] == {"agent-2": 1}
+    turns = [r.body for r in open_log(run_dir / "logs" / "agent-2.log")
+             if r.header is not None and r.direction == "in" and r.kind == "turn"]
+    assert len(turns) == 2 and turns[0] == turns[1]
+    res = replay(run_dir, 2)
+    assert res.restarts == 1 and res.first_divergence is None
