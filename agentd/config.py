@@ -49,12 +49,18 @@ class RunConfig:
     max_msg_bytes: int = 16 << 20     # size cap of one message (guard)
     host: str = "127.0.0.1"           # interface local processes bind to
     insecure: bool = False            # plaintext beyond loopback allowed on purpose (recorded)
+    dp_sigma: float = 0.0             # DP noise multiplier on peer messages (0: DP off)
+    dp_clip: float = 1.0              # DP: L2 norm each released row/array is clipped to
+    dp_delta: float = 1e-5            # DP: the delta of the reported epsilon
+    dp_accountant: str = "pld"        # DP accountant: pld (tight) | rdp (upper bound)
+    dp_kinds: dict[str, Any] = field(default_factory=dict)  # per-kind {sigma, clip} overrides
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+TABLES = ("params", "env_args", "dp_kinds")
 OBS_CHOICES = ("auto", "local", "state")
 
 
@@ -80,7 +86,7 @@ def resolve(file_values: dict[str, Any], cli_values: dict[str, Any]) -> RunConfi
         for key, value in source.items():
             if key not in FIELDS:
                 raise ConfigError(f"unknown config field '{key}'; allowed: {sorted(FIELDS)}")
-            if key in ("params", "env_args"):
+            if key in TABLES:
                 if not isinstance(value, dict):
                     raise ConfigError(f"'{key}' must be a table of key = value")
                 merged[key] = {**merged.get(key, {}), **value}
@@ -103,7 +109,7 @@ def resolve(file_values: dict[str, Any], cli_values: dict[str, Any]) -> RunConfi
 
 def _coerce(name: str, value: Any) -> Any:
     default = FIELDS[name].default
-    if name in ("params", "env_args"):
+    if name in TABLES:
         return value
     want = type(default)
     if want is float and isinstance(value, int) and not isinstance(value, bool):
@@ -144,8 +150,30 @@ def validate(c: RunConfig) -> None:
     _require(c.max_msg_bytes >= 1024, "max_msg_bytes", "an integer >= 1024", c.max_msg_bytes)
     _require(bool(re.fullmatch(r"[\w.\-:\[\]]+", c.host)), "host", "an interface address",
              c.host)
+    _validate_dp(c)
     _validate_algo_env(c)
     _validate_graph(c)
+
+
+def _validate_dp(c: RunConfig) -> None:
+    from agentd.dp import ACCOUNTANTS
+    from protocols.kinds import REGISTRY
+
+    _require(c.dp_sigma >= 0, "dp_sigma", "a noise multiplier >= 0 (0: DP off)", c.dp_sigma)
+    _require(c.dp_clip > 0, "dp_clip", "an L2 norm > 0", c.dp_clip)
+    _require(0 < c.dp_delta < 1, "dp_delta", "a probability in (0, 1)", c.dp_delta)
+    _require(c.dp_accountant in ACCOUNTANTS, "dp_accountant", f"one of {', '.join(ACCOUNTANTS)}",
+             c.dp_accountant)
+    noised = sorted(k.name for k in REGISTRY.values() if k.plane == "peer" and k.released)
+    for kind, table in c.dp_kinds.items():
+        _require(c.dp_sigma > 0, "dp_kinds", "per-kind overrides only with dp_sigma > 0", kind)
+        _require(kind in noised, "dp_kinds", f"a table per kind, kinds: {', '.join(noised)}",
+                 kind)
+        _require(isinstance(table, dict) and set(table) <= {"sigma", "clip"}, f"dp_kinds.{kind}",
+                 "a table with sigma and/or clip", table)
+        for key, value in table.items():
+            _require(isinstance(value, int | float) and not isinstance(value, bool)
+                     and value > 0, f"dp_kinds.{kind}.{key}", "a number > 0", value)
 
 
 def _validate_graph(c: RunConfig) -> None:
@@ -275,6 +303,8 @@ def _toml_value(value: Any) -> str:
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
     raise ConfigError(f"cannot write {value!r} to TOML")
 
 

@@ -1,9 +1,10 @@
 """The transport layer: ZeroMQ sockets wrapped with the guard, the message log and counters.
 
 Every process (agent, env server, coordinator) talks through one ``Transport``. Sending runs
-the guard's outgoing check; receiving runs the incoming check. A refused incoming message is
-dropped, counted by reason, written to the message log with its reason and reported on
-stderr (rate-limited), and the process carries on. Sync sockets with a poller: the hot path
+the guard's outgoing check, then (in a DP run) the peer plane's noise layer (``agentd.dp``);
+receiving runs the incoming check. A refused incoming message is dropped, counted by reason,
+written to the message log with its reason and reported on stderr (rate-limited), and the
+process carries on. Sync sockets with a poller: the hot path
 (act -> env step -> peer exchange) is a tight loop, ~2x faster than asyncio here (DESIGN §8).
 
 Secure mode (``keys`` given): every socket runs CURVE, both ends authenticated. Server sockets
@@ -28,6 +29,7 @@ from typing import Any
 
 import zmq
 
+from agentd.dp import DpLayer
 from agentd.keys import Keys, name_of, pid_of
 from agentd.linkshim import DelayShim
 from agentd.msglog import MessageLog
@@ -97,6 +99,7 @@ class Transport:
         self.handshake_peers: Counter = Counter()   # "plane reason peer" -> count
         self._seq = 0
         self._warned: Counter = Counter()
+        self.dp: DpLayer | None = None    # a DP run's noise on the peer plane (agentd.dp)
         self.shim = DelayShim.from_env()
         if self.shim is not None:
             log.warning("TEST-ONLY link delay active (%s): %s", "AGENTD_TEST_LINK_DELAY",
@@ -210,13 +213,17 @@ class Transport:
                 self.stats["peer"].refused_out[exc.reason] += 1
                 self._warn("refused to send", exc)
                 continue
+            if self.dp is not None and link.plane == "peer":
+                body = self.dp.privatise(kind, body)   # after the guard, before the log
             self._seq += 1
-            frames.append((encode(self.codec, kind, self.me, dst, step, self._seq, body), to))
-        sent = [self.send_frames(link, [frame], to) for frame, to in frames]
-        if self.msglog is not None and REGISTRY[kind].logged:
-            for (frame, _), ok in zip(frames, sent):
-                if ok:
-                    self.msglog.record("out", link.plane, [frame])
+            frames.append((encode(self.codec, kind, self.me, dst, step, self._seq, body), to,
+                           dst))
+        sent = [self.send_frames(link, [frame], to) for frame, to, _ in frames]
+        for (frame, _, dst), ok in zip(frames, sent):
+            if ok and self.msglog is not None and REGISTRY[kind].logged:
+                self.msglog.record("out", link.plane, [frame])
+            if ok and self.dp is not None and link.plane == "peer":
+                self.dp.sent(kind, dst)
         return sum(sent)
 
     def send_frames(self, link: Link, frames: list[bytes], to: bytes | None = None) -> bool:

@@ -29,8 +29,14 @@ FLAG_HELP = {
     "heartbeat-timeout": "seconds of silence before a process is declared dead",
     "checkpoint-every": "also checkpoint every agent every this many steps, for "
                         "`agentd consensus` (default 0: only at the end)",
+    "dp-sigma": "differential privacy: noise multiplier on released peer arrays (default 0: "
+                "off); per-kind overrides in the config file's [dp_kinds] table",
+    "dp-clip": "differential privacy: L2 norm each released row/array is clipped to "
+               "(default 1.0)",
+    "dp-delta": "differential privacy: delta of the reported epsilon (default 1e-5)",
+    "dp-accountant": "differential privacy accountant: pld (default, tight) or rdp",
 }
-TYPES = {"n": int, "steps": int, "episode-len": int, "num-envs": int, "seed": int,
+TYPES = {"dp-sigma": float, "dp-clip": float, "dp-delta": float, "n": int, "steps": int, "episode-len": int, "num-envs": int, "seed": int,
          "rows": int, "p": float, "k": int, "rewire": float, "heartbeat-timeout": float,
          "checkpoint-every": int}
 
