@@ -150,30 +150,11 @@ def validate(c: RunConfig) -> None:
     _require(c.max_msg_bytes >= 1024, "max_msg_bytes", "an integer >= 1024", c.max_msg_bytes)
     _require(bool(re.fullmatch(r"[\w.\-:\[\]]+", c.host)), "host", "an interface address",
              c.host)
-    _validate_dp(c)
+    from agentd.dp import validate_settings
+
+    validate_settings(c, _require)
     _validate_algo_env(c)
     _validate_graph(c)
-
-
-def _validate_dp(c: RunConfig) -> None:
-    from agentd.dp import ACCOUNTANTS
-    from protocols.kinds import REGISTRY
-
-    _require(c.dp_sigma >= 0, "dp_sigma", "a noise multiplier >= 0 (0: DP off)", c.dp_sigma)
-    _require(c.dp_clip > 0, "dp_clip", "an L2 norm > 0", c.dp_clip)
-    _require(0 < c.dp_delta < 1, "dp_delta", "a probability in (0, 1)", c.dp_delta)
-    _require(c.dp_accountant in ACCOUNTANTS, "dp_accountant", f"one of {', '.join(ACCOUNTANTS)}",
-             c.dp_accountant)
-    noised = sorted(k.name for k in REGISTRY.values() if k.plane == "peer" and k.released)
-    for kind, table in c.dp_kinds.items():
-        _require(c.dp_sigma > 0, "dp_kinds", "per-kind overrides only with dp_sigma > 0", kind)
-        _require(kind in noised, "dp_kinds", f"a table per kind, kinds: {', '.join(noised)}",
-                 kind)
-        _require(isinstance(table, dict) and set(table) <= {"sigma", "clip"}, f"dp_kinds.{kind}",
-                 "a table with sigma and/or clip", table)
-        for key, value in table.items():
-            _require(isinstance(value, int | float) and not isinstance(value, bool)
-                     and value > 0, f"dp_kinds.{kind}.{key}", "a number > 0", value)
 
 
 def _validate_graph(c: RunConfig) -> None:

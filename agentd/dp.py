@@ -14,6 +14,7 @@ independently, so they compose; see ``agentd.accountant`` for what the ε then m
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +69,25 @@ class DpSettings:
     def from_meta(cls, meta: dict[str, Any]) -> DpSettings:
         kinds = {k: KindNoise(float(s), float(meta["clip"][k])) for k, s in meta["sigma"].items()}
         return cls(kinds, float(meta["delta"]), str(meta["accountant"]))
+
+
+def validate_settings(c: Any, require: Callable[[bool, str, str, Any], None]) -> None:
+    """Check a RunConfig's dp_* fields (``require(ok, field, allowed, value)`` raises)."""
+    require(c.dp_sigma >= 0, "dp_sigma", "a noise multiplier >= 0 (0: DP off)", c.dp_sigma)
+    require(c.dp_clip > 0, "dp_clip", "an L2 norm > 0", c.dp_clip)
+    require(0 < c.dp_delta < 1, "dp_delta", "a probability in (0, 1)", c.dp_delta)
+    require(c.dp_accountant in ACCOUNTANTS, "dp_accountant", f"one of {', '.join(ACCOUNTANTS)}",
+            c.dp_accountant)
+    noised = sorted(k.name for k in REGISTRY.values() if k.plane == "peer" and k.released)
+    for kind, table in c.dp_kinds.items():
+        require(c.dp_sigma > 0, "dp_kinds", "per-kind overrides only with dp_sigma > 0", kind)
+        require(kind in noised, "dp_kinds", f"a table per kind, kinds: {', '.join(noised)}",
+                kind)
+        require(isinstance(table, dict) and set(table) <= {"sigma", "clip"}, f"dp_kinds.{kind}",
+                "a table with sigma and/or clip", table)
+        for key, value in table.items():
+            require(isinstance(value, int | float) and not isinstance(value, bool)
+                    and value > 0, f"dp_kinds.{kind}.{key}", "a number > 0", value)
 
 
 def units(value: np.ndarray, unit: str) -> np.ndarray:
