@@ -15,12 +15,14 @@ Two studies (one figure each):
   end (``agentd consensus``'s max_i |N x^i - sum_j beta^j|, from periodic checkpoints); for
   pr the policy-consensus MSE.
 
-σ = 0 is the run without DP (ε = ∞, drawn at the right edge). ε is the largest per-agent ε
+σ = 0 is the run without DP (ε = ∞, drawn at the right edge). ``--reference`` adds the
+learner without what the messages bring (IQL for pr, isac for dac-deep) as a dashed line. ε is the largest per-agent ε
 (all out-edges composed, PLD, δ = 1e-5) from summary.json.
 
 Usage (one run at a time; about 30-60 s per run on 2 cores at these budgets)::
 
     python examples/dp_tradeoff.py --study pr --out docs/dp_pr_digital.png
+    python examples/dp_tradeoff.py --study pr --reference --out docs/dp_pr_digital.png
     python examples/dp_tradeoff.py --study dac-deep --out docs/dp_dac_deep_spread.png
 """
 
@@ -37,18 +39,24 @@ import numpy as np
 
 from agentd.audit import _features, audit_run, collect
 
+# "reference": the same learner without what the messages add (pr with beta = 0 is IQL
+# exactly; isac is dac-deep without consensus): noise has broken the algorithm where it does
+# worse than that.
 STUDIES = {
     "pr": {"args": ["--algo", "pr", "--env", "digital", "--n", "5", "--dp-clip", "5"],
+           "reference": ["--algo", "pr", "--env", "digital", "--n", "5", "--param", "beta=0"],
            "steps": 5000, "sigmas": [0.0, 1.0, 4.0, 16.0, 64.0]},
     "dac-deep": {"args": ["--algo", "dac-deep", "--env", "spread", "--n", "3", "--dp-clip", "2"],
-                 "steps": 3000, "sigmas": [0.0, 1.0, 4.0, 16.0, 64.0]},
+                 "reference": ["--algo", "isac", "--env", "spread", "--n", "3"],
+                 "steps": 3000, "sigmas": [0.0, 4.0, 16.0, 64.0]},
 }
 
 
-def launch(run_dir: Path, study: str, sigma: float, seed: int, steps: int) -> None:
+def launch(run_dir: Path, study: str, sigma: float | None, seed: int, steps: int) -> None:
+    what = (STUDIES[study]["reference"] if sigma is None else
+            [*STUDIES[study]["args"], "--dp-sigma", str(sigma)])
     cmd = [sys.executable, "-m", "agentd", "launch", "--quiet", "--run-dir", str(run_dir),
-           *STUDIES[study]["args"], "--topology", "ring", "--seed", str(seed),
-           "--steps", str(steps), "--dp-sigma", str(sigma),
+           *what, "--topology", "ring", "--seed", str(seed), "--steps", str(steps),
            "--checkpoint-every", str(max(steps // 5, 1))]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
@@ -75,7 +83,7 @@ def _consensus(point: dict) -> float | None:
     return point.get("max_err", point.get("mse"))
 
 
-def one(tmp: Path, study: str, sigma: float, seed: int, steps: int) -> dict:
+def one(tmp: Path, study: str, sigma: float | None, seed: int, steps: int) -> dict:
     run_dir = tmp / f"{study}-s{sigma}-seed{seed}"
     launch(run_dir, study, sigma, seed, steps)
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -97,6 +105,8 @@ def plot(rows: list[dict], study: str, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    reference = [r for r in rows if r["sigma"] is None]
+    rows = [r for r in rows if r["sigma"] is not None]
     sigmas = sorted({r["sigma"] for r in rows})
     finite = [r["epsilon"] for r in rows if r["epsilon"]]
     edge = 3 * max(finite) if finite else 1.0     # where "no DP" (epsilon = inf) is drawn
@@ -112,8 +122,12 @@ def plot(rows: list[dict], study: str, out: Path) -> None:
             sds.append(np.std([r[key] for r in pick]))
         ax.errorbar(xs, ms, yerr=sds, marker="o", capsize=3)
         for x, m, s in zip(xs, ms, sigmas):
-            ax.annotate("no DP" if s == 0 else f"σ={s:g}", (x, m), textcoords="offset points",
+            ax.annotate("no DP (ε = ∞)" if s == 0 else f"σ={s:g}", (x, m), textcoords="offset points",
                         xytext=(4, 4), fontsize=8)
+        if reference and key == "final_return":
+            ref = np.mean([r[key] for r in reference])
+            ax.axhline(ref, ls="--", c="grey", label=reference_name(study))
+            ax.legend(fontsize=8)
         ax.set(xscale="log", xlabel="ε per agent (δ = 1e-5, PLD)", ylabel=label)
     name = "pr on digital, n = 5 ring" if study == "pr" else "dac-deep on spread, n = 3 ring"
     fig.suptitle(f"{name}, {rows[0]['steps']} steps: mean ± sd over {len(rows) // len(sigmas)} "
@@ -122,23 +136,32 @@ def plot(rows: list[dict], study: str, out: Path) -> None:
     fig.savefig(out, dpi=110)
 
 
+def reference_name(study: str) -> str:
+    return "IQL (pr, beta = 0)" if study == "pr" else "isac (no consensus)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--study", choices=sorted(STUDIES), required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--sigmas", type=float, nargs="+", default=None)
     parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--reference", action="store_true",
+                        help="run only the reference learner and add its rows to the .jsonl")
     parser.add_argument("--out", type=Path, required=True, help="figure (rows go to .jsonl)")
     args = parser.parse_args()
     steps = args.steps or STUDIES[args.study]["steps"]
-    rows = []
+    rows_file = args.out.with_suffix(".jsonl")
+    rows = ([json.loads(x) for x in rows_file.read_text().splitlines()]
+            if args.reference else [])
+    sigmas = [None] if args.reference else args.sigmas or STUDIES[args.study]["sigmas"]
     with tempfile.TemporaryDirectory(prefix="dp-tradeoff-") as tmp:
-        for sigma in args.sigmas or STUDIES[args.study]["sigmas"]:
+        for sigma in sigmas:
             for seed in args.seeds:
                 row = one(Path(tmp), args.study, sigma, seed, steps)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
-    args.out.with_suffix(".jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rows_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
     plot(rows, args.study, args.out)
 
 
