@@ -136,6 +136,26 @@ def plot(rows: list[dict], study: str, out: Path) -> None:
     fig.savefig(out, dpi=110)
 
 
+def table(rows: list[dict], study: str) -> str:
+    """One line per setting: ε, final return, consensus error and leakage, mean ± sd."""
+    lines = []
+    for sigma in sorted({r["sigma"] for r in rows}, key=lambda s: -1 if s is None else s):
+        pick = [r for r in rows if r["sigma"] == sigma]
+        name = reference_name(study) if sigma is None else (
+            "no DP" if sigma == 0 else f"sigma = {sigma:g}")
+        eps = pick[0]["epsilon"]
+        eps_text = "inf" if eps is None else f"{eps:.1f}"
+        lines.append(f"{name:20s} epsilon {eps_text:>8}  return "
+                     f"{_stat(pick, 'final_return')}  consensus {_stat(pick, 'consensus')}  "
+                     f"leakage {_stat(pick, 'leakage')}  (seeds {len(pick)})")
+    return "\n".join(lines)
+
+
+def _stat(rows: list[dict], key: str) -> str:
+    v = [r[key] for r in rows if r[key] is not None]
+    return f"{np.mean(v):7.3f} ± {np.std(v):5.3f}" if v else f"{'-':>15}"
+
+
 def reference_name(study: str) -> str:
     return "IQL (pr, beta = 0)" if study == "pr" else "isac (no consensus)"
 
@@ -162,6 +182,7 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     rows_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    print(table(rows, args.study))
     plot(rows, args.study, args.out)
 
 
