@@ -111,8 +111,10 @@ def plot(rows: list[dict], study: str, out: Path) -> None:
     finite = [r["epsilon"] for r in rows if r["epsilon"]]
     edge = 3 * max(finite) if finite else 1.0     # where "no DP" (epsilon = inf) is drawn
     keys = [("final_return", "final return"),
-            ("leakage", "probe accuracy - baseline" if study == "pr" else "probe R^2 (held out)")]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+            ("leakage", "probe accuracy - baseline" if study == "pr" else "probe R^2 (held out)"),
+            ("consensus", "policy-consensus MSE (end)" if study == "pr"
+             else "log-ratio consensus error (end)")]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for ax, (key, label) in zip(axes, keys):
         xs, ms, sds = [], [], []
         for s in sigmas:
@@ -129,6 +131,9 @@ def plot(rows: list[dict], study: str, out: Path) -> None:
             ax.axhline(ref, ls="--", c="grey", label=reference_name(study))
             ax.legend(fontsize=8)
         ax.set(xscale="log", xlabel="ε per agent (δ = 1e-5, PLD)", ylabel=label)
+        if key == "consensus":
+            ax.set_yscale("symlog", linthresh=1e-3)
+            ax.set_ylim(bottom=0)
     name = "pr on digital, n = 5 ring" if study == "pr" else "dac-deep on spread, n = 3 ring"
     fig.suptitle(f"{name}, {rows[0]['steps']} steps: mean ± sd over {len(rows) // len(sigmas)} "
                  "seeds")
@@ -168,8 +173,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--reference", action="store_true",
                         help="run only the reference learner and add its rows to the .jsonl")
+    parser.add_argument("--plot-only", action="store_true", help="redraw from the .jsonl")
     parser.add_argument("--out", type=Path, required=True, help="figure (rows go to .jsonl)")
     args = parser.parse_args()
+    if args.plot_only:
+        rows = [json.loads(x) for x in args.out.with_suffix(".jsonl").read_text().splitlines()]
+        print(table(rows, args.study))
+        plot(rows, args.study, args.out)
+        return
     steps = args.steps or STUDIES[args.study]["steps"]
     rows_file = args.out.with_suffix(".jsonl")
     rows = ([json.loads(x) for x in rows_file.read_text().splitlines()]
