@@ -78,6 +78,8 @@ def validate_settings(c: Any, require: Callable[[bool, str, str, Any], None]) ->
     require(0 < c.dp_delta < 1, "dp_delta", "a probability in (0, 1)", c.dp_delta)
     require(c.dp_accountant in ACCOUNTANTS, "dp_accountant", f"one of {', '.join(ACCOUNTANTS)}",
             c.dp_accountant)
+    if c.dp_sigma > 0:
+        _require_declared(c, require)
     noised = sorted(k.name for k in REGISTRY.values() if k.plane == "peer" and k.released)
     for kind, table in c.dp_kinds.items():
         require(c.dp_sigma > 0, "dp_kinds", "per-kind overrides only with dp_sigma > 0", kind)
@@ -88,6 +90,22 @@ def validate_settings(c: Any, require: Callable[[bool, str, str, Any], None]) ->
         for key, value in table.items():
             require(isinstance(value, int | float) and not isinstance(value, bool)
                     and value > 0, f"dp_kinds.{kind}.{key}", "a number > 0", value)
+
+
+def _require_declared(c: Any, require: Callable[[bool, str, str, Any], None]) -> None:
+    """Fail closed: a peer kind the run may send must say what DP releases or leaves exact;
+    a kind that says neither would cross edges un-noised and unreported."""
+    from agentd.algorithms import LearnerConfigError, load_learner_class
+
+    try:
+        permitted = load_learner_class(c.algo).permitted_kinds(c.params)
+    except LearnerConfigError:
+        return    # the learner's own check names the bad parameter
+    for kind in sorted(permitted):
+        spec = REGISTRY[kind]
+        require(bool(spec.released or spec.exact), "dp_sigma",
+                f"a DP run only with peer kinds that declare their released arrays; "
+                f"'{kind}' (sent by {c.algo}) declares none", c.dp_sigma)
 
 
 def units(value: np.ndarray, unit: str) -> np.ndarray:

@@ -214,3 +214,13 @@ def test_dp_off_is_bit_identical_to_a_run_without_the_layer(tmp_path, runs):
         assert peer[0] == peer[1] and len(peer[0]) == 4 * 120
     assert read_json(off / "summary.json")["dp"] is None
     assert audit_run(off)["dp"] is None
+
+
+def test_dp_fails_closed_on_a_peer_kind_that_declares_nothing(monkeypatch):
+    from protocols.kinds import REGISTRY, Kind
+
+    bare = REGISTRY["pr_values"]
+    monkeypatch.setitem(REGISTRY, "pr_values", Kind(bare.name, bare.plane, bare.fields))
+    with pytest.raises(ConfigError, match="'pr_values' .* declares none"):
+        resolve({"dp_sigma": 1.0}, {"algo": "pr", "env": "digital"})
+    resolve({}, {"algo": "pr", "env": "digital"})      # without DP nothing to declare
