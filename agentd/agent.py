@@ -17,9 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from agentd.accountant import agent_report
 from agentd.algorithms import load_learner_class
 from agentd.algorithms.base import Outgoing, set_keepalive
 from agentd.core import AgentCore, Effect, build_learner
+from agentd.dp import DpLayer, DpSettings
 from agentd.faults import CrashAt
 from agentd.process import ControlPlane, JoinOptions, RunFailed, open_transport, process_facts
 from agentd.recovery import RecoveryWriter, rejoin_core
@@ -45,11 +47,15 @@ class Agent:
         transport.me = self.id
         transport.guard = Guard(self.id, self.neighbours, learner.peer_kinds,
                                 config["max_msg_bytes"], learner.peer_shapes())
+        settings = DpSettings.from_config(config)
+        if settings is not None:
+            transport.dp = DpLayer.for_agent(settings, config["seed"], self.id)
         assert transport.msglog is not None
         transport.msglog.attach(files.log_path, f"agent {self.id}",
                                 private=not learner.non_private_reason(config["params"]),
                                 meta={**transport.security_meta(),
-                                      "insecure": transport.insecure or config["insecure"]})
+                                      "insecure": transport.insecure or config["insecure"],
+                                      **({"dp": settings.to_meta()} if settings else {})})
         if restart is not None:
             transport.msglog.note("restart", restart)
         self.restart = restart
@@ -175,7 +181,7 @@ class Agent:
             elif e.what == "peer":
                 self.send_peer(Outgoing(e.kind, e.dst, e.body), e.step)
             elif e.what == "metrics":
-                self.control.send("metrics", e.body, e.step)
+                self.control.send("metrics", self.with_epsilon(e.body), e.step)
             elif e.what == "checkpoint":
                 self.checkpoint(e.step)
             elif e.what == "recovery":
@@ -189,6 +195,26 @@ class Agent:
                         out.dst)
             return
         self.t.send(link, out.kind, out.dst, out.body, step)
+
+    def dp_report(self, live: bool = False) -> dict[str, Any] | None:
+        """This agent's ε per out-edge and over all of them, so far (None without DP)."""
+        dp = self.t.dp
+        if dp is None:
+            return None
+        s = dp.settings
+        tick = None if live else (lambda: self.control.send("heartbeat", {}))
+        return {**agent_report(dp.releases, s.delta, s.accountant, live, tick), "delta": s.delta,
+                "accountant": s.accountant, "exact_fields": dict(dp.exact),
+                "sigma": {k: v.sigma for k, v in s.kinds.items()},
+                "clip": {k: v.clip for k, v in s.kinds.items()}}
+
+    def with_epsilon(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Metrics with the privacy spent so far: ``dp_epsilon`` and ``dp_epsilon_to_J``."""
+        report = self.dp_report(live=True)
+        if report is None:
+            return body
+        eps = {f"dp_epsilon_to_{j}": e["epsilon"] for j, e in report["edges"].items()}
+        return {**body, "scalars": {**body["scalars"], "dp_epsilon": report["epsilon"], **eps}}
 
     def check_peer_wait(self) -> None:
         waiting = self.core.waiting()
@@ -226,7 +252,7 @@ class Agent:
                 "algo": self.algo, "controls": self.controls,
                 "peer_bytes_last_step": self.last_step_peer_bytes, "files": self.files.mode,
                 "recovery": self.recovery.stats(step_s), "restart": self.restart,
-                "peer_timeouts": self.silent_edges}
+                "peer_timeouts": self.silent_edges, "dp": self.dp_report()}
 
 
 def run_agent(opts: JoinOptions, want_id: int | None) -> int:
@@ -253,6 +279,11 @@ def run_agent(opts: JoinOptions, want_id: int | None) -> int:
             transport.me = info["id"]
             control.send("heartbeat", {})
             import torch  # noqa: F401 - loaded here, between two heartbeats
+            control.send("heartbeat", {})
+        if float(cfg.get("dp_sigma", 0.0)) > 0:   # ~1.5-3 s: between two heartbeats too
+            transport.me = info["id"]
+            control.send("heartbeat", {})
+            import dp_accounting  # noqa: F401
             control.send("heartbeat", {})
         agent = Agent(transport, control, info, files)
         outcome = agent.run()

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from agentd.audit_dp import dp_audit, dp_blocks
 from agentd.msglog import LogRecord, open_log
 from protocols.envelope import COORDINATOR, ENVSERVER, UNASSIGNED, process_name
 from protocols.kinds import REGISTRY, peer_kinds
@@ -316,7 +317,8 @@ def audit_run(run_dir: Path) -> dict[str, Any]:
             "sent_not_received": [e for e in edges if e["sent"] != e["received"]],
             "rejections": rejection_table(c), "handshakes_failed": handshake_table(c),
             "files": run_files(run_dir),
-            "peer": peer_check(c, algo, config.get("params", {})), "probe": leakage_probe(c)}
+            "peer": peer_check(c, algo, config.get("params", {})), "probe": leakage_probe(c),
+            "dp": dp_audit(run_dir)}
 
 
 def _traffic_blocks(r: dict[str, Any]) -> list[tuple]:
@@ -413,7 +415,7 @@ def _blocks(r: dict[str, Any]) -> list[tuple]:
     return [*_traffic_blocks(r), *_security_blocks(r), *_peer_blocks(r["peer"]), _label_block(r),
             ("h", f"Leakage probe ({probe['label']})"), ("p", probe["method"]),
             ("table", ["agent", "peer msgs", "steps", "accuracy", "chance", "baseline", "note"],
-             [list(a.values()) for a in probe["agents"]])]
+             [list(a.values()) for a in probe["agents"]]), *dp_blocks(r.get("dp"))]
 
 
 def _cell(v: Any) -> str:

@@ -55,12 +55,18 @@ class RunConfig:
     max_msg_bytes: int = 16 << 20     # size cap of one message (guard)
     host: str = "127.0.0.1"           # interface local processes bind to
     insecure: bool = False            # plaintext beyond loopback allowed on purpose (recorded)
+    dp_sigma: float = 0.0             # DP noise multiplier on peer messages (0: DP off)
+    dp_clip: float = 1.0              # DP: L2 norm each released row/array is clipped to
+    dp_delta: float = 1e-5            # DP: the delta of the reported epsilon
+    dp_accountant: str = "pld"        # DP accountant: pld (tight) | rdp (upper bound)
+    dp_kinds: dict[str, Any] = field(default_factory=dict)  # per-kind {sigma, clip} overrides
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+TABLES = ("params", "env_args", "dp_kinds")
 OBS_CHOICES = ("auto", "local", "state")
 
 
@@ -86,7 +92,7 @@ def resolve(file_values: dict[str, Any], cli_values: dict[str, Any]) -> RunConfi
         for key, value in source.items():
             if key not in FIELDS:
                 raise ConfigError(f"unknown config field '{key}'; allowed: {sorted(FIELDS)}")
-            if key in ("params", "env_args"):
+            if key in TABLES:
                 if not isinstance(value, dict):
                     raise ConfigError(f"'{key}' must be a table of key = value")
                 merged[key] = {**merged.get(key, {}), **value}
@@ -109,7 +115,7 @@ def resolve(file_values: dict[str, Any], cli_values: dict[str, Any]) -> RunConfi
 
 def _coerce(name: str, value: Any) -> Any:
     default = FIELDS[name].default
-    if name in ("params", "env_args"):
+    if name in TABLES:
         return value
     if name == "links_down":
         from agentd.links import is_schedule
@@ -163,6 +169,9 @@ def validate(c: RunConfig) -> None:
     _require(c.max_msg_bytes >= 1024, "max_msg_bytes", "an integer >= 1024", c.max_msg_bytes)
     _require(bool(re.fullmatch(r"[\w.\-:\[\]]+", c.host)), "host", "an interface address",
              c.host)
+    from agentd.dp import validate_settings
+
+    validate_settings(c, _require)
     _validate_algo_env(c)
     _validate_graph(c)
 
@@ -235,6 +244,10 @@ def _resolve_defaults(c: RunConfig, given: set[str] = frozenset()) -> None:
         raise ConfigError(str(exc)) from None
     c.env_args = {**needed, **c.env_args}
     _resolve_links(c)
+    if c.dp_sigma > 0:    # again: the links may have switched dac-deep to running sums
+        from agentd.dp import require_declared
+
+        require_declared(c, _require)
     if c.obs == "auto":
         c.obs = "state" if learner.wants_state else "local"
     if (learner.action_type == "box" and c.env not in BUILTIN_ENVS
@@ -312,6 +325,8 @@ def _toml_value(value: Any) -> str:
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
     raise ConfigError(f"cannot write {value!r} to TOML")
 
 

@@ -6,7 +6,7 @@ The first record is ``["meta", wall_time, {"format": "agentd-msglog", "version":
 runs of a centralised, non-private baseline such as maddpg or central-q, and of learners
 whose params share private state, such as lola with opponent = shared; secure says whether
 the process's links ran CURVE; insecure that plaintext beyond loopback was allowed on
-purpose). Every other record is ``[direction, wall_time, plane, reason, frames]`` where
+purpose; an agent's log in a DP run adds "dp": its noise settings, see ``agentd.dp``). Every other record is ``[direction, wall_time, plane, reason, frames]`` where
 direction is ``"in"``, ``"out"``, ``"rej"`` (a received message the guard refused; ``reason``
 names why) or ``"hs"`` (a connection that failed its handshake: ``reason`` is
 ``handshake_failed_auth|protocol|no_detail`` and the frames are the peer's address and what

@@ -1,9 +1,10 @@
 """The transport layer: ZeroMQ sockets wrapped with the guard, the message log and counters.
 
 Every process (agent, env server, coordinator) talks through one ``Transport``. Sending runs
-the guard's outgoing check; receiving runs the incoming check. A refused incoming message is
-dropped, counted by reason, written to the message log with its reason and reported on
-stderr (rate-limited), and the process carries on. Sync sockets with a poller: the hot path
+the guard's outgoing check, then (in a DP run) the peer plane's noise layer (``agentd.dp``);
+receiving runs the incoming check. A refused incoming message is dropped, counted by reason,
+written to the message log with its reason and reported on stderr (rate-limited), and the
+process carries on. Sync sockets with a poller: the hot path
 (act -> env step -> peer exchange) is a tight loop, ~2x faster than asyncio here (DESIGN §8).
 
 Secure mode (``keys`` given): every socket runs CURVE, both ends authenticated. Server sockets
@@ -28,6 +29,7 @@ from typing import Any
 
 import zmq
 
+from agentd.dp import DpLayer
 from agentd.keys import Keys, name_of, pid_of
 from agentd.linkshim import DelayShim, DropShim
 from agentd.msglog import MessageLog
@@ -98,6 +100,7 @@ class Transport:
         self.handshake_peers: Counter = Counter()   # "plane reason peer" -> count
         self._seq = 0
         self._warned: Counter = Counter()
+        self.dp: DpLayer | None = None    # a DP run's noise on the peer plane (agentd.dp)
         self.shim = DelayShim.from_env()
         self.drop = DropShim.from_env()
         if self.drop is not None:
@@ -224,7 +227,7 @@ class Transport:
         guard raises for control and env messages (our own bug); a refused peer message (the
         learner's) is counted and skipped.
         """
-        frames, dsts = [], []
+        frames = []
         for dst, body, to in messages:
             try:
                 self.guard.outgoing(kind, dst, body, link.plane)
@@ -234,18 +237,20 @@ class Transport:
                 self.stats["peer"].refused_out[exc.reason] += 1
                 self._warn("refused to send", exc)
                 continue
+            if self.dp is not None and link.plane == "peer":
+                body = self.dp.privatise(kind, body)   # after the guard, before the log
             self._seq += 1
             frame = encode(self.codec, kind, self.me, dst, step, self._seq, body)
             if len(frame) > self.guard.max_bytes and link.plane != "peer":
                 raise Oversize(oversize_advice(kind, len(frame), self.guard.max_bytes))
-            frames.append((frame, to))
-            dsts.append(dst)
+            frames.append((frame, to, dst))
         sent = [self._lost(link, dst, step) or self.send_frames(link, [frame], to)
-                for (frame, to), dst in zip(frames, dsts)]
-        if self.msglog is not None and REGISTRY[kind].logged:
-            for (frame, _), ok in zip(frames, sent):
-                if ok:
-                    self.msglog.record("out", link.plane, [frame])
+                for frame, to, dst in frames]
+        for (frame, _, dst), ok in zip(frames, sent):
+            if ok and self.msglog is not None and REGISTRY[kind].logged:
+                self.msglog.record("out", link.plane, [frame])
+            if ok and self.dp is not None and link.plane == "peer":
+                self.dp.sent(kind, dst)
         return sum(sent)
 
     def _lost(self, link: Link, dst: int, step: int) -> bool:

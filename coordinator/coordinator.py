@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from agentd.accountant import summary_block as dp_summary_block
 from agentd.config import RunConfig, is_private, process_count, to_toml, turn_schedule
 from agentd.keys import Keys, name_of
 from agentd.msglog import MessageLog
@@ -535,7 +536,8 @@ class Coordinator:
                    "peer_bytes_per_edge_per_step": self.peer_bytes_per_edge_per_step(agents),
                    "peer_bytes_per_edge_last_step": self.peer_bytes_per_edge_last_step(agents),
                    **self.restarts.summary(),
-                   "consensus": consensus, "agents": agents, "envserver": env_stats,
+                   "consensus": consensus, "dp": dp_summary_block(agents),
+                   "agents": agents, "envserver": env_stats,
                    "coordinator": self.transport.summary()}
         write_json(self.run_dir / "summary.json", summary)
         try:
@@ -571,3 +573,7 @@ class Coordinator:
             print(f"  normalised_return {fmt(s['normalised_return'])} (optimal_return "
                   f"{s['optimal_return']:.3f}, random policy {s['random_return']:.3f})",
                   flush=True)
+        if s.get("dp"):
+            edges = "  ".join(f"{e['src']}->{e['dst']} {e['epsilon']:.3g}" for e in s["dp"]["edges"])
+            print(f"  dp epsilon (delta {s['dp']['delta']:g}, {s['dp']['accountant']}): max per "
+                  f"agent {s['dp']['max_epsilon']:.3g}; per edge {edges}", flush=True)

@@ -76,6 +76,12 @@ class Kind:
     optional: frozenset[str] = field(default_factory=frozenset)
     doc: str = ""
     logged: bool = True
+    # Differential privacy (DESIGN §10): the float arrays a DP run clips and noises, each with
+    # its sensitivity unit ("row": each row, or each element of a 1-D array, is clipped on its
+    # own; "array": the whole array is), and the fields that carry private data but are sent
+    # as they are (integer indices: noise cannot apply), so reports can say what ε misses.
+    released: Mapping[str, str] = field(default_factory=dict)
+    exact: tuple[str, ...] = ()
 
     def check_body(self, body: Any) -> None:
         if not isinstance(body, dict):
@@ -100,6 +106,11 @@ def register(kind: Kind) -> Kind:
         raise DuplicateKind(f"message kind '{kind.name}' is registered twice")
     if kind.plane not in PLANES:
         raise ValueError(f"kind '{kind.name}': plane must be one of {PLANES}")
+    for name, unit in kind.released.items():
+        spec = kind.fields.get(name)
+        if unit not in UNITS or not isinstance(spec, Arr) or not spec.dtypes <= FLOATS:
+            raise ValueError(f"kind '{kind.name}': released field '{name}' must be a float "
+                             f"array with a unit in {UNITS}")
     REGISTRY[kind.name] = kind
     return kind
 
@@ -109,6 +120,9 @@ def lookup(name: Any) -> Kind:
     if kind is None:
         raise UnknownKind(f"unknown message kind {name!r}")
     return kind
+
+
+UNITS = ("row", "array")
 
 
 def peer_kinds() -> frozenset[str]:
@@ -183,21 +197,26 @@ register(Kind("step", "env", {"t": INT, "obs": Arr(), "final_obs": Arr(),
 register(Kind("consensus", "peer", {"t": INT, "r": INT, "idx": Arr(INTS, (1,)),
                                     "x": Arr(FLOATS, (1,))},
               doc="importance log-ratio consensus estimates x for buffer entries idx "
-                  "(empty idx: the first len(x) entries), step t, gossip round r"))
+                  "(empty idx: the first len(x) entries), step t, gossip round r",
+              released={"x": "row"}))
 register(Kind("consensus_sum", "peer", {"t": INT, "r": INT, "idx": Arr(INTS, (1,)),
                                         "s": Arr(FLOATS, (1,)), "w": Val((float,))},
               doc="log-ratio consensus by running sums: the sender's cumulative shares s "
                   "pushed to the receiver for buffer entries idx (empty: the first len(s)), "
-                  "and the weight W_ij(t) it used, step t, round r"))
+                  "and the weight W_ij(t) it used, step t, round r; no DP release declared "
+                  "(noise on cumulative sums would break the mass they conserve), so a DP run "
+                  "that would send it refuses to start"))
 register(Kind("pr_query", "peer", {"qid": INT, "states": Arr(NUMERIC, (1, 2))},
-              doc="policy reciprocity: a batch of states to evaluate"))
+              doc="policy reciprocity: a batch of states to evaluate", exact=("states",)))
 register(Kind("pr_values", "peer", {"qid": INT, "states": Arr(INTS, (1,), 1 << 16),
                                     "values": Arr(FLOATS, (1, 2), 1 << 20)},
-              doc="policy reciprocity: a neighbour's values (rows) at the given states"))
+              doc="policy reciprocity: a neighbour's values (rows) at the given states",
+              released={"values": "row"}, exact=("states",)))
 register(Kind("latent", "peer", {"t": INT, "z": Arr(FLOATS, (1, 2), 1 << 16)},
               doc="MDPO: the sender's predicted latent z for its observation at step t, one "
-                  "row per env copy; exact shape and dtype declared at admission"))
+                  "row per env copy; exact shape and dtype declared at admission",
+              released={"z": "row"}))
 register(Kind("policy_params", "peer", {"episode": INT, "logits": Arr(FLOATS, (2,), 64)},
               doc="NON-PRIVATE, opponent-shaping learners with opponent=shared only: the "
                   "policy logits an agent played in an episode (published full-information "
-                  "LOLA / Meta-MAPG)"))
+                  "LOLA / Meta-MAPG)", released={"logits": "array"}))

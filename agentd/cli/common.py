@@ -40,11 +40,18 @@ FLAG_HELP = {
                     "wait)",
     "link-schedule": "file of 'FROM TO I J' lines: edge I-J is down for steps FROM <= t < TO "
                      "(a time-varying graph; weights: Metropolis-Hastings on the live graph)",
+    "dp-sigma": "differential privacy: noise multiplier on released peer arrays (default 0: "
+                "off); per-kind overrides in the config file's [dp_kinds] table",
+    "dp-clip": "differential privacy: L2 norm each released row/array is clipped to "
+               "(default 1.0)",
+    "dp-delta": "differential privacy: delta of the reported epsilon (default 1e-5)",
+    "dp-accountant": "differential privacy accountant: pld (default, tight) or rdp",
 }
 TYPES = {"n": int, "steps": int, "episode-len": int, "num-envs": int, "seed": int,
          "rows": int, "p": float, "k": int, "rewire": float, "heartbeat-timeout": float,
          "checkpoint-every": int, "max-msg-bytes": int, "recovery-every": int,
-         "max-restarts": int, "rejoin-timeout": float, "peer-timeout": float}
+         "max-restarts": int, "rejoin-timeout": float, "peer-timeout": float,
+         "dp-sigma": float, "dp-clip": float, "dp-delta": float}
 
 
 def add_run_flags(parser: argparse.ArgumentParser) -> None:
