@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from agentd.config import RunConfig, is_private, process_count, to_toml
+from agentd.config import RunConfig, is_private, process_count, seating, to_toml
 from agentd.keys import Keys, name_of
 from agentd.msglog import MessageLog
 from agentd.progress import ProgressBar
@@ -109,8 +109,7 @@ class Coordinator:
                            rows=c.rows or None, p=c.p, k=c.k, rewire=c.rewire,
                            seed=derive_seed(c.seed, "graph"), edges_file=c.edges or None)
         self.W = mixing_matrix(self.graph, c.mixing)
-        self.controllers = ({0: list(range(c.n))} if self.n_procs == 1 and c.n > 1
-                            else {i: [i] for i in range(self.n_procs)})
+        self.controllers, self.views = seating(c)
         self.procs: dict[bytes, Proc] = {}
         self.refused: set[bytes] = set()     # connections whose hello was refused
         self.env_proc: Proc | None = None
@@ -273,7 +272,7 @@ class Coordinator:
                 "run_id": self.run_id, "n_procs": self.n_procs,
                 "seeds": {"env_model": derive_seed(c.seed, "env_model"),
                           "env_reset": derive_seed(c.seed, "env_reset")},
-                "controllers": self.controllers}
+                "controllers": self.controllers, "views": self.views}
 
     def on_env_ready(self, proc: Proc, msg: Message) -> None:
         self.spaces = msg.body["spaces"]
@@ -314,6 +313,7 @@ class Coordinator:
                 "neighbours": {j: by_id[j].endpoint for j in neighbours},
                 "weights": {j: float(self.W[i, j]) for j in [i, *neighbours]},
                 "env_endpoint": self.env_proc.endpoint, "controls": self.controllers[i],
+                "view": self.views[i],
                 "spaces": self.spaces}
 
     # -- during the run ---------------------------------------------------------------------

@@ -33,6 +33,8 @@ class EnvServer:
         self.config = info["config"]
         self.reset_seed = info["seeds"]["env_reset"]
         self.controls = {int(a): c for a, c in info["controllers"].items()}
+        # what each process is sent: its controlled agents, or all in the centralised mode
+        self.views = {int(a): v for a, v in info.get("views", info["controllers"]).items()}
         self.ids = {peer_identity(a): a for a in self.controls}
         self.route: dict[int, bytes | None] = {}   # agent -> routing id of its connection
         self.rejected: dict[str, int] = {}
@@ -123,11 +125,11 @@ class EnvServer:
     def _reply(self, obs: list, final_obs: list, reward: np.ndarray, term: np.ndarray,
                trunc: np.ndarray) -> None:
         last = self.t_step >= self.steps_total
-        replies = [(agent, {"t": self.t_step, "obs": _gather(obs, ctrl),
-                            "final_obs": _gather(final_obs, ctrl),
-                            "reward": np.ascontiguousarray(reward[ctrl].T), "terminated": term,
+        replies = [(agent, {"t": self.t_step, "obs": _gather(obs, view),
+                            "final_obs": _gather(final_obs, view),
+                            "reward": np.ascontiguousarray(reward[view].T), "terminated": term,
                             "truncated": trunc, "last": last}, self.route[agent])
-                   for agent, ctrl in self.controls.items()]
+                   for agent, view in self.views.items()]
         self.t.send_burst(self.link, "step", replies, self.t_step)
         self.t.flush()
 

@@ -26,6 +26,9 @@ ALGORITHMS: dict[str, str] = {
     "ippo": "agentd.algorithms.onpolicy.ippo:IPPO",
     "dpo": "agentd.algorithms.onpolicy.dpo:DPO",
     "mdpo": "agentd.algorithms.onpolicy.mdpo:MDPO",
+    "ia2c": "agentd.algorithms.onpolicy.ia2c:IA2C",
+    "maa2c": "agentd.algorithms.onpolicy.maa2c:MAA2C",
+    "mappo": "agentd.algorithms.onpolicy.mappo:MAPPO",
 }
 
 

@@ -48,3 +48,8 @@ def dpo_loss(logp: torch.Tensor, logp_old: torch.Tensor, adv: torch.Tensor, kl: 
     else:
         sqrt_term = torch.sqrt(kl.mean().clamp_min(0.0) + SQRT_EPS)
     return -surrogate + beta_sqrt * sqrt_term + beta_kl * kl.mean()
+
+
+def a2c_loss(logp: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+    """The advantage actor-critic (REINFORCE with a baseline) loss:  -E[ log pi(a|o) A ]."""
+    return -(logp * adv).mean()
