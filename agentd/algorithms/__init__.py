@@ -29,6 +29,8 @@ ALGORITHMS: dict[str, str] = {
     "ia2c": "agentd.algorithms.onpolicy.ia2c:IA2C",
     "maa2c": "agentd.algorithms.onpolicy.maa2c:MAA2C",
     "mappo": "agentd.algorithms.onpolicy.mappo:MAPPO",
+    "coma": "agentd.algorithms.onpolicy.coma:COMA",
+    "happo": "agentd.algorithms.onpolicy.happo:HAPPO",
 }
 
 

@@ -69,3 +69,16 @@ class ComaCritic(nn.Module):
 
     def forward(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         return self.out(self.body(self.inputs(x, a)))
+
+
+class OwnActor(nn.Module):
+    """pi^i(a|o^i) of the one agent ``me`` of a process that is sent the joint observation
+    (HAPPO): the actor reads row ``me`` of (B, n, d) and nothing else."""
+
+    def __init__(self, me: int, actor: nn.Module) -> None:
+        super().__init__()
+        self.me, self.actor = me, actor
+        self.head = actor.head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.actor(x[..., self.me, :])

@@ -199,9 +199,12 @@ class OnPolicyLearner(Learner):
     def update(self) -> dict[str, float]:
         if not self.store.full:
             return {}
+        return self.update_on(self.training_batch())
+
+    def update_on(self, batch: dict[str, np.ndarray]) -> dict[str, float]:
+        """Train one iteration on ``batch`` and empty the rollout store."""
         self._next_values = None                  # the critic is about to change
         started = time.perf_counter()
-        batch = self.training_batch()
         self.store.reset()
         scalars = self.train(batch)
         self.iteration += 1
@@ -309,4 +312,6 @@ def batch_with_advantages(store: RolloutStore, gamma: float, lam: float
     adv, ret = gae(np.broadcast_to(widen["reward"], d["value"][:t].shape), d["value"][:t],
                    d["next_value"][:t], widen["terminated"], widen["done"], gamma, lam)
     out = {name: store.flat(name) for name in ("obs", "act", "logp", "dist", "value")}
-    return {**out, "adv": adv.reshape(-1), "ret": ret.reshape(-1)}
+    rows = t * store.num_envs
+    return {**out, "adv": adv.reshape(rows, *adv.shape[2:]),
+            "ret": ret.reshape(rows, *ret.shape[2:])}
