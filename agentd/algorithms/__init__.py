@@ -31,6 +31,7 @@ ALGORITHMS: dict[str, str] = {
     "mappo": "agentd.algorithms.onpolicy.mappo:MAPPO",
     "coma": "agentd.algorithms.onpolicy.coma:COMA",
     "happo": "agentd.algorithms.onpolicy.happo:HAPPO",
+    "mat": "agentd.algorithms.onpolicy.mat:MAT",
 }
 
 
