@@ -10,6 +10,7 @@ served by the same poll loop, so a silent neighbour or a dead run never hangs th
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,11 @@ from typing import Any
 import numpy as np
 
 from agentd.algorithms import load_learner_class
-from agentd.algorithms.base import Outgoing
+from agentd.algorithms.base import Outgoing, set_keepalive
 from agentd.core import AgentCore, Effect, build_learner
+from agentd.faults import CrashAt
 from agentd.process import ControlPlane, JoinOptions, RunFailed, open_transport, process_facts
+from agentd.recovery import RecoveryWriter, rejoin_core
 from agentd.runfiles import RunFiles, fail_and_ship, ship
 from agentd.transport import Link, Transport
 from protocols import ENVSERVER, Guard, peer_identity, process_name
@@ -37,7 +40,8 @@ class Agent:
         self.id: int = info["id"]
         config = info["config"]
         self.neighbours = {int(j): ep for j, ep in info["neighbours"].items()}
-        learner = build_learner(info)
+        core, restart = self._core(info, files)
+        learner = core.learner
         transport.me = self.id
         transport.guard = Guard(self.id, self.neighbours, learner.peer_kinds,
                                 config["max_msg_bytes"], learner.peer_shapes())
@@ -46,7 +50,10 @@ class Agent:
                                 private=not learner.non_private_reason(config["params"]),
                                 meta={**transport.security_meta(),
                                       "insecure": transport.insecure or config["insecure"]})
-        self.core = AgentCore(info, learner)
+        if restart is not None:
+            transport.msglog.note("restart", restart)
+        self.restart = restart
+        self.core = core
         self.learner = learner
         self.controls: list[int] = info["controls"]
         self.algo: str = config["algo"]
@@ -61,10 +68,35 @@ class Agent:
         self.peer_wait_limit = float(config.get("join_timeout", 60.0))
         self.peer_bytes_mark = 0          # peer bytes sent up to the last step reply
         self.last_step_peer_bytes = 0     # peer bytes sent during the last full step
+        self._survival(config, files)
+        set_keepalive(control.keepalive)
+
+    def _core(self, info: dict[str, Any], files: RunFiles) -> tuple[AgentCore, dict | None]:
+        """A new core, or -- for a restarted agent (the coordinator knew its id) -- the one of
+        its newest recovery checkpoint, with the restart record that names it (the log keeps
+        it, so a replay restores the same file)."""
+        if not info.get("rejoin"):
+            return AgentCore(info, build_learner(info)), None
+        core, restart = rejoin_core(files.root, self.id, info)
+        log.warning("agent %d restarted (restart %d) from %s", self.id, info["rejoin"],
+                    restart["checkpoint"] or "its initial state (no recovery checkpoint)")
+        return core, restart
+
+    def _survival(self, config: dict[str, Any], files: RunFiles) -> None:
+        """Recovery checkpoints, peer timeouts, step timing (and test-only fault injection)."""
+        self.recovery = RecoveryWriter(files.root / "checkpoints" / f"agent-{self.id}",
+                                       config.get("recovery_every", 0))
+        self.save_requested = False       # SIGUSR1: a recovery checkpoint at the next step
+        self.crash = CrashAt.from_env(self.id)
+        self.first_step_at = self.last_step_at = 0.0
+        self.last_t = 0                   # the last step reply's t
+        self.peer_timeout = float(config.get("peer_timeout", 0.0))
+        self.silent_edges = 0             # (step, neighbour) waits given up on
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> str:
         """Serve sockets until the run ends; returns how it ended ('done' or the stop reason)."""
+        signal.signal(signal.SIGUSR1, self._on_save_request)
         self.t.send(self.env, "join", ENVSERVER, {})
         while not self.core.finished:
             for link in self.t.poll(int(self.control.interval * 1000)):
@@ -73,19 +105,60 @@ class Agent:
                         self.control.heard(msg)
                         if msg.kind == "stop":
                             return msg.body["reason"]
+                        if msg.kind == "peer_moved":
+                            self.reconnect(int(msg.body["id"]), msg.body["endpoint"])
+                        elif msg.kind == "env_moved":
+                            self.reconnect_env(msg.body["endpoint"])
                     elif link is self.env:
                         if msg.kind == "step":
-                            self.wait_since = time.monotonic()
-                            sent = self.t.stats["peer"].bytes_sent
-                            self.last_step_peer_bytes = sent - self.peer_bytes_mark
-                            self.peer_bytes_mark = sent
-                            self.perform(self.core.on_step(msg.body))
+                            self.on_step(msg.body)
                     else:
                         self.perform(self.core.on_peer(msg.src, msg.kind, msg.body))
+            if self.save_requested and self.core.pending is None:
+                self.save_requested = False
+                self.recovery.save(self.core)
             self.control.tick()
             self.check_peer_wait()
             self.t.flush()
         return "done"
+
+    def on_step(self, body: dict[str, Any]) -> None:
+        now = self.wait_since = time.monotonic()
+        self.last_t = int(body["t"])
+        self.first_step_at = self.first_step_at or now
+        self.last_step_at = now
+        sent = self.t.stats["peer"].bytes_sent
+        self.last_step_peer_bytes = sent - self.peer_bytes_mark
+        self.peer_bytes_mark = sent
+        if self.restart is not None and "resumed_step" not in self.restart:
+            # The env holds the step while an agent is down: this is where it resumes.
+            self.restart["resumed_step"] = int(body["t"])
+            self.restart["lost"] = int(body["t"]) - self.restart["env_step"]
+            self.control.send("restarted", {**self.restart, "agent": self.id}, body["t"])
+        self.perform(self.core.on_step(body))
+        if self.crash is not None:
+            self.crash.check(self.core.steps_done)
+
+    def reconnect_env(self, endpoint: str) -> None:
+        """The env server was restarted: join it at its new endpoint, saying where we were."""
+        self.t.close_link(self.env)
+        self.env = self.t.connect_dealer(endpoint, "env", ENVSERVER, peer_identity(self.id))
+        self.t.send(self.env, "join", ENVSERVER, {"t": self.last_t})
+        log.warning("agent %d rejoined the restarted env server at %s (step %d)", self.id,
+                    endpoint, self.last_t)
+
+    def _on_save_request(self, _signum: int, _frame: object) -> None:
+        self.save_requested = True
+
+    def reconnect(self, j: int, endpoint: str) -> None:
+        """Neighbour j was restarted and listens on a new endpoint: dial it there."""
+        old = self.peers.get(j)
+        if old is None:
+            return
+        self.t.close_link(old)
+        self.neighbours[j] = endpoint
+        self.peers[j] = self.t.connect_dealer(endpoint, "peer", j, peer_identity(self.id))
+        log.info("agent %d reconnected to restarted neighbour %d at %s", self.id, j, endpoint)
 
     def serve_finished(self, link: Link) -> None:
         """After the last step: answer neighbours still finishing theirs (e.g. a PR query)."""
@@ -105,6 +178,8 @@ class Agent:
                 self.control.send("metrics", e.body, e.step)
             elif e.what == "checkpoint":
                 self.checkpoint(e.step)
+            elif e.what == "recovery":
+                self.recovery.save(self.core)
 
     def send_peer(self, out: Outgoing, step: int) -> None:
         link = self.peers.get(out.dst)
@@ -118,9 +193,19 @@ class Agent:
     def check_peer_wait(self) -> None:
         waiting = self.core.waiting()
         if waiting:
+            waited = time.monotonic() - self.wait_since
+            if self.peer_timeout and waited > self.peer_timeout:
+                step = self.core.pending_step()
+                effects = self.core.on_silent(waiting)
+                if effects is not None:    # the edges are down for this step: go ahead
+                    assert self.t.msglog is not None
+                    self.t.msglog.note("peer_timeout", {"t": step, "silent": sorted(waiting)})
+                    self.silent_edges += len(waiting)
+                    self.wait_since = time.monotonic()
+                    self.perform(effects)
+                    return
             # A live neighbour may be slow (a loaded machine, a deep update); a dead one is
             # caught by the heartbeats. So this only ends a step that cannot complete.
-            waited = time.monotonic() - self.wait_since
             if waited > max(self.control.timeout, self.peer_wait_limit):
                 raise RunFailed(f"waited {waited:.1f} s for neighbours {sorted(waiting)}")
 
@@ -134,9 +219,14 @@ class Agent:
         return path
 
     def final_stats(self) -> dict[str, Any]:
+        self.recovery.wait()
+        steps = max(self.core.steps_done, 1)
+        step_s = (self.last_step_at - self.first_step_at) / steps
         return {**self.t.summary(), **process_facts(), "steps": self.core.steps_done,
                 "algo": self.algo, "controls": self.controls,
-                "peer_bytes_last_step": self.last_step_peer_bytes, "files": self.files.mode}
+                "peer_bytes_last_step": self.last_step_peer_bytes, "files": self.files.mode,
+                "recovery": self.recovery.stats(step_s), "restart": self.restart,
+                "peer_timeouts": self.silent_edges}
 
 
 def run_agent(opts: JoinOptions, want_id: int | None) -> int:
@@ -154,6 +244,9 @@ def run_agent(opts: JoinOptions, want_id: int | None) -> int:
         if transport.secure and info["id"] != want_id:
             raise RunFailed(f"admitted as agent {info['id']}, but this process holds the key "
                             f"of agent {want_id}")
+        if load_learner_class(cfg["algo"]).turn_schedule(cfg["params"], info["n_procs"],
+                                                         int(cfg["seed"])) is not None:
+            info["turn"] = control.wait_turn(opts.join_timeout)
         files = RunFiles.choose(info, f"agent-{info['id']}", opts.run_dir)
         files.capture_output()
         if load_learner_class(cfg["algo"]).needs_torch:   # ~1 s or more on a busy machine

@@ -68,6 +68,8 @@ class Collected:
             sender = process_name(rec.header["s"]) if rec.header else "unknown"
             self.rejections[(owner, sender, rec.reason or "?", rec.plane)] += 1
             return
+        if rec.direction not in ("in", "out"):   # a note (restart, meta): no message
+            return
         out = rec.direction == "out"
         # The log's owner is the one end we are sure of; a header may still say "unassigned".
         src, dst = (owner, self._dst(rec)) if out else (self._src(rec), owner)

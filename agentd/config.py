@@ -43,6 +43,12 @@ class RunConfig:
     params: dict[str, Any] = field(default_factory=dict)    # learner hyperparameters
     env_args: dict[str, Any] = field(default_factory=dict)  # keyword args of the env factory
     checkpoint_every: int = 0         # also checkpoint each agent every this many steps (0: end)
+    recovery_every: int = 0           # recovery checkpoint of each agent every this many steps
+    max_restarts: int = 0             # restarts of one agent (or the env server) before failing
+    rejoin_timeout: float = 30.0      # seconds the coordinator waits for a dead process to rejoin
+    peer_timeout: float = 0.0         # silence after which a neighbour is down for that step
+    link_schedule: str = ""           # file of 'FROM TO I J' lines: edge I-J down for FROM<=t<TO
+    links_down: list = field(default_factory=list)   # the schedule, read (in config.toml)
     heartbeat_interval: float = 0.5   # seconds between heartbeats
     heartbeat_timeout: float = 5.0    # silence after which a process is declared dead
     join_timeout: float = 60.0        # seconds for all processes to join
@@ -105,6 +111,12 @@ def _coerce(name: str, value: Any) -> Any:
     default = FIELDS[name].default
     if name in ("params", "env_args"):
         return value
+    if name == "links_down":
+        from agentd.links import is_schedule
+
+        if not is_schedule(value):
+            raise ConfigError("'links_down' must be a list of [from, to, i, j] integer lists")
+        return value
     want = type(default)
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
@@ -131,6 +143,13 @@ def validate(c: RunConfig) -> None:
     _require(c.seed >= 0, "seed", "an integer >= 0", c.seed)
     _require(c.checkpoint_every >= 0, "checkpoint_every", "an integer >= 0 (0: only at the end)",
              c.checkpoint_every)
+    _require(c.recovery_every >= 0, "recovery_every", "an integer >= 0 (0: none)",
+             c.recovery_every)
+    _require(0 <= c.max_restarts <= 1000, "max_restarts", "an integer in 0..1000",
+             c.max_restarts)
+    _require(c.peer_timeout >= 0, "peer_timeout", "seconds >= 0 (0: wait for every neighbour)",
+             c.peer_timeout)
+    _require(c.rejoin_timeout > 0, "rejoin_timeout", "seconds > 0", c.rejoin_timeout)
     _require(c.mixing in MIXING_METHODS, "mixing", f"one of {', '.join(MIXING_METHODS)}",
              c.mixing)
     _require(c.obs in OBS_CHOICES, "obs", f"one of {', '.join(OBS_CHOICES)}", c.obs)
@@ -171,7 +190,10 @@ def _validate_algo_env(c: RunConfig) -> None:
         check_env_id(c.env)
     except EnvError as exc:
         raise ConfigError(f"'env': {exc}") from None
-    learner = load_learner_class(c.algo)
+    try:
+        learner = load_learner_class(c.algo)
+    except LearnerConfigError as exc:
+        raise ConfigError(f"'algo': {exc}") from None
     from coordinator.envs import GAME_ENVS
 
     discrete_builtin = c.env in ("random-mdp", "digital", *GAME_ENVS)
@@ -196,10 +218,6 @@ def _resolve_defaults(c: RunConfig, given: set[str] = frozenset()) -> None:
 
     * The learner checks the run it is put into and adds env_args it needs (``check_run``:
       e.g. meta-mapg sets ipd's ``episodes_per_task`` to its chain length + 1).
-    * heartbeat_timeout, when not given, becomes at least the learner's
-      ``min_heartbeat_timeout``: an on-policy learner trains once per rollout, for seconds on
-      a loaded machine, inside the agent loop.
-
     * obs "auto" becomes "state" for a learner that wants the global state, else "local".
     * A learner of Box actions on an mpe2 env gets ``continuous_actions = true`` unless
       env_args sets it: MPE envs default to discrete actions, and without this
@@ -216,14 +234,25 @@ def _resolve_defaults(c: RunConfig, given: set[str] = frozenset()) -> None:
     except LearnerConfigError as exc:
         raise ConfigError(str(exc)) from None
     c.env_args = {**needed, **c.env_args}
+    _resolve_links(c)
     if c.obs == "auto":
         c.obs = "state" if learner.wants_state else "local"
-    if "heartbeat_timeout" not in given:
-        c.heartbeat_timeout = max(c.heartbeat_timeout, learner.min_heartbeat_timeout)
     if (learner.action_type == "box" and c.env not in BUILTIN_ENVS
             and split_factory_spec(c.env)[0].startswith("mpe2.")
             and "continuous_actions" not in c.env_args):
         c.env_args = {**c.env_args, "continuous_actions": True}
+
+
+def _resolve_links(c: RunConfig) -> None:
+    """Read the link schedule into ``links_down`` (config.toml carries it to every process);
+    dac-deep's consensus switches to running sums when links may fail (``agentd.links``)."""
+    from agentd.links import ScheduleError, links_for_run
+
+    try:
+        c.links_down, c.params = links_for_run(c.link_schedule, process_count(c), c.algo,
+                                               c.peer_timeout, c.params, c.links_down)
+    except ScheduleError as exc:
+        raise ConfigError(f"'link_schedule': {exc}") from None
 
 
 def process_count(c: RunConfig) -> int:
@@ -255,6 +284,14 @@ def is_private(c: RunConfig) -> bool:
     actions, DESIGN §5.4) or a learner whose params make it share private state (e.g.
     ``opponent = shared``): such runs are labelled in config.toml, summary.json and the logs."""
     return not non_private_reason(c)
+
+
+def turn_schedule(c: RunConfig) -> dict | None:
+    """The turn schedule the coordinator broadcasts to an alternating learner's agents (MA2QL),
+    or None: the learner's parameters fix it, from the run seed."""
+    from agentd.algorithms import load_learner_class
+
+    return load_learner_class(c.algo).turn_schedule(c.params, process_count(c), c.seed)
 
 
 def non_private_reason(c: RunConfig) -> str:

@@ -16,13 +16,14 @@ import numpy as np
 
 from agentd.algorithms import load_learner_class
 from agentd.algorithms.base import Learner, LearnerSpec
+from agentd.links import LiveGraph
 
 
 @dataclass(frozen=True)
 class Effect:
     """Something the core wants done: send ``act``/a peer message/``metrics``, or finish."""
 
-    what: str                 # "act" | "peer" | "metrics" | "checkpoint" | "finished"
+    what: str                 # "act" | "peer" | "metrics" | "checkpoint" | "recovery" | "finished"
     step: int
     body: dict[str, Any]
     kind: str = ""            # peer message kind
@@ -33,7 +34,7 @@ def build_learner(info: dict[str, Any]) -> Learner:
     """The learner an admitted agent runs, built from its welcome (id, config, spaces, seed)."""
     config, spaces, controls = info["config"], info["spaces"], info["controls"]
     learner_cls = load_learner_class(config["algo"])
-    return learner_cls(LearnerSpec(
+    learner = learner_cls(LearnerSpec(
         agent_id=info["id"], n_agents=info["n_procs"],
         neighbours=sorted(int(j) for j in info["neighbours"]),
         weights={int(j): w for j, w in info["weights"].items()},
@@ -41,7 +42,12 @@ def build_learner(info: dict[str, Any]) -> Learner:
         act_spaces=[spaces["act"][c] for c in controls], controls=list(controls),
         num_envs=config["num_envs"], seed=info["seed"], params=config["params"],
         shared_reward=spaces["shared_reward"], shared_seed=int(config["seed"]),
-        view=list(info["view"]) if "view" in info else None))
+        view=list(info["view"]) if "view" in info else None,
+        live=LiveGraph.of(info["graph_edges"], config["links_down"])
+        if config.get("links_down") and "graph_edges" in info else None))
+    if "turn" in info:        # the coordinator's turn schedule (MA2QL), received after welcome
+        learner.set_turns(info["turn"])
+    return learner
 
 
 class AgentCore:
@@ -53,15 +59,23 @@ class AgentCore:
         self.view: list[int] = list(info.get("view", self.controls))
         self.episode_len: int = info["config"]["episode_len"]
         self.checkpoint_every: int = info["config"].get("checkpoint_every", 0)
+        self.recovery_every: int = info["config"].get("recovery_every", 0)
         self.obs: np.ndarray | None = None
         self.action: np.ndarray | None = None
         self.pending: dict[str, Any] | None = None   # a step reply waiting for neighbours
         self.scalars: dict[str, list[float]] = defaultdict(list)
         self.steps_done = 0
+        self.env_step = 0      # t of the last step reply acted upon
+        self.gap_from: int | None = None   # resumed after a gap that began at this step
         self.finished = False
 
     def on_step(self, body: dict[str, Any]) -> list[Effect]:
         effects: list[Effect] = []
+        if body.get("restart"):     # a restarted env server: its episodes begin afresh
+            self.resume_after_gap()
+        if getattr(self, "gap_from", None) is not None:
+            self.learner.on_gap(max(0, int(body["t"]) - self.gap_from))
+            self.gap_from = None
         if self.obs is not None:
             self.learner.observe(self.obs, self.action, self._squeeze(body["reward"]),
                                  self._squeeze(body["final_obs"]), body["terminated"],
@@ -78,6 +92,19 @@ class AgentCore:
         effects = [Effect("peer", step, out.body, out.kind, out.dst)
                    for out in self.learner.outbox()]
         return effects + self.advance()
+
+    def on_silent(self, silent: frozenset[int]) -> list[Effect] | None:
+        """Awaited neighbours stayed silent past peer_timeout: go ahead without them if the
+        learner can (None: it cannot, keep waiting)."""
+        if self.pending is None or not self.learner.peers_silent(silent):
+            return None
+        step = self.pending["t"]
+        effects = [Effect("peer", step, out.body, out.kind, out.dst)
+                   for out in self.learner.outbox()]
+        return effects + self.advance()
+
+    def pending_step(self) -> int:
+        return int(self.pending["t"]) if self.pending is not None else -1
 
     def waiting(self) -> frozenset[int]:
         """Neighbours the pending step still waits for (empty when nothing is pending)."""
@@ -99,13 +126,26 @@ class AgentCore:
                 effects.append(Effect("metrics", body["t"], self._metrics(body["t"])))
             if self.checkpoint_every and self.steps_done % self.checkpoint_every == 0:
                 effects.append(Effect("checkpoint", self.steps_done, {}))
+            if self.recovery_every and self.steps_done % self.recovery_every == 0 \
+                    and not body["last"]:
+                effects.append(Effect("recovery", self.steps_done, {}))
         if body["last"]:
             self.finished = True
             return [*effects, Effect("finished", body["t"], {})]
+        self.env_step = int(body["t"])
         self.obs = self._squeeze(body["obs"])
         self.action = np.asarray(self.learner.act(self.obs))
         wire = self.action if len(self.controls) > 1 else self.action[:, None]
         return [*effects, Effect("act", body["t"], {"t": body["t"], "a": wire})]
+
+    def resume_after_gap(self) -> None:
+        """Rejoin a run that went on without this agent (a restart from a recovery
+        checkpoint, a restarted env server): the transition in flight belongs to a step the
+        env has left, so the next step reply is only acted upon, not learned from."""
+        self.obs = self.action = None
+        self.pending = None
+        self.scalars.clear()
+        self.gap_from = self.env_step     # the learner hears how long at the next reply
 
     def _squeeze(self, arr: np.ndarray) -> np.ndarray:
         """Drop the seen-agents axis for a learner that sees one env agent."""

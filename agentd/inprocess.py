@@ -49,13 +49,18 @@ def make_learners(algo: str, env: VecEnv, n: int, topology: str = "ring", seed: 
     graph = build(topology if n > 1 else "complete", n, seed=0)
     w = mixing_matrix(graph, mixing)
     views = [list(range(n)) if cls.joint_view else [i] for i in range(n)]
-    return [cls(LearnerSpec(
+    learners = [cls(LearnerSpec(
         agent_id=i, n_agents=n, neighbours=graph.neighbours(i),
         weights={j: float(w[i, j]) for j in [i, *graph.neighbours(i)]},
         obs_spaces=[env.obs_spaces[j] for j in views[i]], act_spaces=[env.act_spaces[i]],
         controls=[i], num_envs=env.num_envs, seed=seed * 1000 + i, params=dict(params or {}),
         shared_reward=env.shared_reward, shared_seed=seed, view=views[i] if cls.joint_view
         else None)) for i in range(n)]
+    schedule = cls.turn_schedule(dict(params or {}), n, seed)
+    for learner in learners:    # as the coordinator would broadcast it
+        if schedule is not None:
+            learner.set_turns(schedule)
+    return learners
 
 
 def run_in_process(env: VecEnv, learners: list[Learner], steps: int, reset_seed: int = 0,
@@ -89,8 +94,8 @@ def run_in_process(env: VecEnv, learners: list[Learner], steps: int, reset_seed:
         done = res.terminated | res.truncated
         out.returns += [(t + 1, float(v)) for v in ep_return[done]]
         ep_return[done] = 0.0
-        bodies = [_body(t + 1, res.obs, res.final_obs, res.reward, res.terminated,
-                        res.truncated, t + 1 == steps, v) for v in seen]
+        bodies = [_body(t + 1, res.obs, res.final_obs, res.reward, *res.agent_flags(c),
+                        t + 1 == steps, v) for c, v in zip(controls, seen)]
         if on_step is not None:
             on_step(t + 1)
     return out

@@ -35,10 +35,13 @@ class Launcher:
         self.secure = secure
         self.run_dir = Path(config.run_dir)
         self.children: list[tuple[str, subprocess.Popen]] = []
+        self.args: dict[str, list[str]] = {}      # how each child was started
+        self.restarts: dict[str, int] = {}
         self._stop_signal: int | None = None
 
     def spawn(self, name: str, args: list[str], inherit: bool = False) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "agentd", *args]
+        self.args[name] = args
         # Pinned, a process and its ZeroMQ I/O thread share a core, so waking the I/O thread on
         # each send stays on-core: +27% joint steps/s at n = 5 on a 2-core VM.
         pin = self._next_cpu() if self.pin_cpus else None
@@ -113,8 +116,28 @@ class Launcher:
             if self._stop_signal and not forwarded:
                 coord.send_signal(self._stop_signal)   # the coordinator stops the run in order
                 forwarded = True
+            if not forwarded:
+                self._supervise()
             time.sleep(0.05)
         return coord.returncode
+
+    def _supervise(self) -> None:
+        """Restart an agent or the env server that died (up to max_restarts each): it rejoins
+        the coordinator, which lets it in under its old id. A clean exit (0) is the end of
+        its run, never restarted."""
+        for k, (name, proc) in enumerate(self.children):
+            code = proc.poll()
+            if name == "coordinator" or code in (None, 0):
+                continue
+            if self.restarts.get(name, 0) >= self.config.max_restarts:
+                continue
+            self.restarts[name] = self.restarts.get(name, 0) + 1
+            print(f"agentd launch: {name} (pid {proc.pid}) exited with code {code}; "
+                  f"restart {self.restarts[name]} of {self.config.max_restarts}",
+                  file=sys.stderr, flush=True)
+            self.children.pop(k)
+            self.spawn(name, self.args[name])
+            return     # the list changed: look again on the next round
 
     def cleanup(self, grace: float = 3.0) -> None:
         """Wait briefly for children to leave, then terminate, then kill, each by its PID."""

@@ -62,3 +62,34 @@ class DelayShim:
                 wait = queue[0][0] - now
                 soonest = wait if soonest is None else min(soonest, wait)
         return soonest
+
+
+DROP_VAR = "AGENTD_TEST_LINK_DROP"
+
+
+class DropShim:
+    """A test-only lossy link on loopback: ``AGENTD_TEST_LINK_DROP="0-1@30-60,2-3@5-9"`` loses
+    every peer message between agents 0 and 1 (both ways) of steps 30 <= t < 60. The sender
+    logs what it sent, the receiver never sees it: a link that went down, not a schedule the
+    agents know about. Counted as ``test_link_drop`` in the sender's refused_out."""
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        self.rules: list[tuple[frozenset[int], int, int]] = []
+        for item in spec.split(","):
+            try:
+                edge, _, steps = item.strip().partition("@")
+                i, j = (int(v) for v in edge.split("-"))
+                start, stop = (int(v) for v in steps.split("-"))
+            except ValueError:
+                raise ValueError(f"{DROP_VAR}={spec!r}: expected I-J@FROM-TO,...") from None
+            self.rules.append((frozenset((i, j)), start, stop))
+
+    @classmethod
+    def from_env(cls) -> DropShim | None:
+        spec = os.environ.get(DROP_VAR, "").strip()
+        return cls(spec) if spec else None
+
+    def drops(self, src: int, dst: int, step: int) -> bool:
+        return any(edge == {src, dst} and start <= step < stop
+                   for edge, start, stop in self.rules)

@@ -14,8 +14,12 @@ went wrong, as text), plane is ``control``/``env``/``peer`` and frames are the r
 frames as sent/received, without the routing id (one frame, the envelope, for a well-formed
 message; a refused frame is kept up to its first 4 KiB). The file transfer that assembles the
 run directory at the end is not logged (it carries the logs).
+A ``restart`` record ``["restart", wall_time, {"checkpoint": path or None, "sha256": ...,
+"step": T}]`` marks where a restarted agent continued its log (after a second meta record):
+it restored that recovery checkpoint, taken after its step T (``agentd.recovery``).
 The writer buffers and is flushed once per step, so a crash loses at most the step in flight;
-a truncated last record is reported by the reader and skipped.
+a truncated last record is reported by the reader and skipped (and cut off by a restarted
+process before it appends).
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ class MessageLog:
         ``private`` False labels a run of a centralised (non-private) baseline; ``meta``
         adds fields to the meta record (secure, insecure)."""
         path.parent.mkdir(parents=True, exist_ok=True)
+        repair_tail(path)
         self.path, self.process = path, process or self.process
         self._file = open(path, "ab", buffering=1 << 16)  # noqa: SIM115 - lives with the log
         self._write(["meta", time.time(), {"format": FORMAT, "version": FORMAT_VERSION,
@@ -72,6 +77,11 @@ class MessageLog:
         data = self._packer.pack(record)
         self._file.write(_LEN.pack(len(data)))
         self._file.write(data)
+
+    def note(self, what: str, body: dict[str, Any]) -> None:
+        """A record that is not a message (a restart), written and flushed at once."""
+        self._write([what, time.time(), body])
+        self.flush()
 
     def record(self, direction: str, plane: str, frames: list[bytes],
                reason: str | None = None) -> None:
@@ -142,7 +152,27 @@ def _raw_records(log: LogFile) -> Iterator[list]:
         yield record
 
 
+def repair_tail(path: Path) -> int:
+    """Cut a record the previous process of this name left half-written (it was killed);
+    returns the bytes removed."""
+    if not path.exists():
+        return 0
+    data = path.read_bytes()
+    pos = 0
+    while pos + 4 <= len(data):
+        (length,) = _LEN.unpack_from(data, pos)
+        if pos + 4 + length > len(data):
+            break
+        pos += 4 + length
+    if pos < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(pos)
+    return len(data) - pos
+
+
 def _decode_record(codec: Codec, raw: list) -> LogRecord:
+    if len(raw) == 3:     # a note (a later meta record, a restart): no message frames
+        return LogRecord(raw[0], raw[1], "", None, [], None, raw[2])
     direction, wall, plane, reason, frames = raw
     header = body = None
     if isinstance(frames, list) and len(frames) == 1:

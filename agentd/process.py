@@ -67,6 +67,20 @@ class ControlPlane:
             self._check_handshake()
         raise RunFailed(f"no welcome from the coordinator within {timeout:.0f} s")
 
+    def wait_turn(self, timeout: float) -> dict[str, Any]:
+        """Block until the coordinator's turn schedule (sent right behind the welcome)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.link in self.transport.poll(100):
+                for msg, _ in self.transport.recv_all(
+                        self.link, until=lambda m: m.kind in ("turn", "stop")):
+                    self.last_heard = time.monotonic()
+                    if msg.kind == "turn":
+                        return msg.body
+                    if msg.kind == "stop":
+                        raise RunFailed(f"stopped before the run began: {msg.body['reason']}")
+        raise RunFailed(f"no turn schedule from the coordinator within {timeout:.0f} s")
+
     def _check_handshake(self) -> None:
         """Fail fast when the coordinator's socket refuses ours: a security mismatch would
         otherwise only show as a missing welcome much later."""
@@ -123,6 +137,15 @@ class ControlPlane:
     def tick_quietly(self) -> None:
         if time.monotonic() - self._last_sent >= self.interval:
             self.send("heartbeat", {})
+
+    def keepalive(self) -> None:
+        """Inside a long computation: heartbeat when due, and take the coordinator's queued
+        messages as a sign of life without reading them (the loop reads them afterwards)."""
+        now = time.monotonic()
+        if now - self._last_sent >= self.interval:
+            self.send("heartbeat", {})
+            if self.transport.readable(self.link):
+                self.last_heard = now
 
 
 def resident_mb() -> float:

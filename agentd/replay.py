@@ -5,6 +5,11 @@ fed, in logged order, exactly the env replies and peer messages it received; ``A
 the code the live agent ran — turns them into actions. With deterministic CPU math the replay
 reproduces the live agent bit for bit: every action it sent and its final learned state.
 
+An agent that was restarted during the run has a ``restart`` record in its log: the replay
+drops the state it has built so far and restores the recovery checkpoint the record names (the
+one the live agent restored, checked by its SHA-256), then goes on with what the restarted
+process received -- so it stays exact across the restart.
+
 Perturbed replays change only the peer stream (the env replies stay as logged, since the env
 cannot be re-run): drop a neighbour's messages, deliver them k steps late, add Gaussian noise
 to their numeric arrays, or remove every peer message.
@@ -21,6 +26,7 @@ import numpy as np
 
 from agentd.core import AgentCore, build_learner
 from agentd.msglog import open_log
+from agentd.recovery import core_for_replay
 
 
 class ReplayError(RuntimeError):
@@ -31,7 +37,7 @@ class ReplayError(RuntimeError):
 class Item:
     """One received message of the replayed stream."""
 
-    plane: str                 # "env" | "peer"
+    plane: str                 # "env" | "peer" | "restart" (body: the restart record)
     src: int
     step: int
     kind: str
@@ -64,6 +70,9 @@ class Perturbation:
         rng = np.random.default_rng(self.seed)
         held: list[tuple[int, Item]] = []
         for item in items:
+            if item.plane in ("restart", "silent"):
+                yield item
+                continue
             if item.plane == "env":
                 yield item
                 ready = [h for h in held if h[0] <= item.step]
@@ -95,8 +104,10 @@ class AgentLog:
 
     info: dict[str, Any]
     items: list[Item]
-    actions: dict[int, np.ndarray]          # step -> the act the live agent sent
+    actions: dict[tuple[int, int], list[np.ndarray]]   # (process, step) -> acts, in order
+    # (two for one step where an env server restart asked for that step's action again)
     truncated_tail: bool
+    restarts: int = 0                            # restart records in the log
 
 
 def read_agent_log(run_dir: Path, agent: int) -> AgentLog:
@@ -105,19 +116,28 @@ def read_agent_log(run_dir: Path, agent: int) -> AgentLog:
         raise ReplayError(f"{path} does not exist (is {run_dir} a run directory, and agent "
                           f"{agent} part of it?)")
     log = open_log(path)
-    info, items, actions = None, [], {}
+    info, items, actions, segment, turn = None, [], {}, 0, None
     for r in log:
+        if r.direction == "restart":
+            segment += 1
+            items.append(Item("restart", agent, -1, "restart", r.body))
+        elif r.direction == "peer_timeout":
+            items.append(Item("silent", agent, r.body["t"], "peer_timeout", r.body))
         if r.header is None:
             continue
         if r.direction == "in" and r.kind == "welcome":
-            info = {"id": r.body["id"], **r.body["info"]}
+            info = info or {"id": r.body["id"], **r.body["info"]}
+        elif r.direction == "in" and r.kind == "turn":
+            turn = r.body
         elif r.direction == "in" and r.plane in ("env", "peer") and r.kind != "join":
             items.append(Item(r.plane, r.header["s"], r.header["t"], r.kind, r.body))
         elif r.direction == "out" and r.kind == "act":
-            actions[r.body["t"]] = r.body["a"]
+            actions.setdefault((segment, r.body["t"]), []).append(r.body["a"])
     if info is None:
         raise ReplayError(f"{path} has no welcome: the agent was never admitted")
-    return AgentLog(info, items, actions, log.truncated_tail)
+    if turn is not None:
+        info["turn"] = turn
+    return AgentLog(info, items, actions, log.truncated_tail, segment)
 
 
 @dataclass
@@ -136,6 +156,8 @@ class ReplayResult:
     state: dict[str, np.ndarray] = field(default_factory=dict)
     metrics: list[dict[str, Any]] = field(default_factory=list)
     truncated_tail: bool = False
+    restarts: int = 0                       # restart records replayed (checkpoints restored)
+    silent: int = 0                         # peer_timeout records replayed
 
 
 def replay(run_dir: Path, agent: int, perturbation: Perturbation | None = None) -> ReplayResult:
@@ -145,11 +167,20 @@ def replay(run_dir: Path, agent: int, perturbation: Perturbation | None = None) 
     core = AgentCore(log.info, build_learner(log.info))
     res = ReplayResult(agent, truncated_tail=log.truncated_tail)
     res.env_items = sum(i.plane == "env" for i in log.items)
-    res.peer_items = len(log.items) - res.env_items
+    res.peer_items = sum(i.plane == "peer" for i in log.items)
     for item in perturbation.apply(log.items):
-        if item.plane == "env":
+        if item.plane == "restart":      # the live agent restarted from this checkpoint
+            core = core_for_replay(run_dir, item.body, log.info)
+            res.restarts += 1
+            continue
+        if item.plane == "silent":      # the live agent stopped waiting for these here
+            effects = core.on_silent(frozenset(item.body["silent"])) or []
+            res.silent += 1
+        elif item.plane == "env":
             effects = []
-            if core.pending is not None:   # a perturbation withheld messages it waited for
+            if core.pending is not None and not item.body.get("restart"):
+                # a perturbation withheld messages it waited for (after an env server
+                # restart the live agent dropped the step instead, as the core does)
                 res.forced_steps += 1
                 effects = core.advance(force=True)
             effects += core.on_step(item.body)
@@ -158,7 +189,8 @@ def replay(run_dir: Path, agent: int, perturbation: Perturbation | None = None) 
             effects = core.on_peer(item.src, item.kind, item.body)
         for e in effects:
             if e.what == "act":
-                _compare(res, e.step, e.body["a"], log.actions.get(e.step))
+                sent = log.actions.get((res.restarts, e.step))
+                _compare(res, e.step, e.body["a"], sent.pop(0) if sent else None)
             elif e.what == "metrics":
                 res.metrics.append({"step": e.step, "agents": {str(agent): e.body["scalars"]},
                                     "action_agreement": _agreement(res)})

@@ -29,11 +29,12 @@ from typing import Any
 import zmq
 
 from agentd.keys import Keys, name_of, pid_of
-from agentd.linkshim import DelayShim
+from agentd.linkshim import DelayShim, DropShim
 from agentd.msglog import MessageLog
 from agentd.netaddr import is_loopback, split_endpoint
 from agentd.sentinel import HandshakeEvent, Sentinel, domain
 from protocols import REGISTRY, Codec, Guard, Message, ProtocolError, encode, process_name
+from protocols.errors import Oversize
 
 log = logging.getLogger("agentd.transport")
 PLANES = ("control", "env", "peer")
@@ -98,6 +99,10 @@ class Transport:
         self._seq = 0
         self._warned: Counter = Counter()
         self.shim = DelayShim.from_env()
+        self.drop = DropShim.from_env()
+        if self.drop is not None:
+            log.warning("TEST-ONLY link loss active (%s): %s", "AGENTD_TEST_LINK_DROP",
+                        self.drop.spec)
         if self.shim is not None:
             log.warning("TEST-ONLY link delay active (%s): %s", "AGENTD_TEST_LINK_DELAY",
                         self.shim.spec)
@@ -111,6 +116,8 @@ class Transport:
         meta: dict[str, Any] = {"secure": self.secure, "insecure": self.insecure}
         if self.shim is not None:
             meta["test_link_delay"] = self.shim.spec
+        if self.drop is not None:
+            meta["test_link_drop"] = self.drop.spec
         return meta
 
     # -- sockets ----------------------------------------------------------------------------
@@ -126,6 +133,9 @@ class Transport:
         sock.setsockopt(zmq.LINGER, 1000)
         sock.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # A restarted process dials in again under its old routing id: it takes the
+        # connection over instead of being ignored while the dead one lingers.
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         if self.keys is not None:
             sock.curve_server = True     # set before bind: the role applies to later binds
             sock.curve_secretkey = self.keys.identity.secret
@@ -174,6 +184,20 @@ class Transport:
         self.poller.register(link.sock, zmq.POLLIN)
         return link
 
+    def close_link(self, link: Link) -> None:
+        """Close one socket (a peer that moved); what it still held is dropped."""
+        self.poller.unregister(link.sock)
+        self.links.pop(link.sock, None)
+        try:
+            link.sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        link.sock.close(linger=0)
+
+    def readable(self, link: Link) -> bool:
+        """Is a message waiting on this link (without receiving it)?"""
+        return bool(link.sock.poll(0, zmq.POLLIN))
+
     def poll(self, timeout_ms: int) -> list[Link]:
         if self.sentinel.events:
             self._take_handshake_events()
@@ -200,7 +224,7 @@ class Transport:
         guard raises for control and env messages (our own bug); a refused peer message (the
         learner's) is counted and skipped.
         """
-        frames = []
+        frames, dsts = [], []
         for dst, body, to in messages:
             try:
                 self.guard.outgoing(kind, dst, body, link.plane)
@@ -211,13 +235,25 @@ class Transport:
                 self._warn("refused to send", exc)
                 continue
             self._seq += 1
-            frames.append((encode(self.codec, kind, self.me, dst, step, self._seq, body), to))
-        sent = [self.send_frames(link, [frame], to) for frame, to in frames]
+            frame = encode(self.codec, kind, self.me, dst, step, self._seq, body)
+            if len(frame) > self.guard.max_bytes and link.plane != "peer":
+                raise Oversize(oversize_advice(kind, len(frame), self.guard.max_bytes))
+            frames.append((frame, to))
+            dsts.append(dst)
+        sent = [self._lost(link, dst, step) or self.send_frames(link, [frame], to)
+                for (frame, to), dst in zip(frames, dsts)]
         if self.msglog is not None and REGISTRY[kind].logged:
             for (frame, _), ok in zip(frames, sent):
                 if ok:
                     self.msglog.record("out", link.plane, [frame])
         return sum(sent)
+
+    def _lost(self, link: Link, dst: int, step: int) -> bool:
+        """The test-only lossy link ate this peer message (it still counts as sent)."""
+        if self.drop is None or link.plane != "peer" or not self.drop.drops(self.me, dst, step):
+            return False
+        self.stats["peer"].refused_out["test_link_drop"] += 1
+        return True
 
     def send_frames(self, link: Link, frames: list[bytes], to: bytes | None = None) -> bool:
         """Send pre-encoded frames; a ROUTER's peer that has gone away is counted, not fatal."""
@@ -373,6 +409,15 @@ class Transport:
         self.ctx.term()
         if self.msglog is not None:
             self.msglog.close()
+
+
+def oversize_advice(kind: str, size: int, cap: int) -> str:
+    """What to tell a user whose control or env message would be refused as too large."""
+    need = 1 << max(20, (size - 1).bit_length())
+    return (f"the '{kind}' message is {size:,} bytes, over the message size cap of {cap:,} "
+            f"bytes; raise it with --max-msg-bytes {need} (or max_msg_bytes = {need} in the "
+            "config file)" + (", or use fewer agents or smaller spaces" if kind in
+                              ("welcome", "env_ready") else ""))
 
 
 def hostname() -> str:

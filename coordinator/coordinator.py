@@ -18,7 +18,6 @@ be collected is listed in ``summary.json``.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -27,13 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from agentd.config import RunConfig, is_private, process_count, seating, to_toml
+from agentd.config import RunConfig, is_private, process_count, seating, to_toml, turn_schedule
 from agentd.keys import Keys, name_of
 from agentd.msglog import MessageLog
 from agentd.progress import ProgressBar
 from agentd.runfiles import new_run_id, write_marker
 from agentd.transport import Transport
 from coordinator.collect import Collector, missing_files
+from coordinator.restarts import Restarts
 from coordinator.rundir import (
     MetricsFile,
     consensus_after_run,
@@ -44,6 +44,7 @@ from coordinator.rundir import (
     write_json,
 )
 from protocols import COORDINATOR, ENVSERVER, UNASSIGNED, Guard, Message, process_name
+from protocols.errors import Oversize
 from topologies import build, mixing_matrix, spectral_gap
 
 log = logging.getLogger("agentd.coordinator")
@@ -123,6 +124,7 @@ class Coordinator:
         self.started = time.monotonic()
         self._last_hb = 0.0
         self._signal: str | None = None
+        self.restarts = Restarts(self)
 
     @property
     def endpoint(self) -> str:
@@ -162,8 +164,9 @@ class Coordinator:
             raise RunEnded("interrupted", f"received {self._signal}")
         if now - self._last_hb >= self.config.heartbeat_interval:
             self._last_hb = now
-            for proc in self.procs.values():
-                if proc.id is not None and proc.stats is None:
+            for proc in self.procs.values():   # (not to one that is down: nobody is there)
+                if proc.id is not None and proc.stats is None and \
+                        proc.id not in self.restarts.down_since:
                     self.send(proc, "heartbeat", {})
         # Before the first step, processes build learners (a deep one imports torch and builds
         # networks: seconds on a loaded machine), so silence is judged against join_timeout.
@@ -171,9 +174,12 @@ class Coordinator:
             max(self.config.heartbeat_timeout, self.config.join_timeout)
         for proc in self.procs.values():
             silent = now - proc.last_seen
-            if proc.id is not None and proc.stats is None and silent > limit:
+            if proc.id is None or proc.stats is not None or silent <= limit:
+                continue
+            if silent > self.restarts.silence_limit(proc, limit):
                 raise RunEnded("failed", f"{proc.name()} stopped heartbeating "
                                f"(silent for {silent:.1f} s); see logs/ in {self.run_dir}")
+            self.restarts.note_silent(proc, silent)
         if not self.admitted and now - self.started > self.config.join_timeout:
             agents = sum(p.role == "agent" for p in self.procs.values())
             env = "joined" if self.env_proc else "not joined"
@@ -231,6 +237,9 @@ class Coordinator:
         proc = Proc(ident, b["role"], b["pid"], b["host"], b["endpoint"], b["want_id"],
                     time.monotonic(), msg.src)
         agents = [p for p in self.procs.values() if p.role == "agent"]
+        if self.restarts.is_rejoin(proc):
+            self.restarts.rejoin(proc)
+            return
         refuse = self._key_refusal(proc) if self.transport.secure else None
         if refuse:
             self.transport.count_rejection("control", refuse[0], refuse[1])
@@ -275,8 +284,16 @@ class Coordinator:
                 "controllers": self.controllers, "views": self.views}
 
     def on_env_ready(self, proc: Proc, msg: Message) -> None:
+        if self.admitted:       # a restarted env server: the agents move to it
+            self.restarts.moved_env()
+            return
         self.spaces = msg.body["spaces"]
         self.try_admit()
+
+    def on_env_restarted(self, proc: Proc, msg: Message) -> None:
+        self.restarts.env_restarted(msg.body)
+        for env in range(msg.body["truncated"]):
+            self.metrics.truncated(msg.body["step"], env, "envserver restart")
 
     def try_admit(self) -> None:
         agents = [p for p in self.procs.values() if p.role == "agent"]
@@ -284,15 +301,17 @@ class Coordinator:
             return
         self.assign_ids(agents)
         for proc in agents:   # in plaintext it learns its id from this very message
-            self.send(proc, "welcome", {"id": proc.id, "info": self.agent_info(proc.id)},
-                      dst=proc.hello_src)
+            try:
+                self.send(proc, "welcome", {"id": proc.id, "info": self.agent_info(proc.id)},
+                          dst=proc.hello_src)
+            except Oversize as exc:
+                raise RunEnded("failed", f"cannot admit {proc.name()}: {exc}") from None
+        schedule = turn_schedule(self.config)
+        if schedule is not None:    # right behind the welcome: the agent waits for it
+            for proc in agents:
+                self.send(proc, "turn", schedule)
         self.admitted = True
-        env = self.env_proc
-        write_json(self.run_dir / "endpoints.json", {
-            "coordinator": {"endpoint": self.endpoint, "pid": os.getpid()},
-            "envserver": {"endpoint": env.endpoint, "pid": env.pid, "host": env.host},
-            "agents": {str(p.id): {"endpoint": p.endpoint, "pid": p.pid, "host": p.host}
-                       for p in sorted(agents, key=lambda p: p.id)}})
+        self.restarts.write_endpoints()
 
     def assign_ids(self, agents: list[Proc]) -> None:
         free = list(range(self.n_procs))
@@ -314,6 +333,7 @@ class Coordinator:
                 "weights": {j: float(self.W[i, j]) for j in [i, *neighbours]},
                 "env_endpoint": self.env_proc.endpoint, "controls": self.controllers[i],
                 "view": self.views[i],
+                "graph_edges": [list(e) for e in self.graph.edges],
                 "spaces": self.spaces}
 
     # -- during the run ---------------------------------------------------------------------
@@ -325,8 +345,10 @@ class Coordinator:
             self.stepping = self.stepping or msg.body["step"] > 0
             self.env_rate = float(msg.body["scalars"].get("steps_per_s", 0.0))
             self.show_progress(msg.body["step"])
+            self.metrics.scalars("env", msg.body["step"], msg.body["scalars"])
         else:
             self.agent_scalars[proc.id] = msg.body["scalars"]
+            self.metrics.scalars(f"agent_{proc.id}", msg.body["step"], msg.body["scalars"])
 
     def on_episodes(self, proc: Proc, msg: Message) -> None:
         self.stepping = True
@@ -340,7 +362,15 @@ class Coordinator:
             note = f"return {np.mean(recent):.2f}" if recent else ""
             self.progress.update(step, note)
 
+    def on_restarted(self, proc: Proc, msg: Message) -> None:
+        self.restarts.resumed(proc, msg.body)
+
     def on_error(self, proc: Proc, msg: Message) -> None:
+        if self.admitted and proc.id is not None and self.restarts.left(proc.id) > 0:
+            # (before admission a failure is a broken setup, e.g. an env that cannot be
+            # built: restarting would only repeat it)
+            log.warning("%s failed: %s; it may be restarted", proc.name(), msg.body["message"])
+            return      # it goes silent now: the heartbeat check waits for its rejoin
         proc.stats = {"pid": proc.pid, "host": proc.host, "error": msg.body["message"],
                       "files": msg.body.get("files", "unknown")}
         raise RunEnded("failed", f"{proc.name()} failed: {msg.body['message']}")
@@ -504,6 +534,7 @@ class Coordinator:
                    "security": self.security_summary(agents, env_stats), "files": files,
                    "peer_bytes_per_edge_per_step": self.peer_bytes_per_edge_per_step(agents),
                    "peer_bytes_per_edge_last_step": self.peer_bytes_per_edge_last_step(agents),
+                   **self.restarts.summary(),
                    "consensus": consensus, "agents": agents, "envserver": env_stats,
                    "coordinator": self.transport.summary()}
         write_json(self.run_dir / "summary.json", summary)

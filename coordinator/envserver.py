@@ -18,7 +18,7 @@ from agentd.process import ControlPlane, JoinOptions, RunFailed, open_transport,
 from agentd.runfiles import RunFiles, fail_and_ship, ship
 from agentd.transport import Link, Transport
 from coordinator.envs import make_env
-from coordinator.envs.base import EnvError, VecEnv
+from coordinator.envs.base import EnvError, StepResult, VecEnv
 from protocols import ENVSERVER, Guard, Message, peer_identity
 
 log = logging.getLogger("agentd.envserver")
@@ -41,10 +41,13 @@ class EnvServer:
         self.steps_total = self.config["steps"]
         self.t_step = 0
         self.acts: dict[int, np.ndarray] = {}
+        self.last: dict[int, dict[str, Any]] = {}   # agent -> the last step reply it was sent
         self.ep_return = np.zeros(env.num_envs)
         self.ep_len = np.zeros(env.num_envs, dtype=np.int64)
         self.started = self.ended = 0.0
         self._last_report = 0.0
+        self.rejoin = int(info.get("rejoin", 0))   # restarts of the env server before this one
+        self.resume_at = 0                        # rejoining: the step the agents were at
 
     def run(self) -> str:
         while len(self.route) < len(self.controls):
@@ -52,20 +55,41 @@ class EnvServer:
                 agent = self._agent_of(msg, ident)
                 if msg.kind == "join" and agent is not None:
                     self.route[agent] = ident
+                    self.resume_at = max(self.resume_at, int(msg.body.get("t", 0)))
                 else:
                     self._drop("unknown_sender", ident)
         self.started = time.monotonic()
-        obs = self.env.reset(self.reset_seed)
-        flags = np.zeros(self.env.num_envs, dtype=bool)
-        self._reply(obs, obs, np.zeros((self.env.n_agents, self.env.num_envs)), flags, flags)
+        self._first_reply()
         while self.t_step < self.steps_total:
             for msg, ident in self._serve():
                 if msg.kind == "act":
                     self._on_act(msg, ident)
+                elif msg.kind == "join":
+                    self._on_rejoin(msg, ident)
             if len(self.acts) == len(self.controls):
                 self._step()
         self.ended = time.monotonic()
+        self._report_pace(final=True)     # a short run may end before its first report
         return "done"
+
+    def _first_reply(self) -> None:
+        """Reset the env copies and send the first observations. A restarted env server
+        resumes at the agents' step (the old env state died with its process): every episode
+        in flight is truncated there, said in the reply (``restart``) and to the coordinator;
+        the reset seed moves on so the new episodes are not replays of the first ones."""
+        seed = self.reset_seed + 7919 * self.rejoin
+        obs = self.env.reset(seed)
+        flags = np.zeros(self.env.num_envs, dtype=bool)
+        zero = np.zeros((self.env.n_agents, self.env.num_envs))
+        if not self.rejoin:
+            self._reply(StepResult(obs, obs, zero, flags, flags))
+            return
+        self.t_step = self.resume_at
+        log.warning("env server restart %d: resuming at step %d with %d episodes truncated",
+                    self.rejoin, self.t_step, self.env.num_envs)
+        self.control.send("env_restarted", {"step": self.t_step, "truncated": self.env.num_envs,
+                                            "reset_seed": seed}, self.t_step)
+        self._reply(StepResult(obs, obs, zero, flags, ~flags), restart=True)
 
     def _serve(self) -> list:
         """One poll round: env traffic is returned, control traffic handled here."""
@@ -103,6 +127,19 @@ class EnvServer:
                             f"{want} + the action shape")
         self.acts[agent] = a
 
+    def _on_rejoin(self, msg: Message, ident: bytes | None) -> None:
+        """A restarted agent: the step waited for it. It gets the current step's reply on its
+        new connection, and acts for itself (an action its dead process sent is dropped)."""
+        agent = self._agent_of(msg, ident)
+        if agent is None or agent not in self.last:
+            self._drop("unknown_sender" if agent is None else "wrong_step", ident)
+            return
+        self.route[agent] = ident
+        self.acts.pop(agent, None)
+        log.warning("agent %d rejoined at step %d", agent, self.t_step)
+        self.t.send(self.link, "step", agent, self.last[agent], self.t_step, to=ident)
+        self.t.flush()
+
     def _drop(self, reason: str, ident: bytes | None) -> None:
         """A well-formed env message that does not fit the run: counted and logged."""
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
@@ -120,16 +157,25 @@ class EnvServer:
             raise RunFailed(f"env step failed: {exc}") from None
         self.t_step += 1
         self._account(res.reward, res.terminated | res.truncated)
-        self._reply(res.obs, res.final_obs, res.reward, res.terminated, res.truncated)
+        self._reply(res)
 
-    def _reply(self, obs: list, final_obs: list, reward: np.ndarray, term: np.ndarray,
-               trunc: np.ndarray) -> None:
+    def _reply(self, res: StepResult, restart: bool = False) -> None:
+        """Each agent process gets its env agents' slice; where an agent finished before its
+        copy, its own done flags (see ``StepResult.agent_flags``). The replies are kept, to
+        send again to an agent that rejoins."""
         last = self.t_step >= self.steps_total
-        replies = [(agent, {"t": self.t_step, "obs": _gather(obs, view),
-                            "final_obs": _gather(final_obs, view),
-                            "reward": np.ascontiguousarray(reward[view].T), "terminated": term,
-                            "truncated": trunc, "last": last}, self.route[agent])
-                   for agent, view in self.views.items()]
+        extra = {"restart": True} if restart else {}
+        replies = []
+        for agent, ctrl in self.controls.items():
+            term, trunc = res.agent_flags(ctrl)
+            view = self.views[agent]      # obs and rewards: the view (all, when centralised)
+            replies.append((agent, {"t": self.t_step, "obs": _gather(res.obs, view),
+                                    "final_obs": _gather(res.final_obs, view),
+                                    "reward": np.ascontiguousarray(res.reward[view].T),
+                                    "terminated": term, "truncated": trunc, "last": last,
+                                    **extra},
+                            self.route[agent]))
+        self.last = {agent: body for agent, body, _ in replies}
         self.t.send_burst(self.link, "step", replies, self.t_step)
         self.t.flush()
 
@@ -144,9 +190,9 @@ class EnvServer:
             self.ep_return[done] = 0.0
             self.ep_len[done] = 0
 
-    def _report_pace(self) -> None:
+    def _report_pace(self, final: bool = False) -> None:
         now = time.monotonic()
-        if self.started and now - self._last_report >= 0.5:
+        if self.started and (final or now - self._last_report >= 0.5):
             self._last_report = now
             rate = self.t_step / max(now - self.started, 1e-9)
             self.control.send("metrics", {"step": self.t_step,

@@ -7,6 +7,7 @@ Layout::
     summary.json       the outcome (written at the end, also on failure)
     learning_curve.png episode return against step   logs/            one message log per process
     checkpoints/       each agent's learned state (npz)
+    tb/                TensorBoard event files (episode return, learner scalars, steps/s)
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from coordinator.tb import TensorBoardLog
 
 SEED_TAGS = {"env_model": 1, "env_reset": 2, "graph": 3, "agent": 4}
 
@@ -45,8 +48,10 @@ class MetricsFile:
 
     def __init__(self, path: Path) -> None:
         self._file = open(path, "a", buffering=1)  # noqa: SIM115 - open for the whole run
+        self.tb = TensorBoardLog(path.parent)
         self.returns: list[float] = []
         self.steps: list[int] = []
+        self.truncated_episodes = 0
 
     def episode(self, step: int, ret: float, length: int, agents: dict[int, dict]) -> None:
         self.returns.append(ret)
@@ -54,13 +59,27 @@ class MetricsFile:
         record = {"episode": len(self.returns), "step": step, "return": round(ret, 6),
                   "length": length, "agents": {str(a): s for a, s in agents.items()}}
         self._file.write(json.dumps(record) + "\n")
+        self.tb.scalars("episode", {"return": ret, "length": length}, step)
+
+    def scalars(self, source: str, step: int, values: dict[str, Any]) -> None:
+        """A process's latest scalars (an agent's learner, the env server's pace)."""
+        self.tb.scalars(source, values, step)
+
+    def truncated(self, step: int, env: int, why: str) -> None:
+        """An episode in flight in env copy ``env`` was cut at ``step`` and its return lost
+        (it died with the process that held it)."""
+        self.truncated_episodes += 1
+        self._file.write(json.dumps({"step": step, "env": env, "truncated": why}) + "\n")
 
     def consensus(self, point: dict[str, Any]) -> None:
         """A consensus diagnostic point (computed after the run from the checkpoints)."""
         self._file.write(json.dumps({"step": point["step"], "consensus": point}) + "\n")
+        self.tb.scalars("consensus", {k: v for k, v in point.items() if k != "step"},
+                        point["step"])
 
     def close(self) -> None:
         self._file.close()
+        self.tb.close()
 
 
 def consensus_after_run(run_dir: Path, metrics: MetricsFile) -> dict[str, Any] | None:

@@ -136,7 +136,23 @@ register(Kind("error", "control", {"message": STR, "files": STR}, frozenset(["fi
               doc="a process reports a fatal error (files: 'shared' or 'ship', see bye)"))
 register(Kind("bye", "control", {"stats": DICT}, doc="a process finished; its final stats"))
 register(Kind("ack", "control", {}, doc="coordinator confirms a bye: safe to close"))
+register(Kind("turn", "control", {"order": Val((list,)), "turn_len": INT},
+              doc="coordinator -> agents of an alternating learner (MA2QL): agent order[k] "
+                  "learns in joint steps [k turn_len, (k+1) turn_len), round after round"))
 register(Kind("stop", "control", {"reason": STR}, doc="coordinator ends the run"))
+register(Kind("restarted", "control", {"agent": INT, "checkpoint": OPT_STR, "sha256": OPT_STR,
+                                       "step": INT, "env_step": INT, "resumed_step": INT,
+                                       "lost": INT},
+              doc="a restarted agent resumed: the recovery checkpoint it restored (taken "
+                  "after its own step 'step', env step 'env_step'), the env step it resumed "
+                  "at, the transitions it lost"))
+register(Kind("peer_moved", "control", {"id": INT, "endpoint": STR},
+              doc="coordinator: neighbour 'id' was restarted and listens at 'endpoint'"))
+register(Kind("env_restarted", "control", {"step": INT, "truncated": INT, "reset_seed": INT},
+              doc="a restarted env server resumed at 'step'; the episodes in flight in its "
+                  "'truncated' env copies were cut there"))
+register(Kind("env_moved", "control", {"endpoint": STR},
+              doc="coordinator: the env server was restarted and listens at 'endpoint'"))
 register(Kind("security", "control", {"counts": DICT, "peers": Val((list,))},
               doc="failed handshakes so far, by plane and reason, and the peers they came from"))
 # The run directory, assembled on the coordinator's host at the end (pulled by the coordinator
@@ -152,12 +168,15 @@ register(Kind("files_done", "control", {"received": Val((list,)), "failed": Val(
               logged=False, doc="coordinator: which files arrived whole (and which did not)"))
 
 # -- env plane: agent <-> environment server -----------------------------------------------
-register(Kind("join", "env", {}, doc="agent is ready for the first observation"))
+register(Kind("join", "env", {"t": INT}, frozenset(["t"]),
+              doc="agent is ready for the first observation (or, rejoining, for the current "
+                  "one; t: the last step it was sent, for a restarted env server)"))
 register(Kind("act", "env", {"t": INT, "a": Arr(NUMERIC, (2, 3, 4, 5))},
               doc="actions for step t: (K, m, *act_shape)"))
 register(Kind("step", "env", {"t": INT, "obs": Arr(), "final_obs": Arr(),
                               "reward": Arr(FLOATS, (2,)), "terminated": Arr(frozenset(["bool"]), (1,)),
-                              "truncated": Arr(frozenset(["bool"]), (1,)), "last": Val((bool,))},
+                              "truncated": Arr(frozenset(["bool"]), (1,)), "last": Val((bool,)),
+                              "restart": Val((bool,))}, frozenset(["restart"]),
               doc="env reply: obs to act on, s' of the transition, reward (K, m), flags"))
 
 # -- peer plane: the only kinds that may cross edges between agents -------------------------
@@ -165,6 +184,11 @@ register(Kind("consensus", "peer", {"t": INT, "r": INT, "idx": Arr(INTS, (1,)),
                                     "x": Arr(FLOATS, (1,))},
               doc="importance log-ratio consensus estimates x for buffer entries idx "
                   "(empty idx: the first len(x) entries), step t, gossip round r"))
+register(Kind("consensus_sum", "peer", {"t": INT, "r": INT, "idx": Arr(INTS, (1,)),
+                                        "s": Arr(FLOATS, (1,)), "w": Val((float,))},
+              doc="log-ratio consensus by running sums: the sender's cumulative shares s "
+                  "pushed to the receiver for buffer entries idx (empty: the first len(s)), "
+                  "and the weight W_ij(t) it used, step t, round r"))
 register(Kind("pr_query", "peer", {"qid": INT, "states": Arr(NUMERIC, (1, 2))},
               doc="policy reciprocity: a batch of states to evaluate"))
 register(Kind("pr_values", "peer", {"qid": INT, "states": Arr(INTS, (1,), 1 << 16),

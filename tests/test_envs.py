@@ -139,7 +139,7 @@ def test_pettingzoo_spaces_and_steps():
     assert not env.shared_reward
     obs_space, act_space = env.obs_spaces[0], env.act_spaces[0]
     assert obs_space["type"] == "box" and obs_space["shape"] == [18]
-    assert act_space == {"type": "box", "shape": [5], "low": [0.0] * 5, "high": [1.0] * 5,
+    assert act_space == {"type": "box", "shape": [5], "low": 0.0, "high": 1.0,
                          "dtype": "float32"}
     obs = env.reset(seed=3)
     assert obs[0].shape == (2, 18) and obs[0].dtype == np.float32
@@ -181,13 +181,15 @@ def test_pettingzoo_discrete_actions_and_bad_actions():
         box_env.step([np.zeros((2, 5)), np.zeros((2, 5)), np.full((2, 5), 2.0)])
 
 
-def test_describe_space_rejects_other_spaces():
+def test_describe_space_refuses_actions_it_cannot_carry():
     from gymnasium import spaces
 
     from coordinator.envs.pettingzoo_env import describe_space
 
-    with pytest.raises(EnvError, match="agent_7.*MultiDiscrete"):
-        describe_space(spaces.MultiDiscrete([2, 2]), "agent_7")
+    with pytest.raises(EnvError, match="agent_7.*action space MultiDiscrete.*Discrete and Box"):
+        describe_space(spaces.MultiDiscrete([2, 2]), "agent_7", "action")
+    with pytest.raises(EnvError, match="agent_3.*observation space Sequence"):
+        describe_space(spaces.Sequence(spaces.Discrete(2)), "agent_3")
 
 
 # ---- make_env errors --------------------------------------------------------------------------

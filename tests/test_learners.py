@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from agentd.algorithms import ALGORITHMS, load_learner_class
-from agentd.algorithms.base import LearnerConfigError, LearnerSpec
+from agentd.algorithms.base import LearnerConfigError, LearnerSpec, parse_params
 from agentd.algorithms.central_q import CentralQ
 from agentd.algorithms.dac import DAC
 from agentd.algorithms.iql import IQL
@@ -280,3 +280,33 @@ def test_params_coercion_is_strict():
         field = next(iter(bad))
         with pytest.raises(LearnerConfigError, match=f"'{field}'"):
             parse_params(P, bad, "t")
+
+
+@pytest.mark.parametrize(("raw", "words"), [
+    ({"gamma": 1.0}, "parameter 'gamma' for algo 'iql' must be in [0.0, 1.0), got 1.0"),
+    ({"alpha": 0.0}, "parameter 'alpha' for algo 'iql' must be in (0.0, 1.0], got 0.0"),
+    ({"epsilon": -0.1}, "parameter 'epsilon' for algo 'iql' must be in [0.0, 1.0], got -0.1"),
+])
+def test_declared_constraints_name_the_field_and_what_is_allowed(raw, words):
+    from agentd.algorithms.iql import QParams
+
+    with pytest.raises(LearnerConfigError) as info:
+        parse_params(QParams, raw, "iql")
+    assert str(info.value) == words
+    assert parse_params(QParams, {"gamma": 0.0, "alpha": 1.0}, "iql").gamma == 0.0
+
+
+def test_declared_choices_and_one_sided_bounds():
+    from dataclasses import dataclass
+
+    from agentd.algorithms.base import param
+
+    @dataclass
+    class P:
+        act: str = param("relu", choices=("relu", "tanh"))
+        hidden: int = param(64, ge=1)
+
+    with pytest.raises(LearnerConfigError, match="'act' for algo 'x' must be one of relu, tanh"):
+        parse_params(P, {"act": "gelu"}, "x")
+    with pytest.raises(LearnerConfigError, match="'hidden' for algo 'x' must be >= 1, got 0"):
+        parse_params(P, {"hidden": 0}, "x")

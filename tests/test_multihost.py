@@ -237,3 +237,35 @@ def test_plaintext_beyond_loopback_is_refused_without_keys(net):
                       f"tcp://{net.address(1)}:5560", "--keys", str(net.disk / "keys"),
                       "--id", "3"])
     assert bad.returncode == 2 and "agent-3.secret: missing" in bad.stderr
+
+
+def test_a_killed_agent_is_restarted_by_its_host_and_rejoins_with_its_key(net):
+    """Host 3 plays its own supervisor: agent 3 is killed (-9) mid-run and started again
+    there by hand with the same key. It restores its recovery checkpoint from host 3's disk,
+    rejoins over CURVE with a new endpoint, its neighbours reconnect, the run completes, and
+    the coordinator's run directory alone replays it bit for bit across the restart."""
+    run = ThreeHostRun(net, "rejoin", 5561, "--steps", "1500", "--episode-len", "20",
+                       "--recovery-every", "25", "--max-restarts", "1")
+    deadline = time.monotonic() + 60
+    while net.run(1, ["test", "-s", str(run.run_dir / "metrics.jsonl")]).returncode != 0:
+        assert time.monotonic() < deadline, "no episodes within 60 s"
+        time.sleep(0.2)
+    time.sleep(1.0)
+    run.agents[3].kill()
+    run.agents[3].wait(10)
+    run.agents[3] = net.agentd(3, "agent", "--join", run.endpoint, "--keys",
+                               str(net.disk / "keys"), "--id", "3")
+    assert_all_ok(run.finish())
+    s = run.summary()
+    assert s["status"] == "done" and s["secure"] is True
+    assert s["restart_counts"] == {"agent-3": 1}
+    (record,) = s["restarts"]
+    assert record["process"] == "agent-3" and record["checkpoint"].startswith(
+        "checkpoints/agent-3/restored-")
+    assert s["agents"]["3"]["steps"] == 1500 - record["lost"]
+    assert s["files"]["missing"] == {}
+    ep = json.loads(net.read(1, run.run_dir / "endpoints.json"))
+    assert ep["agents"]["3"]["endpoint"].startswith(f"tcp://{net.address(3)}:")
+    code, text = run.agentd_on_1("replay", str(run.run_dir), "--agent", "3")
+    assert code == 0 and "restored 1 recovery checkpoint" in text, text
+    assert "identical to the log" in text and "bit-for-bit identical" in text, text

@@ -241,9 +241,11 @@ def test_checkpoint_round_trips_with_optimiser_state(cls):
         np.testing.assert_array_equal(restored[key], value, err_msg=key)
 
 
-def test_onpolicy_runs_get_a_longer_default_heartbeat_timeout_unless_one_is_given():
+def test_onpolicy_runs_keep_the_short_heartbeat_timeout():
+    """Heartbeats flow from inside the update (keepalive), so nothing raises the timeout
+    (tests/test_recovery.py checks a long update and a dead agent live)."""
     from agentd.config import resolve
 
-    assert resolve({}, {"algo": "mdpo"}).heartbeat_timeout == 30.0
+    assert resolve({}, {"algo": "mdpo"}).heartbeat_timeout == 5.0
     assert resolve({}, {"algo": "dac"}).heartbeat_timeout == 5.0
     assert resolve({}, {"algo": "ippo", "heartbeat_timeout": 7.0}).heartbeat_timeout == 7.0

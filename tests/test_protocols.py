@@ -39,7 +39,7 @@ def sample_value(spec, rng):
         ndim = spec.ndims[-1] if spec.ndims[-1] <= 3 else spec.ndims[0]
         return np.asarray(rng.random((2,) * ndim) * 10).astype(dtype)
     t = spec.types[0]
-    return {int: 7, str: "text", dict: {"a": 1, "nested": [1, 2.5]}, bool: True,
+    return {int: 7, float: 0.25, str: "text", dict: {"a": 1, "nested": [1, 2.5]}, bool: True,
             type(None): None, list: [["a", 1], 2.5], bytes: b"\x00\xffraw"}[t]
 
 

@@ -26,7 +26,9 @@ DEEP = ["--env", "mpe2.simple_spread_v3:parallel_env", "--param", "start=64", "-
 ONPOLICY = ["--param", "rollout=50"]
 IPD = ["--env", "ipd", "--n", "2", "--topology", "line"]
 RUN_ARGS = {"dac": [], "iql": [], "central-q": [], "random": [], "pr": [], "dac-deep": DEEP,
-            "isac": DEEP, "maddpg": DEEP, "ippo": ONPOLICY, "dpo": ONPOLICY,
+            "isac": DEEP, "maddpg": DEEP, "iql-deep": DEEP,
+            "ma2ql": ["--param", "turn_len=40"], "ma2ql-deep": [*DEEP, "--param", "turn_len=40"],
+            "i2q-deep": DEEP, "i2q": ["--env", "lstage", "--n", "2", "--topology", "line", "--param", "gamma=1"], "ippo": ONPOLICY, "dpo": ONPOLICY,
             "mdpo": [*ONPOLICY, "--param", "share_latent=true", "--param", "model_steps=5",
                      "--param", "pred_steps=5"]}
 RUN_ARGS.update({   # the seed-001 baselines on the on-policy core (happo: factors cross edges)

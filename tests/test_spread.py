@@ -58,8 +58,8 @@ def test_spread_spaces_shapes_and_truncation_after_max_cycles():
     assert env.agent_names == ["agent_0", "agent_1", "agent_2"]
     assert env.shared_reward and env.obs_mode == "local"
     assert env.obs_spaces[0]["type"] == "box" and env.obs_spaces[0]["shape"] == [14]  # 4N + 2
-    assert env.act_spaces[0] == {"type": "box", "shape": [5], "low": [0.0] * 5,
-                                 "high": [1.0] * 5, "dtype": "float32"}
+    assert env.act_spaces[0] == {"type": "box", "shape": [5], "low": 0.0,
+                                 "high": 1.0, "dtype": "float32"}
     obs = env.reset(seed=1)
     assert len(obs) == 3 and obs[0].shape == (1, 14) and obs[0].dtype == np.float32
     rng = np.random.default_rng(0)

@@ -1,16 +1,18 @@
 """Communication graphs: which agents may talk to which.
 
 Every builder validates its arguments, returns a connected undirected graph and raises
-`TopologyError` naming the offending parameter otherwise.
+`TopologyError` naming the offending parameter otherwise. The generators are networkx's; ours
+are the checks, the node ids 0..n-1 and the sorted edge tuples the runtime reads.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import random as pyrandom
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import networkx as nx
 import numpy as np
 
 TOPOLOGIES: tuple[str, ...] = (
@@ -69,21 +71,17 @@ class Graph:
 
     def is_connected(self) -> bool:
         """Whether every node can reach every other node."""
-        seen = {0}
-        queue = deque([0])
-        while queue:
-            for j in self._nbrs[queue.popleft()]:
-                if j not in seen:
-                    seen.add(j)
-                    queue.append(j)
-        return len(seen) == self.n
+        return nx.is_connected(self.to_networkx())
+
+    def to_networkx(self) -> nx.Graph:
+        g = nx.Graph()
+        g.add_nodes_from(range(self.n))
+        g.add_edges_from(self.edges)
+        return g
 
     def adjacency(self) -> np.ndarray:
         """The boolean n x n adjacency matrix."""
-        a = np.zeros((self.n, self.n), dtype=bool)
-        for i, j in self.edges:
-            a[i, j] = a[j, i] = True
-        return a
+        return nx.to_numpy_array(self.to_networkx(), nodelist=range(self.n), dtype=bool)
 
 
 # ---- argument checks --------------------------------------------------------------------
@@ -108,30 +106,32 @@ def _connected(g: Graph) -> Graph:
 # ---- deterministic builders -------------------------------------------------------------
 
 
+def _from(g: nx.Graph, n: int, name: str) -> Graph:
+    return _connected(Graph(n, tuple(g.edges), name))
+
+
 def ring(n: int) -> Graph:
     """A cycle 0-1-...-(n-1)-0; for n == 2 a single edge."""
     _check_n(n, "ring")
-    edges = [(i, (i + 1) % n) for i in range(n if n > 2 else 1)]
-    return _connected(Graph(n, tuple(edges), "ring"))
+    return _from(nx.cycle_graph(n), n, "ring")
 
 
 def line(n: int) -> Graph:
     """A path 0-1-...-(n-1)."""
     _check_n(n, "line")
-    return _connected(Graph(n, tuple((i, i + 1) for i in range(n - 1)), "line"))
+    return _from(nx.path_graph(n), n, "line")
 
 
 def star(n: int) -> Graph:
     """Node 0 is the hub, joined to every other node."""
     _check_n(n, "star")
-    return _connected(Graph(n, tuple((0, i) for i in range(1, n)), "star"))
+    return _from(nx.star_graph(n - 1), n, "star")
 
 
 def complete(n: int) -> Graph:
     """Every pair joined; n == 1 is a single node (a centralised run)."""
     _check_n(n, "complete", minimum=1)
-    edges = tuple((i, j) for i in range(n) for j in range(i + 1, n))
-    return _connected(Graph(n, edges, "complete"))
+    return _from(nx.complete_graph(n), n, "complete")
 
 
 def grid(n: int, rows: int) -> Graph:
@@ -142,26 +142,19 @@ def grid(n: int, rows: int) -> Graph:
     if n % rows:
         raise TopologyError(f"rows must divide n={n} for topology 'grid' (got rows={rows})")
     cols = n // rows
-    edges = []
-    for r in range(rows):
-        for c in range(cols):
-            v = r * cols + c
-            if c + 1 < cols:
-                edges.append((v, v + 1))
-            if r + 1 < rows:
-                edges.append((v, v + cols))
-    return _connected(Graph(n, tuple(edges), "grid"))
+    g = nx.convert_node_labels_to_integers(nx.grid_2d_graph(rows, cols), ordering="sorted")
+    return _from(g, n, "grid")
 
 
 # ---- random builders --------------------------------------------------------------------
 
 
-def _draw_connected(n: int, name: str, draw: Callable[[], list[Edge]], why: str) -> Graph:
+def _draw_connected(n: int, name: str, draw: Callable[[], nx.Graph], why: str) -> Graph:
     """Call draw() until it gives a connected graph, at most MAX_DRAWS times."""
     for _ in range(MAX_DRAWS):
-        g = Graph(n, tuple(draw()), name)
-        if g.is_connected():
-            return g
+        g = draw()
+        if nx.is_connected(g):
+            return Graph(n, tuple(g.edges), name)
     raise TopologyError(f"no connected {name!r} graph in {MAX_DRAWS} draws: {why}")
 
 
@@ -169,14 +162,9 @@ def random(n: int, p: float, seed: int) -> Graph:
     """Erdős–Rényi G(n, p), redrawn until connected."""
     _check_n(n, "random")
     _check_prob(p, "p")
-    rng = np.random.default_rng(seed)
-    iu, ju = np.triu_indices(n, k=1)
-
-    def draw() -> list[Edge]:
-        keep = rng.random(iu.size) < p
-        return list(zip(iu[keep].tolist(), ju[keep].tolist(), strict=True))
-
-    return _draw_connected(n, "random", draw, f"p={p} is too small for n={n}")
+    rng = pyrandom.Random(seed)      # one stream: each redraw differs, the sequence does not
+    return _draw_connected(n, "random", lambda: nx.gnp_random_graph(n, p, seed=rng),
+                           f"p={p} is too small for n={n}")
 
 
 def small_world(n: int, k: int, p: float, seed: int) -> Graph:
@@ -185,30 +173,9 @@ def small_world(n: int, k: int, p: float, seed: int) -> Graph:
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k % 2 or not 2 <= k < n:
         raise TopologyError(f"k must be an even integer with 2 <= k < n={n} (got k={k!r})")
     _check_prob(p, "rewire probability p")
-    rng = np.random.default_rng(seed)
-
-    def draw() -> list[Edge]:
-        adj: list[set[int]] = [set() for _ in range(n)]
-        for i in range(n):
-            for j in range(1, k // 2 + 1):
-                adj[i].add((i + j) % n)
-                adj[(i + j) % n].add(i)
-        for j in range(1, k // 2 + 1):
-            for i in range(n):
-                old = (i + j) % n
-                if rng.random() >= p:
-                    continue
-                free = [v for v in range(n) if v != i and v not in adj[i]]
-                if not free:
-                    continue
-                new = free[int(rng.integers(len(free)))]
-                adj[i].discard(old)
-                adj[old].discard(i)
-                adj[i].add(new)
-                adj[new].add(i)
-        return [(i, j) for i in range(n) for j in adj[i] if i < j]
-
-    return _draw_connected(n, "small-world", draw, f"rewire p={p} disconnects n={n}, k={k}")
+    rng = pyrandom.Random(seed)
+    return _draw_connected(n, "small-world", lambda: nx.watts_strogatz_graph(n, k, p, seed=rng),
+                           f"rewire p={p} disconnects n={n}, k={k}")
 
 
 # ---- edge-list files --------------------------------------------------------------------

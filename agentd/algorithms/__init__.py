@@ -7,6 +7,7 @@ Nothing here imports a learner module, so an agent process pays only for the lea
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 from agentd.algorithms.base import Learner, LearnerConfigError
 
@@ -32,6 +33,11 @@ ALGORITHMS: dict[str, str] = {
     "coma": "agentd.algorithms.onpolicy.coma:COMA",
     "happo": "agentd.algorithms.onpolicy.happo:HAPPO",
     "mat": "agentd.algorithms.onpolicy.mat:MAT",
+    "iql-deep": "agentd.algorithms.iql_deep:IqlDeep",
+    "ma2ql": "agentd.algorithms.ma2ql:MA2QL",
+    "ma2ql-deep": "agentd.algorithms.ma2ql:Ma2qlDeep",
+    "i2q": "agentd.algorithms.i2q:I2Q",
+    "i2q-deep": "agentd.algorithms.i2q_deep:I2qDeep",
 }
 
 
@@ -41,8 +47,30 @@ def load_learner_class(name: str) -> type[Learner]:
     if target is None:
         raise LearnerConfigError(f"unknown algo {name!r}; allowed: {sorted(ALGORITHMS)}")
     module_name, class_name = target.split(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == "torch":
+            raise LearnerConfigError(torch_missing(name)) from None
+        raise
+    cls = getattr(module, class_name)
     if not (isinstance(cls, type) and issubclass(cls, Learner) and cls.name == name):
         raise LearnerConfigError(f"registry entry {name!r} -> {target} is not the "
                                  f"'{name}' Learner")   # a registry bug, not a user error
+    if cls.needs_torch and not torch_installed():
+        raise LearnerConfigError(torch_missing(name))
     return cls
+
+
+def torch_installed() -> bool:
+    """Whether torch can be imported here (found, not imported: that takes seconds)."""
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def torch_missing(name: str) -> str:
+    return (f"algo '{name}' is a deep learner and needs PyTorch, which is not installed in "
+            "this environment; install it with: pip install -c constraints.txt 'agentd[deep]' "
+            "(from a checkout: pip install -c constraints.txt -e '.[deep]')")

@@ -15,24 +15,28 @@ Shapes: K = number of vectorised env copies. For a learner controlling one env a
 axis after K: obs ``(K, m, *obs_shape)``, actions ``(K, m, *act_shape)``, reward ``(K, m)``.
 terminated / truncated are always ``(K,)`` bool.
 
+Spaces travel as plain dicts (see ``protocols.spaces``): ``{"type": "discrete", "n": 3}`` or
+``{"type": "box", "shape": [5], "low": -1.0, "high": <ndarray>, "dtype": "float32"}``, a bound
+being one number when uniform, else an array; read them with ``box_bounds``. Box observations
+arrive in the space's dtype (an image as uint8).
+
 The centralised mode (DESIGN §5.4) is one mechanism: the env server replies to each process
 with the observations and rewards of the env agents in its *view*. A process's view is the env
 agents it controls, except for a learner in the centralised mode (``centralised``: one process
 controls them all; ``joint_view``: each process acts for one agent but sees them all), whose
 view is every env agent. obs and reward then carry the view's axis: ``(K, n, ...)``.
-
-Spaces travel as plain dicts (see ``space_size``):
-``{"type": "discrete", "n": 3}`` or
-``{"type": "box", "shape": [5], "low": [...], "high": [...], "dtype": "float32"}``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+
+from protocols.spaces import box_bounds  # noqa: F401 - learners read Box bounds here
 
 
 class LearnerConfigError(ValueError):
@@ -64,12 +68,50 @@ class LearnerSpec:
     params: dict[str, Any] = field(default_factory=dict)   # raw user overrides
     shared_reward: bool = True
     shared_seed: int = 0               # the run seed: the same in every agent (common draws)
+    live: Any = None                   # agentd.links.LiveGraph: the graph with its scheduled
+    #                                    failures (None: the graph never changes)
     view: list[int] | None = None      # env agents whose obs/rewards it receives (None: controls)
 
     @property
     def seen(self) -> list[int]:
         """The env agents whose observations and rewards this learner receives."""
         return list(self.controls) if self.view is None else list(self.view)
+
+
+@dataclass(frozen=True)
+class Allowed:
+    """The values a parameter may take: a range (either end open or closed) or a set."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: tuple[Any, ...] = ()
+
+    def admits(self, v: Any) -> bool:
+        if self.choices:
+            return v in self.choices
+        return ((self.ge is None or v >= self.ge) and (self.gt is None or v > self.gt)
+                and (self.le is None or v <= self.le) and (self.lt is None or v < self.lt))
+
+    def __str__(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(str(c) for c in self.choices)
+        lo = f"[{self.ge}" if self.ge is not None else f"({self.gt}" if self.gt is not None \
+            else None
+        hi = f"{self.le}]" if self.le is not None else f"{self.lt})" if self.lt is not None \
+            else None
+        if lo and hi:
+            return f"in {lo}, {hi}"
+        return (f">= {self.ge}" if self.ge is not None else f"> {self.gt}") if lo else \
+            (f"<= {self.le}" if self.le is not None else f"< {self.lt}")
+
+
+def param(default: Any, **allowed: Any) -> Any:
+    """A Params field declared with its allowed values (``ge``/``gt``/``le``/``lt`` bounds or
+    ``choices``), which ``parse_params`` checks for every learner: no ``check()`` body needed
+    except for constraints between fields."""
+    return field(default=default, metadata={"allowed": Allowed(**allowed)})
 
 
 def parse_params(params_cls: type, raw: dict[str, Any], algo: str) -> Any:
@@ -91,6 +133,11 @@ def parse_params(params_cls: type, raw: dict[str, Any], algo: str) -> Any:
                 f"got {value!r}"
             ) from None
     out = params_cls(**values)
+    for f in fields.values():
+        allowed = f.metadata.get("allowed")
+        if allowed is not None and not allowed.admits(getattr(out, f.name)):
+            raise LearnerConfigError(f"parameter '{f.name}' for algo '{algo}' must be "
+                                     f"{allowed}, got {getattr(out, f.name)!r}")
     check = getattr(out, "check", None)
     if check is not None:
         check()
@@ -122,6 +169,23 @@ def _coerce(default: Any, value: Any) -> Any:
     return type(default)(value)
 
 
+_keepalive: list[Callable[[], None]] = []
+
+
+def set_keepalive(send: Callable[[], None] | None) -> None:
+    """What ``keepalive()`` calls in this process: the agent loop's heartbeat (None: nothing)."""
+    _keepalive[:] = [send] if send is not None else []
+
+
+def keepalive() -> None:
+    """Call this inside any learning loop that can run for longer than a heartbeat interval
+    (the epochs of an on-policy update, a model fit): it sends a heartbeat when one is due, so
+    the heartbeat timeout can stay short and still catch a dead agent quickly. Cheap: a clock
+    read when none is due. A no-op in a replay."""
+    for send in _keepalive:
+        send()
+
+
 def space_size(space: dict) -> int:
     """Number of discrete values of a Discrete space (error for anything else)."""
     if space.get("type") != "discrete":
@@ -144,7 +208,6 @@ class Learner:
     joint_view: ClassVar[bool] = False    # sees every env agent's obs/reward (centralised mode)
     wants_state: ClassVar[bool] = False   # observe the env's global state (config obs = "auto")
     action_type: ClassVar[str] = "any"    # "box" | "discrete" | "any": action spaces it handles
-    min_heartbeat_timeout: ClassVar[float] = 0.0   # raise the run's default heartbeat timeout
 
     def __init__(self, spec: LearnerSpec) -> None:
         self.spec = spec
@@ -185,6 +248,16 @@ class Learner:
         show in config.toml). Raise LearnerConfigError naming the field."""
         return {}
 
+    @classmethod
+    def turn_schedule(cls, params: dict[str, Any], n_agents: int, seed: int
+                      ) -> dict[str, Any] | None:
+        """The turn schedule the coordinator broadcasts (``turn``) to a learner that learns in
+        turns (``agentd.algorithms.turns``); None for every other learner."""
+        return None
+
+    def set_turns(self, body: dict[str, Any]) -> None:
+        raise LearnerConfigError(f"{self.name} does not learn in turns")
+
     def act(self, obs: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
@@ -208,6 +281,16 @@ class Learner:
     def update(self) -> dict[str, float]:
         """One learning step on what was observed; returns scalar diagnostics."""
         return {}
+
+    def peers_silent(self, silent: frozenset[int]) -> bool:
+        """These awaited neighbours stayed silent past ``peer_timeout``: go ahead without them
+        this step if the learner can (True); False keeps waiting (the default)."""
+        return False
+
+    def on_gap(self, steps: int) -> None:
+        """The run went on without this learner for ``steps`` joint steps (it was restored from
+        a recovery checkpoint, or the env server restarted); the step in flight is dropped.
+        A learner whose state is aligned by the global step skips ahead here."""
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """The learned state, as named arrays (checkpointed at the end of a run)."""

@@ -44,6 +44,7 @@ import numpy as np
 
 from agentd.algorithms.base import Learner, LearnerConfigError, LearnerSpec, Outgoing
 from agentd.algorithms.consensus import LogRatioConsensus
+from agentd.algorithms.consensus_sums import RunningSumConsensus
 from agentd.algorithms.deep_pr import PR_KINDS, DeepPR
 
 MODES = ("batch", "full", "off")
@@ -116,6 +117,9 @@ class DacDeepParams(IsacParams):
     """importance weights exp(c): selfnorm | clip | none"""
     c_clip: float = 2.0
     """|c| is clipped to this before exp (weights within e^-2..e^2 by default)"""
+    running_sums: bool = False
+    """consensus by running sums (mass conserved when messages are lost; on by default with
+    --peer-timeout or --link-schedule, see agentd.algorithms.consensus_sums)"""
 
     def check(self) -> None:
         super().check()
@@ -143,8 +147,11 @@ class DacDeep(Learner):
     @classmethod
     def permitted_kinds(cls, params: dict[str, Any]) -> frozenset[str]:
         kinds = set(cls.peer_kinds)
+        if str(params.get("running_sums", False)).lower() in ("true", "1"):
+            kinds = {"consensus_sum"}
         if params.get("mode") == "off":
             kinds.discard("consensus")
+            kinds.discard("consensus_sum")
         if float(params.get("pr_weight", 0.0)) > 0:
             kinds |= PR_KINDS
         return frozenset(kinds)
@@ -187,7 +194,10 @@ class DacDeep(Learner):
         self.steps = 0                          # joint steps observed (the global step)
         self.k = K
         self.mode = getattr(p, "mode", "off") if spec.neighbours else "off"
-        self.cons = LogRatioConsensus(m, spec.n_agents, spec.weights, spec.agent_id)
+        self.sums = bool(getattr(p, "running_sums", False))
+        self.cons = RunningSumConsensus(m, spec.n_agents, spec.weights, spec.agent_id,
+                                        spec.live) if self.sums else \
+            LogRatioConsensus(m, spec.n_agents, spec.weights, spec.agent_id)
         self.batch_idx: np.ndarray | None = None
         self.last_idx = np.zeros(0, np.int64)
         self.pending_act: tuple[np.ndarray, np.ndarray] | None = None
@@ -224,6 +234,8 @@ class DacDeep(Learner):
         self.r[pos] = reward
         self.done[pos] = terminated
         self.logp_old[pos] = logp
+        if self.sums:
+            self.cons.t_now = self.steps + 1
         self.cons.reset_entries(pos)
         self.count += self.k
         self.size = min(self.size + self.k, len(self.r))
@@ -231,6 +243,20 @@ class DacDeep(Learner):
         self.batch_idx = None
         if self.size >= self.params.start:
             self._begin_update()
+
+    def on_gap(self, steps: int) -> None:
+        """Restored after ``steps`` joint steps without this agent: skip their buffer positions
+        so the buffer stays aligned by the global step with the neighbours' (those positions
+        keep this agent's older entries; their beta and x start over)."""
+        if steps <= 0:
+            return
+        pos = (self.count + np.arange(steps * self.k)) % len(self.r)
+        if self.sums:
+            self.cons.t_now = self.steps + steps
+        self.cons.reset_entries(pos)
+        self.count += steps * self.k
+        self.size = min(self.size + steps * self.k, len(self.r))
+        self.steps += steps
 
     def _begin_update(self) -> None:
         """Choose this step's batch, ask the neighbours for their values of its next states
@@ -266,8 +292,13 @@ class DacDeep(Learner):
 
     # -- messages --------------------------------------------------------------------------
     def outbox(self) -> list[Outgoing]:
-        out = [Outgoing("consensus", j, {"t": t, "r": r, "idx": idx, "x": x})
-               for t, r, idx, x in self.cons.pending_messages() for j in self.spec.neighbours]
+        if self.sums:
+            out = [Outgoing("consensus_sum", j, {"t": t, "r": r, "idx": idx, "s": s, "w": w})
+                   for j, t, r, idx, s, w in self.cons.pending_messages()]
+        else:
+            out = [Outgoing("consensus", j, {"t": t, "r": r, "idx": idx, "x": x})
+                   for t, r, idx, x in self.cons.pending_messages()
+                   for j in self.spec.neighbours]
         if self.pr is not None:
             out += self.queries + self.pr.outbox()
             self.queries = []
@@ -276,10 +307,19 @@ class DacDeep(Learner):
     def inbox(self, src: int, kind: str, body: dict[str, Any]) -> None:
         if kind == "consensus" and "consensus" in self.peer_kinds:
             self.cons.receive(src, body["t"], body["r"], body["idx"], body["x"])
+        elif kind == "consensus_sum" and "consensus_sum" in self.peer_kinds:
+            self.cons.receive(src, body["t"], body["r"], body["idx"], body["s"])
         elif kind in PR_KINDS and self.pr is not None:
             self.pr.receive(src, kind, body, self.target_values)
         else:
             raise LearnerConfigError(f"{self.name} does not accept '{kind}' messages")
+
+    def peers_silent(self, silent: frozenset[int]) -> bool:
+        """Running sums can go ahead without a silent neighbour (its mass comes later)."""
+        if not self.sums or (self.pr is not None and silent & self.pr.waiting_for()):
+            return False
+        self.cons.give_up(silent)
+        return True
 
     def awaiting(self) -> frozenset[int]:
         waiting = self.cons.waiting_for()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agentd.algorithms.base import LearnerConfigError, LearnerSpec
+from agentd.algorithms.base import LearnerConfigError, LearnerSpec, param
 from agentd.algorithms.tabular import TabularLearner, discrete_sizes
 
 
@@ -20,20 +20,16 @@ from agentd.algorithms.tabular import TabularLearner, discrete_sizes
 class QParams:
     """Hyper-parameters of tabular epsilon-greedy Q-learning (defaults tuned on random-mdp)."""
 
-    gamma: float = 0.95
-    """discount factor"""
-    alpha: float = 0.5
+    gamma: float = param(0.95, ge=0.0, le=1.0)
+    """discount factor (1 only on envs whose episodes terminate: lstage, matrix)"""
+    alpha: float = param(0.5, gt=0.0, le=1.0)
     """step size of the Q update"""
-    epsilon: float = 0.05
+    epsilon: float = param(0.05, ge=0.0, le=1.0)
     """probability of a uniformly random action (exploration)"""
 
     def check(self) -> None:
-        if not 0.0 <= self.gamma < 1.0:
-            raise LearnerConfigError(f"parameter 'gamma' must be in [0, 1), got {self.gamma}")
-        if not 0.0 < self.alpha <= 1.0:
-            raise LearnerConfigError(f"parameter 'alpha' must be in (0, 1], got {self.alpha}")
-        if not 0.0 <= self.epsilon <= 1.0:
-            raise LearnerConfigError(f"parameter 'epsilon' must be in [0, 1], got {self.epsilon}")
+        """No constraint between fields; the ranges above are declared. Kept because the
+        learners built on QParams call super().check()."""
 
 
 def epsilon_greedy(rng: np.random.Generator, q_rows: np.ndarray, epsilon: float) -> np.ndarray:
@@ -45,11 +41,24 @@ def epsilon_greedy(rng: np.random.Generator, q_rows: np.ndarray, epsilon: float)
     return np.where(explore, rng.integers(n, size=k), greedy).astype(np.int64)
 
 
+TERMINATING_ENVS = ("lstage", "matrix")      # every episode ends in a terminal state
+
+
 class IQL(TabularLearner):
     """Agent i's private epsilon-greedy Q-learner on its own action."""
 
     name = "iql"
     Params = QParams
+
+    @classmethod
+    def check_run(cls, run: dict) -> dict:
+        """gamma = 1 only where every episode terminates (else Q grows without bound)."""
+        if float(run.get("params", {}).get("gamma", 0.0)) >= 1.0 \
+                and run.get("env") not in TERMINATING_ENVS:
+            raise LearnerConfigError(
+                f"{cls.name}: gamma = 1 needs an env whose episodes terminate "
+                f"({', '.join(TERMINATING_ENVS)}); env {run.get('env')!r} only truncates")
+        return {}
 
     def __init__(self, spec: LearnerSpec) -> None:
         super().__init__(spec)

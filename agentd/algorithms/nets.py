@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from protocols import spaces
+
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
@@ -108,10 +110,7 @@ def load_module_arrays(prefix: str, module: nn.Module, state: dict[str, np.ndarr
 
 
 def box_bounds(space: dict) -> tuple[np.ndarray, np.ndarray]:
-    shape = tuple(space["shape"])
-    low = np.asarray(space["low"], dtype=np.float32).reshape(shape)
-    high = np.asarray(space["high"], dtype=np.float32).reshape(shape)
-    return low, high
+    return spaces.box_bounds(space, np.float32)
 
 
 def optimizer_arrays(prefix: str, opt: torch.optim.Optimizer) -> dict[str, np.ndarray]:

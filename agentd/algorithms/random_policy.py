@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from agentd.algorithms.base import Learner, LearnerConfigError, LearnerSpec
+from protocols.spaces import box_bounds
 
 
 @dataclass
@@ -16,9 +17,7 @@ class RandomParams:
 
 def box_sampling_bounds(space: dict) -> tuple[np.ndarray, np.ndarray]:
     """Finite (low, high) to sample a Box from: an infinite side becomes -1 / 1 (or 2 away)."""
-    shape = tuple(space["shape"])
-    low = np.asarray(space["low"], dtype=np.float64).reshape(shape)
-    high = np.asarray(space["high"], dtype=np.float64).reshape(shape)
+    low, high = box_bounds(space)
     lo = np.where(np.isfinite(low), low, -1.0)
     hi = np.where(np.isfinite(high), high, 1.0)
     # A half-bounded side such as [5, inf) must still give a non-empty interval.

@@ -18,6 +18,7 @@ COMMANDS = {
     "replay": ("agentd.cli.replay_cmd", "replay one agent alone from its message log"),
     "plot": ("agentd.cli.plot_cmd", "plot several runs or replays on one figure"),
     "consensus": ("agentd.cli.consensus_cmd", "consensus diagnostic from a run's checkpoints"),
+    "env": ("agentd.cli.env_cmd", "env check ENV: will this PettingZoo env run under agentd?"),
 }
 
 USAGE = "usage: agentd COMMAND [options]   (agentd COMMAND --help for its options)\n\n" + \

@@ -6,6 +6,7 @@ local address that routes to A, advertises it, and ships its files to A when the
 from __future__ import annotations
 
 import argparse
+import sys
 
 from agentd.cli.join import add_join_flags, join_options, run_joining
 
@@ -22,7 +23,12 @@ def run(argv: list[str]) -> int:
                              "cannot delay the first heartbeats)")
     args = parser.parse_args(argv)
     if args.preload_torch:
-        import torch  # noqa: F401 - the point is the import's side effect (loading it)
+        try:
+            import torch  # noqa: F401 - the point is the import's side effect (loading it)
+        except ImportError:
+            print("agentd agent: --preload-torch, but PyTorch is not installed; install it "
+                  "with: pip install -c constraints.txt 'agentd[deep]'", file=sys.stderr)
+            return 2
     from agentd.agent import run_agent
 
     return run_joining("agentd agent", lambda: run_agent(join_options(args), args.id))

@@ -29,10 +29,22 @@ FLAG_HELP = {
     "heartbeat-timeout": "seconds of silence before a process is declared dead",
     "checkpoint-every": "also checkpoint every agent every this many steps, for "
                         "`agentd consensus` (default 0: only at the end)",
+    "max-msg-bytes": "size cap of one message in bytes (default 16 MiB)",
+    "recovery-every": "recovery checkpoint of every agent's complete state every this many "
+                      "steps, written atomically (default 0: none; a restart then starts over)",
+    "max-restarts": "restart a dead agent or env server up to this many times each, then fail "
+                    "the run (default 0: a dead process ends the run)",
+    "rejoin-timeout": "seconds the coordinator waits for a dead process to rejoin (default 30)",
+    "peer-timeout": "seconds a silent neighbour is waited for before the step goes ahead "
+                    "without it (learners that can: dac-deep with running sums; default 0: "
+                    "wait)",
+    "link-schedule": "file of 'FROM TO I J' lines: edge I-J is down for steps FROM <= t < TO "
+                     "(a time-varying graph; weights: Metropolis-Hastings on the live graph)",
 }
 TYPES = {"n": int, "steps": int, "episode-len": int, "num-envs": int, "seed": int,
          "rows": int, "p": float, "k": int, "rewire": float, "heartbeat-timeout": float,
-         "checkpoint-every": int}
+         "checkpoint-every": int, "max-msg-bytes": int, "recovery-every": int,
+         "max-restarts": int, "rejoin-timeout": float, "peer-timeout": float}
 
 
 def add_run_flags(parser: argparse.ArgumentParser) -> None:

@@ -6,6 +6,39 @@ import argparse
 import sys
 
 from agentd.cli.common import add_run_flags, config_from_args
+from agentd.config import RunConfig
+
+RAY_FLAGS = ("ray_address", "ray_strategy", "ray_cpus", "ray_timeout", "ray_workdir")
+
+
+def add_backend_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=("local", "ray"), default="local",
+                        help="local: processes on this machine (default); ray: actors placed "
+                             "on a Ray cluster (pip install 'agentd[ray]'), secure by default")
+    parser.add_argument("--ray-address", default=None, metavar="HOST:PORT",
+                        help="Ray cluster to join (default: RAY_ADDRESS, else a one-node "
+                             "cluster on this machine, on loopback)")
+    parser.add_argument("--ray-strategy", default=None,
+                        help="placement-group strategy: SPREAD (default), STRICT_SPREAD, PACK, "
+                             "STRICT_PACK")
+    parser.add_argument("--ray-cpus", type=float, default=None, metavar="C",
+                        help="CPUs reserved per process (default 1; fractions allowed)")
+    parser.add_argument("--ray-timeout", type=float, default=None, metavar="S",
+                        help="seconds to wait for the placement and for the coordinator "
+                             "(default 60)")
+    parser.add_argument("--ray-workdir", default=None, metavar="DIR",
+                        help="directory on each node for the processes' private files (keys, "
+                             "files not yet shipped); default the node's temporary directory")
+
+
+def _launch_on_ray(config: RunConfig, args: argparse.Namespace) -> int:
+    from agentd.ray_backend import RayLauncher, RayOptions
+
+    opts = RayOptions(address=args.ray_address, strategy=args.ray_strategy or "SPREAD",
+                      cpus=1.0 if args.ray_cpus is None else args.ray_cpus,
+                      timeout=60.0 if args.ray_timeout is None else args.ray_timeout,
+                      workdir=args.ray_workdir)
+    return RayLauncher(config, opts, quiet=args.quiet, secure=not args.insecure).run()
 
 
 def run(argv: list[str]) -> int:
@@ -20,13 +53,20 @@ def run(argv: list[str]) -> int:
                              "the run directory (RUN/keys)")
     parser.add_argument("--insecure", action="store_true",
                         help="allow plaintext beyond loopback (with --host), on purpose")
+    add_backend_flags(parser)
     args = parser.parse_args(argv)
     if args.secure and args.insecure:
         parser.error("--secure and --insecure contradict each other")
+    if args.backend == "local" and any(getattr(args, f) is not None for f in RAY_FLAGS):
+        parser.error("--ray-* flags need --backend ray")
+    if args.backend == "ray" and args.pin_cpus:
+        parser.error("--pin-cpus is for --backend local (Ray places the processes)")
     config = config_from_args(args)
     from agentd.launcher import Launcher, LaunchError
 
     try:
+        if args.backend == "ray":
+            return _launch_on_ray(config, args)
         return Launcher(config, quiet=args.quiet, pin_cpus=args.pin_cpus,
                         secure=args.secure).run()
     except LaunchError as exc:

@@ -66,6 +66,8 @@ def report(args: argparse.Namespace, pert: Perturbation, res: ReplayResult,
     if res.forced_steps:
         print(f"  {res.forced_steps} updates went ahead without neighbour messages the "
               "learner waited for (withheld by the perturbation)")
+    if res.restarts:
+        print(f"  restored {res.restarts} recovery checkpoint(s) where the live agent restarted")
     if res.truncated_tail:
         print("  the log's last record was truncated (a crash mid-write) and was skipped")
     if res.first_divergence is None:
@@ -98,6 +100,7 @@ def write_dir(out: Path, args: argparse.Namespace, pert: Perturbation, res: Repl
                "peer_messages": res.peer_items, "peer_delivered": res.peer_delivered,
                "actions_compared": res.actions_compared, "actions_equal": res.actions_equal,
                "first_divergence": res.first_divergence, "forced_steps": res.forced_steps,
+               "restarts": res.restarts,
                "state_identical": same}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     np.savez(out / f"agent-{res.agent}.npz", **res.state)

@@ -51,7 +51,7 @@ def check_env_id(env_id: str) -> None:
     """Raise EnvError unless env_id is a built-in or well-formed "module:callable"."""
     if env_id in BUILTIN_ENVS:
         return
-    if isinstance(env_id, str) and ":" in env_id:
+    if isinstance(env_id, str) and (":" in env_id or "." in env_id):
         from coordinator.envs.pettingzoo_env import split_factory_spec
 
         split_factory_spec(env_id)

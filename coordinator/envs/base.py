@@ -29,8 +29,21 @@ class StepResult:
     obs: list[np.ndarray]          # per agent (K, *obs_shape): obs to act on next
     final_obs: list[np.ndarray]    # per agent (K, *obs_shape): s' of this transition
     reward: np.ndarray             # (N, K) float64
-    terminated: np.ndarray         # (K,) bool
-    truncated: np.ndarray          # (K,) bool
+    terminated: np.ndarray         # (K,) bool: the copy's episode ended (all agents done)
+    truncated: np.ndarray          # (K,) bool: ... cut short (cap or an agent's truncation)
+    # (N, K) bool per agent, where agents may finish before their copy (None: as the copy).
+    # An agent that finished stays flagged, with reward 0, until its copy resets.
+    agent_terminated: np.ndarray | None = None
+    agent_truncated: np.ndarray | None = None
+
+    def agent_flags(self, agents: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(terminated, truncated) (K,) as one process acting for these env agents sees
+        them: its own agent's flags, or the copy's when it acts for several."""
+        if len(agents) != 1 or self.agent_terminated is None:
+            return self.terminated, self.truncated
+        assert self.agent_truncated is not None
+        i = agents[0]
+        return self.agent_terminated[i], self.agent_truncated[i]
 
 
 class VecEnv:

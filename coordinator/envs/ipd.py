@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from coordinator.envs.base import EnvError, StepResult, VecEnv
+from protocols.spaces import box_space
 
 COOPERATE, DEFECT = 0, 1
 START = 0
@@ -101,8 +102,7 @@ class IPD(VecEnv):
         self.num_envs, self.episode_len = int(num_envs), int(episode_len)
         self.episodes_per_task, self.onehot = int(episodes_per_task), bool(onehot)
         self.agent_names = ["agent_0", "agent_1"]
-        obs = ({"type": "box", "shape": [N_STATES], "low": [0.0] * N_STATES,
-                "high": [1.0] * N_STATES, "dtype": "float32"} if onehot
+        obs = (box_space([N_STATES], 0.0, 1.0) if onehot
                else {"type": "discrete", "n": N_STATES})
         self.obs_spaces = [obs, dict(obs)]
         self.act_spaces = [{"type": "discrete", "n": N_ACTIONS} for _ in range(2)]

@@ -17,6 +17,10 @@ from typing import Any
 import numpy as np
 
 from coordinator.envs.base import OBS_MODES, EnvError, StepResult, VecEnv
+from coordinator.envs.pz_spaces import describe_space, describe_with_flatten
+from protocols.spaces import box_bounds, obs_dtype
+
+__all__ = ["PettingZooVecEnv", "describe_space", "load_factory", "split_factory_spec"]
 
 _DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
 _SPEC = re.compile(rf"({_DOTTED}):({_DOTTED})")
@@ -26,8 +30,11 @@ def split_factory_spec(spec: str) -> tuple[str, str]:
     """Split "module.path:callable" into its two parts (syntax only, imports nothing)."""
     match = _SPEC.fullmatch(spec.strip()) if isinstance(spec, str) else None
     if match is None:
+        module, _, attr = spec.strip().rpartition(".") if isinstance(spec, str) else ("", "", "")
+        hint = (f" (did you mean '{module}:{attr}'?)"
+                if ":" not in spec and module and _SPEC.fullmatch(f"{module}:{attr}") else "")
         raise EnvError(f"bad env factory {spec!r}: expected 'module.path:callable', "
-                       "e.g. 'mpe2.simple_spread_v3:parallel_env'")
+                       f"e.g. 'mpe2.simple_spread_v3:parallel_env'{hint}")
     return match.group(1), match.group(2)
 
 
@@ -71,23 +78,6 @@ def _import_dotted(name: str) -> Any:
         return getattr(obj, attr)
 
 
-def describe_space(space: Any, agent: str) -> dict:
-    """The plain-dict form of a gymnasium Discrete or Box space (EnvError for others)."""
-    from gymnasium import spaces
-
-    if isinstance(space, spaces.Discrete):
-        if int(space.start) != 0:
-            raise EnvError(f"agent {agent}: Discrete space {space} must start at 0")
-        return {"type": "discrete", "n": int(space.n)}
-    if isinstance(space, spaces.Box):
-        return {"type": "box", "shape": list(space.shape),
-                "low": space.low.astype(np.float64).ravel().tolist(),
-                "high": space.high.astype(np.float64).ravel().tolist(),
-                "dtype": "float32"}
-    raise EnvError(f"agent {agent}: unsupported space {space!r}; only Discrete and Box are "
-                   "supported")
-
-
 class PettingZooVecEnv(VecEnv):
     """K instances of a ParallelEnv stepped together, with auto-reset and an episode cap.
 
@@ -113,19 +103,26 @@ class PettingZooVecEnv(VecEnv):
         self.agent_names = list(first.possible_agents)
         if not self.agent_names:
             raise EnvError(f"{name}: the env has no agents (possible_agents is empty)")
+        self._flatten: list[Any] = [None] * len(self.agent_names)
         if obs_mode == "state":
             state_space = self._state_space(first)
             self.obs_spaces = [dict(state_space) for _ in self.agent_names]
         else:
-            self.obs_spaces = [describe_space(first.observation_space(a), a)
-                               for a in self.agent_names]
-        self.act_spaces = [describe_space(first.action_space(a), a) for a in self.agent_names]
+            described = [describe_with_flatten(first.observation_space(a), a)
+                         for a in self.agent_names]
+            self.obs_spaces = [d for d, _ in described]
+            self._flatten = [f for _, f in described]
+        self.act_spaces = [describe_space(first.action_space(a), a, "action")
+                           for a in self.agent_names]
         self.shared_reward = bool(shared_reward)
         self._act_bounds = [self._bounds(sp) for sp in self.act_spaces]
         self._seed = 0
         self._episodes = np.zeros(self.num_envs, dtype=np.int64)
         self._t = np.zeros(self.num_envs, dtype=np.int64)
         self._last_obs: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        # per copy and agent: finished this episode (terminated or truncated), and terminated
+        self._gone = np.zeros((self.num_envs, len(self.agent_names)), dtype=bool)
+        self._gone_term = np.zeros_like(self._gone)
 
     # ---- VecEnv -------------------------------------------------------------------------
 
@@ -142,27 +139,51 @@ class PettingZooVecEnv(VecEnv):
         n, K = self.n_agents, self.num_envs
         final: list[dict[str, Any]] = []
         reward = np.zeros((n, K), dtype=np.float64)
-        terminated = np.zeros(K, dtype=bool)
-        truncated = np.zeros(K, dtype=bool)
+        agent_term = np.zeros((n, K), dtype=bool)
+        agent_trunc = np.zeros((n, K), dtype=bool)
         for k, env in enumerate(self.envs):
             joint = {a: self._env_action(i, actions[i][k]) for i, a in enumerate(self.agent_names)
                      if a in env.agents}
             obs, rew, term, trunc, _ = env.step(joint)
-            # An agent missing from this step's obs keeps its last observation. In state
-            # mode this is the state at the end of the transition, before any auto-reset.
+            gone = dict(zip(self.agent_names, self._gone[k]))
+            obs = self._flat({a: o for a, o in obs.items() if not gone.get(a, True)})
+            # An agent missing from this step's obs (or finished before it) keeps its last
+            # observation. In state mode this is the state at the end of the transition,
+            # before any auto-reset.
             final.append(self._observation(k, {**self._last_obs[k], **obs}))
-            reward[:, k] = [float(rew.get(a, 0.0)) for a in self.agent_names]
+            # A finished agent gets no reward until its copy resets, whatever the env says.
+            reward[:, k] = [0.0 if self._gone[k, i] else float(rew.get(a, 0.0))
+                            for i, a in enumerate(self.agent_names)]
             self._t[k] += 1
-            terminated[k] = any(bool(v) for v in term.values())
-            truncated[k] = not terminated[k] and (any(bool(v) for v in trunc.values())
-                                                  or self._t[k] >= self.episode_len
-                                                  or not env.agents)
+            agent_term[:, k], agent_trunc[:, k] = self._agent_flags(k, env, term, trunc)
             self._last_obs[k] = final[k]
-            if terminated[k] or truncated[k]:
-                self._episodes[k] += 1
-                self._reset_copy(k)
+        terminated = agent_term.all(axis=0)
+        truncated = agent_trunc.any(axis=0) & (agent_term | agent_trunc).all(axis=0)
+        for k in np.flatnonzero(terminated | truncated):
+            self._episodes[k] += 1
+            self._reset_copy(int(k))
         return StepResult(obs=self._gather(self._last_obs), final_obs=self._gather(final),
-                          reward=reward, terminated=terminated, truncated=truncated)
+                          reward=reward, terminated=terminated, truncated=truncated,
+                          agent_terminated=agent_term, agent_truncated=agent_trunc)
+
+    def _agent_flags(self, k: int, env: Any, term: dict, trunc: dict
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-agent (terminated, truncated) of copy k after a step. An agent that finished
+        earlier stays terminated (or truncated) until the copy resets; the copy ends when no
+        agent is left or at the episode cap, which truncates every agent still playing."""
+        names = self.agent_names
+        done_now = np.array([bool(term.get(a, False)) for a in names])
+        cut_now = np.array([bool(trunc.get(a, False)) and not done_now[i]
+                            for i, a in enumerate(names)])
+        # one that left env.agents with neither flag set is taken as truncated
+        left = np.array([a not in env.agents for a in names]) & ~self._gone[k] & ~done_now
+        done = self._gone_term[k] | done_now
+        cut = (self._gone[k] & ~self._gone_term[k]) | cut_now | left
+        self._gone_term[k] |= done
+        self._gone[k] |= done | cut
+        if self._t[k] >= self.episode_len or self._gone[k].all():
+            cut = cut | ~done
+        return done, cut
 
     def close(self) -> None:
         for env in self.envs:
@@ -191,11 +212,20 @@ class PettingZooVecEnv(VecEnv):
     def _reset_copy(self, k: int) -> None:
         seed = np.random.SeedSequence([self._seed, k, int(self._episodes[k])])
         obs, _ = self.envs[k].reset(seed=int(seed.generate_state(1)[0]))
+        obs = self._flat(obs)
         absent = [a for a in self.agent_names if a not in obs]
         if absent:
             raise EnvError(f"{self.name}: agents {absent} have no observation after reset")
         self._last_obs[k] = self._observation(k, obs)
         self._t[k] = 0
+        self._gone[k] = self._gone_term[k] = False
+
+    def _flat(self, obs: dict[str, Any]) -> dict[str, Any]:
+        """Dict/Tuple observations flattened (see ``pz_spaces``); others as they are."""
+        if not any(self._flatten):
+            return obs
+        where = dict(zip(self.agent_names, self._flatten))
+        return {a: o if where.get(a) is None else where[a](o) for a, o in obs.items()}
 
     def _state_space(self, env: Any) -> dict:
         """The described state_space of env, or EnvError when the env has no global state."""
@@ -204,7 +234,10 @@ class PettingZooVecEnv(VecEnv):
             raise EnvError(f"{self.name} has no global state (no state() / state_space), so "
                            "agents cannot observe it; run with --obs local")
         try:
-            return describe_space(space, "state")
+            desc, flatten = describe_with_flatten(space, "state")
+            if flatten is not None:
+                raise EnvError(f"a {type(space).__name__} state is not flattened")
+            return desc
         except EnvError as exc:
             raise EnvError(f"{self.name}: its state_space cannot be observed ({exc}); run "
                            "with --obs local") from None
@@ -214,7 +247,7 @@ class PettingZooVecEnv(VecEnv):
         if self.obs_mode == "local":
             return local
         try:
-            state = np.asarray(self.envs[k].state(), dtype=np.float32)
+            state = np.asarray(self.envs[k].state(), dtype=obs_dtype(self.obs_spaces[0]))
         except NotImplementedError:
             raise EnvError(f"{self.name} does not implement state(); run with "
                            "--obs local") from None
@@ -227,7 +260,7 @@ class PettingZooVecEnv(VecEnv):
     def _gather(self, per_copy: list[dict[str, Any]]) -> list[np.ndarray]:
         out = []
         for a, space in zip(self.agent_names, self.obs_spaces):
-            dtype = np.int64 if space["type"] == "discrete" else np.float32
+            dtype = obs_dtype(space)
             out.append(np.stack([np.asarray(obs[a], dtype=dtype) for obs in per_copy]))
         return out
 
@@ -235,9 +268,7 @@ class PettingZooVecEnv(VecEnv):
     def _bounds(space: dict) -> tuple[np.ndarray, np.ndarray] | None:
         if space["type"] != "box":
             return None
-        shape = tuple(space["shape"])
-        return (np.asarray(space["low"], dtype=np.float32).reshape(shape),
-                np.asarray(space["high"], dtype=np.float32).reshape(shape))
+        return box_bounds(space, np.float32)
 
     def _env_action(self, i: int, action: np.ndarray) -> Any:
         return int(action) if self._act_bounds[i] is None else action
@@ -265,7 +296,13 @@ class PettingZooVecEnv(VecEnv):
                     raise EnvError(f"{where} must be numbers, got dtype {a.dtype}")
                 a = a.astype(np.float32, copy=False)
                 if not (np.all(a >= bounds[0]) and np.all(a <= bounds[1])):
-                    raise EnvError(f"{where} is outside the Box [{space['low']}, "
-                                   f"{space['high']}] (or not finite)")
-                out.append(a)
+                    raise EnvError(f"{where} is outside the Box [{_brief(space['low'])}, "
+                                   f"{_brief(space['high'])}] (or not finite)")
+                out.append(a.astype(space.get("dtype", "float32"), copy=False))
         return out
+
+
+def _brief(bound: Any) -> str:
+    """A bound for an error message: the number, or the array's range."""
+    arr = np.asarray(bound)
+    return f"{float(arr)}" if arr.ndim == 0 else f"{arr.min()}..{arr.max()} per element"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from coordinator.envs.base import EnvError, StepResult, VecEnv, check_discrete_actions
+from protocols.spaces import box_space
 
 MAX_ENTRIES = 20_000_000          # S * |A|^N * S transition entries are tabulated
 
@@ -57,8 +58,7 @@ class StochasticGame(VecEnv):
         self.places = A ** np.arange(n, dtype=np.int64)   # agent 0 is the least significant
         self.one_hot = bool(one_hot)
         self.agent_names = [f"agent_{i}" for i in range(n)]
-        obs = ({"type": "box", "shape": [S], "low": [0.0] * S, "high": [1.0] * S,
-                "dtype": "float32"} if self.one_hot else {"type": "discrete", "n": S})
+        obs = (box_space([S], 0.0, 1.0) if self.one_hot else {"type": "discrete", "n": S})
         self.obs_spaces = [dict(obs) for _ in range(n)]
         self.act_spaces = [{"type": "discrete", "n": A} for _ in range(n)]
         self.shared_reward = True

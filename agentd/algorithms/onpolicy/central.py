@@ -22,6 +22,22 @@ from agentd.algorithms.base import LearnerConfigError, LearnerSpec
 from agentd.algorithms.onpolicy.learner import OnPolicyLearner, OnPolicyParams
 
 
+def same_space(a: dict, b: dict) -> bool:
+    """Two space dicts describe the same space (a bound may be a number or an array)."""
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+class PerAgent:
+    """Encode (K, m, ...) observations agent by agent into (K, m, d) rows (a class, not a
+    closure: it pickles into a recovery checkpoint)."""
+
+    def __init__(self, encode_one: object, m: int) -> None:
+        self.encode_one, self.m = encode_one, m
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return self.encode_one(obs).reshape(len(obs), self.m, -1)
+
+
 @dataclass
 class CentralParams(OnPolicyParams):
     share_params: bool = False
@@ -38,7 +54,8 @@ class CentralisedOnPolicy(OnPolicyLearner):
     def _spaces(self, spec: LearnerSpec) -> tuple[dict, dict]:
         self.m = len(spec.controls)
         obs, act = spec.obs_spaces, spec.act_spaces
-        if any(sp != obs[0] for sp in obs) or any(sp != act[0] for sp in act):
+        if not all(same_space(sp, obs[0]) for sp in obs) or \
+                not all(same_space(sp, act[0]) for sp in act):
             raise LearnerConfigError(f"{self.name}: every agent needs the same observation and "
                                      "action spaces")
         if act[0].get("type") != "discrete" or obs[0].get("type") not in ("discrete", "box"):
@@ -48,8 +65,7 @@ class CentralisedOnPolicy(OnPolicyLearner):
 
     def __init__(self, spec: LearnerSpec) -> None:
         super().__init__(spec)
-        encode_one, m = self.encode, self.m
-        self.encode = lambda obs: encode_one(obs).reshape(len(obs), m, -1)
+        self.encode = PerAgent(self.encode, self.m)
 
     def build_networks(self, act_space: dict) -> tuple[Any, Any]:
         from agentd.algorithms.onpolicy import central_nets as cn

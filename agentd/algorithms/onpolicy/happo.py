@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from agentd.algorithms.base import LearnerConfigError, LearnerSpec, Outgoing
+from agentd.algorithms.onpolicy.central import PerAgent, same_space
 from agentd.algorithms.onpolicy.ippo import IppoParams
 from agentd.algorithms.onpolicy.learner import OnPolicyLearner
 from agentd.algorithms.onpolicy.losses import ppo_clip_loss
@@ -78,7 +79,8 @@ class HAPPO(OnPolicyLearner):
 
     def _spaces(self, spec: LearnerSpec) -> tuple[dict, dict]:
         self.n, me = len(spec.seen), spec.seen.index(spec.controls[0])
-        if len(spec.controls) != 1 or any(sp != spec.obs_spaces[0] for sp in spec.obs_spaces):
+        if len(spec.controls) != 1 or \
+                not all(same_space(sp, spec.obs_spaces[0]) for sp in spec.obs_spaces):
             raise LearnerConfigError("happo: one env agent per process, and every agent with "
                                      "the same observation space")
         if set(spec.neighbours) != set(range(self.n)) - {spec.agent_id}:
@@ -90,8 +92,7 @@ class HAPPO(OnPolicyLearner):
 
     def __init__(self, spec: LearnerSpec) -> None:
         super().__init__(spec)
-        encode_one, n = self.encode, self.n
-        self.encode = lambda obs: encode_one(obs).reshape(len(obs), n, -1)
+        self.encode = PerAgent(self.encode, self.n)
         # the same minibatches in every agent: the critic replicas stay identical
         self.rng = np.random.default_rng([spec.shared_seed, 0x4A991])
         self.factors: dict[int, np.ndarray] = {}     # iteration -> factor received

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from agentd.algorithms.base import Learner, LearnerConfigError, LearnerSpec
+from agentd.algorithms.base import Learner, LearnerConfigError, LearnerSpec, keepalive
 from agentd.algorithms.onpolicy.rollout import (
     RolloutStore,
     RunningNorm,
@@ -97,7 +97,6 @@ class OnPolicyLearner(Learner):
 
     Params = OnPolicyParams
     needs_torch = True
-    min_heartbeat_timeout = 30.0       # one update per rollout can take seconds under load
 
     def __init__(self, spec: LearnerSpec) -> None:
         super().__init__(spec)
@@ -114,7 +113,7 @@ class OnPolicyLearner(Learner):
         self.head = self.actor.head
         self.opt_actor = torch.optim.Adam(self.actor.parameters(), lr=p.lr, eps=1e-5)
         self.opt_critic = torch.optim.Adam(self.critic.parameters(), lr=p.critic_lr, eps=1e-5)
-        self.to_env = (lambda a: a.astype(np.int64)) if self.head.discrete \
+        self.to_env = policy.discrete_to_env if self.head.discrete \
             else policy.BoxMap(act_space)
         self.store = RolloutStore(p.rollout, spec.num_envs, self.rollout_fields())
         self.vnorm = RunningNorm() if p.value_norm else None
@@ -247,6 +246,7 @@ class OnPolicyLearner(Learner):
                 for key, value in self.step_minibatch({k: v[idx] for k, v in t.items()}).items():
                     sums[key] += value
                 n += 1
+                keepalive()     # an update takes seconds under load: heartbeats go on
         kl = self.batch_kl(t)
         return {**{k: v / n for k, v in sums.items()}, "kl": kl, **self.after_update(kl)}
 

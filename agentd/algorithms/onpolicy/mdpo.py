@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from agentd.algorithms.base import LearnerConfigError, LearnerSpec, Outgoing
+from agentd.algorithms.base import LearnerConfigError, LearnerSpec, Outgoing, keepalive
 from agentd.algorithms.onpolicy.dpo import DPO, DpoParams
 from agentd.algorithms.onpolicy.learner import OnPolicyLearner, batch_with_advantages
 from agentd.algorithms.onpolicy.losses import ppo_clip_loss
@@ -229,6 +229,7 @@ class MDPO(DPO):
                                                        mb["next_obs"], mb["r"])
                 trans, rew = trans + t_loss, rew + r_loss
             self._step(self.opt_model, self.model, trans + rew)
+            keepalive()
         n = len(tensors)
         return {"model_nll": trans.item() / n, "model_reward_mse": rew.item() / n}
 
@@ -243,6 +244,7 @@ class MDPO(DPO):
                 zs = [self.model.latent(j, o, self.gen) for j in range(self.params.history)]
             loss = self.model.predictor_loss(torch.cat(zs[:-1], -1), zs[-1])
             self._step(self.opt_pred, self.model.predictor, loss)
+            keepalive()
         return {"predictor_nll": loss.item()}
 
     def imagine(self, b: dict[str, Any]) -> RolloutStore:

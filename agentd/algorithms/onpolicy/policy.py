@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from protocols.spaces import box_bounds
+
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
@@ -150,10 +152,35 @@ def obs_encoder(space: dict) -> tuple[int, object]:
     """(input width, encode): Discrete observations become one-hot rows, Box ones flat floats."""
     if space["type"] == "discrete":
         n = int(space["n"])
-        eye = np.eye(n, dtype=np.float32)
-        return n, lambda obs: eye[np.asarray(obs, dtype=np.int64).reshape(-1)]
+        return n, OneHot(n)
     dim = int(np.prod(space["shape"]))
-    return dim, lambda obs: np.asarray(obs, dtype=np.float32).reshape(-1, dim)
+    return dim, Flat(dim)
+
+
+class OneHot:
+    """Discrete observations as one-hot float rows (a class, not a closure: it pickles into
+    a recovery checkpoint)."""
+
+    def __init__(self, n: int) -> None:
+        self.eye = np.eye(n, dtype=np.float32)
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return self.eye[np.asarray(obs, dtype=np.int64).reshape(-1)]
+
+
+class Flat:
+    """Box observations as flat float32 rows."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        return np.asarray(obs, dtype=np.float32).reshape(-1, self.dim)
+
+
+def discrete_to_env(a: np.ndarray) -> np.ndarray:
+    """Sampled Discrete actions as the env's int64."""
+    return a.astype(np.int64)
 
 
 class BoxMap:
@@ -162,8 +189,7 @@ class BoxMap:
 
     def __init__(self, space: dict) -> None:
         shape = tuple(space["shape"])
-        self.low = np.asarray(space["low"], dtype=np.float32).reshape(shape)
-        self.high = np.asarray(space["high"], dtype=np.float32).reshape(shape)
+        self.low, self.high = box_bounds(space, np.float32)
         self.bounded = np.isfinite(self.low) & np.isfinite(self.high)
         self.shape = shape
 

@@ -1,0 +1,104 @@
+"""MA2QL, multi-agent alternate Q-learning (seed 003): IQL in turns.
+
+    repeat: for i = 1..n: all agents interact with the environment; agent i updates by Q-learning
+
+Every agent keeps acting (epsilon-greedy on its own Q) all the time; only the agent on turn
+applies its Q-learning update, so it learns a best response to the others' current, fixed
+policies. With each turn's Q-iteration eps-converged, the joint policy converges to a Nash
+equilibrium (which need not be optimal). The turn schedule is the coordinator's
+(``agentd.algorithms.turns``: ``turn_len`` steps per turn, ``turn_order``); the update itself is
+IQL's, tabular (``ma2ql``) or double DQN (``ma2ql-deep``): variants by composition, not copies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from agentd.algorithms.base import LearnerConfigError
+from agentd.algorithms.iql import IQL, QParams
+from agentd.algorithms.iql_deep import DqnParams, IqlDeep
+from agentd.algorithms.turns import ORDERS, TakesTurns
+
+
+def check_turns(turn_len: int, turn_order: str) -> None:
+    if turn_len < 1:
+        raise LearnerConfigError(f"parameter 'turn_len' must be >= 1, got {turn_len}")
+    if turn_order not in ORDERS:
+        raise LearnerConfigError(f"parameter 'turn_order' must be one of {ORDERS}, "
+                                 f"got {turn_order!r}")
+
+
+@dataclass
+class Ma2qlParams(QParams):
+    """Tabular Q-learning's parameters plus the turn schedule."""
+
+    turn_len: int = 20_000
+    """joint steps per turn (seed 003's truncation bound, see agentd.algorithms.turns)"""
+    turn_order: str = "round-robin"
+    """round-robin (agent 0, 1, ..., n-1) or random (a permutation drawn from the run seed)"""
+
+    def check(self) -> None:
+        super().check()
+        check_turns(self.turn_len, self.turn_order)
+
+
+@dataclass
+class Ma2qlDeepParams(DqnParams):
+    """Double DQN's parameters plus the turn schedule."""
+
+    turn_len: int = 5_000
+    """joint steps per turn"""
+    turn_order: str = "round-robin"
+    """round-robin or random (a permutation drawn from the run seed)"""
+
+    def check(self) -> None:
+        super().check()
+        check_turns(self.turn_len, self.turn_order)
+
+
+class MA2QL(TakesTurns, IQL):
+    """Tabular IQL that applies its update only on its turn."""
+
+    name = "ma2ql"
+    Params = Ma2qlParams
+
+    def update(self) -> dict[str, float]:
+        learns = self.on_turn()
+        self.turn_step += 1
+        if not learns:
+            self._batch = None              # the others' experience of this step is not used
+            return {"on_turn": 0.0, "epsilon": self.params.epsilon}
+        return {**super().update(), "on_turn": 1.0}
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {"q": self.q, "turn_step": np.array(self.turn_step)}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        self.q[...] = state["q"]
+        self.turn_step = int(state["turn_step"])
+
+
+class Ma2qlDeep(TakesTurns, IqlDeep):
+    """iql-deep that takes gradient steps only on its turn (it stores every transition)."""
+
+    name = "ma2ql-deep"
+    Params = Ma2qlDeepParams
+
+    def ready(self) -> bool:
+        learns = self.on_turn()
+        self.turn_step += 1
+        return learns and super().ready()
+
+    def update(self) -> dict[str, float]:
+        out = super().update()
+        return {**out, "on_turn": float(self.schedule.agent_at(self.turn_step - 1)
+                                        == self.spec.agent_id)}
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {**super().state_dict(), "turn_step": np.array(self.turn_step)}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        super().load_state_dict(state)
+        self.turn_step = int(state["turn_step"])

@@ -1,0 +1,150 @@
+"""MA2QL vs IQL (tabular) on the cooperative stochastic game of seed 003, with a Nash check.
+
+The game (``stochastic-game``: 30 states, 3 agents, 5 actions, 30-step episodes from state 0)
+has a known model, so every evaluation is exact: the agents' greedy policies argmax_a Q_i(s, a)
+form a deterministic joint policy whose 30-step return from state 0, divided by the optimum
+(finite-horizon DP over the 125 joint actions), is the "normalised return". The Nash check is
+a best response computed by DP for one agent against the others' greedy policies: the joint
+policy is an equilibrium when no agent gains. Two criteria are reported:
+
+* ``gain_disc``: the discounted game the learners optimise (gamma of the learners, stationary
+  policies, infinite horizon) — the criterion of MA2QL's convergence theorem;
+* ``gain_30``: the 30-step undiscounted return from state 0 (a time-dependent best response,
+  stricter than any stationary policy can meet).
+
+``changed`` is the fraction of (agent, state) greedy actions that differ from the previous
+evaluation: an oscillating joint policy keeps it above zero.
+
+Runs use ``agentd.inprocess`` (the agents' own learners, live order, no sockets). ``--check
+RUN_DIR`` instead evaluates the final Q tables of a live ``agentd launch`` run.
+
+Usage::
+
+    python examples/ma2ql_stochastic_game.py --seeds 0 1 2 3 4 --out docs/ma2ql_stochastic_game
+    python examples/ma2ql_stochastic_game.py --check RUN_DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+from agentd.inprocess import build_env, make_learners, run_in_process
+
+PARAMS = {"alpha": 0.1, "epsilon": 0.1, "gamma": 0.95}     # one setting, the same for both
+
+
+def evaluate(env, tables: list[np.ndarray], gamma: float) -> dict[str, float]:
+    """Exact normalised greedy return and the best-response gains of every agent."""
+    pol = np.stack([q.argmax(axis=1) for q in tables])             # (N, S)
+    opt = env.known_returns()["optimal_return"]
+    ret = float(env.values(env.joint_policy(pol), horizon=env.horizon)[0])
+    disc = [env.best_response_gain(pol, i, gamma=gamma)[1] for i in range(len(tables))]
+    fin = [env.best_response_gain(pol, i, horizon=env.horizon)[0] for i in range(len(tables))]
+    return {"norm": ret / opt, "gain_disc": max(disc), "gain_30": max(fin) / abs(opt),
+            "policy": pol}
+
+
+def run_one(algo: str, seed: int, steps: int, k: int, turn_len: int, every: int) -> dict:
+    env = build_env("stochastic-game", 3, num_envs=k, episode_len=30, seed=seed)
+    params = {**PARAMS, **({"turn_len": turn_len} if algo == "ma2ql" else {})}
+    learners = make_learners(algo, env, 3, seed=seed, params=params)
+    curve: list[dict] = []
+    last = [None]
+
+    def on_step(t: int) -> None:
+        if t % every:
+            return
+        ev = evaluate(env, [lr.q for lr in learners], PARAMS["gamma"])
+        pol = ev.pop("policy")
+        ev["changed"] = float(np.mean(pol != last[0])) if last[0] is not None else 1.0
+        last[0] = pol
+        curve.append({"step": t * k, **ev})
+
+    t0 = time.time()
+    run_in_process(env, learners, steps, reset_seed=seed, on_step=on_step)
+    return {"algo": algo, "seed": seed, "curve": curve, "seconds": time.time() - t0,
+            "optimal_return": env.known_returns()["optimal_return"],
+            "random_return": env.known_returns()["random_return"]}
+
+
+def check_run(run_dir: Path) -> None:
+    """The Nash check of a live run: its config's game, its agents' final Q tables."""
+    cfg = tomllib.loads((run_dir / "config.toml").read_text())
+    # the env server builds the game from the run's derived env seed, not --seed itself
+    model_seed = json.loads((run_dir / "seeds.json").read_text())["env_model"]
+    env = build_env(cfg["env"], cfg["n"], episode_len=cfg["episode_len"], seed=model_seed,
+                    env_args=cfg.get("env_args", {}))
+    tables = []
+    for i in range(cfg["n"]):
+        with np.load(run_dir / "checkpoints" / f"agent-{i}.npz") as saved:
+            tables.append(saved["q"])
+    gamma = float(cfg.get("params", {}).get("gamma", 0.95))
+    ev = evaluate(env, tables, gamma)
+    print(f"{run_dir}: normalised greedy return {ev['norm']:.3f}; best-response gain "
+          f"(discounted, gamma {gamma}) {ev['gain_disc']:.4f}; (30-step, / optimum) "
+          f"{ev['gain_30']:.4f}")
+
+
+def plot(runs: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for algo, colour in (("ma2ql", "tab:blue"), ("iql", "tab:red")):
+        for r in (r for r in runs if r["algo"] == algo):
+            x = [c["step"] for c in r["curve"]]
+            for ax, key in zip(axes, ("norm", "gain_disc", "changed")):
+                ax.plot(x, [c[key] for c in r["curve"]], color=colour, alpha=0.6,
+                        label=algo if r["seed"] == runs[0]["seed"] else None)
+    for ax, title in zip(axes, ("normalised greedy return (exact)",
+                                "largest one-agent best-response gain (discounted)",
+                                "fraction of greedy actions changed")):
+        ax.set_title(title)
+        ax.set_xlabel("env transitions")
+        ax.legend()
+    axes[1].set_yscale("symlog", linthresh=0.01)
+    fig.tight_layout()
+    fig.savefig(out.with_suffix(".png"), dpi=90)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--steps", type=int, default=150_000, help="joint steps per run")
+    ap.add_argument("--num-envs", type=int, default=4)
+    ap.add_argument("--turn-len", type=int, default=5_000)
+    ap.add_argument("--every", type=int, default=2_500, help="joint steps between evaluations")
+    ap.add_argument("--out", type=Path, default=Path("docs/ma2ql_stochastic_game"))
+    ap.add_argument("--check", type=Path, help="Nash check of a live run directory instead")
+    args = ap.parse_args()
+    if args.check:
+        check_run(args.check)
+        return
+    runs = []
+    with open(args.out.with_suffix(".jsonl"), "w") as f:
+        for seed in args.seeds:
+            for algo in ("ma2ql", "iql"):
+                r = run_one(algo, seed, args.steps, args.num_envs, args.turn_len, args.every)
+                f.write(json.dumps(r) + "\n")
+                f.flush()
+                end = r["curve"][-1]
+                tail = r["curve"][-4:]
+                print(f"{algo:6s} seed {seed}: norm {end['norm']:.3f} (last 4 evals "
+                      f"{min(c['norm'] for c in tail):.3f}..{max(c['norm'] for c in tail):.3f}), "
+                      f"gain_disc {end['gain_disc']:.4f}, gain_30 {end['gain_30']:.4f}, "
+                      f"changed {np.mean([c['changed'] for c in tail]):.3f}  "
+                      f"[{r['seconds']:.0f} s]", flush=True)
+                runs.append(r)
+    plot(runs, args.out)
+
+
+if __name__ == "__main__":
+    main()

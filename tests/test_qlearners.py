@@ -1,0 +1,307 @@
+"""The Q-learners of seed 003 on hand-checkable cases: the double-DQN target, the turn schedule
+of MA2QL, the QSS backup and ideal next state of I2Q, and their checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agentd.algorithms.base import LearnerConfigError, LearnerSpec
+from agentd.algorithms.buffer import rng_state, set_rng_state
+
+
+def spec(obs, act, params=None, num_envs=1, seed=0, agent_id=0, n_agents=1):
+    return LearnerSpec(agent_id=agent_id, n_agents=n_agents, neighbours=[],
+                       weights={agent_id: 1.0}, obs_spaces=[obs], act_spaces=[act],
+                       controls=[agent_id], num_envs=num_envs, seed=seed,
+                       params=dict(params or {}))
+
+
+def discrete(n):
+    return {"type": "discrete", "n": n}
+
+
+def box(n):
+    return {"type": "box", "shape": [n], "low": [-1.0] * n, "high": [1.0] * n,
+            "dtype": "float32"}
+
+
+def feed(learner, s, a, r, s2, terminated=False):
+    learner.observe(np.array([s]), np.array([a]), np.array([r], dtype=float), np.array([s2]),
+                    np.array([terminated]), np.array([False]))
+    return learner.update()
+
+
+# ---- iql-deep ---------------------------------------------------------------------------
+
+def test_double_dqn_target_by_hand():
+    import torch
+
+    from agentd.algorithms.iql_deep import double_dqn_target
+
+    online = torch.tensor([[1.0, 5.0, 2.0], [0.0, -1.0, 3.0]])
+    target = torch.tensor([[9.0, 4.0, 7.0], [8.0, 6.0, 1.0]])
+    r, done = torch.tensor([1.0, 2.0]), torch.tensor([0.0, 1.0])
+    y = double_dqn_target(online, target, r, done, 0.5)
+    # row 0: the online net picks a = 1, the target values it 4 (not its own max 9): 1 + 2
+    # row 1: terminated, y = r
+    assert y.tolist() == pytest.approx([3.0, 2.0])
+
+
+def test_iql_deep_learner_uses_the_double_target_of_its_own_networks():
+    import torch
+
+    from agentd.algorithms.iql_deep import IqlDeep
+
+    learner = IqlDeep(spec(box(2), discrete(3), {"gamma": 0.9, "start": 2, "batch": 2}))
+    s2 = torch.tensor([[0.1, -0.3], [0.5, 0.2]])
+    with torch.no_grad():       # make the target net differ from the online one
+        for p in learner.q_bar.parameters():
+            p.add_(0.3)
+        qo, qt = learner.q(s2), learner.q_bar(s2)
+    y = learner.td_target(s2, torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.0]))
+    for k in range(2):
+        assert y[k].item() == pytest.approx(float([1.0, 0.0][k] + 0.9 * qt[k, qo[k].argmax()]))
+
+
+def test_iql_deep_epsilon_schedule_discrete_obs_and_checkpoint_round_trip():
+    from agentd.algorithms.iql_deep import IqlDeep
+
+    p = {"start": 4, "batch": 4, "eps_steps": 10, "eps_start": 1.0, "eps_end": 0.1,
+         "target_every": 3}
+    a, b = (IqlDeep(spec(discrete(5), discrete(2), p, seed=3)) for _ in range(2))
+    assert a.epsilon() == 1.0
+    for t in range(6):
+        feed(a, t % 5, t % 2, 1.0, (t + 1) % 5, terminated=t == 4)
+    assert a.epsilon() == pytest.approx(1.0 - 0.6 * 0.9)
+    assert a.updates == 3 and a.buf.count == 6
+    b.load_state_dict(a.state_dict())     # networks, Adam moments, buffer, counters, RNG
+    for t in range(6, 12):
+        sa, sb = feed(a, t % 5, t % 2, 0.5, (t + 2) % 5), feed(b, t % 5, t % 2, 0.5, (t + 2) % 5)
+        assert sa == sb
+        obs = np.array([t % 5])
+        assert (a.act(obs) == b.act(obs)).all()
+    for key, value in a.state_dict().items():
+        np.testing.assert_array_equal(value, b.state_dict()[key], err_msg=key)
+
+
+def test_iql_deep_refuses_box_actions_and_huge_one_hots():
+    from agentd.algorithms.iql_deep import IqlDeep
+
+    with pytest.raises(LearnerConfigError, match="Discrete action space"):
+        IqlDeep(spec(box(2), box(2)))
+    with pytest.raises(LearnerConfigError, match="at most 4096"):
+        IqlDeep(spec(discrete(10_000), discrete(2)))
+    with pytest.raises(LearnerConfigError, match="batch <= start <= buffer"):
+        IqlDeep(spec(box(2), discrete(2), {"start": 10, "batch": 20}))
+
+
+def test_rng_state_round_trip():
+    rng = np.random.default_rng(7)
+    rng.random(3)
+    words = rng_state(rng)
+    other = np.random.default_rng(0)
+    set_rng_state(other, words)
+    assert (rng.random(5) == other.random(5)).all()
+
+
+# ---- ma2ql: the turn schedule -----------------------------------------------------------
+
+def test_turn_schedule_is_round_robin_or_a_seeded_permutation():
+    from agentd.algorithms.turns import TurnSchedule, truncation_sweeps
+
+    rr = TurnSchedule.build(3, 5, "round-robin", seed=1)
+    assert [rr.agent_at(t) for t in range(0, 35, 5)] == [0, 1, 2, 0, 1, 2, 0]
+    assert rr.agent_at(4) == 0 and rr.agent_at(5) == 1
+    perm = TurnSchedule.build(4, 2, "random", seed=9)
+    assert sorted(perm.order) == [0, 1, 2, 3]
+    assert perm == TurnSchedule.build(4, 2, "random", seed=9)
+    for bad in ({"order": [0, 0, 1], "turn_len": 5}, {"order": [0, 1, 2], "turn_len": 0},
+                {"order": "012", "turn_len": 5}):
+        with pytest.raises(LearnerConfigError, match="bad turn schedule"):
+            TurnSchedule.from_body(bad, 3)
+    # seed 003's bound: gamma = 0.99, R = 5, eps = 1 -> 706 sweeps (research §1)
+    assert truncation_sweeps(0.99, 5.0, 1.0) == 706
+
+
+def test_ma2ql_only_the_agent_on_turn_changes_its_table():
+    from agentd.inprocess import build_env, make_learners
+
+    env = build_env("stochastic-game", 3, num_envs=2, episode_len=30, seed=2,
+                    env_args={"n_states": 4, "n_actions": 2})
+    learners = make_learners("ma2ql", env, 3, seed=2, params={"turn_len": 5, "epsilon": 0.5})
+    obs = env.reset(0)
+    changed = {0: 0, 1: 0, 2: 0}
+    for t in range(30):
+        before = [lr.q.copy() for lr in learners]
+        actions = [lr.act(obs[i]) for i, lr in enumerate(learners)]
+        res = env.step(actions)
+        for i, lr in enumerate(learners):
+            lr.observe(obs[i], actions[i], res.reward[i], res.final_obs[i], res.terminated,
+                       res.truncated)
+            scalars = lr.update()
+            assert scalars["on_turn"] == float(i == (t // 5) % 3)
+            if not np.array_equal(before[i], lr.q):
+                assert i == (t // 5) % 3, f"agent {i} learned at step {t}"
+                changed[i] += 1
+        obs = res.obs
+    assert all(v > 0 for v in changed.values()), changed
+
+
+def test_ma2ql_without_a_schedule_says_so():
+    from agentd.algorithms.ma2ql import MA2QL
+
+    learner = MA2QL(spec(discrete(2), discrete(2)))
+    with pytest.raises(LearnerConfigError, match="no turn schedule"):
+        feed(learner, 0, 1, 1.0, 1)
+    with pytest.raises(LearnerConfigError, match="turn_order"):
+        MA2QL(spec(discrete(2), discrete(2), {"turn_order": "sometimes"}))
+
+
+def test_ma2ql_live_run_logs_the_schedule_and_replays_exactly(tmp_path):
+    import subprocess
+
+    from conftest import AGENTD
+
+    from agentd.replay import compare_state, read_agent_log, replay
+
+    run_dir = tmp_path / "run"
+    res = subprocess.run([*AGENTD, "launch", "--quiet", "--run-dir", str(run_dir), "--algo",
+                          "ma2ql", "--env", "stochastic-game", "--n", "3", "--steps", "120",
+                          "--seed", "5", "--param", "turn_len=10", "--param",
+                          "turn_order=random"], capture_output=True, text=True, timeout=120,
+                         check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    schedules = []
+    for agent in range(3):
+        log = read_agent_log(run_dir, agent)
+        schedules.append(log.info["turn"])
+        out = replay(run_dir, agent)
+        assert out.steps == 120 and out.first_divergence is None
+        assert all(compare_state(out.state, run_dir / "checkpoints" / f"agent-{agent}.npz")
+                   .values())
+    assert schedules[0] == schedules[1] == schedules[2]
+    assert schedules[0]["turn_len"] == 10 and sorted(schedules[0]["order"]) == [0, 1, 2]
+
+
+# ---- i2q (tabular) ----------------------------------------------------------------------
+
+def i2q_learner(**params):
+    from agentd.algorithms.i2q import I2Q
+
+    return I2Q(spec(discrete(30), discrete(3), {"alpha": 0.5, "gamma": 1.0, **params}))
+
+
+def test_i2q_qss_backup_and_ideal_next_state_by_hand():
+    learner = i2q_learner()
+    feed(learner, 1, 0, 1.0, 4, terminated=True)
+    feed(learner, 1, 1, 3.0, 5, terminated=True)
+    # (1) terminal: Q_ss(1,4) = 0.5 * 1 = 0.5, Q_ss(1,5) = 1.5; (3) Q(1,0) = 0.5, Q(1,1) = 1.5
+    assert learner.qss == {(1, 4): 0.5, (1, 5): 1.5}
+    assert learner.q[1].tolist() == [0.5, 1.5, 0.0]
+    feed(learner, 0, 0, 0.0, 1)
+    # (1) N(1) = {4, 5}: Q_ss(0,1) = 0.5 * (0 + max(0.5, 1.5)) = 0.75; (3) Q(0,0) = 0.5 * 1.5
+    assert learner.qss[(0, 1)] == 0.75 and learner.q[0, 0] == 0.75
+    # the partner plays otherwise: the same own action 0 now leads to 2, with reward -5
+    scalars = feed(learner, 0, 0, -5.0, 2)
+    assert learner.qss[(0, 2)] == -2.5                   # (1) N(2) is empty: bootstrap 0
+    assert learner.ideal(0, 0) == 1                      # (2) argmax over M(0,0) = {1, 2}
+    # (3) on s'* = 1 with the reward of 0 -> 1: 0.75 + 0.5 * (0 + 1.5 - 0.75) = 1.125
+    # (IQL, on the sampled s' = 2: 0.75 + 0.5 * (-5 + 0 - 0.75) = -2.125)
+    assert learner.q[0, 0] == 1.125 and scalars["ideal_differs"] == 1.0
+    # the mask: own action 1 has only ever led to 3, so Q_ss(0,1) = 0.75 is not its to take
+    feed(learner, 0, 1, 0.0, 3)
+    assert learner.mask[(0, 1)] == [3] and learner.ideal(0, 1) == 3
+    assert learner.q[0, 1] == 0.0
+
+
+def test_i2q_checkpoint_round_trip_and_iql_on_the_same_stream_differs():
+    from agentd.algorithms.iql import IQL
+
+    a, b = i2q_learner(), i2q_learner()
+    iql = IQL(spec(discrete(30), discrete(3), {"alpha": 0.5, "gamma": 1.0}))
+    stream = [(1, 0, 1.0, 4, True), (0, 0, 0.0, 1, False), (0, 0, -5.0, 2, False),
+              (0, 2, 0.5, 6, False), (6, 2, 2.0, 20, True)]
+    for tr in stream[:3]:
+        feed(a, *tr)
+        feed(iql, *tr)
+    b.load_state_dict(a.state_dict())
+    for tr in stream[3:]:
+        assert feed(a, *tr) == feed(b, *tr)
+    for key, value in a.state_dict().items():
+        np.testing.assert_array_equal(value, b.state_dict()[key], err_msg=key)
+    assert iql.q[0, 0] < 0 < a.q[0, 0]
+
+
+def test_i2q_refuses_non_deterministic_and_non_discrete_envs(tmp_path):
+    import subprocess
+
+    from conftest import AGENTD
+
+    from agentd.algorithms.i2q import I2Q
+
+    for env in ("stochastic-game", "random-mdp", "mpe2.simple_spread_v3:parallel_env"):
+        with pytest.raises(LearnerConfigError, match="deterministic env"):
+            I2Q.check_run({"env": env, "params": {}})
+    assert I2Q.check_run({"env": "lstage", "params": {"gamma": 1.0}}) == {}
+    with pytest.raises(LearnerConfigError, match="Discrete observation"):
+        I2Q(spec(box(3), discrete(3)))
+    res = subprocess.run([*AGENTD, "launch", "--run-dir", str(tmp_path / "run"), "--algo", "i2q",
+                          "--env", "stochastic-game", "--n", "3", "--steps", "10"],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode != 0 and "deterministic env" in res.stdout + res.stderr
+    assert not (tmp_path / "run" / "logs").exists()
+    res = subprocess.run([*AGENTD, "launch", "--run-dir", str(tmp_path / "run2"), "--algo",
+                          "iql", "--env", "random-mdp", "--param", "gamma=1", "--steps", "10"],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode != 0 and "episodes terminate" in res.stdout + res.stderr
+
+
+# ---- i2q-deep ---------------------------------------------------------------------------
+
+def test_i2q_deep_target_takes_the_model_state_only_where_qss_prefers_it():
+    import torch
+
+    from agentd.algorithms.i2q_deep import I2qDeep
+    from agentd.algorithms.iql_deep import double_dqn_target
+
+    learner = I2qDeep(spec(box(3), discrete(2), {"gamma": 0.9, "start": 8, "batch": 8}))
+    gen = torch.Generator().manual_seed(0)
+    s, s2 = torch.randn(8, 3, generator=gen), torch.randn(8, 3, generator=gen)
+    a, r, done = torch.tensor([0, 1] * 4), torch.arange(8.0), torch.zeros(8)
+    y, better = learner.ideal_target(s, a, r, s2, done)
+    with torch.no_grad():
+        pred = learner.predict(s, a)
+        own = double_dqn_target(learner.q(s2), learner.q_bar(s2), r, done, 0.9)
+        ideal = double_dqn_target(learner.q(pred), learner.q_bar(pred), r, done, 0.9)
+        prefer = learner.value_ss(learner.qss, s, pred) > learner.value_ss(learner.qss, s, s2)
+    assert 0 < int(prefer.sum()) < 8, "the random networks should prefer some, not all"
+    assert better.tolist() == prefer.tolist()
+    for k in range(8):
+        assert y[k].item() == pytest.approx((ideal if prefer[k] else own)[k].item())
+
+
+def test_i2q_deep_learns_its_forward_model_and_checkpoints_all_five_networks():
+    from agentd.algorithms.i2q_deep import I2qDeep
+
+    p = {"start": 16, "batch": 16, "lam": 0.0, "lr": 0.01}
+    a, b = (I2qDeep(spec(box(2), discrete(2), p, seed=4)) for _ in range(2))
+    rng = np.random.default_rng(0)
+    first = last = None
+    for t in range(300):            # a deterministic 1-D walk: s' = s + (a == 1 ? +0.1 : -0.1)
+        s = rng.uniform(-1, 1, 2).astype(np.float32)
+        act = int(rng.integers(2))
+        s2 = s + (0.1 if act else -0.1)
+        a.observe(s[None], np.array([act]), np.array([0.0]), s2[None], np.array([False]),
+                  np.array([False]))
+        out = a.update()
+        if "model_err" in out:
+            first = out["model_err"] if first is None else first
+            last = out["model_err"]
+    assert last < 0.1 * first, (first, last)
+    state = a.state_dict()
+    assert {"f.0.weight", "qss.0.weight", "qss_bar.0.weight", "q.0.weight", "q_bar.0.weight"} \
+        <= state.keys() and any(k.startswith("opt_f.") for k in state)
+    b.load_state_dict(state)
+    for key, value in b.state_dict().items():
+        np.testing.assert_array_equal(value, state[key], err_msg=key)
