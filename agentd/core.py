@@ -38,10 +38,11 @@ def build_learner(info: dict[str, Any]) -> Learner:
         agent_id=info["id"], n_agents=info["n_procs"],
         neighbours=sorted(int(j) for j in info["neighbours"]),
         weights={int(j): w for j, w in info["weights"].items()},
-        obs_spaces=[spaces["obs"][c] for c in controls],
+        obs_spaces=[spaces["obs"][c] for c in info.get("view", controls)],
         act_spaces=[spaces["act"][c] for c in controls], controls=list(controls),
         num_envs=config["num_envs"], seed=info["seed"], params=config["params"],
         shared_reward=spaces["shared_reward"], shared_seed=int(config["seed"]),
+        view=list(info["view"]) if "view" in info else None,
         live=LiveGraph.of(info["graph_edges"], config["links_down"])
         if config.get("links_down") and "graph_edges" in info else None))
     if "turn" in info:        # the coordinator's turn schedule (MA2QL), received after welcome
@@ -55,6 +56,7 @@ class AgentCore:
     def __init__(self, info: dict[str, Any], learner: Learner) -> None:
         self.learner = learner
         self.controls: list[int] = list(info["controls"])
+        self.view: list[int] = list(info.get("view", self.controls))
         self.episode_len: int = info["config"]["episode_len"]
         self.checkpoint_every: int = info["config"].get("checkpoint_every", 0)
         self.recovery_every: int = info["config"].get("recovery_every", 0)
@@ -146,8 +148,8 @@ class AgentCore:
         self.gap_from = self.env_step     # the learner hears how long at the next reply
 
     def _squeeze(self, arr: np.ndarray) -> np.ndarray:
-        """Drop the controlled-agents axis for a learner that controls one env agent."""
-        return arr[:, 0] if len(self.controls) == 1 else arr
+        """Drop the seen-agents axis for a learner that sees one env agent."""
+        return arr[:, 0] if len(self.view) == 1 else arr
 
     def _metrics(self, step: int) -> dict[str, Any]:
         means = {k: float(np.mean(v)) for k, v in self.scalars.items() if v}

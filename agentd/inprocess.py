@@ -48,12 +48,14 @@ def make_learners(algo: str, env: VecEnv, n: int, topology: str = "ring", seed: 
             params=dict(params or {}), shared_reward=env.shared_reward, shared_seed=seed))]
     graph = build(topology if n > 1 else "complete", n, seed=0)
     w = mixing_matrix(graph, mixing)
+    views = [list(range(n)) if cls.joint_view else [i] for i in range(n)]
     learners = [cls(LearnerSpec(
         agent_id=i, n_agents=n, neighbours=graph.neighbours(i),
         weights={j: float(w[i, j]) for j in [i, *graph.neighbours(i)]},
-        obs_spaces=[env.obs_spaces[i]], act_spaces=[env.act_spaces[i]], controls=[i],
-        num_envs=env.num_envs, seed=seed * 1000 + i, params=dict(params or {}),
-        shared_reward=env.shared_reward, shared_seed=seed)) for i in range(n)]
+        obs_spaces=[env.obs_spaces[j] for j in views[i]], act_spaces=[env.act_spaces[i]],
+        controls=[i], num_envs=env.num_envs, seed=seed * 1000 + i, params=dict(params or {}),
+        shared_reward=env.shared_reward, shared_seed=seed, view=views[i] if cls.joint_view
+        else None)) for i in range(n)]
     schedule = cls.turn_schedule(dict(params or {}), n, seed)
     for learner in learners:    # as the coordinator would broadcast it
         if schedule is not None:
@@ -70,13 +72,15 @@ def run_in_process(env: VecEnv, learners: list[Learner], steps: int, reset_seed:
     codec = Codec()
     info = {"config": {"episode_len": metrics_every, "checkpoint_every": 0}}
     controls = [lr.spec.controls for lr in learners]
-    cores = [AgentCore({**info, "controls": c}, lr) for c, lr in zip(controls, learners)]
+    seen = [lr.spec.seen for lr in learners]
+    cores = [AgentCore({**info, "controls": c, "view": v}, lr)
+             for c, v, lr in zip(controls, seen, learners)]
     out = InProcessRun(learners=list(learners))
     ep_return = np.zeros(env.num_envs)
     obs = env.reset(reset_seed)
     flags = np.zeros(env.num_envs, dtype=bool)
     zero = np.zeros((env.n_agents, env.num_envs))
-    bodies = [_body(0, obs, obs, zero, flags, flags, steps == 0, c) for c in controls]
+    bodies = [_body(0, obs, obs, zero, flags, flags, steps == 0, v) for v in seen]
     for t in range(steps + 1):
         actions = _exchange(cores, bodies, codec, out)
         if t == steps:
@@ -91,7 +95,7 @@ def run_in_process(env: VecEnv, learners: list[Learner], steps: int, reset_seed:
         out.returns += [(t + 1, float(v)) for v in ep_return[done]]
         ep_return[done] = 0.0
         bodies = [_body(t + 1, res.obs, res.final_obs, res.reward, *res.agent_flags(c),
-                        t + 1 == steps, c) for c in controls]
+                        t + 1 == steps, v) for c, v in zip(controls, seen)]
         if on_step is not None:
             on_step(t + 1)
     return out
@@ -99,7 +103,7 @@ def run_in_process(env: VecEnv, learners: list[Learner], steps: int, reset_seed:
 
 def _body(t: int, obs: list, final: list, reward: np.ndarray, term: np.ndarray,
           trunc: np.ndarray, last: bool, ctrl: list[int]) -> dict[str, Any]:
-    """The env server's ``step`` reply for the agent process controlling env agents ctrl."""
+    """The env server's ``step`` reply for the agent process seeing env agents ctrl."""
     return {"t": t, "obs": np.stack([obs[c] for c in ctrl], 1),
             "final_obs": np.stack([final[c] for c in ctrl], 1),
             "reward": np.ascontiguousarray(reward[ctrl].T), "terminated": term,

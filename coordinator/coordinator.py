@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from agentd.accountant import summary_block as dp_summary_block
-from agentd.config import RunConfig, is_private, process_count, to_toml, turn_schedule
+from agentd.config import RunConfig, is_private, process_count, seating, to_toml, turn_schedule
 from agentd.keys import Keys, name_of
 from agentd.msglog import MessageLog
 from agentd.progress import ProgressBar
@@ -111,8 +111,7 @@ class Coordinator:
                            rows=c.rows or None, p=c.p, k=c.k, rewire=c.rewire,
                            seed=derive_seed(c.seed, "graph"), edges_file=c.edges or None)
         self.W = mixing_matrix(self.graph, c.mixing)
-        self.controllers = ({0: list(range(c.n))} if self.n_procs == 1 and c.n > 1
-                            else {i: [i] for i in range(self.n_procs)})
+        self.controllers, self.views = seating(c)
         self.procs: dict[bytes, Proc] = {}
         self.refused: set[bytes] = set()     # connections whose hello was refused
         self.env_proc: Proc | None = None
@@ -283,7 +282,7 @@ class Coordinator:
                 "run_id": self.run_id, "n_procs": self.n_procs,
                 "seeds": {"env_model": derive_seed(c.seed, "env_model"),
                           "env_reset": derive_seed(c.seed, "env_reset")},
-                "controllers": self.controllers}
+                "controllers": self.controllers, "views": self.views}
 
     def on_env_ready(self, proc: Proc, msg: Message) -> None:
         if self.admitted:       # a restarted env server: the agents move to it
@@ -334,6 +333,7 @@ class Coordinator:
                 "neighbours": {j: by_id[j].endpoint for j in neighbours},
                 "weights": {j: float(self.W[i, j]) for j in [i, *neighbours]},
                 "env_endpoint": self.env_proc.endpoint, "controls": self.controllers[i],
+                "view": self.views[i],
                 "graph_edges": [list(e) for e in self.graph.edges],
                 "spaces": self.spaces}
 

@@ -33,6 +33,8 @@ class EnvServer:
         self.config = info["config"]
         self.reset_seed = info["seeds"]["env_reset"]
         self.controls = {int(a): c for a, c in info["controllers"].items()}
+        # what each process is sent: its controlled agents, or all in the centralised mode
+        self.views = {int(a): v for a, v in info.get("views", info["controllers"]).items()}
         self.ids = {peer_identity(a): a for a in self.controls}
         self.route: dict[int, bytes | None] = {}   # agent -> routing id of its connection
         self.rejected: dict[str, int] = {}
@@ -166,9 +168,10 @@ class EnvServer:
         replies = []
         for agent, ctrl in self.controls.items():
             term, trunc = res.agent_flags(ctrl)
-            replies.append((agent, {"t": self.t_step, "obs": _gather(res.obs, ctrl),
-                                    "final_obs": _gather(res.final_obs, ctrl),
-                                    "reward": np.ascontiguousarray(res.reward[ctrl].T),
+            view = self.views[agent]      # obs and rewards: the view (all, when centralised)
+            replies.append((agent, {"t": self.t_step, "obs": _gather(res.obs, view),
+                                    "final_obs": _gather(res.final_obs, view),
+                                    "reward": np.ascontiguousarray(res.reward[view].T),
                                     "terminated": term, "truncated": trunc, "last": last,
                                     **extra},
                             self.route[agent]))

@@ -1,4 +1,5 @@
-"""IPPO vs DPO (or any on-policy learners) on one env, several seeds, equal budget.
+"""IPPO vs DPO (or any learners: the seed-001 baselines too) on one env, several seeds, equal
+budget.
 
 Sweeps run the agents' own learners in one process (``agentd.inprocess``: the same learner
 classes, the same agent-loop order, no sockets) so several seeds fit on a 2-core machine; a
@@ -40,16 +41,46 @@ def parse_kv(items: list[str]) -> dict:
     return out
 
 
+def env_args_for(args: argparse.Namespace, algo: str) -> dict:
+    """The env args, plus continuous actions for a Box-action learner (maddpg) on an mpe2 env
+    whose actions are discrete by default — as ``agentd launch`` resolves it."""
+    from agentd.algorithms import load_learner_class
+
+    env_args = parse_kv(args.env_arg)
+    if load_learner_class(algo).action_type == "box" and args.env.startswith("mpe2."):
+        env_args.setdefault("continuous_actions", True)
+    return env_args
+
+
+def params_for(args: argparse.Namespace, algo: str) -> dict:
+    """The --param values this algo's learner has (``rollout`` means nothing to maddpg); a
+    value no listed algo takes is an error, not silently dropped."""
+    import dataclasses
+
+    from agentd.algorithms import load_learner_class
+
+    def fields(name: str) -> set[str]:
+        params = load_learner_class(name).Params
+        return {f.name for f in dataclasses.fields(params)} if params else set()
+
+    given = parse_kv(args.param)
+    unused = set(given) - set().union(*(fields(a) for a in args.algos))
+    if unused:
+        raise SystemExit(f"--param {sorted(unused)}: no algo in {args.algos} takes it")
+    return {k: v for k, v in given.items() if k in fields(algo)}
+
+
 def run_one(args: argparse.Namespace, algo: str, seed: int) -> dict:
     env = build_env(args.env, args.n, num_envs=args.num_envs, episode_len=args.episode_len,
-                    seed=seed, env_args=parse_kv(args.env_arg))
+                    seed=seed, env_args=env_args_for(args, algo))
     learners = make_learners(algo, env, args.n, topology=args.topology, seed=seed,
-                             params=parse_kv(args.param))
+                             params=params_for(args, algo))
     started = time.monotonic()
     res = run_in_process(env, learners, args.steps, reset_seed=seed)
     env.close()
     return {"algo": algo, "seed": seed, "steps": args.steps, "num_envs": args.num_envs,
-            "seconds": time.monotonic() - started, "returns": res.returns}
+            "seconds": time.monotonic() - started, "returns": res.returns,
+            "env_args": env_args_for(args, algo)}
 
 
 def summary(algo: str, runs: list[dict]) -> str:
@@ -111,7 +142,8 @@ def main() -> None:
     ap.add_argument("--num-envs", type=int, default=8)
     ap.add_argument("--episode-len", type=int, default=25)
     ap.add_argument("--topology", default="ring")
-    ap.add_argument("--param", action="append", default=[], help="KEY=VALUE for every algo")
+    ap.add_argument("--param", action="append", default=[],
+                    help="KEY=VALUE for every algo that has that parameter")
     ap.add_argument("--env-arg", action="append", default=[], help="KEY=VALUE")
     ap.add_argument("--out", type=Path, required=True, help="path prefix of .jsonl and .png")
     args = ap.parse_args()

@@ -220,3 +220,9 @@ register(Kind("policy_params", "peer", {"episode": INT, "logits": Arr(FLOATS, (2
               doc="NON-PRIVATE, opponent-shaping learners with opponent=shared only: the "
                   "policy logits an agent played in an episode (published full-information "
                   "LOLA / Meta-MAPG)", released={"logits": "array"}))
+register(Kind("happo_factor", "peer", {"it": INT, "factor": Arr(FLOATS, (1,), 1 << 22)},
+              doc="NON-PRIVATE, happo only: the compound importance factor M * pi_new/pi_old "
+                  "of iteration it over the sender's batch, to the next agent of that "
+                  "iteration's random order; exact shape (rollout x K,) declared at admission; "
+                  "no DP release declared (a noised factor is no longer a ratio), so a DP run "
+                  "of happo refuses to start"))

@@ -283,7 +283,7 @@ def test_params_coercion_is_strict():
 
 
 @pytest.mark.parametrize(("raw", "words"), [
-    ({"gamma": 1.0}, "parameter 'gamma' for algo 'iql' must be in [0.0, 1.0), got 1.0"),
+    ({"gamma": 1.5}, "parameter 'gamma' for algo 'iql' must be in [0.0, 1.0], got 1.5"),
     ({"alpha": 0.0}, "parameter 'alpha' for algo 'iql' must be in (0.0, 1.0], got 0.0"),
     ({"epsilon": -0.1}, "parameter 'epsilon' for algo 'iql' must be in [0.0, 1.0], got -0.1"),
 ])

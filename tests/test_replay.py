@@ -3,6 +3,7 @@ perturbations change exactly what they say; damaged logs and tampered state are 
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import struct
 import subprocess
@@ -30,6 +31,9 @@ RUN_ARGS = {"dac": [], "iql": [], "central-q": [], "random": [], "pr": [], "dac-
             "i2q-deep": DEEP, "i2q": ["--env", "lstage", "--n", "2", "--topology", "line", "--param", "gamma=1"], "ippo": ONPOLICY, "dpo": ONPOLICY,
             "mdpo": [*ONPOLICY, "--param", "share_latent=true", "--param", "model_steps=5",
                      "--param", "pred_steps=5"]}
+RUN_ARGS.update({   # the seed-001 baselines on the on-policy core (happo: factors cross edges)
+    "ia2c": ONPOLICY, "maa2c": ONPOLICY, "mappo": ONPOLICY, "coma": ONPOLICY, "mat": ONPOLICY,
+    "happo": [*ONPOLICY, "--topology", "complete"]})
 RUN_ARGS.update({   # the opponent-shaping family, private and shared, exact and sampled
     "naive-pg": [*IPD, "--param", "estimator=dice"],
     "lola": [*IPD, "--param", "opponent=shared"],
@@ -272,7 +276,8 @@ def test_perturbations_change_a_communicating_learner(runs_by_algo, tmp_path):
     assert dropped.peer_delivered == 300                               # only agent 2's
 
 
-@pytest.mark.parametrize("algo", ["ippo", "dpo", "mdpo"])
+@pytest.mark.parametrize("algo", ["ippo", "dpo", "mdpo", "ia2c", "maa2c", "mappo", "coma",
+                                  "happo", "mat"])
 def test_onpolicy_conformance_runs_end_with_finite_losses(runs_by_algo, algo):
     """300 steps, rollout 50: six updates per agent, every reported loss finite."""
     import json
@@ -284,3 +289,22 @@ def test_onpolicy_conformance_runs_end_with_finite_losses(runs_by_algo, algo):
     assert len(records) >= 3
     assert all(math.isfinite(r["policy_loss"]) and math.isfinite(r["value_loss"])
                for r in records)
+
+
+def test_happo_factors_cross_exactly_the_edges_of_each_iterations_order(runs_by_algo):
+    """300 steps, rollout 50: six iterations, two happo_factor messages each, each from an
+    agent to the next of that iteration's order (drawn from the run seed, 4) — as the audit
+    lists them; the run is labelled non-private everywhere."""
+    from agentd.algorithms.onpolicy.happo import happo_order
+
+    report = audit_run(runs_by_algo["happo"])
+    want: dict[tuple[str, str], int] = {}
+    for it in range(6):
+        order = happo_order(4, it, 3)
+        for a, b in itertools.pairwise(order):
+            want[(f"agent {a}", f"agent {b}")] = want.get((f"agent {a}", f"agent {b}"), 0) + 1
+    sent = {(e["src"], e["dst"]): e["sent"] for e in report["edges"]
+            if e["kind"] == "happo_factor"}
+    assert sent == want and report["private"] is False
+    assert all(e["sent"] == e["received"] for e in report["edges"] if e["plane"] == "peer")
+    assert report["peer"]["kinds_seen"] == ["happo_factor"] and report["rejections"] == []

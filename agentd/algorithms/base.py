@@ -19,6 +19,12 @@ Spaces travel as plain dicts (see ``protocols.spaces``): ``{"type": "discrete", 
 ``{"type": "box", "shape": [5], "low": -1.0, "high": <ndarray>, "dtype": "float32"}``, a bound
 being one number when uniform, else an array; read them with ``box_bounds``. Box observations
 arrive in the space's dtype (an image as uint8).
+
+The centralised mode (DESIGN §5.4) is one mechanism: the env server replies to each process
+with the observations and rewards of the env agents in its *view*. A process's view is the env
+agents it controls, except for a learner in the centralised mode (``centralised``: one process
+controls them all; ``joint_view``: each process acts for one agent but sees them all), whose
+view is every env agent. obs and reward then carry the view's axis: ``(K, n, ...)``.
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ class LearnerSpec:
     n_agents: int
     neighbours: list[int]
     weights: dict[int, float]          # this agent's row of W (self included), id -> weight
-    obs_spaces: list[dict]             # one per controlled env agent
+    obs_spaces: list[dict]             # one per env agent in its view (see ``seen``)
     act_spaces: list[dict]             # one per controlled env agent
     controls: list[int]                # env agent indices this learner acts for
     num_envs: int
@@ -64,6 +70,12 @@ class LearnerSpec:
     shared_seed: int = 0               # the run seed: the same in every agent (common draws)
     live: Any = None                   # agentd.links.LiveGraph: the graph with its scheduled
     #                                    failures (None: the graph never changes)
+    view: list[int] | None = None      # env agents whose obs/rewards it receives (None: controls)
+
+    @property
+    def seen(self) -> list[int]:
+        """The env agents whose observations and rewards this learner receives."""
+        return list(self.controls) if self.view is None else list(self.view)
 
 
 @dataclass(frozen=True)
@@ -193,6 +205,7 @@ class Learner:
     peer_kinds: ClassVar[frozenset[str]] = frozenset()
     needs_torch: ClassVar[bool] = False
     centralised: ClassVar[bool] = False   # controls every env agent from one process
+    joint_view: ClassVar[bool] = False    # sees every env agent's obs/reward (centralised mode)
     wants_state: ClassVar[bool] = False   # observe the env's global state (config obs = "auto")
     action_type: ClassVar[str] = "any"    # "box" | "discrete" | "any": action spaces it handles
 
@@ -223,6 +236,9 @@ class Learner:
         if cls.centralised:
             return (f"'{cls.name}' is a centralised baseline; one process sees the joint "
                     "observations and actions of all agents (DESIGN §5.4).")
+        if cls.joint_view:
+            return (f"'{cls.name}' runs in the centralised mode: the env server gives every "
+                    "agent the joint observation and rewards of all agents (DESIGN §5.4).")
         return ""
 
     @classmethod

@@ -88,19 +88,39 @@ def double_dqn_target(q_online_next: Any, q_target_next: Any, r: Any, done: Any,
     return r + gamma * (1.0 - done) * q_target_next.gather(1, best).squeeze(1)
 
 
+class _Flatten:
+    """Box observations as float32 rows (a copy: obs may be read-only); a class, not a
+    closure, so a learner holding it pickles into its recovery checkpoint."""
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+
+    def __call__(self, o: Any) -> np.ndarray:
+        return np.array(o, np.float32).reshape(len(o), self.width)
+
+
+class _OneHot:
+    """Discrete observations as one-hot float32 rows."""
+
+    def __init__(self, n: int) -> None:
+        self.eye = np.eye(n, dtype=np.float32)
+
+    def __call__(self, o: Any) -> np.ndarray:
+        return self.eye[np.asarray(o, np.int64).reshape(-1)]
+
+
 def encoder(space: dict, algo: str) -> tuple[int, Any]:
     """(input width, obs -> float32 rows) for a Box (flattened) or Discrete (one-hot) space."""
     if space.get("type") == "box":
         width = int(np.prod(space["shape"]))
-        return width, lambda o: np.array(o, np.float32).reshape(len(o), width)   # a copy: obs may be read-only
+        return width, _Flatten(width)
     if space.get("type") == "discrete":
         n = int(space["n"])
         if n > MAX_ONE_HOT:
             raise LearnerConfigError(f"{algo}: a Discrete observation of {n} values is one-hot "
                                      f"encoded and must have at most {MAX_ONE_HOT} (use the "
                                      "tabular learner)")
-        eye = np.eye(n, dtype=np.float32)
-        return n, lambda o: eye[np.asarray(o, np.int64).reshape(-1)]
+        return n, _OneHot(n)
     raise LearnerConfigError(f"{algo} needs Box or Discrete observations, got {space}")
 
 

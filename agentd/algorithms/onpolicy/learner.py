@@ -105,14 +105,11 @@ class OnPolicyLearner(Learner):
         from agentd.algorithms import nets
         from agentd.algorithms.onpolicy import policy
 
-        self.torch, self.nets, p = torch, nets, self.params
+        self.torch, self.nets, self.policy, p = torch, nets, policy, self.params
         obs_space, act_space = self._spaces(spec)
         self.obs_dim, self.encode = policy.obs_encoder(obs_space)
         self.gen = nets.setup_torch(spec.seed, p.threads)
-        self.actor = policy.Actor(self.obs_dim, act_space, p.hidden, p.layers, p.activation,
-                                  p.layer_norm, p.log_std_init)
-        self.critic = policy.ValueNet(self.obs_dim, p.hidden, p.layers, p.activation,
-                                      p.layer_norm)
+        self.actor, self.critic = self.build_networks(act_space)
         self.head = self.actor.head
         self.opt_actor = torch.optim.Adam(self.actor.parameters(), lr=p.lr, eps=1e-5)
         self.opt_critic = torch.optim.Adam(self.critic.parameters(), lr=p.critic_lr, eps=1e-5)
@@ -133,6 +130,13 @@ class OnPolicyLearner(Learner):
                 raise LearnerConfigError(f"{self.name} needs a Discrete or Box {what} space, "
                                          f"got {space}")
         return obs, act
+
+    def build_networks(self, act_space: dict) -> tuple[Any, Any]:
+        """(actor, critic): pi(a|o) and V(o) on this agent's encoded observation."""
+        p, policy = self.params, self.policy
+        return (policy.Actor(self.obs_dim, act_space, p.hidden, p.layers, p.activation,
+                             p.layer_norm, p.log_std_init),
+                policy.ValueNet(self.obs_dim, p.hidden, p.layers, p.activation, p.layer_norm))
 
     def rollout_fields(self) -> dict[str, tuple[tuple[int, ...], Any]]:
         act_dtype = np.int64 if self.head.discrete else np.float32
@@ -155,8 +159,16 @@ class OnPolicyLearner(Learner):
             a = self.head.sample(dist, self.gen)
             logp = self.head.log_prob(dist, a)
         self.pending = {"obs": x, "act": a.numpy(), "logp": logp.numpy(),
-                        "dist": dist.numpy(), "value": self._value_of_obs(x)}
+                        "dist": dist.numpy(), "value": self.value_of(x, a)}
         return self.to_env(a.numpy())
+
+    def value_of(self, x: np.ndarray, a: Any) -> np.ndarray:
+        """The critic's value stored with an action: V(o) (COMA: Q(s, u) of the joint u)."""
+        return self._value_of_obs(x)
+
+    def next_value_of(self, next_x: np.ndarray) -> np.ndarray:
+        """The value of a transition's next observation, V(o') (COMA: Q(s', u'), u' ~ pi)."""
+        return self.values(next_x)
 
     def _value_of_obs(self, x: np.ndarray) -> np.ndarray:
         """V(o), reusing V(s') from the last observe where no episode restarted (the same
@@ -171,7 +183,7 @@ class OnPolicyLearner(Learner):
         assert self.pending is not None, "observe before act"
         term = np.asarray(terminated, dtype=bool)
         next_x = self.encode(next_obs)
-        next_v = self.values(next_x)
+        next_v = self.next_value_of(next_x)
         self.store.add(**self.pending, **self.extra_row(next_x),
                        reward=np.asarray(reward, np.float64), next_value=next_v,
                        terminated=term, done=term | np.asarray(truncated, dtype=bool))
@@ -186,9 +198,12 @@ class OnPolicyLearner(Learner):
     def update(self) -> dict[str, float]:
         if not self.store.full:
             return {}
+        return self.update_on(self.training_batch())
+
+    def update_on(self, batch: dict[str, np.ndarray]) -> dict[str, float]:
+        """Train one iteration on ``batch`` and empty the rollout store."""
         self._next_values = None                  # the critic is about to change
         started = time.perf_counter()
-        batch = self.training_batch()
         self.store.reset()
         scalars = self.train(batch)
         self.iteration += 1
@@ -203,6 +218,11 @@ class OnPolicyLearner(Learner):
                     ) -> tuple[Any, dict[str, float]]:
         """The algorithm's loss on a minibatch (to minimise) and scalars to report."""
         raise NotImplementedError
+
+    def critic_values(self, mb: dict[str, Any]) -> Any:
+        """The critic's estimates for a minibatch, the quantity the value loss fits (V(o);
+        COMA's Q(s, u) needs the joint action too)."""
+        return self.critic(mb["obs"])
 
     def after_update(self, kl: float) -> dict[str, float]:
         """Called once per iteration with D_KL^avg(pi_old || pi_new) over the batch."""
@@ -239,7 +259,7 @@ class OnPolicyLearner(Learner):
         entropy = self.head.entropy(dist).mean()
         pi_loss, info = self.policy_loss(mb, dist, logp)
         self._step(self.opt_actor, self.actor, pi_loss - p.ent_coef * entropy)
-        v_loss = value_loss(self.critic(mb["obs"]), mb["value_n"], mb["ret_n"], p.value_clip)
+        v_loss = value_loss(self.critic_values(mb), mb["value_n"], mb["ret_n"], p.value_clip)
         self._step(self.opt_critic, self.critic, v_loss)
         return {"policy_loss": pi_loss.item(), "value_loss": v_loss.item(),
                 "entropy": entropy.item(), **info}
@@ -285,7 +305,13 @@ def batch_with_advantages(store: RolloutStore, gamma: float, lam: float
                           ) -> dict[str, np.ndarray]:
     """Flat (T*K) training arrays of a filled store plus GAE advantages and returns."""
     d, t = store.data, store.t
-    adv, ret = gae(d["reward"][:t], d["value"][:t], d["next_value"][:t], d["terminated"][:t],
-                   d["done"][:t], gamma, lam)
+    # per-agent values (COMA's Q^i) under a team reward and per-copy flags: give those the
+    # agents' axis, so nothing broadcasts along the wrong one
+    extra = (1,) * (d["value"].ndim - d["reward"].ndim)
+    widen = {k: d[k][:t].reshape(d[k][:t].shape + extra) for k in ("reward", "terminated", "done")}
+    adv, ret = gae(np.broadcast_to(widen["reward"], d["value"][:t].shape), d["value"][:t],
+                   d["next_value"][:t], widen["terminated"], widen["done"], gamma, lam)
     out = {name: store.flat(name) for name in ("obs", "act", "logp", "dist", "value")}
-    return {**out, "adv": adv.reshape(-1), "ret": ret.reshape(-1)}
+    rows = t * store.num_envs
+    return {**out, "adv": adv.reshape(rows, *adv.shape[2:]),
+            "ret": ret.reshape(rows, *ret.shape[2:])}

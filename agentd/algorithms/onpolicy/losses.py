@@ -48,3 +48,19 @@ def dpo_loss(logp: torch.Tensor, logp_old: torch.Tensor, adv: torch.Tensor, kl: 
     else:
         sqrt_term = torch.sqrt(kl.mean().clamp_min(0.0) + SQRT_EPS)
     return -surrogate + beta_sqrt * sqrt_term + beta_kl * kl.mean()
+
+
+def a2c_loss(logp: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+    """The advantage actor-critic (REINFORCE with a baseline) loss:  -E[ log pi(a|o) A ]."""
+    return -(logp * adv).mean()
+
+
+def coma_advantage(q: torch.Tensor, pi: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    """COMA's counterfactual advantage per agent (seed 001 / Foerster et al. 2018, eq. 4):
+
+        A^i(s, u) = Q(s, u) - sum_{u'} pi^i(u'|tau^i) Q(s, (u^{-i}, u'))
+
+    ``q`` (..., m, n_actions) holds Q(s, (u^{-i}, u')) for every own action u' of agent i,
+    ``pi`` (..., m, n_actions) the agents' policies, ``act`` (..., m) the actions taken."""
+    taken = q.gather(-1, act.long().unsqueeze(-1)).squeeze(-1)
+    return taken - (pi * q).sum(-1)

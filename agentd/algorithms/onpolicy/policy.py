@@ -64,7 +64,9 @@ class CategoricalHead(nn.Module):
         return self.out(h)
 
     def sample(self, dist: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        return torch.multinomial(dist.softmax(-1), 1, generator=gen).squeeze(-1)
+        """One action per row of logits, any leading shape ((K,) or (K, m) for a joint act)."""
+        probs = dist.softmax(-1).reshape(-1, dist.shape[-1])
+        return torch.multinomial(probs, 1, generator=gen).reshape(dist.shape[:-1])
 
     def log_prob(self, dist: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         return dist.log_softmax(-1).gather(-1, a.long().unsqueeze(-1)).squeeze(-1)
