@@ -164,8 +164,11 @@ class RayLauncher:
         strategy = PlacementGroupSchedulingStrategy(placement_group=group,
                                                     placement_group_bundle_index=index)
         role = ["envserver"] if name == "envserver" else ["agent", "--id", name.split("-")[1]]
+        # A member waits for its welcome as long as the coordinator waits for everyone to join
+        # (many actors start slowly), not the by-hand default.
         argv = [*role, "--join", endpoint, "--bind", "tcp://{ip}:*", *self._flags(security),
-                "--run-dir", "{home}/run"]
+                "--run-dir", "{home}/run",
+                "--join-timeout", f"{self.config.join_timeout + 30.0:g}"]
         # Ray restarts a lost actor (its process with it) up to max_restarts times; a process
         # that dies under a live actor is restarted by _supervise. The coordinator counts both.
         self._actor(name, security, strategy, argv, out=None, run=(str(self.run_dir), run_id),
