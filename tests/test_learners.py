@@ -310,3 +310,47 @@ def test_declared_choices_and_one_sided_bounds():
         parse_params(P, {"act": "gelu"}, "x")
     with pytest.raises(LearnerConfigError, match="'hidden' for algo 'x' must be >= 1, got 0"):
         parse_params(P, {"hidden": 0}, "x")
+
+
+# One declared bound per learner, at its edge where the bound is open or closed; central-q,
+# ia2c and coma change a parent's default and must keep the parent's declared range.
+DECLARED_BOUND = {
+    "dac": ("gamma", 1.0, "in [0.0, 1.0)"),
+    "iql": ("epsilon", 1.5, "in [0.0, 1.0]"),
+    "central-q": ("alpha", 0.0, "in (0.0, 1.0]"),
+    "pr": ("beta", 1.0, "in [0.0, 1.0)"),
+    "i2q": ("gamma", -0.1, "in [0.0, 1.0]"),
+    "dac-deep": ("mode", "gossip", "one of batch, full, off"),
+    "isac": ("pr_weight", 1.5, "in [0.0, 1.0]"),
+    "maddpg": ("tau", 0.0, "in (0.0, 1.0]"),
+    "iql-deep": ("eps_end", 1.5, "in [0.0, 1.0]"),
+    "ma2ql": ("turn_order", "shuffled", "one of round-robin, random"),
+    "ma2ql-deep": ("turn_len", 0, ">= 1"),
+    "i2q-deep": ("lam", -0.01, ">= 0.0"),
+    "ippo": ("clip", 1.0, "in (0.0, 1.0)"),
+    "happo": ("clip", 0.0, "in (0.0, 1.0)"),
+    "dpo": ("delta", 1.0, "> 1.0"),
+    "mdpo": ("history", 1, ">= 2"),
+    "mappo": ("activation", "gelu", "one of relu, tanh"),
+    "mat": ("heads", 0, ">= 1"),
+    "ia2c": ("epochs", 0, ">= 1"),
+    "maa2c": ("value_clip", -0.1, ">= 0.0"),
+    "coma": ("gamma", 1.0, "in [0.0, 1.0)"),
+    "naive-pg": ("opponent", "spy", "one of model, shared"),
+    "lola": ("eta", -1.0, ">= 0.0"),
+    "meta-pg": ("chain", 0, ">= 1"),
+    "meta-mapg": ("estimator", "dice", "one of exact"),
+}
+
+
+@pytest.mark.parametrize("algo", sorted(ALGORITHMS))
+def test_every_learner_has_valid_defaults_and_refuses_a_declared_bound(algo):
+    params_cls = load_learner_class(algo).Params
+    assert parse_params(params_cls, {}, algo) == params_cls()
+    if algo == "random":
+        return                                  # no hyper-parameters
+    field, bad, allowed = DECLARED_BOUND[algo]
+    with pytest.raises(LearnerConfigError) as info:
+        parse_params(params_cls, {field: bad}, algo)
+    assert str(info.value) == (f"parameter '{field}' for algo '{algo}' must be {allowed}, "
+                               f"got {bad!r}")

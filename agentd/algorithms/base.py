@@ -134,7 +134,7 @@ def parse_params(params_cls: type, raw: dict[str, Any], algo: str) -> Any:
             ) from None
     out = params_cls(**values)
     for f in fields.values():
-        allowed = f.metadata.get("allowed")
+        allowed = _declared(params_cls, f.name)
         if allowed is not None and not allowed.admits(getattr(out, f.name)):
             raise LearnerConfigError(f"parameter '{f.name}' for algo '{algo}' must be "
                                      f"{allowed}, got {getattr(out, f.name)!r}")
@@ -142,6 +142,16 @@ def parse_params(params_cls: type, raw: dict[str, Any], algo: str) -> Any:
     if check is not None:
         check()
     return out
+
+
+def _declared(params_cls: type, name: str) -> Allowed | None:
+    """The allowed values of field ``name``, from the nearest class that declares them: a
+    subclass that only changes a default (``alpha: float = 1.0``) keeps its parent's range."""
+    for cls in params_cls.__mro__:
+        f = vars(cls).get("__dataclass_fields__", {}).get(name)
+        if f is not None and "allowed" in f.metadata:
+            return f.metadata["allowed"]
+    return None
 
 
 _BOOL_WORDS = {"true": True, "false": False, "1": True, "0": False}

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agentd.algorithms.base import LearnerConfigError, LearnerSpec
+from agentd.algorithms.base import LearnerConfigError, LearnerSpec, param
 from agentd.algorithms.tabular import TabularLearner, discrete_sizes
 
 
@@ -31,11 +31,11 @@ class DACParams:
     beta = 0.01 barely moves the policy in 40k steps.
     """
 
-    gamma: float = 0.95
+    gamma: float = param(0.95, ge=0.0, lt=1.0)
     """discount factor"""
-    alpha: float = 0.5
+    alpha: float = param(0.5, gt=0.0, le=1.0)
     """critic step size alpha (fast time scale)"""
-    beta: float = 0.1
+    beta: float = param(0.1, gt=0.0, le=1.0)
     """actor step size beta (slow time scale, beta <= alpha)"""
     t_min: float = -10.0
     """lower clip T_m for the preferences zeta (keeps every action's probability > 0)"""
@@ -43,12 +43,6 @@ class DACParams:
     """upper clip T_M for the preferences zeta"""
 
     def check(self) -> None:
-        if not 0.0 <= self.gamma < 1.0:
-            raise LearnerConfigError(f"dac: gamma must be in [0, 1), got {self.gamma}")
-        for name in ("alpha", "beta"):
-            value = getattr(self, name)
-            if not 0.0 < value <= 1.0:
-                raise LearnerConfigError(f"dac: {name} must be in (0, 1], got {value}")
         if self.beta > self.alpha:
             raise LearnerConfigError(
                 f"dac: beta ({self.beta}) must be <= alpha ({self.alpha}): the actor runs on "

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from agentd.algorithms.base import Learner, LearnerConfigError, LearnerSpec, Outgoing
+from agentd.algorithms.base import Learner, LearnerConfigError, LearnerSpec, Outgoing, param
 from agentd.algorithms.consensus import LogRatioConsensus
 from agentd.algorithms.consensus_sums import RunningSumConsensus
 from agentd.algorithms.deep_pr import PR_KINDS, DeepPR
@@ -55,83 +55,54 @@ WEIGHTS = ("selfnorm", "clip", "none")
 class IsacParams:
     """Hyper-parameters shared by dac-deep and isac."""
 
-    gamma: float = 0.95
+    gamma: float = param(0.95, ge=0.0, lt=1.0)
     """discount factor"""
-    lr_critic: float = 1e-3
+    lr_critic: float = param(1e-3, gt=0.0, le=1.0)
     """critic step size (alpha in Algorithm 2)"""
-    lr_actor: float = 3e-4
+    lr_actor: float = param(3e-4, gt=0.0, le=1.0)
     """actor step size (beta in Algorithm 2; slower than the critic)"""
-    tau: float = 0.01
+    tau: float = param(0.01, gt=0.0, le=1.0)
     """target critic Polyak step (epsilon in Algorithm 2)"""
-    batch: int = 128
+    batch: int = param(128, ge=1)
     """experiences per update"""
-    buffer: int = 100_000
+    buffer: int = param(100_000, ge=1)
     """replay buffer capacity (entries; K per joint step)"""
     start: int = 1_000
     """entries in the buffer before updates begin"""
-    hidden: int = 64
+    hidden: int = param(64, ge=1)
     """units in each of the two hidden layers"""
-    ent: float = 0.05
+    ent: float = param(0.05, ge=0.0)
     """entropy bonus weight in the actor objective (0: the paper's eq. 62)"""
-    threads: int = 1
+    threads: int = param(1, ge=1)
     """torch intra-op threads in this process (N agent processes share the cores)"""
-    pr_weight: float = 0.0
+    pr_weight: float = param(0.0, ge=0.0, le=1.0)
     """deep policy reciprocity: weight w of the neighbours' values in the TD target (0: off)"""
-    pr_eps: float = 0.0
+    pr_eps: float = param(0.0, ge=0.0)
     """PR adjacency level: adjacency states lie within this L-inf distance of s'"""
-    pr_samples: int = 0
+    pr_samples: int = param(0, ge=0)
     """PR adjacency states per next state (0: the exact next state only)"""
 
     def check(self) -> None:
-        if not 0.0 <= self.pr_weight <= 1.0:
-            raise LearnerConfigError(f"parameter 'pr_weight' must be in [0, 1], "
-                                     f"got {self.pr_weight}")
-        if self.pr_eps < 0 or self.pr_samples < 0:
-            raise LearnerConfigError("parameters 'pr_eps' and 'pr_samples' must be >= 0")
-        for name in ("lr_critic", "lr_actor", "tau"):
-            if not 0.0 < getattr(self, name) <= 1.0:
-                raise LearnerConfigError(f"parameter '{name}' must be in (0, 1], "
-                                         f"got {getattr(self, name)}")
-        if not 0.0 <= self.gamma < 1.0:
-            raise LearnerConfigError(f"parameter 'gamma' must be in [0, 1), got {self.gamma}")
-        for name in ("batch", "buffer", "hidden", "threads"):
-            if getattr(self, name) < 1:
-                raise LearnerConfigError(f"parameter '{name}' must be >= 1, "
-                                         f"got {getattr(self, name)}")
         if self.start < self.batch:
             raise LearnerConfigError(f"parameter 'start' ({self.start}) must be >= batch "
                                      f"({self.batch})")
-        if self.ent < 0:
-            raise LearnerConfigError(f"parameter 'ent' must be >= 0, got {self.ent}")
 
 
 @dataclass
 class DacDeepParams(IsacParams):
     """isac's parameters plus the consensus and the importance weights."""
 
-    mode: str = "batch"
+    mode: str = param("batch", choices=MODES)
     """consensus: batch (gossip on the shared update batch) | full (whole buffer) | off"""
-    rounds: int = 1
+    rounds: int = param(1, ge=1)
     """gossip rounds per step (batch mode; full mode always runs the paper's one round)"""
-    weights: str = "selfnorm"
+    weights: str = param("selfnorm", choices=WEIGHTS)
     """importance weights exp(c): selfnorm | clip | none"""
-    c_clip: float = 2.0
+    c_clip: float = param(2.0, gt=0.0)
     """|c| is clipped to this before exp (weights within e^-2..e^2 by default)"""
     running_sums: bool = False
     """consensus by running sums (mass conserved when messages are lost; on by default with
     --peer-timeout or --link-schedule, see agentd.algorithms.consensus_sums)"""
-
-    def check(self) -> None:
-        super().check()
-        if self.mode not in MODES:
-            raise LearnerConfigError(f"parameter 'mode' must be one of {MODES}, got {self.mode!r}")
-        if self.weights not in WEIGHTS:
-            raise LearnerConfigError(f"parameter 'weights' must be one of {WEIGHTS}, "
-                                     f"got {self.weights!r}")
-        if self.rounds < 1:
-            raise LearnerConfigError(f"parameter 'rounds' must be >= 1, got {self.rounds}")
-        if self.c_clip <= 0:
-            raise LearnerConfigError(f"parameter 'c_clip' must be > 0, got {self.c_clip}")
 
 
 class DacDeep(Learner):

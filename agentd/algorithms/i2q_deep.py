@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from agentd.algorithms.base import LearnerConfigError
+from agentd.algorithms.base import param
 from agentd.algorithms.iql_deep import DqnParams, IqlDeep, double_dqn_target
 
 
@@ -32,13 +32,8 @@ from agentd.algorithms.iql_deep import DqnParams, IqlDeep, double_dqn_target
 class I2qDeepParams(DqnParams):
     """Double DQN's parameters plus the forward model's weight."""
 
-    lam: float = 0.01
+    lam: float = param(0.01, ge=0.0)
     """alpha of lambda = alpha / mean|Q_ss(s, f)| (the official code swept 0.005..0.05)"""
-
-    def check(self) -> None:
-        super().check()
-        if self.lam < 0:
-            raise LearnerConfigError(f"parameter 'lam' must be >= 0, got {self.lam}")
 
 
 class I2qDeep(IqlDeep):

@@ -27,10 +27,6 @@ class QParams:
     epsilon: float = param(0.05, ge=0.0, le=1.0)
     """probability of a uniformly random action (exploration)"""
 
-    def check(self) -> None:
-        """No constraint between fields; the ranges above are declared. Kept because the
-        learners built on QParams call super().check()."""
-
 
 def epsilon_greedy(rng: np.random.Generator, q_rows: np.ndarray, epsilon: float) -> np.ndarray:
     """One action per row of q_rows (K, A): greedy with random tie-breaks, else uniform."""

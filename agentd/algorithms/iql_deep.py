@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from agentd.algorithms.base import Learner, LearnerConfigError, LearnerSpec
+from agentd.algorithms.base import Learner, LearnerConfigError, LearnerSpec, param
 from agentd.algorithms.buffer import ReplayBuffer, rng_state, set_rng_state
 from agentd.algorithms.iql import epsilon_greedy
 
@@ -35,47 +35,32 @@ MAX_ONE_HOT = 4096          # a larger Discrete observation is a job for the tab
 class DqnParams:
     """Hyper-parameters of a per-agent double DQN."""
 
-    gamma: float = 0.95
+    gamma: float = param(0.95, ge=0.0, lt=1.0)
     """discount factor"""
-    lr: float = 5e-4
+    lr: float = param(5e-4, gt=0.0, le=1.0)
     """Adam step size"""
-    batch: int = 64
+    batch: int = param(64, ge=1)
     """experiences per update"""
-    buffer: int = 50_000
+    buffer: int = param(50_000, ge=1)
     """replay buffer capacity (entries; K per joint step)"""
     start: int = 1_000
     """entries in the buffer before updates begin"""
-    hidden: int = 64
+    hidden: int = param(64, ge=1)
     """units in each of the two hidden layers"""
-    eps_start: float = 1.0
+    eps_start: float = param(1.0, ge=0.0, le=1.0)
     """epsilon at step 0"""
-    eps_end: float = 0.05
+    eps_end: float = param(0.05, ge=0.0, le=1.0)
     """epsilon after eps_steps joint steps"""
-    eps_steps: int = 20_000
+    eps_steps: int = param(20_000, ge=1)
     """joint steps of the linear epsilon decay"""
-    target_every: int = 200
+    target_every: int = param(200, ge=1)
     """updates between copies of the online network into the target"""
-    train_every: int = 1
+    train_every: int = param(1, ge=1)
     """joint steps between updates"""
-    threads: int = 1
+    threads: int = param(1, ge=1)
     """torch intra-op threads in this process (N agent processes share the cores)"""
 
     def check(self) -> None:
-        if not 0.0 <= self.gamma < 1.0:
-            raise LearnerConfigError(f"parameter 'gamma' must be in [0, 1), got {self.gamma}")
-        for name in ("lr",):
-            if not 0.0 < getattr(self, name) <= 1.0:
-                raise LearnerConfigError(f"parameter '{name}' must be in (0, 1], "
-                                         f"got {getattr(self, name)}")
-        for name in ("eps_start", "eps_end"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise LearnerConfigError(f"parameter '{name}' must be in [0, 1], "
-                                         f"got {getattr(self, name)}")
-        for name in ("batch", "buffer", "hidden", "eps_steps", "target_every", "train_every",
-                     "threads"):
-            if getattr(self, name) < 1:
-                raise LearnerConfigError(f"parameter '{name}' must be >= 1, "
-                                         f"got {getattr(self, name)}")
         if not self.batch <= self.start <= self.buffer:
             raise LearnerConfigError(f"need batch <= start <= buffer, got {self.batch}, "
                                      f"{self.start}, {self.buffer}")

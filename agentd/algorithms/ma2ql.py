@@ -16,46 +16,30 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agentd.algorithms.base import LearnerConfigError
+from agentd.algorithms.base import param
 from agentd.algorithms.iql import IQL, QParams
 from agentd.algorithms.iql_deep import DqnParams, IqlDeep
 from agentd.algorithms.turns import ORDERS, TakesTurns
-
-
-def check_turns(turn_len: int, turn_order: str) -> None:
-    if turn_len < 1:
-        raise LearnerConfigError(f"parameter 'turn_len' must be >= 1, got {turn_len}")
-    if turn_order not in ORDERS:
-        raise LearnerConfigError(f"parameter 'turn_order' must be one of {ORDERS}, "
-                                 f"got {turn_order!r}")
 
 
 @dataclass
 class Ma2qlParams(QParams):
     """Tabular Q-learning's parameters plus the turn schedule."""
 
-    turn_len: int = 20_000
+    turn_len: int = param(20_000, ge=1)
     """joint steps per turn (seed 003's truncation bound, see agentd.algorithms.turns)"""
-    turn_order: str = "round-robin"
+    turn_order: str = param("round-robin", choices=ORDERS)
     """round-robin (agent 0, 1, ..., n-1) or random (a permutation drawn from the run seed)"""
-
-    def check(self) -> None:
-        super().check()
-        check_turns(self.turn_len, self.turn_order)
 
 
 @dataclass
 class Ma2qlDeepParams(DqnParams):
     """Double DQN's parameters plus the turn schedule."""
 
-    turn_len: int = 5_000
+    turn_len: int = param(5_000, ge=1)
     """joint steps per turn"""
-    turn_order: str = "round-robin"
+    turn_order: str = param("round-robin", choices=ORDERS)
     """round-robin or random (a permutation drawn from the run seed)"""
-
-    def check(self) -> None:
-        super().check()
-        check_turns(self.turn_len, self.turn_order)
 
 
 class MA2QL(TakesTurns, IQL):

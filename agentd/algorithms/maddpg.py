@@ -19,20 +19,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agentd.algorithms.base import Learner, LearnerConfigError, LearnerSpec
+from agentd.algorithms.base import Learner, LearnerConfigError, LearnerSpec, param
 
 
 @dataclass
 class MaddpgParams:
-    gamma: float = 0.95
+    gamma: float = param(0.95, ge=0.0, lt=1.0)
     """discount factor"""
     lr_critic: float = 1e-3
     """critic step size"""
     lr_actor: float = 3e-4
     """actor step size"""
-    tau: float = 0.01
+    tau: float = param(0.01, gt=0.0, le=1.0)
     """Polyak step of the target networks"""
-    batch: int = 128
+    batch: int = param(128, ge=1)
     """experiences per update"""
     buffer: int = 100_000
     """replay buffer capacity (joint entries)"""
@@ -40,17 +40,15 @@ class MaddpgParams:
     """entries before updates begin"""
     hidden: int = 64
     """units in each of the two hidden layers"""
-    noise: float = 0.1
+    noise: float = param(0.1, ge=0.0)
     """std of the exploration noise on the squashed action"""
     threads: int = 1
     """torch intra-op threads"""
 
     def check(self) -> None:
-        if self.start < self.batch or self.batch < 1 or self.buffer < self.start:
-            raise LearnerConfigError("maddpg: need 1 <= batch <= start <= buffer, got "
+        if self.start < self.batch or self.buffer < self.start:
+            raise LearnerConfigError("maddpg: need batch <= start <= buffer, got "
                                      f"{self.batch}, {self.start}, {self.buffer}")
-        if not 0.0 <= self.gamma < 1.0 or not 0.0 < self.tau <= 1.0 or self.noise < 0:
-            raise LearnerConfigError("maddpg: gamma in [0, 1), tau in (0, 1], noise >= 0")
 
 
 class Maddpg(Learner):

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from agentd.algorithms.base import LearnerConfigError, LearnerSpec, Outgoing
+from agentd.algorithms.base import LearnerConfigError, LearnerSpec, Outgoing, param
 from agentd.algorithms.iql import IQL, QParams
 
 
@@ -42,21 +42,12 @@ class PRParams(QParams):
     """step size of the Q update"""
     epsilon: float = 0.1
     """probability of a uniformly random action (exploration)"""
-    beta: float = 0.05
+    beta: float = param(0.05, ge=0.0, lt=1.0)
     """reciprocity coupling: pull toward the neighbours' values (0 = IQL)"""
-    lam: float = 0.5
+    lam: float = param(0.5, ge=0.0, le=1.0)
     """weight of the adjacency space in Q~ (0 = exact state only)"""
-    eps: int = 1
+    eps: int = param(1, ge=0)
     """adjacency level: states within this digit distance are adjacent"""
-
-    def check(self) -> None:
-        super().check()
-        if not 0.0 <= self.beta < 1.0:
-            raise LearnerConfigError(f"parameter 'beta' must be in [0, 1), got {self.beta}")
-        if not 0.0 <= self.lam <= 1.0:
-            raise LearnerConfigError(f"parameter 'lam' must be in [0, 1], got {self.lam}")
-        if self.eps < 0:
-            raise LearnerConfigError(f"parameter 'eps' must be >= 0, got {self.eps}")
 
 
 class PR(IQL):

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from agentd.algorithms.base import LearnerConfigError
+from agentd.algorithms.base import param
 from agentd.algorithms.onpolicy.learner import OnPolicyLearner, OnPolicyParams
 from agentd.algorithms.onpolicy.losses import dpo_loss
 
@@ -36,31 +36,20 @@ BETA_BOUNDS = (1e-3, 1e3)
 
 @dataclass
 class DpoParams(OnPolicyParams):
-    beta_sqrt: float = 1.0
+    beta_sqrt: float = param(1.0, ge=BETA_BOUNDS[0], le=BETA_BOUNDS[1])
     """beta_1, initial weight of the sqrt-KL penalty"""
-    beta_kl: float = 1.0
+    beta_kl: float = param(1.0, ge=BETA_BOUNDS[0], le=BETA_BOUNDS[1])
     """beta_2, initial weight of the KL penalty"""
-    d_target: float = 0.01
+    d_target: float = param(0.01, gt=0.0)
     """target KL per update"""
-    delta: float = 1.5
+    delta: float = param(1.5, gt=1.0)
     """tolerance factor around d_target"""
-    omega: float = 2.0
+    omega: float = param(2.0, gt=1.0)
     """beta multiplier when the KL leaves the tolerance band"""
     div_n: bool = False
     """multiply L^i by 1/N (the slides; off in the reference code)"""
-    sqrt_of: str = "sample"
+    sqrt_of: str = param("sample", choices=("sample", "mean"))
     """sample: E[sqrt(KL)] (the code) | mean: sqrt(E[KL]) (the slides)"""
-
-    def check(self) -> None:
-        super().check()
-        if self.sqrt_of not in ("sample", "mean"):
-            raise LearnerConfigError(f"parameter 'sqrt_of' must be sample or mean, "
-                                     f"got {self.sqrt_of!r}")
-        if self.delta <= 1.0 or self.omega <= 1.0 or self.d_target <= 0:
-            raise LearnerConfigError("DPO needs delta > 1, omega > 1 and d_target > 0")
-        for name in ("beta_sqrt", "beta_kl"):
-            if not BETA_BOUNDS[0] <= getattr(self, name) <= BETA_BOUNDS[1]:
-                raise LearnerConfigError(f"parameter '{name}' must be in {list(BETA_BOUNDS)}")
 
 
 def adapt_betas(betas: np.ndarray, kl: float, d_target: float, delta: float, omega: float

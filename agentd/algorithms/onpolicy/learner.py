@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from agentd.algorithms.base import Learner, LearnerConfigError, LearnerSpec, keepalive
+from agentd.algorithms.base import Learner, LearnerConfigError, LearnerSpec, keepalive, param
 from agentd.algorithms.onpolicy.rollout import (
     RolloutStore,
     RunningNorm,
@@ -38,58 +38,45 @@ from agentd.algorithms.onpolicy.rollout import (
 class OnPolicyParams:
     """Shared hyper-parameters; defaults follow DPO's reference code (research notes §3)."""
 
-    rollout: int = 200
+    rollout: int = param(200, ge=1)
     """joint steps per iteration (the batch is rollout x num_envs transitions)"""
-    epochs: int = 15
+    epochs: int = param(15, ge=1)
     """passes over the batch per iteration"""
-    minibatches: int = 1
+    minibatches: int = param(1, ge=1)
     """minibatches per pass"""
-    lr: float = 5e-4
+    lr: float = param(5e-4, gt=0.0, le=1.0)
     """actor step size (Adam, eps 1e-5)"""
-    critic_lr: float = 5e-4
+    critic_lr: float = param(5e-4, gt=0.0, le=1.0)
     """critic step size"""
-    gamma: float = 0.99
+    gamma: float = param(0.99, ge=0.0, lt=1.0)
     """discount factor"""
-    lam: float = 0.95
+    lam: float = param(0.95, ge=0.0, le=1.0)
     """GAE lambda"""
-    ent_coef: float = 0.01
+    ent_coef: float = param(0.01, ge=0.0)
     """entropy bonus weight"""
-    max_grad_norm: float = 10.0
+    max_grad_norm: float = param(10.0, ge=0.0)
     """gradient-norm clip of each network (0: off)"""
-    value_clip: float = 0.2
+    value_clip: float = param(0.2, ge=0.0)
     """PPO-style value clipping range in normalised units (0: off)"""
     norm_adv: bool = True
     """normalise advantages over the batch"""
     value_norm: bool = True
     """the critic learns running-normalised value targets"""
-    hidden: int = 128
+    hidden: int = param(128, ge=1)
     """units per hidden layer"""
-    layers: int = 2
+    layers: int = param(2, ge=1)
     """hidden layers of the actor and critic bodies"""
-    activation: str = "relu"
+    activation: str = param("relu", choices=("relu", "tanh"))
     """relu | tanh"""
     layer_norm: bool = True
     """LayerNorm on the input and after each hidden layer"""
     log_std_init: float = -0.5
     """initial log-std of the Gaussian head (Box actions)"""
-    threads: int = 1
+    threads: int = param(1, ge=1)
     """torch intra-op threads in this process"""
 
     def check(self) -> None:
-        for name in ("rollout", "epochs", "minibatches", "hidden", "layers", "threads"):
-            if getattr(self, name) < 1:
-                raise LearnerConfigError(f"parameter '{name}' must be >= 1, "
-                                         f"got {getattr(self, name)}")
-        for name in ("lr", "critic_lr"):
-            if not 0.0 < getattr(self, name) <= 1.0:
-                raise LearnerConfigError(f"parameter '{name}' must be in (0, 1]")
-        if not (0.0 <= self.gamma < 1.0 and 0.0 <= self.lam <= 1.0):
-            raise LearnerConfigError("parameters 'gamma' in [0, 1) and 'lam' in [0, 1]")
-        if min(self.ent_coef, self.max_grad_norm, self.value_clip) < 0:
-            raise LearnerConfigError("ent_coef, max_grad_norm and value_clip must be >= 0")
-        if self.activation not in ("relu", "tanh"):
-            raise LearnerConfigError(f"parameter 'activation' must be relu or tanh, "
-                                     f"got {self.activation!r}")
+        """No constraint between fields; kept because the learners on this core call it."""
 
 
 class OnPolicyLearner(Learner):

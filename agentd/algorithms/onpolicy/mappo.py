@@ -13,20 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from agentd.algorithms.base import LearnerConfigError
+from agentd.algorithms.base import param
 from agentd.algorithms.onpolicy.central import CentralisedOnPolicy, CentralParams
 from agentd.algorithms.onpolicy.losses import ppo_clip_loss
 
 
 @dataclass
 class MappoParams(CentralParams):
-    clip: float = 0.2
+    clip: float = param(0.2, gt=0.0, lt=1.0)
     """PPO clip range epsilon"""
-
-    def check(self) -> None:
-        super().check()
-        if not 0.0 < self.clip < 1.0:
-            raise LearnerConfigError(f"parameter 'clip' must be in (0, 1), got {self.clip}")
 
 
 class MAPPO(CentralisedOnPolicy):

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from agentd.algorithms.base import LearnerConfigError
+from agentd.algorithms.base import LearnerConfigError, param
 from agentd.algorithms.onpolicy.central import CentralisedOnPolicy
 from agentd.algorithms.onpolicy.losses import ppo_clip_loss, value_loss
 from agentd.algorithms.onpolicy.mappo import MappoParams
@@ -28,9 +28,9 @@ from agentd.algorithms.onpolicy.mappo import MappoParams
 class MatParams(MappoParams):
     """MAPPO's parameters (``share_params`` does not apply: MAT is one network) plus its own."""
 
-    heads: int = 1
+    heads: int = param(1, ge=1)
     """attention heads"""
-    blocks: int = 1
+    blocks: int = param(1, ge=1)
     """encoder and decoder blocks (the paper's MPE setting)"""
     width: int = 64
     """token width (the paper's n_embd on MPE)"""
@@ -39,8 +39,9 @@ class MatParams(MappoParams):
 
     def check(self) -> None:
         super().check()
-        if self.heads < 1 or self.blocks < 1 or self.width % self.heads:
-            raise LearnerConfigError("mat: heads, blocks >= 1 and width divisible by heads")
+        if self.width % self.heads:
+            raise LearnerConfigError(f"mat: width ({self.width}) must be divisible by heads "
+                                     f"({self.heads})")
 
 
 class MAT(CentralisedOnPolicy):

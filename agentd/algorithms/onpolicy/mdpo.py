@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from agentd.algorithms.base import LearnerConfigError, LearnerSpec, Outgoing, keepalive
+from agentd.algorithms.base import LearnerConfigError, LearnerSpec, Outgoing, keepalive, param
 from agentd.algorithms.onpolicy.dpo import DPO, DpoParams
 from agentd.algorithms.onpolicy.learner import OnPolicyLearner, batch_with_advantages
 from agentd.algorithms.onpolicy.losses import ppo_clip_loss
@@ -40,49 +40,34 @@ from agentd.algorithms.onpolicy.rollout import RolloutStore
 
 @dataclass
 class MdpoParams(DpoParams):
-    base: str = "dpo"
+    base: str = param("dpo", choices=("dpo", "ippo"))
     """policy update on the model rollouts: dpo | ippo"""
     clip: float = 0.2
     """PPO clip range (base = ippo)"""
     predict: bool = True
     """latent prediction f_zeta (false: MDPO without prediction, z ~ psi_l)"""
-    latent_dim: int = 8
+    latent_dim: int = param(8, ge=1)
     """dimension of z"""
-    history: int = 3
+    history: int = param(3, ge=2)
     """l: latent functions and rollouts remembered"""
-    branch_len: int = 5
+    branch_len: int = param(5, ge=1)
     """imagined steps per branched rollout"""
-    branches: int = 0
+    branches: int = param(0, ge=0)
     """branched rollouts per iteration (0: one from every real transition of the rollout)"""
-    model_steps: int = 50
+    model_steps: int = param(50, ge=0)
     """gradient steps on P, R, psi_l per iteration"""
-    pred_steps: int = 25
+    pred_steps: int = param(25, ge=0)
     """gradient steps on f_zeta per iteration"""
-    model_batch: int = 128
+    model_batch: int = param(128, ge=1)
     """samples per buffer per model step"""
     model_lr: float = 1e-3
     """step size of the model and the predictor"""
-    model_hidden: int = 64
+    model_hidden: int = param(64, ge=1)
     """hidden units of psi, the model trunk and f_zeta"""
     share_latent: bool = False
     """send neighbours the predicted latent each step and condition the model on theirs"""
-    obs_model: str = "auto"
+    obs_model: str = param("auto", choices=("auto", "categorical", "gaussian"))
     """P_theta over o': categorical | gaussian | auto (categorical for Discrete observations)"""
-
-    def check(self) -> None:
-        super().check()
-        if self.obs_model not in ("auto", "categorical", "gaussian"):
-            raise LearnerConfigError("parameter 'obs_model' must be auto, categorical or "
-                                     f"gaussian, got {self.obs_model!r}")
-        if self.base not in ("dpo", "ippo"):
-            raise LearnerConfigError(f"parameter 'base' must be dpo or ippo, got {self.base!r}")
-        if self.history < 2:
-            raise LearnerConfigError("parameter 'history' (l) must be >= 2")
-        for name in ("latent_dim", "branch_len", "model_batch", "model_hidden"):
-            if getattr(self, name) < 1:
-                raise LearnerConfigError(f"parameter '{name}' must be >= 1")
-        if min(self.branches, self.model_steps, self.pred_steps) < 0:
-            raise LearnerConfigError("branches, model_steps and pred_steps must be >= 0")
 
 
 class MDPO(DPO):

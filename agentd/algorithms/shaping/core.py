@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from agentd.algorithms.base import Learner, LearnerConfigError, LearnerSpec, Outgoing
+from agentd.algorithms.base import Learner, LearnerConfigError, LearnerSpec, Outgoing, param
 from agentd.algorithms.shaping.observed import Episode, OpponentModel, PayoffFit
 from coordinator.envs.ipd import N_ACTIONS, N_STATES
 
@@ -37,39 +37,21 @@ class ShapingParams:
     """Hyper-parameters every shaping learner has (defaults: the official exact LOLA setting,
     alshedivat/lola, translated to two logits per state; see ``lr``)."""
 
-    gamma: float = 0.96
+    gamma: float = param(0.96, ge=0.0, lt=1.0)
     """discount factor of the values the learner climbs"""
-    lr: float = 0.5
+    lr: float = param(0.5, ge=0.0)
     """step size on the 5 x 2 logits (0.5 here moves the logit difference like the official
     lr = 1 on one sigmoid logit per state)"""
-    opponent: str = "model"
+    opponent: str = param("model", choices=OPPONENT_MODES)
     """where the opponent's policy comes from: model (private) | shared (NOT private)"""
-    estimator: str = "exact"
+    estimator: str = param("exact", choices=ESTIMATORS)
     """exact: closed-form values of the 5-state chain | dice: DiCE on the K logged episodes"""
-    init_std: float = 0.7071
+    init_std: float = param(0.7071, ge=0.0)
     """std of the initial logits (the logit difference is then N(0, 1), as officially)"""
-    model_decay: float = 0.5
+    model_decay: float = param(0.5, ge=0.0, le=1.0)
     """opponent model: factor by which past counts are kept at each episode (0..1)"""
-    threads: int = 1
+    threads: int = param(1, ge=1)
     """torch intra-op threads"""
-
-    def check(self) -> None:
-        _choice("opponent", self.opponent, OPPONENT_MODES)
-        _choice("estimator", self.estimator, ESTIMATORS)
-        if not 0.0 <= self.gamma < 1.0:
-            raise LearnerConfigError(f"parameter 'gamma' must be in [0, 1), got {self.gamma}")
-        if not 0.0 <= self.model_decay <= 1.0:
-            raise LearnerConfigError(f"parameter 'model_decay' must be in [0, 1], got "
-                                     f"{self.model_decay}")
-        if self.lr < 0 or self.init_std < 0 or self.threads < 1:
-            raise LearnerConfigError("parameters 'lr' and 'init_std' must be >= 0 and "
-                                     "'threads' >= 1")
-
-
-def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise LearnerConfigError(f"parameter '{name}' must be one of {', '.join(allowed)}, "
-                                 f"got {value!r}")
 
 
 def softmax(z: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agentd.algorithms.base import LearnerConfigError
+from agentd.algorithms.base import param
 from agentd.algorithms.shaping.core import ShapingLearner, ShapingParams
 from agentd.algorithms.shaping.observed import Episode
 
@@ -28,13 +28,8 @@ from agentd.algorithms.shaping.observed import Episode
 class LolaParams(ShapingParams):
     """LOLA's settings (official exact: lr 1, lr_correction 1 on one sigmoid logit per state)."""
 
-    eta: float = 0.5
+    eta: float = param(0.5, ge=0.0)
     """the opponent's assumed step size in the look-ahead (official lr_correction 1)"""
-
-    def check(self) -> None:
-        super().check()
-        if self.eta < 0:
-            raise LearnerConfigError(f"parameter 'eta' must be >= 0, got {self.eta}")
 
 
 class Lola(ShapingLearner):

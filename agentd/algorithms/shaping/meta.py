@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from agentd.algorithms.base import LearnerConfigError, LearnerSpec
+from agentd.algorithms.base import LearnerConfigError, LearnerSpec, param
 from agentd.algorithms.shaping.core import ShapingLearner, ShapingParams
 from agentd.algorithms.shaping.observed import Episode, OpponentModel
 
@@ -41,21 +41,14 @@ from agentd.algorithms.shaping.observed import Episode, OpponentModel
 class MetaParams(ShapingParams):
     """Meta-learning settings; ``lr`` is the outer step on theta (0: no meta-learning)."""
 
-    inner_lr: float = 0.5
+    inner_lr: float = param(0.5, ge=0.0)
     """inner-loop step size on the logits (the naive learner's lr)"""
-    chain: int = 2
+    estimator: str = param("exact", choices=("exact",))
+    """exact only: the meta-gradient is taken through the closed-form values"""
+    chain: int = param(2, ge=1)
     """L: inner-loop steps per task (the task lasts L + 1 episodes)"""
     init: str = ""
     """run directory whose checkpoints give the initial theta (empty: random)"""
-
-    def check(self) -> None:
-        super().check()
-        if self.estimator != "exact":
-            raise LearnerConfigError("meta-pg and meta-mapg support estimator = exact only "
-                                     f"(got {self.estimator!r})")
-        if self.chain < 1 or self.inner_lr < 0:
-            raise LearnerConfigError(f"parameters 'chain' must be >= 1 and 'inner_lr' >= 0, "
-                                     f"got {self.chain} and {self.inner_lr}")
 
 
 class MetaPG(ShapingLearner):
