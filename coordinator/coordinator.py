@@ -530,7 +530,7 @@ class Coordinator:
                    "steps_per_s": (env_stats or {}).get("steps_per_s", self.env_rate),
                    "wall_s": round(time.monotonic() - self.started, 2),
                    **return_figures(self.metrics.returns), "private": is_private(c),
-                   **known_return_figures(c, self.metrics.returns),
+                   **known_return_figures(c, self.metrics.returns, self.run_dir),
                    "secure": self.transport.secure, "insecure": c.insecure,
                    "security": self.security_summary(agents, env_stats), "files": files,
                    "peer_bytes_per_edge_per_step": self.peer_bytes_per_edge_per_step(agents),
@@ -573,6 +573,10 @@ class Coordinator:
             print(f"  normalised_return {fmt(s['normalised_return'])} (optimal_return "
                   f"{s['optimal_return']:.3f}, random policy {s['random_return']:.3f})",
                   flush=True)
+        if s.get("greedy_normalised_return") is not None:   # tabular Q-learners
+            print(f"  greedy policy: return {s['greedy_return']:.3f}, normalised "
+                  f"{fmt(s['greedy_normalised_return'])} (exact, argmax of each agent's final "
+                  "Q table)", flush=True)
         if s.get("dp"):
             edges = "  ".join(f"{e['src']}->{e['dst']} {e['epsilon']:.3g}" for e in s["dp"]["edges"])
             print(f"  dp epsilon (delta {s['dp']['delta']:g}, {s['dp']['accountant']}): max per "

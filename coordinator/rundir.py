@@ -113,11 +113,16 @@ def return_figures(returns: list[float]) -> dict[str, Any]:
             "first_episode_return": float(returns[0])}
 
 
-def known_return_figures(config: Any, returns: list[float]) -> dict[str, Any]:
+def known_return_figures(config: Any, returns: list[float],
+                         run_dir: Path | None = None) -> dict[str, Any]:
     """For an env that knows its optimum (the seed-003 games): ``optimal_return``,
     ``random_return`` and ``normalised_return`` = final_return / optimal_return (None when the
     optimum is not positive, where the ratio would mislead). The env is rebuilt here from the
-    config and the derived model seed — the same model the env server stepped."""
+    config and the derived model seed — the same model the env server stepped.
+
+    ``final_return`` scores the *behaviour* policy (exploration included). For tabular
+    Q-learners (one env agent per process, a ``q`` table in each final checkpoint) the greedy
+    joint policy is scored exactly too: ``greedy_return`` and ``greedy_normalised_return``."""
     from coordinator.envs import GAME_ENVS, EnvError, make_env
 
     if config.env not in GAME_ENVS:
@@ -131,8 +136,34 @@ def known_return_figures(config: Any, returns: list[float]) -> dict[str, Any]:
     known = env.known_returns()
     final = return_figures(returns)["final_return"]
     optimum = known.get("optimal_return")
-    ok = final is not None and optimum is not None and optimum > 0
-    return {**known, "normalised_return": final / optimum if ok else None}
+    ok = optimum is not None and optimum > 0
+    out = {**known, "normalised_return": final / optimum if ok and final is not None else None}
+    greedy = greedy_return_of_run(config, env, run_dir) if run_dir is not None else None
+    if greedy is not None:
+        out["greedy_return"] = greedy
+        out["greedy_normalised_return"] = greedy / optimum if ok else None
+    return out
+
+
+def greedy_return_of_run(config: Any, env: Any, run_dir: Path) -> float | None:
+    """The exact return of the agents' greedy policies, argmax of each final ``q`` table;
+    None where the learner is no per-agent tabular Q-learner or a table is missing."""
+    from agentd.algorithms import load_learner_class
+
+    if not getattr(load_learner_class(config.algo), "greedy_q", False) \
+            or not hasattr(env, "greedy_return"):
+        return None
+    policies = []
+    for i, space in enumerate(env.act_spaces):
+        try:
+            with np.load(run_dir / "checkpoints" / f"agent-{i}.npz") as saved:
+                q = saved["q"]
+        except (OSError, KeyError):
+            return None
+        if q.ndim != 2 or q.shape[1] != space["n"]:
+            return None
+        policies.append(q.argmax(axis=1))
+    return env.greedy_return(policies)
 
 
 def plot_learning_curve(path: Path, steps: list[int], returns: list[float], title: str) -> None:

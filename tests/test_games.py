@@ -269,3 +269,53 @@ def test_launch_reports_the_normalised_return(tmp_path):
     assert summary["normalised_return"] == pytest.approx(
         summary["final_return"] / summary["optimal_return"])
     assert f"normalised_return {summary['normalised_return']:.3f}" in res.stdout
+    assert "greedy_return" not in summary      # random keeps no Q table to be greedy on
+
+
+def test_greedy_return_matches_the_games_own_dynamics():
+    """greedy_return of a deterministic joint policy equals stepping the env with it, and
+    its best over all first-step joint actions is the optimum of a one-step horizon."""
+    env = LStage(2, 1, episode_len=4, model_seed=11, L=4)
+    rng = np.random.default_rng(0)
+    policies = [rng.integers(3, size=env.n_nodes) for _ in range(2)]
+    obs, total = env.reset(0), 0.0
+    for _ in range(env.horizon):
+        s = int(obs[0][0])
+        res = env.step([np.array([policies[0][s]]), np.array([policies[1][s]])])
+        total += float(res.reward[0, 0])
+        obs = res.obs
+    assert env.greedy_return(policies) == pytest.approx(total, abs=1e-12)
+    one = LStage(2, 1, episode_len=1, model_seed=11, L=3)
+    best = max(one.greedy_return([np.full(one.n_nodes, a), np.full(one.n_nodes, b)])
+               for a in range(3) for b in range(3))
+    assert best == pytest.approx(one.known_returns()["optimal_return"])
+    game = tiny_game()
+    pol = [rng.integers(game.n_actions, size=game.n_states) for _ in game.agent_names]
+    plan = np.repeat(game.joint_policy(np.stack(pol)).T, game.horizon, axis=0)
+    assert game.greedy_return(pol) == pytest.approx(expected_return(game, plan), abs=1e-12)
+    climbing = make_env("matrix", n_agents=2, num_envs=1, episode_len=1, seed=0,
+                        env_kwargs={"game": "climbing"})
+    assert climbing.greedy_return([np.array([0]), np.array([0])]) == \
+        climbing.known_returns()["optimal_return"]
+
+
+def test_launch_reports_the_greedy_return_of_tabular_q_learners(tmp_path):
+    run_dir = tmp_path / "run"
+    res = subprocess.run([*AGENTD, "launch", "--quiet", "--run-dir", str(run_dir), "--n", "2",
+                          "--topology", "line", "--algo", "i2q", "--env", "lstage",
+                          "--env-arg", "L=3", "--param", "gamma=1", "--param", "epsilon=0.5",
+                          "--num-envs", "4", "--steps", "1500", "--seed", "2"],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    summary = read_json(run_dir / "summary.json")
+    from coordinator.rundir import derive_seed
+
+    env = LStage(2, 1, 50, model_seed=derive_seed(2, "env_model"), L=3)
+    tables = []
+    for i in range(2):
+        with np.load(run_dir / "checkpoints" / f"agent-{i}.npz") as saved:
+            tables.append(saved["q"].argmax(axis=1))
+    assert summary["greedy_return"] == pytest.approx(env.greedy_return(tables))
+    assert summary["greedy_normalised_return"] == pytest.approx(
+        summary["greedy_return"] / summary["optimal_return"])
+    assert "greedy policy: return" in res.stdout

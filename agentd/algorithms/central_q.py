@@ -39,6 +39,7 @@ class CentralQ(IQL):
     """Epsilon-greedy Q-learning over the joint action of every env agent."""
 
     name = "central-q"
+    greedy_q = False    # one table over joint actions, not one per agent
     centralised = True
     Params = CentralQParams
 

@@ -45,6 +45,7 @@ class IQL(TabularLearner):
 
     name = "iql"
     Params = QParams
+    greedy_q = True     # its greedy policy is the argmax of its q table (scored in the summary)
 
     @classmethod
     def check_run(cls, run: dict) -> dict:

@@ -75,6 +75,15 @@ class LStage(VecEnv):
         return {"optimal_return": tree_values(self.r_f, self.horizon, "max"),
                 "random_return": tree_values(self.r_f, self.horizon, "mean")}
 
+    def greedy_return(self, policies: list[np.ndarray]) -> float:
+        """The exact return of the deterministic joint policy (policies[i][s]: agent i's
+        action at node s), one episode from the root."""
+        s, total = 0, 0.0
+        for _ in range(self.horizon):
+            total += float(self.r_f[s])
+            s = 9 * s + 3 * int(policies[0][s]) + int(policies[1][s]) + 1
+        return total
+
     def reset(self, seed: int) -> list[np.ndarray]:
         self._state[:] = 0          # every episode starts at the root; nothing is random
         self._t[:] = 0

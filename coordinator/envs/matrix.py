@@ -85,6 +85,10 @@ class MatrixGame(VecEnv):
         return {"optimal_return": float(self.payoff.max()),
                 "random_return": float(self.payoff.mean())}
 
+    def greedy_return(self, policies: list[np.ndarray]) -> float:
+        """The payoff of the joint action (policies[i][0]: agent i's action)."""
+        return float(self.payoff[tuple(int(p[0]) for p in policies)])
+
     def reset(self, seed: int) -> list[np.ndarray]:
         return self._obs()
 

@@ -110,6 +110,12 @@ class StochasticGame(VecEnv):
         best = self.values(self.unilateral(policies, agent), gamma=gamma, horizon=horizon)
         return float(best[0] - own[0]), float((best - own).max())
 
+    def greedy_return(self, policies: list[np.ndarray]) -> float:
+        """The exact expected return from the start state of the deterministic joint policy
+        (policies[i][s]: agent i's action in state s), over the episode's horizon."""
+        return float(self.values(self.joint_policy(np.stack(policies)),
+                                 horizon=self.horizon)[0])
+
     def known_returns(self) -> dict[str, float]:
         every = self.all_joint()
         return {"optimal_return": float(self.values(every, "max", horizon=self.horizon)[0]),
