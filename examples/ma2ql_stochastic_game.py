@@ -43,7 +43,7 @@ def evaluate(env, tables: list[np.ndarray], gamma: float) -> dict[str, float]:
     """Exact normalised greedy return and the best-response gains of every agent."""
     pol = np.stack([q.argmax(axis=1) for q in tables])             # (N, S)
     opt = env.known_returns()["optimal_return"]
-    ret = float(env.values(env.joint_policy(pol), horizon=env.horizon)[0])
+    ret = env.greedy_return(list(pol))
     disc = [env.best_response_gain(pol, i, gamma=gamma)[1] for i in range(len(tables))]
     fin = [env.best_response_gain(pol, i, horizon=env.horizon)[0] for i in range(len(tables))]
     return {"norm": ret / opt, "gain_disc": max(disc), "gain_30": max(fin) / abs(opt),

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -204,10 +203,8 @@ def test_without_ray_the_error_says_how_to_install(tmp_path):
     code = ("import sys; sys.modules['ray'] = None; from agentd.cli import main; "
             "sys.exit(main(['launch', '--backend', 'ray', '--steps', '10', '--run-dir', "
             f"{str(tmp_path / 'run')!r}]))")
-    started = time.monotonic()
     result = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
                             text=True,
                             timeout=60)
     assert result.returncode == 1, result.stderr
     assert "pip install 'agentd[ray]'" in result.stderr
-    assert time.monotonic() - started < 60
