@@ -35,8 +35,6 @@ KIND_OF = {code: name for name, code in CODES.items()}
 STEP_ARRAYS = ("obs", "final_obs", "reward", "terminated", "truncated")
 _STEP_KEYS = frozenset(("t", *STEP_ARRAYS, "last"))
 _LAST, _HAS_RESTART, _RESTART = 1, 2, 4
-_I64 = (-(1 << 63), (1 << 63) - 1)
-_I32 = (-(1 << 31), (1 << 31) - 1)
 
 
 def is_fixed(frame: bytes | memoryview) -> bool:
@@ -47,48 +45,47 @@ def encode_fixed(kind: str, src: int, dst: int, step: int, seq: int,
                  body: dict[str, Any]) -> bytes | None:
     """The fixed-layout frame of this message, or None if it has no layout (use msgpack)."""
     code = CODES.get(kind)
-    if code is None or not (_fits(src, _I32) and _fits(dst, _I32) and _fits(step, _I64)
-                            and _fits(seq, _I64)):
+    if code is None:
         return None
     t = body.get("t")
-    if not _fits(t, _I64):
+    if type(t) is not int:
         return None
-    if code == 1:
-        a = body.get("a")
-        if len(body) != 2 or not isinstance(a, np.ndarray):
-            return None
-        parts = [_T.pack(t), *_array(a)]
-    else:
-        keys = body.keys()
+    try:
+        if code == 1:
+            a = body.get("a")
+            if len(body) != 2 or type(a) is not np.ndarray:
+                return None
+            parts = [HEAD.pack(0xFFFF, 1, code, src, dst, step, seq), _T.pack(t)]
+            _add_array(parts, a)
+            return b"".join(parts)
         restart = body.get("restart")
-        if not (keys == _STEP_KEYS or (restart is not None and len(body) == 8
-                                        and keys - {"restart"} == _STEP_KEYS)):
-            return None
-        last = body["last"]
-        if type(last) is not bool or (restart is not None and type(restart) is not bool):
+        last = body.get("last")
+        if (type(last) is not bool or body.keys() - {"restart"} != _STEP_KEYS
+                or (restart is not None and type(restart) is not bool)):
             return None
         flags = (_LAST if last else 0) | (0 if restart is None else
                                           _HAS_RESTART | (_RESTART if restart else 0))
-        parts = [_T_FLAGS.pack(t, flags)]
+        parts = [HEAD.pack(0xFFFF, 1, code, src, dst, step, seq), _T_FLAGS.pack(t, flags)]
         for name in STEP_ARRAYS:
             arr = body[name]
-            if not isinstance(arr, np.ndarray):
+            if type(arr) is not np.ndarray:
                 return None
-            parts += _array(arr)
-    if any(p is None for p in parts):
+            _add_array(parts, arr)
+        return b"".join(parts)
+    except (struct.error, _NoLayout):    # an int out of range, an odd dtype: msgpack then
         return None
-    return b"".join((HEAD.pack(0xFFFF, 1, code, src, dst, step, seq), *parts))
 
 
-def _fits(value: Any, bounds: tuple[int, int]) -> bool:
-    return type(value) is int and bounds[0] <= value <= bounds[1]
+class _NoLayout(Exception):
+    """An array the fixed layout does not carry (msgpack's codec converts or refuses it)."""
 
 
-def _array(arr: np.ndarray) -> list[bytes | None]:
+def _add_array(parts: list[bytes], arr: np.ndarray) -> None:
     code = _CODE_OF.get(arr.dtype)
     if code is None or arr.ndim > MAX_NDIM:
-        return [None]             # msgpack's codec converts or refuses it, with its message
-    return [_ARR[arr.ndim].pack(code, arr.ndim, *arr.shape), arr.tobytes()]
+        raise _NoLayout
+    parts.append(_ARR[arr.ndim].pack(code, arr.ndim, *arr.shape))
+    parts.append(arr.tobytes())
 
 
 def decode_head(head: bytes | memoryview, version: int) -> dict[str, Any]:
