@@ -292,6 +292,7 @@ def run_agent(opts: JoinOptions, want_id: int | None) -> int:
             control.send("heartbeat", {})
         agent = Agent(transport, control, info, files)
         outcome = agent.run()
+        transport.set_hot([])
         if outcome == "done":
             agent.checkpoint()
         control.send("bye", {"stats": agent.final_stats()})

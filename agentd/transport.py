@@ -201,9 +201,10 @@ class Transport:
         at least every ``FULL_POLL_EVERY_S``: ``zmq_poll`` asks each socket for its events
         twice (two system calls each), so waiting on 5 sockets per step cost more CPU than
         the step's two messages. Nothing on the others is lost, it is read up to 10 ms later
-        (control messages; an agent's DEALERs, which no well-behaved peer sends anything)."""
+        (control messages; an agent's DEALERs, which no well-behaved peer sends anything).
+        An empty list ends it (after the run: the file transfer is all control traffic)."""
         self._hot_links = list(links)
-        self._hot = zmq.Poller()
+        self._hot = zmq.Poller() if links else None     # none: every poll waits on all
         for link in self._hot_links:
             self._hot.register(link.sock, zmq.POLLIN)
 
@@ -233,20 +234,19 @@ class Transport:
             wait = self.shim.release(self._send_now)
             if wait is not None:
                 timeout_ms = min(timeout_ms, max(1, int(wait * 1000) + 1))
-        if self._hot is not None:
-            left = self._full_due - time.monotonic()
-            if left > 0:      # the hot sockets alone, until the next full poll is due
-                wait = min(timeout_ms, int(left * 1000) + 1)
-                if len(self._hot_links) == 1:
-                    if self._wait_solo(self._hot_links[0], wait):
-                        return [self._hot_links[0]]
-                else:
-                    ready = self._hot.poll(wait)
-                    if ready:
-                        return [self.links[s] for s, _ in ready]
-                timeout_ms = 0
-            self._full_due = time.monotonic() + FULL_POLL_EVERY_S
-        return [self.links[s] for s, _ in self.poller.poll(timeout_ms)]
+        if self._hot is None:
+            return [self.links[s] for s, _ in self.poller.poll(timeout_ms)]
+        now = time.monotonic()
+        if now >= self._full_due:     # every socket, without waiting, now and then
+            self._full_due = now + FULL_POLL_EVERY_S
+            ready = self.poller.poll(0)
+            if ready:
+                return [self.links[s] for s, _ in ready]
+        # then the hot sockets alone, until the next full poll is due (the caller loops)
+        wait = min(timeout_ms, int((self._full_due - now) * 1000) + 1)
+        if len(self._hot_links) == 1:
+            return [self._hot_links[0]] if self._wait_solo(self._hot_links[0], wait) else []
+        return [self.links[s] for s, _ in self._hot.poll(wait)]
 
     def _wait_solo(self, link: Link, timeout_ms: int) -> bool:
         """Wait for one socket by receiving from it (blocking, with a timeout) instead of
