@@ -182,7 +182,7 @@ class EnvServer:
 
     def _account(self, reward: np.ndarray, done: np.ndarray) -> None:
         """Episode return = sum over steps of the mean reward over env agents."""
-        self.ep_return += reward.mean(axis=0)
+        self.ep_return += reward.sum(axis=0) / len(reward)
         self.ep_len += 1
         if done.any():
             self.control.send("episodes", {"step": self.t_step,
