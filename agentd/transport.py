@@ -242,8 +242,9 @@ class Transport:
             ready = self.poller.poll(0)
             if ready:
                 return [self.links[s] for s, _ in ready]
-        # then the hot sockets alone, until the next full poll is due (the caller loops)
-        wait = min(timeout_ms, int((self._full_due - now) * 1000) + 1)
+        # then the hot sockets alone, for at most one full-poll period (the caller loops); a
+        # fixed wait keeps the socket's receive timeout set once
+        wait = min(timeout_ms, int(FULL_POLL_EVERY_S * 1000))
         if len(self._hot_links) == 1:
             return [self._hot_links[0]] if self._wait_solo(self._hot_links[0], wait) else []
         return [self.links[s] for s, _ in self._hot.poll(wait)]

@@ -161,6 +161,7 @@ def one_repeat(samples: Samples, summaries: dict[str, list[dict]], scale: float,
             if before is not None:
                 old = run_launch(n, k, steps, timeout=120 + steps / 10, tree=before)
                 samples[f"before {key(n, k)}"].append(old["steps_per_s"])
+                summaries[f"before {key(n, k)}"].append(old)
             summary = run_launch(n, k, steps, timeout=120 + steps / 10)
             summaries[key(n, k)].append(summary)
             samples[f"agentd {key(n, k)}"].append(summary["steps_per_s"])
@@ -219,6 +220,9 @@ def medians(samples: Samples, summaries: dict[str, list[dict]],
         if samples.get(f"before {key(n, k)}"):
             med["before_rounds"] = statistics.median(samples[f"before {key(n, k)}"])
             med["vs_before"] = med["agentd_rounds"] / med["before_rounds"]
+            old = cpu_per_round(summaries[f"before {key(n, k)}"],
+                                summaries[f"base before {key(n, k)}"][0])
+            med.update({f"before_{name}": v for name, v in old.items()})
         med.update(cpu_per_round(summaries[key(n, k)], summaries[f"base {key(n, k)}"][0]))
         rows[key(n, k)] = med
     return rows
@@ -277,6 +281,11 @@ def print_cpu(rows: dict[str, dict[str, float]]) -> None:
         wall_us = 1e6 / r["agentd_rounds"]
         print(f"{n:>3} {k:>3} | {r['env_us']:>10,.0f} {r['agent_us']:>10,.0f} "
               f"{r['all_us']:>10,.0f} | {wall_us:>10,.0f} {r['all_us'] / wall_us:>10.2f}")
+        if "before_env_us" in r:
+            wall_us = 1e6 / r["before_rounds"]
+            print(f"{'before':>7} | {r['before_env_us']:>10,.0f} {r['before_agent_us']:>10,.0f} "
+                  f"{r['before_all_us']:>10,.0f} | {wall_us:>10,.0f} "
+                  f"{r['before_all_us'] / wall_us:>10.2f}")
 
 
 def run_benchmark(repeats: int, scale: float, out: Path | None,
@@ -288,6 +297,9 @@ def run_benchmark(repeats: int, scale: float, out: Path | None,
         before = export_tree(baseline, Path(tmp)) if baseline else None
         for n, k in configs:   # tiny runs whose CPU is the start-up cost to subtract
             summaries[f"base {key(n, k)}"].append(run_launch(n, k, BASE_STEPS, timeout=120))
+            if before is not None:
+                summaries[f"base before {key(n, k)}"].append(
+                    run_launch(n, k, BASE_STEPS, timeout=120, tree=before))
         for r in range(repeats):
             print(f"repeat {r + 1}/{repeats}", flush=True)
             one_repeat(samples, summaries, scale, configs, before)
