@@ -157,8 +157,8 @@ class EnvServer:
         except EnvError as exc:
             raise RunFailed(f"env step failed: {exc}") from None
         self.t_step += 1
+        self._reply(res)         # first: the agents work on it while we do the accounts
         self._account(res.reward, res.terminated | res.truncated)
-        self._reply(res)
 
     def _reply(self, res: StepResult, restart: bool = False) -> None:
         """Each agent process gets its env agents' slice; where an agent finished before its
