@@ -68,6 +68,10 @@ class Agent:
             for j, ep in self.neighbours.items()}
         self.env: Link = transport.connect_dealer(info["env_endpoint"], "env", ENVSERVER,
                                                   peer_identity(self.id))
+        # the step replies and, if the learner talks at all, its neighbours' messages
+        self.inbound = [link for link in transport.links.values()
+                        if link.router and link.plane == "peer" and learner.peer_kinds]
+        transport.set_hot([self.env, *self.inbound])
         self.files = files
         self.run_dir = files.root
         self.wait_since = 0.0
@@ -149,6 +153,7 @@ class Agent:
         """The env server was restarted: join it at its new endpoint, saying where we were."""
         self.t.close_link(self.env)
         self.env = self.t.connect_dealer(endpoint, "env", ENVSERVER, peer_identity(self.id))
+        self.t.set_hot([self.env, *self.inbound])
         self.t.send(self.env, "join", ENVSERVER, {"t": self.last_t})
         log.warning("agent %d rejoined the restarted env server at %s (step %d)", self.id,
                     endpoint, self.last_t)
@@ -287,6 +292,7 @@ def run_agent(opts: JoinOptions, want_id: int | None) -> int:
             control.send("heartbeat", {})
         agent = Agent(transport, control, info, files)
         outcome = agent.run()
+        transport.set_hot([])
         if outcome == "done":
             agent.checkpoint()
         control.send("bye", {"stats": agent.final_stats()})

@@ -17,9 +17,10 @@ run directory at the end is not logged (it carries the logs).
 A ``restart`` record ``["restart", wall_time, {"checkpoint": path or None, "sha256": ...,
 "step": T}]`` marks where a restarted agent continued its log (after a second meta record):
 it restored that recovery checkpoint, taken after its step T (``agentd.recovery``).
-The writer buffers and is flushed once per step, so a crash loses at most the step in flight;
-a truncated last record is reported by the reader and skipped (and cut off by a restarted
-process before it appends).
+The writer holds the records of a step in memory and writes them with one system call when
+the loop flushes, once per step, so a crash loses at most the step in flight; a truncated last
+record is reported by the reader and skipped
+(and cut off by a restarted process before it appends).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import Any
 import msgpack
 
 from protocols.codec import Codec
-from protocols.envelope import decode_header, split
+from protocols.envelope import decode_body, decode_header, split
 from protocols.errors import ProtocolError
 
 FORMAT, FORMAT_VERSION = "agentd-msglog", 1
@@ -51,6 +52,7 @@ class MessageLog:
         self._file: Any = None
         self._pending: list[list] = []   # records made before the file is known
         self._packer = msgpack.Packer(use_bin_type=True)
+        self._chunks: list[bytes] = []   # packed records not yet written to the file
         if path is not None:
             self.attach(path, private=private, meta=meta)
 
@@ -62,21 +64,22 @@ class MessageLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         repair_tail(path)
         self.path, self.process = path, process or self.process
-        self._file = open(path, "ab", buffering=1 << 16)  # noqa: SIM115 - lives with the log
+        self._file = open(path, "ab", buffering=0)  # noqa: SIM115 - lives with the log
         self._write(["meta", time.time(), {"format": FORMAT, "version": FORMAT_VERSION,
                                            "process": self.process, "private": private,
                                            **(meta or {})}])
         for record in self._pending:
             self._write(record)
         self._pending.clear()
+        self.flush()
 
     def _write(self, record: list) -> None:
         if self._file is None:
             self._pending.append(record)
             return
         data = self._packer.pack(record)
-        self._file.write(_LEN.pack(len(data)))
-        self._file.write(data)
+        self._chunks.append(_LEN.pack(len(data)))
+        self._chunks.append(data)
 
     def note(self, what: str, body: dict[str, Any]) -> None:
         """A record that is not a message (a restart), written and flushed at once."""
@@ -88,12 +91,18 @@ class MessageLog:
         self._write([direction, time.time(), plane, reason, frames])
 
     def flush(self) -> None:
-        if self._file is not None:
-            self._file.flush()
+        """Write the records held in memory (one system call)."""
+        if self._file is None or not self._chunks:
+            return
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        view = memoryview(data)
+        while view:                      # an unbuffered file may write less than asked
+            view = view[self._file.write(view):]
 
     def close(self) -> None:
         if self._file is not None and not self._file.closed:
-            self._file.flush()
+            self.flush()
             self._file.close()
 
 
@@ -179,7 +188,7 @@ def _decode_record(codec: Codec, raw: list) -> LogRecord:
         try:
             head, body_part = split(frames[0])
             header = decode_header(codec, head)
-            body = codec.unpack(body_part)
+            body = decode_body(codec, head, body_part)
         except ProtocolError:
             pass
     return LogRecord(direction, wall, plane, reason, frames, header, body)

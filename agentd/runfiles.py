@@ -111,6 +111,7 @@ def ship(files: RunFiles, control: ControlPlane, silence: float) -> bool:
     requests until it confirms (True if every file arrived whole) or stays silent."""
     files.release_output()
     transport = control.transport
+    transport.set_hot([])                # chunk requests come on the control link
     if transport.msglog is not None:     # the log is complete: what follows is not logged
         transport.msglog.close()
         transport.msglog = None

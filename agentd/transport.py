@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import socket as pysocket
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,6 +44,8 @@ PLANES = ("control", "env", "peer")
 # A send blocks only while a peer's queue is full (back-pressure) -- or forever if the peer
 # never connected (a DEALER after a failed handshake has no pipe). This bounds it.
 SEND_TIMEOUT_MS = 10_000
+# With a hot set (``Transport.set_hot``), the sockets outside it are polled at least this often.
+FULL_POLL_EVERY_S = 0.01
 
 
 @dataclass
@@ -96,6 +99,11 @@ class Transport:
         self.sentinel = Sentinel(self.ctx, keys.registry if keys else None)
         self.poller = zmq.Poller()
         self.links: dict[zmq.Socket, Link] = {}
+        self._hot: zmq.Poller | None = None     # the sockets the hot loop waits on
+        self._hot_links: list[Link] = []
+        self._full_due = 0.0
+        self._taken: tuple[Link, list[bytes], int | None] | None = None   # see _wait_solo
+        self._rcvtimeo: dict[zmq.Socket, int] = {}
         self.stats = {plane: PlaneStats() for plane in PLANES}
         self.handshake_peers: Counter = Counter()   # "plane reason peer" -> count
         self._seq = 0
@@ -187,10 +195,27 @@ class Transport:
         self.poller.register(link.sock, zmq.POLLIN)
         return link
 
+    def set_hot(self, links: list[Link]) -> None:
+        """The sockets the hot loop's traffic arrives on (an agent's env and peer sockets, the
+        env server's env socket). ``poll`` then waits on these alone and polls every socket
+        at least every ``FULL_POLL_EVERY_S``: ``zmq_poll`` asks each socket for its events
+        twice (two system calls each), so waiting on 5 sockets per step cost more CPU than
+        the step's two messages. Nothing on the others is lost, it is read up to 10 ms later
+        (control messages; an agent's DEALERs, which no well-behaved peer sends anything).
+        An empty list ends it (after the run: the file transfer is all control traffic)."""
+        self._hot_links = list(links)
+        self._hot = zmq.Poller() if links else None     # none: every poll waits on all
+        for link in self._hot_links:
+            self._hot.register(link.sock, zmq.POLLIN)
+
     def close_link(self, link: Link) -> None:
         """Close one socket (a peer that moved); what it still held is dropped."""
         self.poller.unregister(link.sock)
         self.links.pop(link.sock, None)
+        if link in self._hot_links:
+            self.set_hot([h for h in self._hot_links if h is not link])
+        if self._taken is not None and self._taken[0] is link:
+            self._taken = None     # like what the closed socket still held
         try:
             link.sock.disable_monitor()
         except zmq.ZMQError:
@@ -202,13 +227,48 @@ class Transport:
         return bool(link.sock.poll(0, zmq.POLLIN))
 
     def poll(self, timeout_ms: int) -> list[Link]:
+        """The links with a message waiting, after waiting up to ``timeout_ms`` for one."""
         if self.sentinel.events:
             self._take_handshake_events()
         if self.shim is not None:
             wait = self.shim.release(self._send_now)
             if wait is not None:
                 timeout_ms = min(timeout_ms, max(1, int(wait * 1000) + 1))
-        return [self.links[s] for s, _ in self.poller.poll(timeout_ms)]
+        if self._hot is None:
+            return [self.links[s] for s, _ in self.poller.poll(timeout_ms)]
+        now = time.monotonic()
+        if now >= self._full_due:     # every socket, without waiting, now and then
+            self._full_due = now + FULL_POLL_EVERY_S
+            ready = self.poller.poll(0)
+            if ready:
+                return [self.links[s] for s, _ in ready]
+        # then the hot sockets alone, for at most one full-poll period (the caller loops); a
+        # fixed wait keeps the socket's receive timeout set once
+        wait = min(timeout_ms, int(FULL_POLL_EVERY_S * 1000))
+        if len(self._hot_links) == 1:
+            return [self._hot_links[0]] if self._wait_solo(self._hot_links[0], wait) else []
+        return [self.links[s] for s, _ in self._hot.poll(wait)]
+
+    def _wait_solo(self, link: Link, timeout_ms: int) -> bool:
+        """Wait for one socket by receiving from it (blocking, with a timeout) instead of
+        polling it: one system call per message where ``zmq_poll`` makes three or more. The
+        message taken is the first ``recv_all`` of that link returns."""
+        if self._taken is not None:
+            return self._taken[0] is link
+        if self._rcvtimeo.get(link.sock) != timeout_ms:
+            link.sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
+            self._rcvtimeo[link.sock] = timeout_ms
+        try:
+            frames, sender = self._recv_frames(link, 0)
+        except zmq.Again:
+            return False
+        self._taken = (link, frames, sender)
+        return True
+
+    def _recv_frames(self, link: Link, flags: int) -> tuple[list[bytes], int | None]:
+        if self.keys is None:
+            return link.sock.recv_multipart(flags), None
+        return self._recv_authenticated(link, flags)
 
     # -- send / receive ---------------------------------------------------------------------
     def send(self, link: Link, kind: str, dst: int, body: dict[str, Any], step: int = 0,
@@ -273,7 +333,12 @@ class Transport:
 
     def _send_now(self, link: Link, frames: list[bytes], to: bytes | None) -> bool:
         try:
-            link.sock.send_multipart([to, *frames] if link.router else frames)
+            sock = link.sock
+            if link.router:
+                sock.send(to, zmq.SNDMORE)     # two sends: half the cost of send_multipart
+            for frame in frames[:-1]:
+                sock.send(frame, zmq.SNDMORE)
+            sock.send(frames[-1])
         except zmq.Again:
             self.stats[link.plane].refused_out["send_timeout"] += 1
             log.warning("%s: %s message to %s not sent: nobody took it within %.0f s",
@@ -296,25 +361,35 @@ class Transport:
         follows stays queued, to be checked by a guard the caller may change meanwhile (the
         welcome assigns an agent its id, and the next message is already addressed to it)."""
         out = []
+        taken = self._taken
+        if taken is not None and taken[0] is link:
+            # the message the hot wait took off this socket; the rest stays queued for the
+            # next wait, which returns at once (draining would cost a failed receive)
+            self._taken = None
+            self._take(link, taken[1], taken[2], out)
+            if until is None:
+                return out
         while not (until is not None and out and until(out[-1][0])):
             try:
-                if self.keys is None:
-                    frames, sender = link.sock.recv_multipart(zmq.NOBLOCK), None
-                else:
-                    frames, sender = self._recv_authenticated(link)
+                frames, sender = self._recv_frames(link, zmq.NOBLOCK)
             except zmq.Again:
                 return out
-            identity = frames.pop(0) if link.router else None
-            msg = self._accept(link, frames, identity, sender)
-            if msg is not None:
-                out.append((msg, identity))
+            self._take(link, frames, sender, out)
         return out
 
-    def _recv_authenticated(self, link: Link) -> tuple[list[bytes], int]:
+    def _take(self, link: Link, frames: list[bytes], sender: int | None,
+              out: list[tuple[Message, bytes | None]]) -> None:
+        identity = frames.pop(0) if link.router else None
+        msg = self._accept(link, frames, identity, sender)
+        if msg is not None:
+            out.append((msg, identity))
+
+    def _recv_authenticated(self, link: Link, flags: int = zmq.NOBLOCK
+                            ) -> tuple[list[bytes], int]:
         """Frames plus the process whose key authenticated them: the ZAP User-Id on a server
         socket, the pinned server on a client socket. (An unknown id maps to a process that
         does not exist, so the guard refuses the message as spoofed.)"""
-        parts = link.sock.recv_multipart(zmq.NOBLOCK, copy=False)
+        parts = link.sock.recv_multipart(flags, copy=False)
         if link.router:
             sender = pid_of(parts[-1].get("User-Id"))
         else:

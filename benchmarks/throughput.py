@@ -10,6 +10,9 @@ random-mdp, this measures:
   env.step, all observe + update): what the work costs with no transport at all.
 * raw      -- ``raw_loops.py`` at the same n: a bare pyzmq joint step (sync sockets, and
   zmq.asyncio on uvloop) and a ring exchange, with no learner, guard, codec or log.
+* before   -- ``agentd launch`` of an earlier commit (``--baseline REV``, by default the last
+  commit before the hot-path work of 2026-12-03), exported with ``git archive`` into a
+  temporary directory and run from there: today's code against yesterday's in the same run.
 
 Each variant runs once per repeat, the variants interleaved so machine noise hits them
 alike; the table shows the median of the repeats.
@@ -65,17 +68,37 @@ Samples = dict[str, list[float]]
 
 # ---- one measurement each ----------------------------------------------------------------
 
-def run_launch(n: int, k: int, steps: int, timeout: float,
-               pin: bool = False, extra: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Run ``agentd launch`` to completion in a temporary run directory; its summary.json."""
+BASELINE_REV = "9caa88b"   # main before the hot-path work (fixed layouts, solo waits)
+CONFIG_NAMES = {f"{n}x{k}": (n, k) for n, k in CONFIGS}
+
+
+def export_tree(rev: str, into: Path) -> Path:
+    """The agentd sources of commit ``rev`` of this checkout, written under ``into``."""
+    repo = Path(__file__).resolve().parent.parent
+    into.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(repo), "archive", rev, "agentd", "coordinator",
+                              "protocols"], capture_output=True, check=False)
+    if archive.returncode != 0:
+        raise SystemExit(f"--baseline {rev}: git archive failed: "
+                         f"{archive.stderr.decode().strip()} (run from a git checkout, or "
+                         "pass --baseline none)")
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
+
+
+def run_launch(n: int, k: int, steps: int, timeout: float, pin: bool = False,
+               extra: tuple[str, ...] = (), tree: Path | None = None) -> dict[str, Any]:
+    """Run ``agentd launch`` to completion in a temporary run directory; its summary.json.
+    With ``tree``, the agentd of that source tree (an exported earlier commit)."""
     with tempfile.TemporaryDirectory(prefix="agentd-bench-") as tmp:
         run_dir = Path(tmp) / "run"
         cmd = [sys.executable, "-m", "agentd", "launch", "--quiet", "--run-dir", str(run_dir),
                "--n", str(n), "--num-envs", str(k), "--steps", str(steps),
                "--episode-len", str(EPISODE_LEN), "--algo", "dac", "--env", "random-mdp",
                "--seed", "0", *(["--pin-cpus"] if pin else []), *extra]
+        env = None if tree is None else {**os.environ, "PYTHONPATH": str(tree)}
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True)
+                                text=True, env=env)
         try:
             output, _ = proc.communicate(timeout=timeout)
         finally:
@@ -124,24 +147,31 @@ def single_process(n: int, k: int, steps: int) -> float:
 
 # ---- the interleaved schedule ------------------------------------------------------------
 
-def one_repeat(samples: Samples, summaries: dict[str, list[dict]], scale: float) -> None:
+def one_repeat(samples: Samples, summaries: dict[str, list[dict]], scale: float,
+               configs: tuple[tuple[int, int], ...], before: Path | None) -> None:
     """Every variant once, in a fixed interleaved order; appends to samples and summaries."""
-    for n in sorted({n for n, _ in CONFIGS}):
+    for n in sorted({n for n, _ in configs}):
         raw_steps = max(200, int(RAW_STEPS[n] * scale))
         for name, fn in (("raw_sync", raw_loops.joint_step_sync),
                          ("raw_asyncio", raw_loops.joint_step_asyncio),
                          ("raw_ring", raw_loops.ring_exchange)):
             samples[f"{name} n={n}"].append(fn(n, raw_steps))
-        for k in sorted(k for m, k in CONFIGS if m == n):
+        for k in sorted(k for m, k in configs if m == n):
             steps = max(100, int(LAUNCH_STEPS[(n, k)] * scale))
+            if before is not None:
+                old = run_launch(n, k, steps, timeout=120 + steps / 10, tree=before)
+                samples[f"before {key(n, k)}"].append(old["steps_per_s"])
+                summaries[f"before {key(n, k)}"].append(old)
             summary = run_launch(n, k, steps, timeout=120 + steps / 10)
             summaries[key(n, k)].append(summary)
             samples[f"agentd {key(n, k)}"].append(summary["steps_per_s"])
             pinned = run_launch(n, k, steps, timeout=120 + steps / 10, pin=True)
             samples[f"pinned {key(n, k)}"].append(pinned["steps_per_s"])
             samples[f"single {key(n, k)}"].append(single_process(n, k, steps))
+            was = (f", before {samples[f'before {key(n, k)}'][-1]:,.0f}"
+                   if before is not None else "")
             print(f"  {key(n, k)}: agentd {summary['steps_per_s']:,.0f} rounds/s "
-                  f"(pinned {pinned['steps_per_s']:,.0f}), "
+                  f"(pinned {pinned['steps_per_s']:,.0f}{was}), "
                   f"single {samples[f'single {key(n, k)}'][-1]:,.0f} steps/s", flush=True)
 
 
@@ -172,10 +202,11 @@ def cpu_per_round(summaries: list[dict], base: dict) -> dict[str, float]:
             for name, v in (("env_us", env), ("agent_us", agent), ("all_us", total))}
 
 
-def medians(samples: Samples, summaries: dict[str, list[dict]]) -> dict[str, dict[str, float]]:
+def medians(samples: Samples, summaries: dict[str, list[dict]],
+            configs: tuple[tuple[int, int], ...]) -> dict[str, dict[str, float]]:
     """One row of medians and ratios per (n, K)."""
     rows = {}
-    for n, k in CONFIGS:
+    for n, k in configs:
         med = {name: statistics.median(samples[f"{name} n={n}"])
                for name in ("raw_sync", "raw_asyncio", "raw_ring")}
         med["agentd_rounds"] = statistics.median(samples[f"agentd {key(n, k)}"])
@@ -186,6 +217,12 @@ def medians(samples: Samples, summaries: dict[str, list[dict]]) -> dict[str, dic
         med["pinned_vs_asyncio"] = med["pinned_rounds"] / med["raw_asyncio"]
         med["vs_sync"] = med["agentd_rounds"] / med["raw_sync"]
         med["vs_single"] = med["agentd_rounds"] / med["single"]
+        if samples.get(f"before {key(n, k)}"):
+            med["before_rounds"] = statistics.median(samples[f"before {key(n, k)}"])
+            med["vs_before"] = med["agentd_rounds"] / med["before_rounds"]
+            old = cpu_per_round(summaries[f"before {key(n, k)}"],
+                                summaries[f"base before {key(n, k)}"][0])
+            med.update({f"before_{name}": v for name, v in old.items()})
         med.update(cpu_per_round(summaries[key(n, k)], summaries[f"base {key(n, k)}"][0]))
         rows[key(n, k)] = med
     return rows
@@ -193,27 +230,43 @@ def medians(samples: Samples, summaries: dict[str, list[dict]]) -> dict[str, dic
 
 # ---- reporting ---------------------------------------------------------------------------
 
-def print_report(rows: dict[str, dict[str, float]], repeats: int, load: tuple) -> None:
+def print_report(rows: dict[str, dict[str, float]], repeats: int, load: tuple,
+                 baseline: str | None) -> None:
     print(f"\nMedians of {repeats} interleaved repeat(s); {os.cpu_count()} cores; "
           f"load average before/after: {load[0]:.2f} / {load[1]:.2f}")
     print("Rates are rounds/s (one message round = one joint step of K env copies) unless "
           "marked trans/s.")
-    head = (f"{'n':>3} {'K':>3} | {'agentd':>7} {'trans/s':>8} {'pinned':>7} | {'single':>7} | "
-            f"{'raw sync':>8} {'raw aio':>8} {'raw ring':>8} | "
-            f"{'/aio':>5} {'pin/aio':>7} {'/sync':>5} {'/single':>7}")
+    if baseline:
+        print(f"'before' is agentd at commit {baseline}, run in the same repeats.")
+    head = (f"{'n':>3} {'K':>3} | {'agentd':>7} {'trans/s':>8} {'pinned':>7} {'before':>7} | "
+            f"{'single':>7} | {'raw sync':>8} {'raw aio':>8} {'raw ring':>8} | "
+            f"{'/aio':>5} {'pin/aio':>7} {'/sync':>5} {'/single':>7} {'/before':>7}")
     print(head + "\n" + "-" * len(head))
-    for n, k in CONFIGS:
-        r = rows[key(n, k)]
+    for name, r in rows.items():
+        n, k = (int(x.split("=")[1]) for x in name.split())
+        old = (f"{r['before_rounds']:>7,.0f}", f"{r['vs_before']:>7.2f}") if "vs_before" in r \
+            else (f"{'-':>7}", f"{'-':>7}")
         print(f"{n:>3} {k:>3} | {r['agentd_rounds']:>7,.0f} {r['agentd_transitions']:>8,.0f} "
-              f"{r['pinned_rounds']:>7,.0f} | {r['single']:>7,.0f} | {r['raw_sync']:>8,.0f} "
-              f"{r['raw_asyncio']:>8,.0f} {r['raw_ring']:>8,.0f} | {r['vs_asyncio']:>5.2f} "
-              f"{r['pinned_vs_asyncio']:>7.2f} {r['vs_sync']:>5.2f} {r['vs_single']:>7.2f}")
+              f"{r['pinned_rounds']:>7,.0f} {old[0]} | {r['single']:>7,.0f} | "
+              f"{r['raw_sync']:>8,.0f} {r['raw_asyncio']:>8,.0f} {r['raw_ring']:>8,.0f} | "
+              f"{r['vs_asyncio']:>5.2f} {r['pinned_vs_asyncio']:>7.2f} {r['vs_sync']:>5.2f} "
+              f"{r['vs_single']:>7.2f} {old[1]}")
     print_cpu(rows)
-    for label, field in (("agentd", "vs_asyncio"), ("agentd --pin-cpus", "pinned_vs_asyncio")):
-        ratio = rows[key(5, 1)][field]
-        verdict = "MET" if ratio >= TARGET else "NOT MET"
-        print(f"Target: at n=5, K=1 {label} reaches >= {TARGET:.0%} of the raw asyncio "
-              f"joint-step loop. Measured {ratio:.0%}: {verdict}.")
+    for (n, k), field, goal, what in (
+            ((5, 1), "vs_asyncio", TARGET, "of the raw asyncio joint-step loop"),
+            ((5, 1), "pinned_vs_asyncio", TARGET, "of the raw asyncio loop with --pin-cpus"),
+            ((5, 1), "vs_before", 2.0, f"of the rounds/s of commit {baseline}"),
+            ((16, 1), "vs_asyncio", 0.5, "of the raw asyncio joint-step loop")):
+        r = rows.get(key(n, k), {})
+        if field in r:
+            verdict = "MET" if r[field] >= goal else "NOT MET"
+            print(f"Target: at n={n}, K={k} agentd reaches >= {goal:.0%} {what}. "
+                  f"Measured {r[field]:.0%}: {verdict}.")
+    r = rows.get(key(5, 1))
+    if r is not None:
+        verdict = "MET" if r["env_us"] <= 400 else "NOT MET"
+        print(f"Target: at n=5, K=1 the env server uses <= 400 us of CPU per round. "
+              f"Measured {r['env_us']:,.0f} us: {verdict}.")
 
 
 def print_cpu(rows: dict[str, dict[str, float]]) -> None:
@@ -223,27 +276,39 @@ def print_cpu(rows: dict[str, dict[str, float]]) -> None:
     head = (f"{'n':>3} {'K':>3} | {'env server':>10} {'mean agent':>10} {'all procs':>10} | "
             f"{'wall/round':>10} {'busy cores':>10}")
     print(head + "\n" + "-" * len(head))
-    for n, k in CONFIGS:
-        r = rows[key(n, k)]
+    for name, r in rows.items():
+        n, k = (int(x.split("=")[1]) for x in name.split())
         wall_us = 1e6 / r["agentd_rounds"]
         print(f"{n:>3} {k:>3} | {r['env_us']:>10,.0f} {r['agent_us']:>10,.0f} "
               f"{r['all_us']:>10,.0f} | {wall_us:>10,.0f} {r['all_us'] / wall_us:>10.2f}")
+        if "before_env_us" in r:
+            wall_us = 1e6 / r["before_rounds"]
+            print(f"{'before':>7} | {r['before_env_us']:>10,.0f} {r['before_agent_us']:>10,.0f} "
+                  f"{r['before_all_us']:>10,.0f} | {wall_us:>10,.0f} "
+                  f"{r['before_all_us'] / wall_us:>10.2f}")
 
 
-def run_benchmark(repeats: int, scale: float, out: Path | None) -> None:
+def run_benchmark(repeats: int, scale: float, out: Path | None,
+                  configs: tuple[tuple[int, int], ...], baseline: str | None) -> None:
     samples: Samples = defaultdict(list)
     summaries: dict[str, list[dict]] = defaultdict(list)
     load_before = os.getloadavg()[0]
-    for n, k in CONFIGS:   # tiny runs whose CPU is the start-up cost to subtract
-        summaries[f"base {key(n, k)}"].append(run_launch(n, k, BASE_STEPS, timeout=120))
-    for r in range(repeats):
-        print(f"repeat {r + 1}/{repeats}", flush=True)
-        one_repeat(samples, summaries, scale)
-    rows = medians(samples, summaries)
-    print_report(rows, repeats, (load_before, os.getloadavg()[0]))
+    with tempfile.TemporaryDirectory(prefix="agentd-before-") as tmp:
+        before = export_tree(baseline, Path(tmp)) if baseline else None
+        for n, k in configs:   # tiny runs whose CPU is the start-up cost to subtract
+            summaries[f"base {key(n, k)}"].append(run_launch(n, k, BASE_STEPS, timeout=120))
+            if before is not None:
+                summaries[f"base before {key(n, k)}"].append(
+                    run_launch(n, k, BASE_STEPS, timeout=120, tree=before))
+        for r in range(repeats):
+            print(f"repeat {r + 1}/{repeats}", flush=True)
+            one_repeat(samples, summaries, scale, configs, before)
+    rows = medians(samples, summaries, configs)
+    print_report(rows, repeats, (load_before, os.getloadavg()[0]), baseline)
     if out is not None:
         out.write_text(json.dumps({"repeats": repeats, "step_scale": scale, "target": TARGET,
-                                   "medians": rows, "samples": samples}, indent=2))
+                                   "baseline": baseline, "medians": rows, "samples": samples},
+                                  indent=2))
         print(f"wrote {out}")
 
 
@@ -288,12 +353,20 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None, help="write medians + samples here")
     parser.add_argument("--scale", type=int, default=None, metavar="N",
                         help="instead: one 1000-step launch with N agents (e.g. 64)")
+    parser.add_argument("--configs", nargs="+", choices=sorted(CONFIG_NAMES),
+                        default=sorted(CONFIG_NAMES), metavar="NxK",
+                        help=f"shapes to run (default all: {' '.join(sorted(CONFIG_NAMES))})")
+    parser.add_argument("--baseline", default=BASELINE_REV, metavar="REV",
+                        help=f"the earlier commit to run side by side (default {BASELINE_REV}, "
+                             "main before the hot-path work); 'none' to skip it")
     args = parser.parse_args()
     if args.scale is not None:
         run_scale(args.scale)
         return 0
     repeats = args.repeats or (1 if args.quick else 3)
-    run_benchmark(repeats, 0.25 if args.quick else 1.0, args.out)
+    configs = tuple(CONFIG_NAMES[c] for c in args.configs)
+    baseline = None if args.baseline.lower() == "none" else args.baseline
+    run_benchmark(repeats, 0.25 if args.quick else 1.0, args.out, configs, baseline)
     return 0
 
 

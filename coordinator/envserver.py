@@ -69,6 +69,7 @@ class EnvServer:
             if len(self.acts) == len(self.controls):
                 self._step()
         self.ended = time.monotonic()
+        self.t.set_hot([])
         self._report_pace(final=True)     # a short run may end before its first report
         return "done"
 
@@ -156,8 +157,8 @@ class EnvServer:
         except EnvError as exc:
             raise RunFailed(f"env step failed: {exc}") from None
         self.t_step += 1
+        self._reply(res)         # first: the agents work on it while we do the accounts
         self._account(res.reward, res.terminated | res.truncated)
-        self._reply(res)
 
     def _reply(self, res: StepResult, restart: bool = False) -> None:
         """Each agent process gets its env agents' slice; where an agent finished before its
@@ -181,7 +182,7 @@ class EnvServer:
 
     def _account(self, reward: np.ndarray, done: np.ndarray) -> None:
         """Episode return = sum over steps of the mean reward over env agents."""
-        self.ep_return += reward.mean(axis=0)
+        self.ep_return += reward.sum(axis=0) / len(reward)
         self.ep_len += 1
         if done.any():
             self.control.send("episodes", {"step": self.t_step,
@@ -248,7 +249,7 @@ def run_envserver(opts: JoinOptions) -> int:
         try:
             server.run()
         except StopRequested:
-            pass
+            transport.set_hot([])
         control.send("bye", {"stats": {**server.stats(), "files": files.mode}})
         transport.flush()
         control.wait_ack(2 * cfg["heartbeat_timeout"])

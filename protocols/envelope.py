@@ -2,7 +2,9 @@
 
 Header: ``{"v": version, "k": kind, "s": src, "d": dst, "t": step, "q": seq}``. The length
 prefix lets a receiver validate the header before it decodes the body; one frame instead of
-two saves a socket call per message on the hot path.
+two saves a socket call per message on the hot path. The two hot kinds (``act``, ``step``)
+travel in fixed binary layouts instead (``protocols.fixed``: prefix 0xFFFF, struct header,
+raw arrays), which decode to the same header and body.
 Process ids: agents 0..N-1, the coordinator -1, the environment server -2, a process not yet
 admitted -3.
 """
@@ -13,6 +15,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from protocols import fixed
 from protocols.codec import Codec
 from protocols.errors import MalformedFrame
 
@@ -42,6 +45,9 @@ class Message:
 
 def encode(codec: Codec, kind: str, src: int, dst: int, step: int, seq: int,
            body: dict[str, Any]) -> bytes:
+    frame = fixed.encode_fixed(kind, src, dst, step, seq, body)
+    if frame is not None:
+        return frame
     header = codec.pack({"v": VERSION, "k": kind, "s": src, "d": dst, "t": step, "q": seq})
     return _HLEN.pack(len(header)) + header + codec.pack(body)
 
@@ -50,6 +56,11 @@ def split(frame: bytes) -> tuple[memoryview, memoryview]:
     """The header and body parts of a frame (no decoding)."""
     if len(frame) < 3:
         raise MalformedFrame(f"frame of {len(frame)} bytes is too short for an envelope")
+    if fixed.is_fixed(frame):
+        if len(frame) < fixed.HEAD.size:
+            raise MalformedFrame("fixed-layout frame shorter than its header")
+        view = memoryview(frame)
+        return view[:fixed.HEAD.size], view[fixed.HEAD.size:]
     (hlen,) = _HLEN.unpack_from(frame)
     if hlen < 1 or 2 + hlen >= len(frame):
         raise MalformedFrame("header length prefix does not fit the frame")
@@ -58,6 +69,8 @@ def split(frame: bytes) -> tuple[memoryview, memoryview]:
 
 
 def decode_header(codec: Codec, part: bytes | memoryview) -> dict[str, Any]:
+    if fixed.is_fixed(part):
+        return fixed.decode_head(part, VERSION)
     header = codec.unpack(part)
     if not isinstance(header, dict) or set(header) != set(HEADER_KEYS):
         raise MalformedFrame("header is not a map with keys v, k, s, d, t, q")
@@ -67,3 +80,10 @@ def decode_header(codec: Codec, part: bytes | memoryview) -> dict[str, Any]:
         if type(header[key]) is not int:
             raise MalformedFrame(f"header field '{key}' must be an int")
     return header
+
+
+def decode_body(codec: Codec, head: bytes | memoryview, part: bytes | memoryview) -> Any:
+    """The body of a frame whose header ``head`` has been decoded (and checked)."""
+    if fixed.is_fixed(head):
+        return fixed.decode_body(fixed.KIND_OF[head[3]], part)
+    return codec.unpack(part)

@@ -18,7 +18,14 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from protocols.codec import Codec
-from protocols.envelope import ENVSERVER, Message, decode_header, process_name, split
+from protocols.envelope import (
+    ENVSERVER,
+    Message,
+    decode_body,
+    decode_header,
+    process_name,
+    split,
+)
 from protocols.errors import (
     KindNotPermitted,
     MalformedFrame,
@@ -77,7 +84,7 @@ class Guard:
             raise WrongDestination(f"addressed to {header['d']}, I am {self.me}")
         if plane == "peer":
             self._check_peer(kind.name, header["s"], identity)
-        body = self._codec.unpack(body_part)
+        body = decode_body(self._codec, head, body_part)
         kind.check_body(body)
         self._check_declared(kind.name, body)
         if sender is not None and kind.name == "hello":

@@ -86,17 +86,19 @@ class Kind:
     def check_body(self, body: Any) -> None:
         if not isinstance(body, dict):
             raise SchemaMismatch(f"'{self.name}' body must be a map, got {type(body).__name__}")
-        extra = set(body) - set(self.fields)
-        if extra:
+        if not body.keys() <= self.fields.keys():
+            extra = set(body) - set(self.fields)
             raise SchemaMismatch(f"'{self.name}' body has unexpected fields {sorted(extra)}")
         for name, spec in self.fields.items():
-            if name not in body:
+            value = body.get(name, _MISSING)
+            if value is _MISSING:
                 if name in self.optional:
                     continue
                 raise SchemaMismatch(f"'{self.name}' body lacks field '{name}'")
-            spec.check(name, body[name])
+            spec.check(name, value)
 
 
+_MISSING = object()
 REGISTRY: dict[str, Kind] = {}
 
 

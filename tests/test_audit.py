@@ -36,6 +36,8 @@ def raw_log(path: Path) -> tuple[dict, list[list]]:
 
 
 def raw_header(frame: bytes) -> dict:
+    if frame[:2] == b"\xff\xff":   # the fixed layout of act / step: u8 version, u8 kind code
+        return {"k": {1: "act", 2: "step"}[frame[3]]}
     hlen = int.from_bytes(frame[:2], "little")
     return msgpack.unpackb(frame[2:2 + hlen], raw=False)
 

@@ -20,7 +20,7 @@ from agentd.core import build_learner
 from agentd.msglog import open_log
 from agentd.replay import Item, Perturbation, compare_state, read_agent_log, replay
 from protocols import Codec, encode
-from protocols.envelope import split
+from protocols.envelope import decode_body, decode_header, split
 
 DEEP = ["--env", "mpe2.simple_spread_v3:parallel_env", "--param", "start=64", "--param", "batch=32"]
 ONPOLICY = ["--param", "rollout=50"]
@@ -149,7 +149,7 @@ def rewrite_reward(log_path, step: int, delta: float) -> None:
         pos += 4 + n
         if rec[0] == "in" and rec[2] == "env":
             head, body = split(rec[4][0])
-            h, b = codec.unpack(head), codec.unpack(body)
+            h, b = decode_header(codec, head), decode_body(codec, head, body)
             if h["k"] == "step" and b["t"] == step:
                 b["reward"] = b["reward"] + delta
                 rec[4] = [encode(codec, "step", h["s"], h["d"], h["t"], h["q"], b)]
