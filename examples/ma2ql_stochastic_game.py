@@ -50,9 +50,10 @@ def evaluate(env, tables: list[np.ndarray], gamma: float) -> dict[str, float]:
             "policy": pol}
 
 
-def run_one(algo: str, seed: int, steps: int, k: int, turn_len: int, every: int) -> dict:
+def run_one(algo: str, seed: int, steps: int, k: int, turn_len: int, every: int,
+            extra: dict | None = None) -> dict:
     env = build_env("stochastic-game", 3, num_envs=k, episode_len=30, seed=seed)
-    params = {**PARAMS, **({"turn_len": turn_len} if algo == "ma2ql" else {})}
+    params = {**PARAMS, **(extra or {}), **({"turn_len": turn_len} if algo == "ma2ql" else {})}
     learners = make_learners(algo, env, 3, seed=seed, params=params)
     curve: list[dict] = []
     last = [None]
@@ -122,17 +123,22 @@ def main() -> None:
     ap.add_argument("--num-envs", type=int, default=4)
     ap.add_argument("--turn-len", type=int, default=5_000)
     ap.add_argument("--every", type=int, default=2_500, help="joint steps between evaluations")
+    ap.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                    help="a learner parameter for both algorithms (repeatable)")
+    ap.add_argument("--algos", nargs="+", default=["ma2ql", "iql"])
     ap.add_argument("--out", type=Path, default=Path("docs/ma2ql_stochastic_game"))
     ap.add_argument("--check", type=Path, help="Nash check of a live run directory instead")
     args = ap.parse_args()
     if args.check:
         check_run(args.check)
         return
+    extra = dict(kv.split("=", 1) for kv in args.param)
     runs = []
     with open(args.out.with_suffix(".jsonl"), "w") as f:
         for seed in args.seeds:
-            for algo in ("ma2ql", "iql"):
-                r = run_one(algo, seed, args.steps, args.num_envs, args.turn_len, args.every)
+            for algo in args.algos:
+                r = run_one(algo, seed, args.steps, args.num_envs, args.turn_len, args.every,
+                            extra)
                 f.write(json.dumps(r) + "\n")
                 f.flush()
                 end = r["curve"][-1]
