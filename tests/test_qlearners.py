@@ -184,6 +184,91 @@ def test_ma2ql_live_run_logs_the_schedule_and_replays_exactly(tmp_path):
     assert schedules[0]["turn_len"] == 10 and sorted(schedules[0]["order"]) == [0, 1, 2]
 
 
+# ---- iql / ma2ql: step-size and exploration schedules ----------------------------------
+
+def test_visit_count_step_size_averages_and_floors_by_hand():
+    from agentd.algorithms.iql import IQL
+
+    # alpha (1 + n)^-1 with alpha = 1: the steps are 1, 1/2, 1/3, Q is the running mean
+    iql = IQL(spec(discrete(2), discrete(2), {"alpha": 1.0, "alpha_omega": 1.0}))
+    for r, mean in ((3.0, 3.0), (6.0, 4.5), (9.0, 6.0)):
+        feed(iql, 0, 1, r, 1, terminated=True)
+        assert iql.q[0, 1] == pytest.approx(mean)
+    assert iql.visits.tolist() == [[0, 3], [0, 0]]
+    # the floor: steps 1, 0.5, then max(0.4, 1/3) = 0.4
+    floored = IQL(spec(discrete(2), discrete(2),
+                       {"alpha": 1.0, "alpha_omega": 1.0, "alpha_min": 0.4}))
+    for r in (3.0, 6.0, 9.0):
+        feed(floored, 0, 1, r, 1, terminated=True)
+    assert floored.q[0, 1] == pytest.approx(4.5 + 0.4 * (9.0 - 4.5))
+    # omega = 0.5, alpha = 0.5: the second step is 0.5 / sqrt(2)
+    half = IQL(spec(discrete(2), discrete(2), {"alpha": 0.5, "alpha_omega": 0.5}))
+    feed(half, 0, 0, 4.0, 1, terminated=True)
+    feed(half, 0, 0, 0.0, 1, terminated=True)
+    assert half.q[0, 0] == pytest.approx(2.0 - 2.0 * 0.5 / np.sqrt(2.0))
+    # default: the constant alpha, no schedule state in the checkpoint
+    const = IQL(spec(discrete(2), discrete(2), {"alpha": 0.5}))
+    for r in (4.0, 4.0):
+        feed(const, 0, 0, r, 1, terminated=True)
+    assert const.q[0, 0] == pytest.approx(3.0) and set(const.state_dict()) == {"q"}
+
+
+def test_epsilon_falls_linearly_then_acts_greedily():
+    from agentd.algorithms.iql import IQL, epsilon_at
+
+    p = {"epsilon": 1.0, "epsilon_final": 0.0, "epsilon_decay": 4}
+    iql = IQL(spec(discrete(1), discrete(2), p, seed=1))
+    assert [epsilon_at(iql.params, t) for t in (0, 1, 2, 4, 9)] == \
+        pytest.approx([1.0, 0.75, 0.5, 0.0, 0.0])
+    iql.q[0] = [0.0, 1.0]
+    early = [int(iql.act(np.array([0]))[0]) for _ in range(4)]      # epsilon 1 .. 0.25
+    assert iql.act_step == 4
+    assert [int(iql.act(np.array([0]))[0]) for _ in range(200)] == [1] * 200
+    assert len(early) == 4
+    # a checkpoint keeps the schedule's clock and the visit counts
+    other = IQL(spec(discrete(1), discrete(2), p, seed=1))
+    other.load_state_dict(iql.state_dict())
+    assert other.act_step == 204 and np.array_equal(other.q, iql.q)
+
+
+def test_ma2ql_restarts_its_visit_counts_at_each_of_its_turns():
+    from agentd.algorithms.ma2ql import MA2QL
+
+    learner = MA2QL(spec(discrete(2), discrete(2), {"alpha": 1.0, "alpha_omega": 1.0,
+                                                    "turn_len": 3}))
+    learner.set_turns({"order": [0], "turn_len": 3})     # a lone agent: every turn is its own
+    for r in (3.0, 6.0, 9.0):                             # turn 0: steps 1, 1/2, 1/3
+        feed(learner, 0, 1, r, 1, terminated=True)
+    assert learner.q[0, 1] == pytest.approx(6.0)
+    feed(learner, 0, 1, 0.0, 1, terminated=True)          # turn 1 starts afresh: step 1
+    assert learner.q[0, 1] == 0.0 and learner.visits[0, 1] == 1
+    state = learner.state_dict()
+    assert int(state["visits_turn"]) == 1 and int(state["turn_step"]) == 4
+    # without the reset the 4th step would have been 1/4 (Q = 4.5); defaults keep alpha
+    const = MA2QL(spec(discrete(2), discrete(2), {"alpha": 0.5}))
+    assert set(const.state_dict()) == {"q", "turn_step"}
+
+
+@pytest.mark.parametrize("bad", [{"alpha_omega": 1.5}, {"alpha_omega": -0.1},
+                                 {"alpha_min": -0.1}, {"alpha": 0.1, "alpha_min": 0.2},
+                                 {"epsilon_decay": -1}, {"epsilon_decay": 2.5},
+                                 {"epsilon_final": 1.2}])
+def test_schedule_parameters_out_of_range_are_config_errors(bad):
+    from agentd.algorithms.iql import IQL
+    from agentd.algorithms.ma2ql import MA2QL
+
+    for cls in (IQL, MA2QL):
+        with pytest.raises(LearnerConfigError, match="alpha|epsilon"):
+            cls(spec(discrete(2), discrete(2), bad))
+
+
+def test_i2q_keeps_the_plain_q_parameters():
+    from agentd.algorithms.i2q import I2Q
+
+    with pytest.raises(LearnerConfigError, match="unknown parameter"):
+        I2Q(spec(discrete(2), discrete(2), {"alpha_omega": 0.7}))
+
+
 # ---- i2q (tabular) ----------------------------------------------------------------------
 
 def i2q_learner(**params):

@@ -17,14 +17,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from agentd.algorithms.base import param
-from agentd.algorithms.iql import IQL, QParams
+from agentd.algorithms.iql import IQL, QScheduleParams, epsilon_at
 from agentd.algorithms.iql_deep import DqnParams, IqlDeep
 from agentd.algorithms.turns import ORDERS, TakesTurns
 
 
 @dataclass
-class Ma2qlParams(QParams):
-    """Tabular Q-learning's parameters plus the turn schedule."""
+class Ma2qlParams(QScheduleParams):
+    """Tabular Q-learning's parameters and schedules plus the turn schedule (with
+    alpha_omega > 0 the visit counts restart at each of the agent's turns)."""
 
     turn_len: int = param(20_000, ge=1)
     """joint steps per turn (seed 003's truncation bound, see agentd.algorithms.turns)"""
@@ -47,21 +48,29 @@ class MA2QL(TakesTurns, IQL):
 
     name = "ma2ql"
     Params = Ma2qlParams
+    visits_turn: int = -1       # the turn (joint step // turn_len) the visit counts belong to
 
     def update(self) -> dict[str, float]:
         learns = self.on_turn()
+        turn = self.turn_step // self.schedule.turn_len      # type: ignore[union-attr]
         self.turn_step += 1
         if not learns:
             self._batch = None              # the others' experience of this step is not used
-            return {"on_turn": 0.0, "epsilon": self.params.epsilon}
+            return {"on_turn": 0.0, "epsilon": epsilon_at(self.params, max(self.act_step - 1, 0))}
+        if self.scheduled() and turn != self.visits_turn:
+            self.visits[...] = 0            # a new turn: a fresh stochastic approximation
+            self.visits_turn = turn
         return {**super().update(), "on_turn": 1.0}
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        return {"q": self.q, "turn_step": np.array(self.turn_step)}
+        return {**super().state_dict(), "turn_step": np.array(self.turn_step),
+                **({"visits_turn": np.array(self.visits_turn)} if self.has_schedule() else {})}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        self.q[...] = state["q"]
+        super().load_state_dict(state)
         self.turn_step = int(state["turn_step"])
+        if "visits_turn" in state:
+            self.visits_turn = int(state["visits_turn"])
 
 
 class Ma2qlDeep(TakesTurns, IqlDeep):
