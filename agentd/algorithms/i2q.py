@@ -31,7 +31,7 @@ before the minibatch, then (2) on the new Q_ss and (3) from the Q of before the 
 pair drawn twice is set once, by its last draw). ``q_init`` > 0 draws Q, and each Q_ss entry
 when its transition is first observed, from U(-q_init, q_init). ``ideal = false`` turns (2)
 off: Q learns on the sampled s', which is IQL with the same buffer and schedule (the official
-code's IQL baseline is this switch too); Q_ss is then not learned at all.
+code's IQL baseline is this switch too); with replay, Q_ss is then not learned at all.
 """
 
 from __future__ import annotations
