@@ -13,10 +13,17 @@ RUN_DIR`` scores a live run instead (``agentd launch --n 2 --algo i2q --env lsta
 greedy joint policy of its agents' final Q tables, divided by the optimum (the run's own
 summary shows the return of its epsilon = 0.5 behaviour, which is not the greedy one).
 
+``--replay`` learns as the official code does instead: each agent backs up from its own
+replay buffer (10 minibatches of 100 every 50 stored transitions, from 10k on), Q and Q_ss
+initialised U(-0.5, 0.5) (``REPLAY``). Both algorithms get the same replay: IQL is then the
+``i2q`` learner with ``ideal = false`` (Q on the sampled s', the official code's IQL switch).
+
 Usage::
 
     python examples/i2q_lstage.py --L 3 4 5 --games 10 --out docs/i2q_lstage
+    python examples/i2q_lstage.py --replay --L 3 4 --games 10 --out docs/i2q_lstage
     python examples/i2q_lstage.py --check RUN_DIR
+    python examples/i2q_lstage.py --report docs/i2q_lstage.jsonl     # table + plot again
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ import numpy as np
 from agentd.inprocess import build_env, make_learners, run_in_process
 
 PARAMS = {"alpha": 0.1, "epsilon": 0.5, "gamma": 1.0}
+REPLAY = {"q_init": 0.5, "replay_batches": 10, "replay_batch": 100, "replay_every": 50,
+          "replay_start": 10_000, "replay_capacity": 100_000}
 
 
 def greedy_return(env, tables: list[np.ndarray]) -> float:
@@ -40,9 +49,13 @@ def greedy_return(env, tables: list[np.ndarray]) -> float:
     return env.greedy_return([q.argmax(axis=1) for q in tables])
 
 
-def run_one(algo: str, L: int, game: int, transitions: int, k: int, every: int) -> dict:
+def run_one(algo: str, L: int, game: int, transitions: int, k: int, every: int,
+            replay: bool = False) -> dict:
     env = build_env("lstage", 2, num_envs=k, episode_len=L, seed=game, env_args={"L": L})
-    learners = make_learners(algo, env, 2, topology="line", seed=game, params=PARAMS)
+    learner, params = algo, dict(PARAMS)
+    if replay:      # the same buffer and schedule for both; IQL is i2q's ideal = false
+        learner, params = "i2q", {**params, **REPLAY, "ideal": algo == "i2q"}
+    learners = make_learners(learner, env, 2, topology="line", seed=game, params=params)
     opt = env.known_returns()["optimal_return"]
     curve: list[tuple[int, float]] = []
 
@@ -53,7 +66,7 @@ def run_one(algo: str, L: int, game: int, transitions: int, k: int, every: int) 
     t0 = time.time()
     run_in_process(env, learners, transitions // k, reset_seed=game, on_step=on_step)
     score = float(np.mean([v for _, v in curve[-10:]]))
-    return {"algo": algo, "L": L, "game": game, "score": score, "curve": curve,
+    return {"algo": algo, "L": L, "game": game, "score": score, "curve": curve, "params": params,
             "optimal_return": opt, "seconds": time.time() - t0}
 
 
@@ -97,6 +110,8 @@ def plot(runs: list[dict], out: Path) -> None:
     for ax, L in zip(axes[0], levels):
         for algo, colour in (("i2q", "tab:blue"), ("iql", "tab:red")):
             curves = [r["curve"] for r in runs if r["L"] == L and r["algo"] == algo]
+            if not curves:
+                continue
             x = [c[0] for c in curves[0]]
             y = np.array([[v for _, v in c] for c in curves])
             ax.plot(x, y.mean(axis=0), color=colour, label=f"{algo} (mean of {len(y)})")
@@ -117,17 +132,27 @@ def main() -> None:
     ap.add_argument("--num-envs", type=int, default=4)
     ap.add_argument("--every", type=int, default=1_000)
     ap.add_argument("--out", type=Path, default=Path("docs/i2q_lstage"))
+    ap.add_argument("--replay", action="store_true",
+                    help="learn from a private replay buffer, as the official code (REPLAY)")
     ap.add_argument("--check", type=Path, help="score a live run directory instead")
+    ap.add_argument("--report", type=Path,
+                    help="only print the table and plot of a saved .jsonl (beside it)")
     args = ap.parse_args()
     if args.check:
         check_run(args.check)
+        return
+    if args.report:
+        runs = [json.loads(line) for line in args.report.read_text().splitlines()]
+        print(report(runs))
+        plot(runs, args.report)
         return
     runs = []
     with open(args.out.with_suffix(".jsonl"), "w") as f:
         for L in args.L:
             for game in range(args.games):
                 for algo in ("i2q", "iql"):
-                    r = run_one(algo, L, game, args.transitions, args.num_envs, args.every)
+                    r = run_one(algo, L, game, args.transitions, args.num_envs, args.every,
+                               args.replay)
                     f.write(json.dumps(r) + "\n")
                     f.flush()
                     print(f"L={L} game {game} {algo}: {r['score']:.3f} [{r['seconds']:.0f} s]",
