@@ -270,7 +270,9 @@ def _resolve_act_ahead(c: RunConfig, learner: type) -> None:
     if c.act_ahead == "on" and not allowed:
         raise ConfigError(f"'act_ahead' = 'on' is not allowed for algo '{c.algo}': {why}")
     if c.act_ahead == "auto":
-        c.act_ahead = "on" if allowed else "off"
+        # with a peer timeout, a neighbour acting ahead is late by up to one of its updates
+        # (it answers this step after updating the last one): auto keeps it off there
+        c.act_ahead = "on" if allowed and not c.peer_timeout else "off"
 
 
 def _resolve_links(c: RunConfig) -> None:

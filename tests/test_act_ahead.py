@@ -174,3 +174,42 @@ def test_with_act_ahead_off_no_reply_comes_early(runs, tmp_path):
     assert sum(a["early_replies"] for a in agents.values()) == 0
     assert sum(_early_in_log(run_dir / "logs" / f"agent-{i}.log") for i in range(3)) == 0
     assert replay(run_dir, 0).first_divergence is None
+
+
+@pytest.mark.parametrize("algo", ["dac-deep", "isac"])
+def test_a_restored_act_ahead_snapshot_continues_exactly_like_the_original(algo):
+    """Recovery snapshots of act-ahead cores (taken mid-run, as the live agent takes them)
+    restore to the same actions and final state."""
+    from test_recovery import _drive
+
+    from agentd import recovery
+    from agentd.inprocess import _body as step_body
+    from agentd.inprocess import build_env, make_learners
+
+    env = build_env("spread", 2, episode_len=5, seed=1, obs_mode="state")
+    params = {"batch": 8, "start": 8, "hidden": 8, "buffer": 64}
+    cores = [AgentCore({"config": {"episode_len": 5, "act_ahead": "on"}, "controls": [i]}, lr)
+             for i, lr in enumerate(make_learners(algo, env, 2, seed=4, params=params))]
+    obs = env.reset(2)
+    flags = np.zeros(1, dtype=bool)
+    bodies = [step_body(0, obs, obs, np.zeros((2, 1)), flags, flags, False, [i])
+              for i in range(2)]
+    bodies = _drive(cores, env, bodies, 13)[1][-1]
+    saved = [recovery.snapshot(c) for c in cores]
+    first, fed = _drive(cores, env, bodies, 11)
+    states = [c.learner.state_dict() for c in cores]
+    again = [recovery.load(s) for s in saved]
+    assert all(c.act_ahead for c in again)
+    second, _ = _drive(again, None, bodies, 11, fed=fed)
+    assert all(np.array_equal(a, b) for x, y in zip(first, second) for a, b in zip(x, y))
+    for before, core in zip(states, again):
+        after = core.learner.state_dict()
+        assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_auto_is_off_with_a_peer_timeout_and_on_stays_allowed():
+    c = resolve({}, {"algo": "dac-deep", "env": "spread", "peer_timeout": 0.5})
+    assert c.act_ahead == "off"
+    c = resolve({}, {"algo": "dac-deep", "env": "spread", "peer_timeout": 0.5,
+                     "act_ahead": "on"})
+    assert c.act_ahead == "on"
