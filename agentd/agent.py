@@ -3,7 +3,9 @@
 The loop is written once; algorithms plug in through the Learner hooks. Per joint step:
 the env server's ``step`` reply arrives -> ``observe`` -> ``outbox`` messages go to neighbours
 -> wait while ``awaiting()`` names neighbours (their messages go to ``inbox``) -> ``update``
--> ``act`` -> ``act`` message to the env server. Heartbeats and the coordinator's ``stop`` are
+-> ``act`` -> ``act`` message to the env server. With act-ahead the ``act`` message goes out
+right after ``observe`` (the core pauses until it is sent) and the update runs while the env
+server steps (see ``agentd.core``). Heartbeats and the coordinator's ``stop`` are
 served by the same poll loop, so a silent neighbour or a dead run never hangs the agent.
 """
 
@@ -20,7 +22,7 @@ import numpy as np
 from agentd.accountant import agent_report
 from agentd.algorithms import load_learner_class
 from agentd.algorithms.base import Outgoing, set_keepalive
-from agentd.core import AgentCore, Effect, build_learner
+from agentd.core import AgentCore, Effect, build_learner, drive
 from agentd.dp import DpLayer, DpSettings
 from agentd.faults import CrashAt
 from agentd.process import ControlPlane, JoinOptions, RunFailed, open_transport, process_facts
@@ -123,7 +125,7 @@ class Agent:
                         if msg.kind == "step":
                             self.on_step(msg.body)
                     else:
-                        self.perform(self.core.on_peer(msg.src, msg.kind, msg.body))
+                        self.on_peer(msg.src, msg.kind, msg.body)
             if self.save_requested and self.core.pending is None:
                 self.save_requested = False
                 self.recovery.save(self.core)
@@ -145,9 +147,15 @@ class Agent:
             self.restart["resumed_step"] = int(body["t"])
             self.restart["lost"] = int(body["t"]) - self.restart["env_step"]
             self.control.send("restarted", {**self.restart, "agent": self.id}, body["t"])
-        self.perform(self.core.on_step(body))
+        drive(self.core, self.core.on_step(body), self.perform)
         if self.crash is not None:
             self.crash.check(self.core.steps_done)
+
+    def on_peer(self, src: int, kind: str, body: dict[str, Any]) -> None:
+        before = self.core.pending_step()
+        drive(self.core, self.core.on_peer(src, kind, body), self.perform)
+        if self.core.pending_step() not in (-1, before):   # a held step reply taken up
+            self.wait_since = time.monotonic()
 
     def reconnect_env(self, endpoint: str) -> None:
         """The env server was restarted: join it at its new endpoint, saying where we were."""
@@ -175,8 +183,8 @@ class Agent:
         """After the last step: answer neighbours still finishing theirs (e.g. a PR query)."""
         for msg, _ in self.t.recv_all(link):
             if link is not self.env:
-                self.perform([e for e in self.core.on_peer(msg.src, msg.kind, msg.body)
-                              if e.what == "peer"])
+                drive(self.core, self.core.on_peer(msg.src, msg.kind, msg.body),
+                      lambda effects: self.perform([e for e in effects if e.what == "peer"]))
         self.t.flush()
 
     def perform(self, effects: list[Effect]) -> None:
@@ -233,7 +241,7 @@ class Agent:
                     self.t.msglog.note("peer_timeout", {"t": step, "silent": sorted(waiting)})
                     self.silent_edges += len(waiting)
                     self.wait_since = time.monotonic()
-                    self.perform(effects)
+                    drive(self.core, effects, self.perform)
                     return
             # A live neighbour may be slow (a loaded machine, a deep update); a dead one is
             # caught by the heartbeats. So this only ends a step that cannot complete.
@@ -257,7 +265,9 @@ class Agent:
                 "algo": self.algo, "controls": self.controls,
                 "peer_bytes_last_step": self.last_step_peer_bytes, "files": self.files.mode,
                 "recovery": self.recovery.stats(step_s), "restart": self.restart,
-                "peer_timeouts": self.silent_edges, "dp": self.dp_report()}
+                "peer_timeouts": self.silent_edges, "dp": self.dp_report(),
+                "act_ahead": self.core.act_ahead,
+                "early_replies": getattr(self.core, "early_replies", 0)}
 
 
 def run_agent(opts: JoinOptions, want_id: int | None) -> int:

@@ -60,6 +60,7 @@ class RunConfig:
     dp_delta: float = 1e-5            # DP: the delta of the reported epsilon
     dp_accountant: str = "pld"        # DP accountant: pld (tight) | rdp (upper bound)
     dp_kinds: dict[str, Any] = field(default_factory=dict)  # per-kind {sigma, clip} overrides
+    act_ahead: str = "auto"           # act before the update: auto (the learner's say) | on | off
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -68,6 +69,7 @@ class RunConfig:
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 TABLES = ("params", "env_args", "dp_kinds")
 OBS_CHOICES = ("auto", "local", "state")
+ACT_AHEAD_CHOICES = ("auto", "on", "off")
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
@@ -159,6 +161,8 @@ def validate(c: RunConfig) -> None:
     _require(c.mixing in MIXING_METHODS, "mixing", f"one of {', '.join(MIXING_METHODS)}",
              c.mixing)
     _require(c.obs in OBS_CHOICES, "obs", f"one of {', '.join(OBS_CHOICES)}", c.obs)
+    _require(c.act_ahead in ACT_AHEAD_CHOICES, "act_ahead",
+             f"one of {', '.join(ACT_AHEAD_CHOICES)}", c.act_ahead)
     _require(0.0 < c.p <= 1.0, "p", "a probability in (0, 1]", c.p)
     _require(0.0 <= c.rewire <= 1.0, "rewire", "a probability in [0, 1]", c.rewire)
     _require(c.heartbeat_interval > 0, "heartbeat_interval", "seconds > 0",
@@ -250,10 +254,25 @@ def _resolve_defaults(c: RunConfig, given: set[str] = frozenset()) -> None:
         require_declared(c, _require)
     if c.obs == "auto":
         c.obs = "state" if learner.wants_state else "local"
+    _resolve_act_ahead(c, learner)
     if (learner.action_type == "box" and c.env not in BUILTIN_ENVS
             and split_factory_spec(c.env)[0].startswith("mpe2.")
             and "continuous_actions" not in c.env_args):
         c.env_args = {**c.env_args, "continuous_actions": True}
+
+
+def _resolve_act_ahead(c: RunConfig, learner: type) -> None:
+    """auto becomes on or off by the learner's ``act_ahead``; on for a learner that does not
+    allow it is an error (its update rule needs the action of the updated policy)."""
+    from agentd.core import act_ahead_allowed
+
+    allowed, why = act_ahead_allowed(learner, c.params)
+    if c.act_ahead == "on" and not allowed:
+        raise ConfigError(f"'act_ahead' = 'on' is not allowed for algo '{c.algo}': {why}")
+    if c.act_ahead == "auto":
+        # with a peer timeout, a neighbour acting ahead is late by up to one of its updates
+        # (it answers this step after updating the last one): auto keeps it off there
+        c.act_ahead = "on" if allowed and not c.peer_timeout else "off"
 
 
 def _resolve_links(c: RunConfig) -> None:

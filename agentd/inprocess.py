@@ -17,7 +17,7 @@ import numpy as np
 
 from agentd.algorithms import load_learner_class
 from agentd.algorithms.base import Learner, LearnerSpec
-from agentd.core import AgentCore
+from agentd.core import AgentCore, act_ahead_allowed, drive
 from coordinator.envs import make_env
 from coordinator.envs.base import VecEnv
 from topologies import build, mixing_matrix
@@ -64,13 +64,22 @@ def make_learners(algo: str, env: VecEnv, n: int, topology: str = "ring", seed: 
 
 
 def run_in_process(env: VecEnv, learners: list[Learner], steps: int, reset_seed: int = 0,
-                   on_step: Callable[[int], None] | None = None, metrics_every: int = 500
-                   ) -> InProcessRun:
-    """Step env and learners for ``steps`` joint steps through AgentCore (the live order)."""
+                   on_step: Callable[[int], None] | None = None, metrics_every: int = 500,
+                   act_ahead: str = "auto") -> InProcessRun:
+    """Step env and learners for ``steps`` joint steps through AgentCore (the live order).
+
+    ``act_ahead`` as in a live run (auto: on where the learner allows it, as ``agentd launch``
+    defaults to): each core then acts before its update, exactly as a live agent's does."""
     from protocols.codec import Codec
 
     codec = Codec()
-    info = {"config": {"episode_len": metrics_every, "checkpoint_every": 0}}
+    allowed = act_ahead_allowed(type(learners[0]), learners[0].spec.params)[0] \
+        if learners else False
+    if act_ahead == "on" and not allowed:
+        raise ValueError(f"{type(learners[0]).__name__} does not allow act-ahead")
+    mode = "on" if act_ahead == "on" or (act_ahead == "auto" and allowed) else "off"
+    info = {"config": {"episode_len": metrics_every, "checkpoint_every": 0,
+                       "act_ahead": mode}}
     controls = [lr.spec.controls for lr in learners]
     seen = [lr.spec.seen for lr in learners]
     cores = [AgentCore({**info, "controls": c, "view": v}, lr)
@@ -116,7 +125,7 @@ def _exchange(cores: list[AgentCore], bodies: list[dict], codec: Any,
     actions: dict[int, np.ndarray] = {}
     queue: deque = deque()
     for i, core in enumerate(cores):
-        queue.extend((i, e) for e in core.on_step(bodies[i]))
+        drive(core, core.on_step(bodies[i]), lambda es, i=i: queue.extend((i, e) for e in es))
     while queue:
         src, effect = queue.popleft()
         if effect.what == "act":
@@ -128,8 +137,9 @@ def _exchange(cores: list[AgentCore], bodies: list[dict], codec: Any,
             out.peer_messages += 1
             out.peer_bytes += size
             out.peer_bytes_by_step[effect.step] = out.peer_bytes_by_step.get(effect.step, 0) + size
-            queue.extend((effect.dst, e) for e in
-                         cores[effect.dst].on_peer(src, effect.kind, effect.body))
+            dst = effect.dst
+            drive(cores[dst], cores[dst].on_peer(src, effect.kind, effect.body),
+                  lambda es, dst=dst: queue.extend((dst, e) for e in es))
     if len(actions) < len(cores) and not all(c.finished for c in cores):
         stuck = [i for i, c in enumerate(cores) if i not in actions and not c.finished]
         raise RuntimeError(f"agents {stuck} still wait for neighbours {[sorted(cores[i].waiting()) for i in stuck]}")

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from agentd.core import AgentCore, build_learner
+from agentd.core import AgentCore, Effect, build_learner, drive
 from agentd.msglog import open_log
 from agentd.recovery import core_for_replay
 
@@ -173,33 +173,40 @@ def replay(run_dir: Path, agent: int, perturbation: Perturbation | None = None) 
             core = core_for_replay(run_dir, item.body, log.info)
             res.restarts += 1
             continue
+        effects: list[Effect] = []
         if item.plane == "silent":      # the live agent stopped waiting for these here
-            effects = core.on_silent(frozenset(item.body["silent"])) or []
+            drive(core, core.on_silent(frozenset(item.body["silent"])) or [], effects.extend)
             res.silent += 1
         elif item.plane == "env":
-            effects = []
-            if core.pending is not None and not item.body.get("restart"):
+            while core.blocks_step() and not item.body.get("restart"):
                 # a perturbation withheld messages it waited for (after an env server
                 # restart the live agent dropped the step instead, as the core does)
                 res.forced_steps += 1
-                effects = core.advance(force=True)
-            effects += core.on_step(item.body)
+                drive(core, core.advance(force=True), effects.extend)
+            drive(core, core.on_step(item.body), effects.extend)
         else:
             res.peer_delivered += 1
-            effects = core.on_peer(item.src, item.kind, item.body)
-        for e in effects:
-            if e.what == "act":
-                sent = log.actions.get((res.restarts, e.step))
-                _compare(res, e.step, e.body["a"], sent.pop(0) if sent else None)
-            elif e.what == "metrics":
-                res.metrics.append({"step": e.step, "agents": {str(agent): e.body["scalars"]},
-                                    "action_agreement": _agreement(res)})
-    if core.pending is not None:   # the last step's messages were withheld
+            drive(core, core.on_peer(item.src, item.kind, item.body), effects.extend)
+        _take(res, log, agent, effects)
+    while core.pending is not None:   # the last step's messages were withheld
         res.forced_steps += 1
-        core.advance(force=True)
+        effects = []
+        drive(core, core.advance(force=True), effects.extend)
+        _take(res, log, agent, effects)
     res.steps = core.steps_done
     res.state = core.learner.state_dict()
     return res
+
+
+def _take(res: ReplayResult, log: AgentLog, agent: int, effects: list[Effect]) -> None:
+    """Compare the replayed acts with the logged ones; collect the metrics."""
+    for e in effects:
+        if e.what == "act":
+            sent = log.actions.get((res.restarts, e.step))
+            _compare(res, e.step, e.body["a"], sent.pop(0) if sent else None)
+        elif e.what == "metrics":
+            res.metrics.append({"step": e.step, "agents": {str(agent): e.body["scalars"]},
+                                "action_agreement": _agreement(res)})
 
 
 def _compare(res: ReplayResult, step: int, action: np.ndarray, logged: Any) -> None:

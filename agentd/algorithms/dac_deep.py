@@ -38,7 +38,7 @@ the TD target then mixes in the neighbours' target values of the batch's next st
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -114,6 +114,17 @@ class DacDeep(Learner):
     needs_torch = True
     wants_state = True
     action_type = "box"
+    act_ahead = True
+    act_ahead_why = (
+        "off-policy actor-critic: each transition is stored with the log-probability of the "
+        "policy that acted (logp_old, the behaviour policy of beta, eq. 44), and the critic and "
+        "actor steps sample the buffer, so acting with the policy one update older changes the "
+        "data, not the update rule; consensus messages of a step a neighbour is ahead on wait "
+        "for that step")
+    act_ahead_off_with: ClassVar[dict[str, str]] = {
+        "pr_weight": "deep policy reciprocity answers a neighbour's query with the networks "
+                     "before this agent's update of the query's step; a neighbour acting ahead "
+                     "can ask before that update has run"}
 
     @classmethod
     def permitted_kinds(cls, params: dict[str, Any]) -> frozenset[str]:
@@ -404,3 +415,5 @@ class Isac(DacDeep):
     name = "isac"
     Params = IsacParams
     peer_kinds = frozenset()
+    act_ahead_why = ("off-policy soft actor-critic without messages: the buffer keeps the "
+                     "behaviour's actions, so a one-update policy lag changes the data only")

@@ -42,6 +42,8 @@ class I2qDeep(IqlDeep):
     name = "i2q-deep"
     Params = I2qDeepParams
     wants_state = True
+    act_ahead_why = ("off-policy like iql-deep: the forward model, Q_ss and Q train on replayed "
+                     "transitions, whichever policy collected them")
 
     def build_networks(self) -> None:
         super().build_networks()

@@ -116,6 +116,9 @@ class IqlDeep(Learner):
     Params = DqnParams
     needs_torch = True
     action_type = "discrete"
+    act_ahead = True
+    act_ahead_why = ("off-policy double DQN without messages: epsilon-greedy on a Q one update "
+                     "older is still a behaviour policy the replay buffer's TD update allows")
 
     def __init__(self, spec: LearnerSpec) -> None:
         super().__init__(spec)

@@ -46,6 +46,9 @@ FLAG_HELP = {
                "(default 1.0)",
     "dp-delta": "differential privacy: delta of the reported epsilon (default 1e-5)",
     "dp-accountant": "differential privacy accountant: pld (default, tight) or rdp",
+    "act-ahead": "auto (default: on where the learner allows it), on or off: an agent sends "
+                 "its next action before its update (with the policy of the previous update), "
+                 "so the env server steps while the agents update",
 }
 TYPES = {"n": int, "steps": int, "episode-len": int, "num-envs": int, "seed": int,
          "rows": int, "p": float, "k": int, "rewire": float, "heartbeat-timeout": float,

@@ -84,6 +84,10 @@ class OnPolicyLearner(Learner):
 
     Params = OnPolicyParams
     needs_torch = True
+    act_ahead = False
+    act_ahead_why = ("on-policy: the rollout after an update must be sampled from the updated "
+                     "policy (its stored log-probabilities are the ratio's denominator); acting "
+                     "ahead would collect the first step of every rollout with the old one")
 
     def __init__(self, spec: LearnerSpec) -> None:
         super().__init__(spec)
