@@ -34,8 +34,13 @@ LOOPBACK_CLUSTER = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}   # node IPs stay 
 def cluster():
     """Head on 127.0.0.1 (where the coordinator goes), workers on 127.0.0.2 and 127.0.0.3."""
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")   # short: Ray's socket paths must fit
-    saved = {k: os.environ.get(k) for k in LOOPBACK_CLUSTER}
-    os.environ.update(LOOPBACK_CLUSTER)
+    # Ray writes the cluster's address to <RAY_TMPDIR>/ray/ray_current_cluster and fails when
+    # that directory is missing (as on a fresh machine, where /tmp/ray does not exist yet):
+    # point it into our own directory, removed with it.
+    os.makedirs(os.path.join(temp, "ray"))
+    env = {**LOOPBACK_CLUSTER, "RAY_TMPDIR": temp}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     from ray.cluster_utils import Cluster
 
     made = None
