@@ -17,10 +17,9 @@ run directory at the end is not logged (it carries the logs).
 A ``restart`` record ``["restart", wall_time, {"checkpoint": path or None, "sha256": ...,
 "step": T}]`` marks where a restarted agent continued its log (after a second meta record):
 it restored that recovery checkpoint, taken after its step T (``agentd.recovery``).
-The writer holds the records of a step in memory and writes them with one system call when
-the loop flushes, once per step, so a crash loses at most the step in flight; a truncated last
-record is reported by the reader and skipped
-(and cut off by a restarted process before it appends).
+The writer buffers and is flushed once per step, so a crash loses at most the step in flight;
+a truncated last record is reported by the reader and skipped (and cut off by a restarted
+process before it appends).
 """
 
 from __future__ import annotations
@@ -52,7 +51,6 @@ class MessageLog:
         self._file: Any = None
         self._pending: list[list] = []   # records made before the file is known
         self._packer = msgpack.Packer(use_bin_type=True)
-        self._chunks: list[bytes] = []   # packed records not yet written to the file
         if path is not None:
             self.attach(path, private=private, meta=meta)
 
@@ -64,22 +62,21 @@ class MessageLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         repair_tail(path)
         self.path, self.process = path, process or self.process
-        self._file = open(path, "ab", buffering=0)  # noqa: SIM115 - lives with the log
+        self._file = open(path, "ab", buffering=1 << 16)  # noqa: SIM115 - lives with the log
         self._write(["meta", time.time(), {"format": FORMAT, "version": FORMAT_VERSION,
                                            "process": self.process, "private": private,
                                            **(meta or {})}])
         for record in self._pending:
             self._write(record)
         self._pending.clear()
-        self.flush()
 
     def _write(self, record: list) -> None:
         if self._file is None:
             self._pending.append(record)
             return
         data = self._packer.pack(record)
-        self._chunks.append(_LEN.pack(len(data)))
-        self._chunks.append(data)
+        self._file.write(_LEN.pack(len(data)))
+        self._file.write(data)
 
     def note(self, what: str, body: dict[str, Any]) -> None:
         """A record that is not a message (a restart), written and flushed at once."""
@@ -91,18 +88,12 @@ class MessageLog:
         self._write([direction, time.time(), plane, reason, frames])
 
     def flush(self) -> None:
-        """Write the records held in memory (one system call)."""
-        if self._file is None or not self._chunks:
-            return
-        data = b"".join(self._chunks)
-        self._chunks.clear()
-        view = memoryview(data)
-        while view:                      # an unbuffered file may write less than asked
-            view = view[self._file.write(view):]
+        if self._file is not None:
+            self._file.flush()
 
     def close(self) -> None:
         if self._file is not None and not self._file.closed:
-            self.flush()
+            self._file.flush()
             self._file.close()
 
 

@@ -69,7 +69,6 @@ class EnvServer:
             if len(self.acts) == len(self.controls):
                 self._step()
         self.ended = time.monotonic()
-        self.t.set_hot([])
         self._report_pace(final=True)     # a short run may end before its first report
         return "done"
 
@@ -249,7 +248,8 @@ def run_envserver(opts: JoinOptions) -> int:
         try:
             server.run()
         except StopRequested:
-            transport.set_hot([])
+            pass
+        transport.set_hot([])          # the run loop is over: bye, ack and files are control
         control.send("bye", {"stats": {**server.stats(), "files": files.mode}})
         transport.flush()
         control.wait_ack(2 * cfg["heartbeat_timeout"])

@@ -56,9 +56,7 @@ def split(frame: bytes) -> tuple[memoryview, memoryview]:
     """The header and body parts of a frame (no decoding)."""
     if len(frame) < 3:
         raise MalformedFrame(f"frame of {len(frame)} bytes is too short for an envelope")
-    if fixed.is_fixed(frame):
-        if len(frame) < fixed.HEAD.size:
-            raise MalformedFrame("fixed-layout frame shorter than its header")
+    if fixed.is_fixed(frame):        # a short header is refused by fixed.decode_head
         view = memoryview(frame)
         return view[:fixed.HEAD.size], view[fixed.HEAD.size:]
     (hlen,) = _HLEN.unpack_from(frame)
