@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import time
 from pathlib import Path
 
@@ -48,6 +49,10 @@ def run_one(algo: str, seed: int, steps: int, turn_len: int) -> dict:
     return {"algo": algo, "seed": seed, "steps": steps, "returns": res.returns,
             "first": float(np.mean(returns[:fifth])), "last": float(np.mean(returns[-fifth:])),
             "seconds": time.time() - t0}
+
+
+def run_job(job: tuple) -> dict:
+    return run_one(*job)
 
 
 def plot(runs: list[dict], out: Path) -> None:
@@ -80,18 +85,19 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4_000)
     ap.add_argument("--turn-len", type=int, default=1_000)
     ap.add_argument("--algos", nargs="+", default=list(ALGOS))
+    ap.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
     ap.add_argument("--out", type=Path, default=Path("docs/dqn_spread"))
     args = ap.parse_args()
+    jobs = [(algo, seed, args.steps, args.turn_len) for seed in args.seeds for algo in args.algos]
     runs = []
-    with open(args.out.with_suffix(".jsonl"), "w") as f:
-        for seed in args.seeds:
-            for algo in args.algos:
-                r = run_one(algo, seed, args.steps, args.turn_len)
-                f.write(json.dumps(r) + "\n")
-                f.flush()
-                print(f"{algo:10s} seed {seed}: first 20% {r['first']:8.2f}  last 20% "
-                      f"{r['last']:8.2f}  [{r['seconds']:.0f} s]", flush=True)
-                runs.append(r)
+    with open(args.out.with_suffix(".jsonl"), "w") as f, \
+            multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+        for r in pool.imap(run_job, jobs):
+            f.write(json.dumps(r) + "\n")
+            f.flush()
+            print(f"{r['algo']:10s} seed {r['seed']}: first 20% {r['first']:8.2f}  last 20% "
+                  f"{r['last']:8.2f}  [{r['seconds']:.0f} s]", flush=True)
+            runs.append(r)
     for algo in args.algos:
         last = [r["last"] for r in runs if r["algo"] == algo]
         print(f"{algo:10s} last-20% return over {len(last)} seeds: {np.mean(last):.2f} "

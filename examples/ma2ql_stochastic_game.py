@@ -25,9 +25,9 @@ RUN_DIR`` instead evaluates the final Q tables of a live ``agentd launch`` run.
 
 Usage::
 
-    python examples/ma2ql_stochastic_game.py --seeds 0 1 2 3 4 --param alpha=0.5 \
-        --param alpha_omega=0.7 --param epsilon_decay=100000 --param epsilon_final=0.02 \
-        --out docs/ma2ql_stochastic_game
+    python examples/ma2ql_stochastic_game.py --jobs 2 --param alpha=0.5 \
+        --param alpha_omega=0.7 --param epsilon=0.1 --ma2ql-param explore_off_turn=false \
+        --steps 300000 --turn-len 10000 --every 5000 --out docs/ma2ql_stochastic_game
     python examples/ma2ql_stochastic_game.py --check RUN_DIR
 """
 
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import time
 import tomllib
 from pathlib import Path
@@ -83,6 +84,10 @@ def run_one(algo: str, seed: int, steps: int, k: int, turn_len: int, every: int,
             "random_return": env.known_returns()["random_return"]}
 
 
+def run_job(job: tuple) -> dict:
+    return run_one(*job)
+
+
 def check_run(run_dir: Path, tol: float) -> None:
     """The Nash check of a live run: its config's game, its agents' final Q tables."""
     cfg = tomllib.loads((run_dir / "config.toml").read_text())
@@ -101,7 +106,7 @@ def check_run(run_dir: Path, tol: float) -> None:
           f"{ev['gain_30']:.4f}; NE (gain_disc <= {tol}) {'yes' if ev['gain_disc'] <= tol else 'no'}")
 
 
-def plot(runs: list[dict], out: Path) -> None:
+def plot(runs: list[dict], out: Path, tol: float) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,7 +125,10 @@ def plot(runs: list[dict], out: Path) -> None:
         ax.set_title(title)
         ax.set_xlabel("env transitions")
         ax.legend()
+    axes[1].axhline(tol, color="black", linestyle="--", linewidth=1)
+    axes[1].text(0, tol * 1.15, f"Nash check: gain <= {tol}", fontsize=8)
     axes[1].set_yscale("symlog", linthresh=0.01)
+    axes[1].set_ylim(bottom=0)
     fig.tight_layout()
     fig.savefig(out.with_suffix(".png"), dpi=90)
 
@@ -134,6 +142,9 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=2_500, help="joint steps between evaluations")
     ap.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                     help="a learner parameter for both algorithms (repeatable)")
+    ap.add_argument("--ma2ql-param", action="append", default=[], metavar="KEY=VALUE",
+                    help="a parameter for ma2ql only, e.g. explore_off_turn=false (repeatable)")
+    ap.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
     ap.add_argument("--tol", type=float, default=1.0,
                     help="Nash check: passes when gain_disc <= tol")
     ap.add_argument("--algos", nargs="+", default=["ma2ql", "iql"])
@@ -144,23 +155,27 @@ def main() -> None:
         check_run(args.check, args.tol)
         return
     extra = dict(kv.split("=", 1) for kv in args.param)
+    only = dict(kv.split("=", 1) for kv in args.ma2ql_param)
+    jobs = [(algo, seed, args.steps, args.num_envs, args.turn_len, args.every,
+             {**extra, **(only if algo == "ma2ql" else {})})
+            for seed in args.seeds for algo in args.algos]
     runs = []
-    with open(args.out.with_suffix(".jsonl"), "w") as f:
-        for seed in args.seeds:
-            for algo in args.algos:
-                r = run_one(algo, seed, args.steps, args.num_envs, args.turn_len, args.every,
-                            extra)
-                f.write(json.dumps(r) + "\n")
-                f.flush()
-                end = r["curve"][-1]
-                tail = r["curve"][-4:]
-                print(f"{algo:6s} seed {seed}: norm {end['norm']:.3f} (last 4 evals "
-                      f"{min(c['norm'] for c in tail):.3f}..{max(c['norm'] for c in tail):.3f}), "
-                      f"gain_disc {end['gain_disc']:.4f} (start state {end['gain_disc0']:.4f}), gain_30 {end['gain_30']:.4f}, "
-                      f"changed {np.mean([c['changed'] for c in tail]):.3f}, "
-                      f"NE {'yes' if end['gain_disc'] <= args.tol else 'no'}  "
-                      f"[{r['seconds']:.0f} s]", flush=True)
-                runs.append(r)
+    with open(args.out.with_suffix(".jsonl"), "w") as f, \
+            multiprocessing.get_context("spawn").Pool(args.jobs) as pool:
+        for r in pool.imap(run_job, jobs):
+            algo, seed = r["algo"], r["seed"]
+            f.write(json.dumps(r) + "\n")
+            f.flush()
+            end = r["curve"][-1]
+            tail = r["curve"][-4:]
+            print(f"{algo:6s} seed {seed}: norm {end['norm']:.3f} (last 4 evals "
+                  f"{min(c['norm'] for c in tail):.3f}..{max(c['norm'] for c in tail):.3f}), "
+                  f"gain_disc {end['gain_disc']:.4f} (start state {end['gain_disc0']:.4f}), "
+                  f"gain_30 {end['gain_30']:.4f}, "
+                  f"changed {np.mean([c['changed'] for c in tail]):.3f}, "
+                  f"NE {'yes' if end['gain_disc'] <= args.tol else 'no'}  "
+                  f"[{r['seconds']:.0f} s]", flush=True)
+            runs.append(r)
     for algo in args.algos:
         ends = [r["curve"][-1] for r in runs if r["algo"] == algo]
         gains = [e["gain_disc"] for e in ends]
@@ -168,7 +183,7 @@ def main() -> None:
               f"({min(gains):.3f}..{max(gains):.3f}), at an NE (gain_disc <= {args.tol}) "
               f"{sum(g <= args.tol for g in gains)}/{len(ends)}, norm mean "
               f"{np.mean([e['norm'] for e in ends]):.3f}")
-    plot(runs, args.out)
+    plot(runs, args.out, args.tol)
 
 
 if __name__ == "__main__":

@@ -148,6 +148,48 @@ def test_ma2ql_only_the_agent_on_turn_changes_its_table():
     assert all(v > 0 for v in changed.values()), changed
 
 
+def test_ma2ql_off_turn_acts_greedily_when_asked_and_explores_on_turn():
+    from agentd.algorithms.ma2ql import MA2QL
+
+    def learner(**params):
+        lr = MA2QL(spec(discrete(3), discrete(4), {"epsilon": 1.0, "turn_len": 50, **params},
+                        num_envs=8, n_agents=2))
+        lr.set_turns({"order": [0, 1], "turn_len": 50})   # agent 0: steps 0-49, 100-149
+        lr.q[:, 2] = 1.0                                      # action 2 is greedy everywhere
+        return lr
+
+    obs = np.zeros(8, dtype=np.int64)
+    for explore, off_turn_all_greedy in ((True, False), (False, True)):
+        lr = learner(explore_off_turn=explore)
+        greedy_by_step = []
+        for t in range(150):
+            greedy_by_step.append(bool(np.all(lr.act(obs) == 2)))
+            lr.update()                    # no transition: only the turn clock moves
+        on_turn = [(t // 50) % 2 == 0 for t in range(150)]
+        # epsilon = 1: 8 uniform actions are all 2 with probability 4^-8
+        assert not any(g for g, on in zip(greedy_by_step, on_turn) if on)
+        off = [g for g, on in zip(greedy_by_step, on_turn) if not on]
+        assert all(off) if off_turn_all_greedy else not any(off)
+    with pytest.raises(LearnerConfigError, match="explore_off_turn"):
+        MA2QL(spec(discrete(2), discrete(2), {"explore_off_turn": "sometimes"}))
+
+
+def test_ma2ql_turn_clock_skips_the_steps_of_a_gap():
+    from agentd.algorithms.ma2ql import Ma2qlDeep, MA2QL
+
+    lr = MA2QL(spec(discrete(2), discrete(2), {"turn_len": 10}, n_agents=2))
+    lr.set_turns({"order": [0, 1], "turn_len": 10})
+    for _ in range(4):
+        feed(lr, 0, 1, 1.0, 1)
+    lr.on_gap(9)                  # restored: the run went on for 9 joint steps without it
+    assert lr.turn_step == 13 and not lr.acts_on_turn()       # step 13 is agent 1's
+    before = lr.q.copy()
+    assert feed(lr, 0, 1, 5.0, 1)["on_turn"] == 0.0 and np.array_equal(lr.q, before)
+    deep = Ma2qlDeep(spec(box(2), discrete(2), {"turn_len": 10}, n_agents=2))
+    deep.on_gap(7)
+    assert deep.turn_step == 7
+
+
 def test_ma2ql_without_a_schedule_says_so():
     from agentd.algorithms.ma2ql import MA2QL
 
@@ -244,9 +286,16 @@ def test_ma2ql_restarts_its_visit_counts_at_each_of_its_turns():
     assert learner.q[0, 1] == 0.0 and learner.visits[0, 1] == 1
     state = learner.state_dict()
     assert int(state["visits_turn"]) == 1 and int(state["turn_step"]) == 4
-    # without the reset the 4th step would have been 1/4 (Q = 4.5); defaults keep alpha
-    const = MA2QL(spec(discrete(2), discrete(2), {"alpha": 0.5}))
+    # without the reset the 4th step would have been 1/4 (Q = 4.5); a constant alpha
+    # (alpha_omega = 0, epsilon constant) keeps the checkpoint's old keys
+    const = MA2QL(spec(discrete(2), discrete(2), {"alpha": 0.5, "alpha_omega": 0.0}))
     assert set(const.state_dict()) == {"q", "turn_step"}
+    # the defaults are the reproduction's setting: a decaying step restarted each turn,
+    # greedy off turn
+    default = MA2QL(spec(discrete(2), discrete(2)))
+    assert (default.params.alpha_omega, default.params.epsilon,
+            default.params.explore_off_turn) == (0.7, 0.1, False)
+    assert {"visits", "visits_turn"} <= set(default.state_dict())
 
 
 @pytest.mark.parametrize("bad", [{"alpha_omega": 1.5}, {"alpha_omega": -0.1},

@@ -2,9 +2,12 @@
 
     repeat: for i = 1..n: all agents interact with the environment; agent i updates by Q-learning
 
-Every agent keeps acting (epsilon-greedy on its own Q) all the time; only the agent on turn
-applies its Q-learning update, so it learns a best response to the others' current, fixed
-policies. With each turn's Q-iteration eps-converged, the joint policy converges to a Nash
+Every agent keeps acting all the time; only the agent on turn applies its Q-learning update,
+so it learns a best response to the others' current, fixed policies. Off turn an agent acts
+greedily (the default): the others' policies during a turn are then exactly the greedy
+policies pi_j(s) = argmax_a Q_j(s, a) of the theorem, and the best response the agent on turn
+learns is the one a Nash check against those greedy policies asks for
+(``explore_off_turn = true``: epsilon-greedily, like the agent on turn). With each turn's Q-iteration eps-converged, the joint policy converges to a Nash
 equilibrium (which need not be optimal). The turn schedule is the coordinator's
 (``agentd.algorithms.turns``: ``turn_len`` steps per turn, ``turn_order``); the update itself is
 IQL's, tabular (``ma2ql``) or double DQN (``ma2ql-deep``): variants by composition, not copies.
@@ -16,21 +19,31 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agentd.algorithms.base import param
-from agentd.algorithms.iql import IQL, QScheduleParams, epsilon_at
+from agentd.algorithms.base import LearnerConfigError, param
+from agentd.algorithms.iql import IQL, QScheduleParams, epsilon_at, epsilon_greedy
 from agentd.algorithms.iql_deep import DqnParams, IqlDeep
 from agentd.algorithms.turns import ORDERS, TakesTurns
 
 
 @dataclass
 class Ma2qlParams(QScheduleParams):
-    """Tabular Q-learning's parameters and schedules plus the turn schedule (with
-    alpha_omega > 0 the visit counts restart at each of the agent's turns)."""
+    """Tabular Q-learning's parameters and schedules plus the turn schedule. The defaults
+    are the setting that settles at a checked equilibrium on the stochastic game (README):
+    a visit-count step size restarted at each of the agent's turns, so each turn is a fresh
+    stochastic approximation of the best response, and greedy agents off turn."""
+
+    epsilon: float = param(0.1, ge=0.0, le=1.0)
+    """probability of a uniformly random action on turn (exploration)"""
+    alpha_omega: float = param(0.7, ge=0.0, le=1.0)
+    """visit-count decay of the step size, alpha (1 + n(s, a))^-alpha_omega, n counted
+    within the turn (0: constant alpha)"""
 
     turn_len: int = param(20_000, ge=1)
     """joint steps per turn (seed 003's truncation bound, see agentd.algorithms.turns)"""
     turn_order: str = param("round-robin", choices=ORDERS)
     """round-robin (agent 0, 1, ..., n-1) or random (a permutation drawn from the run seed)"""
+    explore_off_turn: bool = param(False, choices=(True, False))
+    """off turn, act greedily, holding the fixed policy (false), or epsilon-greedily (true)"""
 
 
 @dataclass
@@ -49,6 +62,24 @@ class MA2QL(TakesTurns, IQL):
     name = "ma2ql"
     Params = Ma2qlParams
     visits_turn: int = -1       # the turn (joint step // turn_len) the visit counts belong to
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        if self.params.explore_off_turn or self.acts_on_turn():
+            return super().act(obs)
+        self.act_step += 1
+        return epsilon_greedy(self.rng, self.q[obs], 0.0)
+
+    def acts_on_turn(self) -> bool:
+        """Whether the joint step about to be acted is in this agent's turn (the update of
+        the step before has advanced ``turn_step`` to it; after a gap, ``on_gap`` has)."""
+        if self.schedule is None:
+            raise LearnerConfigError(f"{self.name} learns in turns but received no turn "
+                                     "schedule from the coordinator")
+        return self.schedule.agent_at(self.turn_step) == self.spec.agent_id
+
+    def on_gap(self, steps: int) -> None:
+        super().on_gap(steps)
+        self.turn_step += steps       # the turn clock is the joint step too
 
     def update(self) -> dict[str, float]:
         learns = self.on_turn()
@@ -83,6 +114,10 @@ class Ma2qlDeep(TakesTurns, IqlDeep):
         learns = self.on_turn()
         self.turn_step += 1
         return learns and super().ready()
+
+    def on_gap(self, steps: int) -> None:
+        super().on_gap(steps)
+        self.turn_step += steps       # the turn clock is the joint step too
 
     def update(self) -> dict[str, float]:
         out = super().update()
