@@ -175,7 +175,7 @@ def test_ma2ql_off_turn_acts_greedily_when_asked_and_explores_on_turn():
 
 
 def test_ma2ql_turn_clock_skips_the_steps_of_a_gap():
-    from agentd.algorithms.ma2ql import Ma2qlDeep, MA2QL
+    from agentd.algorithms.ma2ql import MA2QL, Ma2qlDeep
 
     lr = MA2QL(spec(discrete(2), discrete(2), {"turn_len": 10}, n_agents=2))
     lr.set_turns({"order": [0, 1], "turn_len": 10})
