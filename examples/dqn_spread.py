@@ -14,7 +14,8 @@ equivalent is ``agentd launch --algo iql-deep --env mpe2.simple_spread_v3:parall
 
 Usage::
 
-    python examples/dqn_spread.py --seeds 0 1 2 --steps 4000 --out docs/dqn_spread
+    python examples/dqn_spread.py --jobs 2 --seeds 0 1 2 --steps 100000 --turn-len 2500 \
+        --out docs/dqn_spread
 """
 
 from __future__ import annotations
