@@ -5,7 +5,11 @@
   sync sockets with a poller, and ``zmq.asyncio`` on uvloop.
 * ring exchange: N processes on a ring, each sends a small message to both neighbours and waits
   for theirs, per step.
-Everything binds to 127.0.0.1. Each function returns steps per second.
+* the same joint step without ZeroMQ, for what a local fast path could reach at best: over
+  pipes (``multiprocessing.Pipe``: one kernel object per agent, no I/O thread), and over
+  shared memory (one slot per agent, a semaphore each way: only the futex wake-ups remain).
+Everything binds to 127.0.0.1 (the pipe and shared-memory loops use no network). Each
+function returns steps per second.
 """
 
 from __future__ import annotations
@@ -114,6 +118,94 @@ def joint_step_asyncio(n: int, steps: int) -> float:
     return uvloop.run(main())
 
 
+def _pipe_agent(conn, steps: int) -> None:
+    conn.send_bytes(PAYLOAD)
+    for _ in range(steps):
+        conn.recv_bytes()
+        conn.send_bytes(PAYLOAD)
+    conn.recv_bytes()
+    conn.close()
+
+
+def joint_step_pipe(n: int, steps: int) -> float:
+    """The joint step over one duplex pipe per agent: the kernel's cost without ZeroMQ's."""
+    from multiprocessing.connection import wait
+
+    ends = [mp.Pipe() for _ in range(n)]
+    procs = [mp.Process(target=_pipe_agent, args=(child, steps)) for _, child in ends]
+    for p in procs:
+        p.start()
+    conns = [parent for parent, _ in ends]
+    try:
+        for c in conns:
+            c.recv_bytes()
+        start = time.perf_counter()
+        for _ in range(steps):
+            for c in conns:
+                c.send_bytes(PAYLOAD)
+            pending = set(conns)
+            while pending:
+                for c in wait(list(pending)):
+                    c.recv_bytes()
+                    pending.discard(c)
+        rate = steps / (time.perf_counter() - start)
+        for c in conns:
+            c.send_bytes(PAYLOAD)
+    finally:
+        _end(procs)
+    return rate
+
+
+def _shm_agent(name: str, i: int, go, done, steps: int) -> None:
+    from multiprocessing import shared_memory
+
+    shm = shared_memory.SharedMemory(name=name)
+    slot = shm.buf[i * len(PAYLOAD):(i + 1) * len(PAYLOAD)]
+    for _ in range(steps):
+        if not go.acquire(timeout=30):   # the env's step reply is in shared memory
+            raise TimeoutError("shm joint step: no step from the env in 30 s")
+        slot[:] = PAYLOAD              # the next action
+        done.release()
+    del slot
+    shm.close()
+
+
+def joint_step_shm(n: int, steps: int) -> float:
+    """The joint step over shared memory: one action slot per agent, a semaphore per agent
+    for "your reply is ready" and one counting semaphore for "an action is in"."""
+    from multiprocessing import shared_memory
+
+    shm = shared_memory.SharedMemory(create=True, size=n * len(PAYLOAD))
+    gos = [mp.Semaphore(0) for _ in range(n)]
+    done = mp.Semaphore(0)
+    procs = [mp.Process(target=_shm_agent, args=(shm.name, i, gos[i], done, steps))
+             for i in range(n)]
+    try:
+        for p in procs:
+            p.start()
+        start = time.perf_counter()
+        for _ in range(steps):
+            for go in gos:
+                go.release()
+            for _ in range(n):
+                if not done.acquire(timeout=30):
+                    raise TimeoutError("shm joint step: an agent sent no action in 30 s")
+            bytes(shm.buf[:n * len(PAYLOAD)])   # the env reads every action
+        rate = steps / (time.perf_counter() - start)
+    finally:
+        _end(procs)
+        shm.close()
+        shm.unlink()
+    return rate
+
+
+def _end(procs: list) -> None:
+    for p in procs:
+        p.join(10)
+        if p.is_alive():
+            p.kill()
+
+
 def _ring_node(i: int, n: int, ports: list[int], steps: int, out: mp.Queue) -> None:
     ctx = zmq.Context()
     inbox = ctx.socket(zmq.ROUTER)
@@ -163,4 +255,6 @@ if __name__ == "__main__":
     for n in (5, 16):
         print(f"n={n}: sync {joint_step_sync(n, 5000):,.0f}/s  "
               f"asyncio {joint_step_asyncio(n, 5000):,.0f}/s  "
-              f"ring {ring_exchange(n, 5000):,.0f}/s")
+              f"ring {ring_exchange(n, 5000):,.0f}/s  "
+              f"pipe {joint_step_pipe(n, 5000):,.0f}/s  "
+              f"shm {joint_step_shm(n, 5000):,.0f}/s", flush=True)
