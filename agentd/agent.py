@@ -25,6 +25,8 @@ from agentd.algorithms.base import Outgoing, set_keepalive
 from agentd.core import AgentCore, Effect, build_learner, drive
 from agentd.dp import DpLayer, DpSettings
 from agentd.faults import CrashAt
+from agentd.localplane import connect as connect_local
+from agentd.localplane import same_machine
 from agentd.process import ControlPlane, JoinOptions, RunFailed, open_transport, process_facts
 from agentd.recovery import RecoveryWriter, rejoin_core
 from agentd.runfiles import RunFiles, fail_and_ship, ship
@@ -70,10 +72,14 @@ class Agent:
             for j, ep in self.neighbours.items()}
         self.env: Link = transport.connect_dealer(info["env_endpoint"], "env", ENVSERVER,
                                                   peer_identity(self.id))
+        self.env_local: Link | None = None     # the local env plane, if we are on its machine
+        self.env_token: str | None = None
+        if config.get("env_plane", "auto") != "zmq" and same_machine(info.get("env_local")):
+            self._open_local(info["env_local"], config["max_msg_bytes"])
         # the step replies and, if the learner talks at all, its neighbours' messages
         self.inbound = [link for link in transport.links.values()
                         if link.router and link.plane == "peer" and learner.peer_kinds]
-        transport.set_hot([self.env, *self.inbound])
+        self._set_hot()
         self.files = files
         self.run_dir = files.root
         self.wait_since = 0.0
@@ -82,6 +88,27 @@ class Agent:
         self.last_step_peer_bytes = 0     # peer bytes sent during the last full step
         self._survival(config, files)
         set_keepalive(control.keepalive)
+
+    def _open_local(self, offer: dict[str, Any], max_bytes: int) -> None:
+        """Dial the env server's Unix socket; the token goes in our join (agentd.localplane)."""
+        try:
+            conn, self.env_token = connect_local(offer, max_bytes)
+        except OSError as exc:
+            log.warning("agent %d: local env plane at %s refused (%s); staying on ZeroMQ",
+                        self.id, offer.get("path"), exc)
+            return
+        self.env_local = self.t.add_local(conn, "env", router=False, server=ENVSERVER)
+
+    def _env_out(self) -> Link:
+        """Where actions go: the local connection while it lives, else ZeroMQ."""
+        if self.env_local is not None and self.env_local.sock not in self.t.links:
+            self.env_local = None          # closed: the env server answers on ZeroMQ too
+            self._set_hot()
+        return self.env_local or self.env
+
+    def _set_hot(self) -> None:
+        env = [self.env_local] if self.env_local is not None else [self.env]
+        self.t.set_hot([*env, *self.inbound])
 
     def _core(self, info: dict[str, Any], files: RunFiles) -> tuple[AgentCore, dict | None]:
         """A new core, or -- for a restarted agent (the coordinator knew its id) -- the one of
@@ -109,7 +136,8 @@ class Agent:
     def run(self) -> str:
         """Serve sockets until the run ends; returns how it ended ('done' or the stop reason)."""
         signal.signal(signal.SIGUSR1, self._on_save_request)
-        self.t.send(self.env, "join", ENVSERVER, {})
+        self.t.send(self.env, "join", ENVSERVER,
+                    {"token": self.env_token} if self.env_token else {})
         while not self.core.finished:
             for link in self.t.poll(int(self.control.interval * 1000)):
                 for msg, _ in self.t.recv_all(link):
@@ -121,7 +149,7 @@ class Agent:
                             self.reconnect(int(msg.body["id"]), msg.body["endpoint"])
                         elif msg.kind == "env_moved":
                             self.reconnect_env(msg.body["endpoint"])
-                    elif link is self.env:
+                    elif link is self.env or link is self.env_local:
                         if msg.kind == "step":
                             self.on_step(msg.body)
                     else:
@@ -160,8 +188,12 @@ class Agent:
     def reconnect_env(self, endpoint: str) -> None:
         """The env server was restarted: join it at its new endpoint, saying where we were."""
         self.t.close_link(self.env)
+        if self.env_local is not None:     # the new env server's local plane is not offered
+            if self.env_local.sock in self.t.links:
+                self.t.close_link(self.env_local)
+            self.env_local = None
         self.env = self.t.connect_dealer(endpoint, "env", ENVSERVER, peer_identity(self.id))
-        self.t.set_hot([self.env, *self.inbound])
+        self._set_hot()
         self.t.send(self.env, "join", ENVSERVER, {"t": self.last_t})
         log.warning("agent %d rejoined the restarted env server at %s (step %d)", self.id,
                     endpoint, self.last_t)
@@ -182,7 +214,7 @@ class Agent:
     def serve_finished(self, link: Link) -> None:
         """After the last step: answer neighbours still finishing theirs (e.g. a PR query)."""
         for msg, _ in self.t.recv_all(link):
-            if link is not self.env:
+            if link is not self.env and link is not self.env_local:
                 drive(self.core, self.core.on_peer(msg.src, msg.kind, msg.body),
                       lambda effects: self.perform([e for e in effects if e.what == "peer"]))
         self.t.flush()
@@ -190,7 +222,9 @@ class Agent:
     def perform(self, effects: list[Effect]) -> None:
         for e in effects:
             if e.what == "act":
-                self.t.send(self.env, "act", ENVSERVER, e.body, e.step)
+                link = self._env_out()
+                if not self.t.send(link, "act", ENVSERVER, e.body, e.step) and link.local:
+                    self.t.send(self._env_out(), "act", ENVSERVER, e.body, e.step)
             elif e.what == "peer":
                 self.send_peer(Outgoing(e.kind, e.dst, e.body), e.step)
             elif e.what == "metrics":
@@ -267,6 +301,7 @@ class Agent:
                 "recovery": self.recovery.stats(step_s), "restart": self.restart,
                 "peer_timeouts": self.silent_edges, "dp": self.dp_report(),
                 "act_ahead": self.core.act_ahead,
+                "env_plane": "local" if self.env_local is not None else "zmq",
                 "early_replies": getattr(self.core, "early_replies", 0)}
 
 

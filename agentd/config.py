@@ -61,6 +61,7 @@ class RunConfig:
     dp_accountant: str = "pld"        # DP accountant: pld (tight) | rdp (upper bound)
     dp_kinds: dict[str, Any] = field(default_factory=dict)  # per-kind {sigma, clip} overrides
     act_ahead: str = "auto"           # act before the update: auto (the learner's say) | on | off
+    env_plane: str = "auto"           # act/step: auto (a Unix socket on one machine) | zmq
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -70,6 +71,7 @@ FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 TABLES = ("params", "env_args", "dp_kinds")
 OBS_CHOICES = ("auto", "local", "state")
 ACT_AHEAD_CHOICES = ("auto", "on", "off")
+ENV_PLANE_CHOICES = ("auto", "zmq")
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
@@ -163,6 +165,8 @@ def validate(c: RunConfig) -> None:
     _require(c.obs in OBS_CHOICES, "obs", f"one of {', '.join(OBS_CHOICES)}", c.obs)
     _require(c.act_ahead in ACT_AHEAD_CHOICES, "act_ahead",
              f"one of {', '.join(ACT_AHEAD_CHOICES)}", c.act_ahead)
+    _require(c.env_plane in ENV_PLANE_CHOICES, "env_plane",
+             f"one of {', '.join(ENV_PLANE_CHOICES)}", c.env_plane)
     _require(0.0 < c.p <= 1.0, "p", "a probability in (0, 1]", c.p)
     _require(0.0 <= c.rewire <= 1.0, "rewire", "a probability in [0, 1]", c.rewire)
     _require(c.heartbeat_interval > 0, "heartbeat_interval", "seconds > 0",

@@ -33,11 +33,13 @@ import zmq
 from agentd.dp import DpLayer
 from agentd.keys import Keys, name_of, pid_of
 from agentd.linkshim import DelayShim, DropShim
+from agentd.localplane import LocalClosed
 from agentd.msglog import MessageLog
 from agentd.netaddr import is_loopback, split_endpoint
 from agentd.sentinel import HandshakeEvent, Sentinel, domain
 from protocols import REGISTRY, Codec, Guard, Message, ProtocolError, encode, process_name
 from protocols.errors import Oversize
+from protocols.guard import peer_identity
 
 log = logging.getLogger("agentd.transport")
 PLANES = ("control", "env", "peer")
@@ -66,11 +68,12 @@ class Link:
     """One socket, the plane it carries, and (for ROUTERs) the endpoint it is bound to.
     ``server`` is the process a DEALER talks to (its key is pinned in secure mode)."""
 
-    sock: zmq.Socket
+    sock: Any                 # a zmq.Socket, or a local connection (agentd.localplane)
     plane: str
     router: bool
     endpoint: str
     server: int | None = None
+    local: bool = False       # a Unix socket of the local env plane, not ZeroMQ
 
 
 class InsecureBind(RuntimeError):
@@ -103,6 +106,8 @@ class Transport:
         self._hot_links: list[Link] = []
         self._full_due = 0.0
         self._taken: tuple[Link, list[bytes], int | None] | None = None   # see _wait_solo
+        self._locals: list[Link] = []     # links of the local env plane (agentd.localplane)
+        self._by_fd: dict[int, Link] = {}
         self._rcvtimeo: dict[zmq.Socket, int] = {}
         self.stats = {plane: PlaneStats() for plane in PLANES}
         self.handshake_peers: Counter = Counter()   # "plane reason peer" -> count
@@ -195,6 +200,20 @@ class Transport:
         self.poller.register(link.sock, zmq.POLLIN)
         return link
 
+    def add_local(self, conn: Any, plane: str, router: bool, server: int | None) -> Link:
+        """A connection of the local env plane (``agentd.localplane``), polled with the
+        sockets. ``router``: frames come with the peer's routing id in front, as on a ROUTER
+        (the env server's end); ``server``: the process at the other end, whom the
+        connection's token authenticated."""
+        link = self._add(Link(conn, plane, router, "local", server, local=True))
+        self._locals.append(link)
+        self._by_fd[conn.fileno()] = link      # zmq.Poller reports a plain fd by its number
+        return link
+
+    def _link_of(self, polled: Any) -> Link:
+        link = self.links.get(polled)
+        return link if link is not None else self._by_fd[polled]
+
     def set_hot(self, links: list[Link]) -> None:
         """The sockets the hot loop's traffic arrives on (an agent's env and peer sockets, the
         env server's env socket). ``poll`` then waits on these alone and polls every socket
@@ -216,14 +235,15 @@ class Transport:
             self.set_hot([h for h in self._hot_links if h is not link])
         if self._taken is not None and self._taken[0] is link:
             self._taken = None     # like what the closed socket still held
-        try:
-            link.sock.disable_monitor()
-        except zmq.ZMQError:
-            pass
-        link.sock.close(linger=0)
+        if link in self._locals:
+            self._locals.remove(link)
+            self._by_fd = {fd: k for fd, k in self._by_fd.items() if k is not link}
+        _close(link)
 
     def readable(self, link: Link) -> bool:
         """Is a message waiting on this link (without receiving it)?"""
+        if link.local:
+            return link.sock.pending() or bool(zmq.select([link.sock], [], [], 0)[0])
         return bool(link.sock.poll(0, zmq.POLLIN))
 
     def poll(self, timeout_ms: int) -> list[Link]:
@@ -234,20 +254,24 @@ class Transport:
             wait = self.shim.release(self._send_now)
             if wait is not None:
                 timeout_ms = min(timeout_ms, max(1, int(wait * 1000) + 1))
+        if self._locals:
+            ready = [link for link in self._locals if link.sock.pending()]
+            if ready:      # whole frames already read: the descriptor may not be readable
+                return ready
         if self._hot is None:
-            return [self.links[s] for s, _ in self.poller.poll(timeout_ms)]
+            return [self._link_of(s) for s, _ in self.poller.poll(timeout_ms)]
         now = time.monotonic()
         if now >= self._full_due:     # every socket, without waiting, now and then
             self._full_due = now + FULL_POLL_EVERY_S
             ready = self.poller.poll(0)
             if ready:
-                return [self.links[s] for s, _ in ready]
+                return [self._link_of(s) for s, _ in ready]
         # then the hot sockets alone, for at most one full-poll period (the caller loops); a
         # fixed wait keeps the socket's receive timeout set once
         wait = min(timeout_ms, int(FULL_POLL_EVERY_S * 1000))
         if len(self._hot_links) == 1:
             return [self._hot_links[0]] if self._wait_solo(self._hot_links[0], wait) else []
-        return [self.links[s] for s, _ in self._hot.poll(wait)]
+        return [self._link_of(s) for s, _ in self._hot.poll(wait)]
 
     def _wait_solo(self, link: Link, timeout_ms: int) -> bool:
         """Wait for one socket by receiving from it (blocking, with a timeout) instead of
@@ -255,6 +279,16 @@ class Transport:
         message taken is the first ``recv_all`` of that link returns."""
         if self._taken is not None:
             return self._taken[0] is link
+        if link.local:
+            try:
+                frame = link.sock.recv(timeout_ms / 1000)
+            except LocalClosed as exc:
+                self._local_closed(link, exc)
+                return False
+            if frame is None:
+                return False
+            self._taken = (link, self._local_frames(link, frame), self._local_sender(link))
+            return True
         if self._rcvtimeo.get(link.sock) != timeout_ms:
             link.sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
             self._rcvtimeo[link.sock] = timeout_ms
@@ -266,9 +300,29 @@ class Transport:
         return True
 
     def _recv_frames(self, link: Link, flags: int) -> tuple[list[bytes], int | None]:
+        if link.local:
+            frame = link.sock.recv(None)
+            if frame is None:
+                raise zmq.Again()
+            return self._local_frames(link, frame), self._local_sender(link)
         if self.keys is None:
             return link.sock.recv_multipart(flags), None
         return self._recv_authenticated(link, flags)
+
+    def _local_frames(self, link: Link, frame: bytes) -> list[bytes]:
+        if link.router:    # as a ROUTER would hand them over: the sender's routing id first
+            return [peer_identity(link.server), frame]
+        return [frame]
+
+    def _local_sender(self, link: Link) -> int | None:
+        """In secure mode, who sent it: the process its token bound the connection to."""
+        return link.server if self.keys is not None else None
+
+    def _local_closed(self, link: Link, exc: Exception) -> None:
+        log.warning("%s: local %s connection to %s closed: %s", process_name(self.me),
+                    link.plane, process_name(link.server) if link.server is not None else "?",
+                    exc)
+        self.close_link(link)
 
     # -- send / receive ---------------------------------------------------------------------
     def send(self, link: Link, kind: str, dst: int, body: dict[str, Any], step: int = 0,
@@ -332,6 +386,8 @@ class Transport:
         return True
 
     def _send_now(self, link: Link, frames: list[bytes], to: bytes | None) -> bool:
+        if link.local:
+            return self._send_local(link, frames[-1])
         try:
             sock = link.sock
             if link.router:
@@ -354,6 +410,21 @@ class Transport:
             return False
         return True
 
+    def _send_local(self, link: Link, frame: bytes) -> bool:
+        try:
+            link.sock.send(frame, SEND_TIMEOUT_MS / 1000)
+        except TimeoutError:
+            self.stats[link.plane].refused_out["send_timeout"] += 1
+            log.warning("%s: local %s message not sent: nobody took it within %.0f s",
+                        process_name(self.me), link.plane, SEND_TIMEOUT_MS / 1000)
+            return False
+        except OSError as exc:
+            self.stats[link.plane].refused_out["unreachable"] += 1
+            if link.sock in self.links:
+                self._local_closed(link, exc)
+            return False
+        return True
+
     def recv_all(self, link: Link, until: Callable[[Message], bool] | None = None
                  ) -> list[tuple[Message, bytes | None]]:
         """Drain every message waiting on a link; refused ones are counted and logged.
@@ -373,6 +444,9 @@ class Transport:
             try:
                 frames, sender = self._recv_frames(link, zmq.NOBLOCK)
             except zmq.Again:
+                return out
+            except LocalClosed as exc:
+                self._local_closed(link, exc)
                 return out
             self._take(link, frames, sender, out)
         return out
@@ -479,16 +553,23 @@ class Transport:
         if self.shim is not None:
             self.shim.release(self._send_now, everything=True)
         for link in self.links.values():
-            try:
-                link.sock.disable_monitor()
-            except zmq.ZMQError:
-                pass
-            link.sock.close(linger=0)
+            _close(link)
         self.links.clear()
         self.sentinel.stop()
         self.ctx.term()
         if self.msglog is not None:
             self.msglog.close()
+
+
+def _close(link: Link) -> None:
+    if link.local:
+        link.sock.close()
+        return
+    try:
+        link.sock.disable_monitor()
+    except zmq.ZMQError:
+        pass
+    link.sock.close(linger=0)
 
 
 def oversize_advice(kind: str, size: int, cap: int) -> str:

@@ -116,6 +116,7 @@ class Coordinator:
         self.refused: set[bytes] = set()     # connections whose hello was refused
         self.env_proc: Proc | None = None
         self.spaces: dict[str, Any] | None = None
+        self.env_local: dict[str, Any] | None = None   # the env server's local env plane
         self.admitted = False
         self.stepping = False          # the env server has reported a step
         self.metrics = MetricsFile(self.run_dir / "metrics.jsonl")
@@ -285,6 +286,7 @@ class Coordinator:
                 "controllers": self.controllers, "views": self.views}
 
     def on_env_ready(self, proc: Proc, msg: Message) -> None:
+        self.env_local = msg.body.get("local")
         if self.admitted:       # a restarted env server: the agents move to it
             self.restarts.moved_env()
             return
@@ -335,7 +337,7 @@ class Coordinator:
                 "env_endpoint": self.env_proc.endpoint, "controls": self.controllers[i],
                 "view": self.views[i],
                 "graph_edges": [list(e) for e in self.graph.edges],
-                "spaces": self.spaces}
+                "spaces": self.spaces, "env_local": self.env_local}
 
     # -- during the run ---------------------------------------------------------------------
     def on_heartbeat(self, proc: Proc, msg: Message) -> None:

@@ -3,6 +3,10 @@
 For step t it waits until every agent process has sent ``act`` for t, steps the K env copies
 at once, and replies ``step`` to each process with the observations, rewards and flags of the
 env agents it controls. It reports finished episodes and its pace to the coordinator.
+
+Agents on its machine send their actions and get their replies over the local env plane (a
+Unix socket each, ``agentd.localplane``) once their ``join`` has claimed the connection; the
+others, and everything else, over ZeroMQ.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from agentd.algorithms import load_learner_class
+from agentd.localplane import LocalConn, LocalListener
 from agentd.process import ControlPlane, JoinOptions, RunFailed, open_transport, process_facts
 from agentd.runfiles import RunFiles, fail_and_ship, ship
 from agentd.transport import Link, Transport
@@ -28,8 +33,14 @@ class EnvServer:
     """Steps one VecEnv for the admitted agent processes."""
 
     def __init__(self, transport: Transport, control: ControlPlane, link: Link,
-                 info: dict[str, Any], env: VecEnv) -> None:
+                 info: dict[str, Any], env: VecEnv,
+                 listener: LocalListener | None = None) -> None:
         self.t, self.control, self.link, self.env = transport, control, link, env
+        self.listener = None if listener is None else transport.add_local(
+            listener, "env", router=False, server=None)
+        self.local_of: dict[int, Link] = {}       # agent -> its local env plane connection
+        self.tokens: dict[str, int] = {}          # token of a join -> the agent it names
+        self.unclaimed: dict[str, LocalConn] = {}   # connections no join has claimed yet
         self.config = info["config"]
         self.reset_seed = info["seeds"]["env_reset"]
         self.controls = {int(a): c for a, c in info["controllers"].items()}
@@ -51,21 +62,24 @@ class EnvServer:
 
     def run(self) -> str:
         while len(self.route) < len(self.controls):
-            for msg, ident in self._serve():
+            for msg, ident, link in self._serve():
                 agent = self._agent_of(msg, ident)
-                if msg.kind == "join" and agent is not None:
+                if msg.kind == "join" and agent is not None and link is self.link:
                     self.route[agent] = ident
                     self.resume_at = max(self.resume_at, int(msg.body.get("t", 0)))
+                    self._claim(msg.body.get("token"), agent)
                 else:
                     self._drop("unknown_sender", ident)
         self.started = time.monotonic()
         self._first_reply()
         while self.t_step < self.steps_total:
-            for msg, ident in self._serve():
+            for msg, ident, link in self._serve():
                 if msg.kind == "act":
-                    self._on_act(msg, ident)
-                elif msg.kind == "join":
+                    self._on_act(msg, ident, link)
+                elif msg.kind == "join" and link is self.link:
                     self._on_rejoin(msg, ident)
+                else:
+                    self._drop("wrong_plane", ident)
             if len(self.acts) == len(self.controls):
                 self._step()
         self.ended = time.monotonic()
@@ -95,16 +109,72 @@ class EnvServer:
         """One poll round: env traffic is returned, control traffic handled here."""
         out = []
         for link in self.t.poll(int(self.control.interval * 1000)):
+            if link is self.listener:
+                self._accept_local()
+                continue
             for msg, ident in self.t.recv_all(link):
                 if link is self.control.link:
                     self.control.heard(msg)
                     if msg.kind == "stop":
                         raise StopRequested(msg.body["reason"])
                 else:
-                    out.append((msg, ident))
+                    out.append((msg, ident, link))
         self.control.tick()
         self._report_pace()
         return out
+
+    # -- the local env plane ----------------------------------------------------------------
+    def _accept_local(self) -> None:
+        """A connection to the local env plane: bound to the agent whose join names its token
+        (now, or when that join arrives); refused ones are closed and counted."""
+        assert self.listener is not None
+        got = self.listener.sock.accept(self.t.guard.max_bytes)
+        if isinstance(got, str):
+            if got != "no_connection":
+                self._drop(f"local_{got}", None)
+            return
+        conn, token = got
+        agent = self.tokens.pop(token.hex(), None)
+        if agent is not None:
+            self._bind_local(agent, conn)
+        elif len(self.unclaimed) >= 2 * len(self.controls):   # nobody floods us
+            conn.close()
+            self._drop("local_unclaimed", None)
+        else:
+            self.unclaimed[token.hex()] = conn
+
+    def _claim(self, token: Any, agent: int) -> None:
+        """A join's token: the agent's connection is (or will be) the one that sent it."""
+        old = self.local_of.pop(agent, None)    # a rejoin: its old connection is done
+        if old is not None and old.sock in self.t.links:
+            self.t.close_link(old)
+        if not isinstance(token, str) or self.listener is None:
+            self._set_hot()
+            return
+        conn = self.unclaimed.pop(token, None)
+        if conn is not None:
+            self._bind_local(agent, conn)
+        else:
+            self.tokens[token] = agent
+
+    def _bind_local(self, agent: int, conn: LocalConn) -> None:
+        self.local_of[agent] = self.t.add_local(conn, "env", router=True, server=agent)
+        self._set_hot()
+
+    def _set_hot(self) -> None:
+        """Wait on the local connections alone once every agent has one (ZeroMQ's env socket
+        is still polled every 10 ms: joins of restarted agents come there)."""
+        local = [link for link in self.local_of.values() if link.sock in self.t.links]
+        everyone = len(local) == len(self.controls)
+        self.t.set_hot(local if everyone else [self.link, *local] if local else [])
+
+    def _local_link(self, agent: int) -> Link | None:
+        link = self.local_of.get(agent)
+        if link is not None and link.sock not in self.t.links:   # closed under us
+            del self.local_of[agent]
+            self._set_hot()
+            return None
+        return link
 
     def _agent_of(self, msg: Message, ident: bytes | None) -> int | None:
         """Which agent process sent this: in secure mode the key's owner (the guard has
@@ -113,13 +183,16 @@ class EnvServer:
             return msg.src if msg.src in self.controls else None
         return self.ids.get(ident) if ident is not None else None
 
-    def _on_act(self, msg: Message, ident: bytes | None) -> None:
+    def _on_act(self, msg: Message, ident: bytes | None, link: Link) -> None:
         body = msg.body
         agent = self._agent_of(msg, ident)
+        if link.local and agent != link.server:
+            agent = None
         if agent is None or body["t"] != self.t_step or agent in self.acts:
             self._drop("unknown_sender" if agent is None else "wrong_step", ident)
             return
-        self.route[agent] = ident    # a reconnected agent is answered on its new connection
+        if not link.local:
+            self.route[agent] = ident   # a reconnected agent is answered on its new connection
         a = body["a"]
         want = (self.env.num_envs, len(self.controls[agent]))
         if a.shape[:2] != want:
@@ -135,6 +208,7 @@ class EnvServer:
             self._drop("unknown_sender" if agent is None else "wrong_step", ident)
             return
         self.route[agent] = ident
+        self._claim(msg.body.get("token"), agent)
         self.acts.pop(agent, None)
         log.warning("agent %d rejoined at step %d", agent, self.t_step)
         self.t.send(self.link, "step", agent, self.last[agent], self.t_step, to=ident)
@@ -176,7 +250,16 @@ class EnvServer:
                                     **extra},
                             self.route[agent]))
         self.last = {agent: body for agent, body, _ in replies}
-        self.t.send_burst(self.link, "step", replies, self.t_step)
+        remote = []
+        for reply in replies:
+            local = self._local_link(reply[0])
+            if local is None:
+                remote.append(reply)
+            elif not self.t.send_burst(local, "step", [reply], self.t_step):
+                remote.append(reply)       # the local connection failed: ZeroMQ instead
+                self._local_link(reply[0])
+        if remote:
+            self.t.send_burst(self.link, "step", remote, self.t_step)
         self.t.flush()
 
     def _account(self, reward: np.ndarray, done: np.ndarray) -> None:
@@ -203,6 +286,8 @@ class EnvServer:
         summary = self.t.summary()
         for reason, count in self.rejected.items():
             summary["rejected"][reason] = summary["rejected"].get(reason, 0) + count
+        local = sum(1 for a in self.controls if self._local_link(a) is not None)
+        summary["env_plane"] = {"local": local, "zmq": len(self.controls) - local}
         return {**summary, **process_facts(), "steps": self.t_step,
                 "transitions": self.t_step * self.env.num_envs, "wall_s": round(wall, 3),
                 "steps_per_s": round(self.t_step / wall, 1) if wall > 0 else 0.0}
@@ -225,6 +310,7 @@ def run_envserver(opts: JoinOptions) -> int:
     server: EnvServer | None = None
     control: ControlPlane | None = None
     files: RunFiles | None = None
+    listener: LocalListener | None = None
     try:
         control = ControlPlane(transport, opts.connect)
         control.hello("envserver", endpoint, None)
@@ -241,10 +327,12 @@ def run_envserver(opts: JoinOptions) -> int:
                                 meta={**transport.security_meta(),
                                       "insecure": transport.insecure or cfg["insecure"]})
         env = _build_env(cfg, info)
+        listener = _local_listener(cfg)
         control.send("env_ready", {"spaces": {"obs": env.obs_spaces, "act": env.act_spaces,
                                               "shared_reward": env.shared_reward,
-                                              "agents": env.agent_names}})
-        server = EnvServer(transport, control, link, info, env)
+                                              "agents": env.agent_names},
+                                   **({"local": listener.offer()} if listener else {})})
+        server = EnvServer(transport, control, link, info, env, listener)
         try:
             server.run()
         except StopRequested:
@@ -266,6 +354,19 @@ def run_envserver(opts: JoinOptions) -> int:
         return 1
     finally:
         transport.close()
+        if listener is not None:
+            listener.close()
+
+
+def _local_listener(cfg: dict[str, Any]) -> LocalListener | None:
+    """The local env plane's listening socket, unless the config says ZeroMQ only."""
+    if cfg.get("env_plane", "auto") == "zmq":
+        return None
+    try:
+        return LocalListener()
+    except OSError as exc:
+        log.warning("no local env plane (every agent stays on ZeroMQ): %s", exc)
+        return None
 
 
 def _build_env(cfg: dict[str, Any], info: dict[str, Any]) -> VecEnv:

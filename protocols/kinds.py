@@ -140,8 +140,9 @@ register(Kind("hello", "control", {"role": STR, "pid": INT, "host": STR, "endpoi
               doc="a process asks to join: role agent|envserver, its bound endpoint"))
 register(Kind("welcome", "control", {"id": INT, "info": DICT},
               doc="admission: id, neighbours and endpoints, row of W, config, seed"))
-register(Kind("env_ready", "control", {"spaces": DICT},
-              doc="env server -> coordinator: the env is built; its spaces for the welcomes"))
+register(Kind("env_ready", "control", {"spaces": DICT, "local": DICT}, frozenset(["local"]),
+              doc="env server -> coordinator: the env is built; its spaces for the welcomes "
+                  "and where agents on its machine reach its local env plane"))
 register(Kind("heartbeat", "control", {}, doc="liveness, both ways"))
 register(Kind("metrics", "control", {"step": INT, "scalars": DICT},
               doc="agent -> coordinator: scalar diagnostics only"))
@@ -184,9 +185,10 @@ register(Kind("files_done", "control", {"received": Val((list,)), "failed": Val(
               logged=False, doc="coordinator: which files arrived whole (and which did not)"))
 
 # -- env plane: agent <-> environment server -----------------------------------------------
-register(Kind("join", "env", {"t": INT}, frozenset(["t"]),
+register(Kind("join", "env", {"t": INT, "token": STR}, frozenset(["t", "token"]),
               doc="agent is ready for the first observation (or, rejoining, for the current "
-                  "one; t: the last step it was sent, for a restarted env server)"))
+                  "one; t: the last step it was sent, for a restarted env server; token: the "
+                  "one its local env plane connection opened with)"))
 register(Kind("act", "env", {"t": INT, "a": Arr(NUMERIC, (2, 3, 4, 5))},
               doc="actions for step t: (K, m, *act_shape)"))
 register(Kind("step", "env", {"t": INT, "obs": Arr(), "final_obs": Arr(),

@@ -49,6 +49,9 @@ FLAG_HELP = {
     "act-ahead": "auto (default: on where the learner allows it), on or off: an agent sends "
                  "its next action before its update (with the policy of the previous update), "
                  "so the env server steps while the agents update",
+    "env-plane": "how actions and step replies travel: auto (default: over a Unix socket for "
+                 "agents on the env server's machine, ZeroMQ otherwise) or zmq (always "
+                 "ZeroMQ)",
 }
 TYPES = {"n": int, "steps": int, "episode-len": int, "num-envs": int, "seed": int,
          "rows": int, "p": float, "k": int, "rewire": float, "heartbeat-timeout": float,

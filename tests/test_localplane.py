@@ -1,0 +1,170 @@
+"""The local env plane: framing over a real Unix socket, who may connect, and live runs that
+take it (and give the same run as over ZeroMQ, replayed exactly)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import threading
+
+import pytest
+from conftest import read_json
+
+from agentd.localplane import (
+    HEADER,
+    LocalClosed,
+    LocalConn,
+    LocalListener,
+    connect,
+    machine,
+    same_machine,
+)
+from agentd.replay import compare_state, replay
+
+
+@pytest.fixture
+def pair():
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    left, right = LocalConn(a, max_bytes=1 << 20), LocalConn(b, max_bytes=1 << 20)
+    try:
+        yield left, right
+    finally:
+        left.close()
+        right.close()
+
+
+@pytest.fixture
+def listener():
+    lst = LocalListener()
+    try:
+        yield lst
+    finally:
+        lst.close()
+    assert not os.path.exists(lst.dir)
+
+
+def test_frames_arrive_whole_and_in_order(pair):
+    left, right = pair
+    frames = [b"", b"x", os.urandom(300), os.urandom(200_000), b"last"]
+    assert right.recv(None) is None          # nothing yet: no wait, no frame
+    for f in frames[:3]:
+        left.send(f, 1.0)
+    got = [right.recv(1.0) for _ in range(3)]
+    # a frame larger than the socket's buffer: the writer blocks until the reader reads
+    writer = threading.Thread(target=lambda: [left.send(f, 10.0) for f in frames[3:]])
+    writer.start()
+    try:
+        got += [right.recv(10.0), right.recv(10.0)]
+    finally:
+        writer.join(20)
+    assert got == frames
+    assert right.recv(0.01) is None
+
+
+def test_a_frame_split_across_writes_is_held_until_whole(pair):
+    left, right = pair
+    raw = HEADER.pack(5) + b"hello" + HEADER.pack(3)
+    left.sock.sendall(raw[:6])
+    assert right.recv(0.05) is None
+    left.sock.sendall(raw[6:])
+    assert right.recv(1.0) == b"hello"
+    assert right.recv(0.05) is None       # the second header alone is not a frame
+    left.sock.sendall(b"abc")
+    assert right.recv(1.0) == b"abc"
+
+
+def test_an_oversize_frame_or_the_end_of_the_stream_closes_the_connection(pair):
+    left, right = pair
+    left.sock.sendall(struct.pack("<I", (1 << 20) + 1))
+    with pytest.raises(LocalClosed, match="over the cap"):
+        right.recv(1.0)
+    with pytest.raises(LocalClosed):
+        right.recv(None)
+    left.close()
+
+
+def test_end_of_stream(pair):
+    left, right = pair
+    left.send(b"one", 1.0)
+    left.close()
+    assert right.recv(1.0) == b"one"
+    with pytest.raises(LocalClosed, match="closed"):
+        right.recv(1.0)
+
+
+def test_a_connection_gets_its_token_to_the_listener(listener):
+    offer = listener.offer()
+    assert same_machine(offer)
+    conn, token = connect(offer, 1 << 20)
+    try:
+        got = listener.accept(1 << 20)
+        assert not isinstance(got, str)
+        server, seen = got
+        assert seen.hex() == token
+        conn.send(b"act", 1.0)
+        assert server.recv(1.0) == b"act"
+        server.close()
+    finally:
+        conn.close()
+    assert listener.accept(1 << 20) == "no_connection"
+
+
+def test_a_connection_without_its_token_is_refused(listener):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(listener.path)
+        sock.sendall(b"short")
+        sock.shutdown(socket.SHUT_WR)
+        assert listener.accept(1 << 20) == "no_token"
+    finally:
+        sock.close()
+
+
+def test_the_socket_is_in_an_owner_only_directory(listener):
+    assert os.stat(listener.dir).st_mode & 0o777 == 0o700
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to try as another user")
+def test_another_user_cannot_connect(listener):
+    pid = os.fork()
+    if pid == 0:      # the child: become nobody and try
+        code = 1
+        try:
+            os.setuid(65534)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(listener.path)
+            code = 0
+        except PermissionError:
+            code = 13
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 13
+
+
+def test_another_machine_or_namespace_is_not_the_same_machine():
+    here = {"path": "/x", **machine()}
+    assert same_machine(here)
+    assert not same_machine(None) and not same_machine({**here, "path": ""})
+    for key, other in (("host", "elsewhere"), ("boot", "x"), ("netns", 1), ("uid", 12345)):
+        assert not same_machine({**here, key: other})
+
+
+def test_a_run_takes_the_local_plane_and_learns_exactly_as_over_zeromq(runs, tmp_path):
+    args = ["--n", "3", "--steps", "300", "--seed", "3"]
+    local, zmq_dir = tmp_path / "local", tmp_path / "zmq"
+    for run_dir, extra in ((local, []), (zmq_dir, ["--env-plane", "zmq"])):
+        res = runs.launch(run_dir, *args, *extra)
+        assert res.returncode == 0, res.stdout
+    s_local, s_zmq = read_json(local / "summary.json"), read_json(zmq_dir / "summary.json")
+    assert s_local["envserver"]["env_plane"] == {"local": 3, "zmq": 0}
+    assert s_zmq["envserver"]["env_plane"] == {"local": 0, "zmq": 3}
+    assert {a["env_plane"] for a in s_local["agents"].values()} == {"local"}
+    assert s_local["envserver"]["rejected"] == {}
+    assert s_local["final_return"] == s_zmq["final_return"]
+    for agent in range(3):       # the same bytes either way: the logs replay exactly
+        res = replay(local, agent)
+        assert res.actions_compared == 300 and res.first_divergence is None
+        assert all(compare_state(res.state, local / "checkpoints" / f"agent-{agent}.npz")
+                   .values())
