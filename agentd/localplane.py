@@ -7,13 +7,14 @@ is where most of a round's time went (benchmarks/README.md). A Unix socket costs
 per message. Only the transport changes: the frames are the same bytes (same envelope, same
 guard on both ends, same message log records), so logs and ``agentd replay`` do not see it.
 
-How a connection gets its identity: the env server listens on a socket in a fresh
-owner-only directory and says where in ``env_ready`` (the coordinator passes it on in the
+How a connection gets its identity: the env server listens on a socket with a random name in
+Linux's abstract namespace (no file: nothing is left behind when the process is killed; the
+name is only reachable inside its network namespace) and says where in ``env_ready`` (the coordinator passes it on in the
 welcome). An agent that is on the same machine connects, writes a random token first and
 then sends the same token in its ``join`` over its ZeroMQ env link -- authenticated by CURVE
 in secure mode, the routing identity in plaintext, exactly as before. The env server binds
 the connection to the agent whose join carried its token; a connection from another user
-(``SO_PEERCRED``) or with a token no join claims is closed and counted. Anything that fails
+(``SO_PEERCRED``), without a token, or with one no join claims is closed and counted. Anything that fails
 on the way (no such path, another host, a closed connection) leaves that agent on ZeroMQ,
 logged; the run never depends on the fast path.
 """
@@ -22,10 +23,8 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import socket
 import struct
-import tempfile
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -149,13 +148,12 @@ class LocalConn:
 
 
 class LocalListener:
-    """The env server's listening socket, in a fresh owner-only directory."""
+    """The env server's listening socket, under a random abstract name ("\\0agentd-env-...")."""
 
     local = True
 
     def __init__(self) -> None:
-        self.dir = tempfile.mkdtemp(prefix="agentd-env-")      # mode 0700
-        self.path = os.path.join(self.dir, "env.sock")
+        self.path = f"\0agentd-env-{os.getpid()}-{secrets.token_hex(8)}"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.sock.bind(self.path)
@@ -201,10 +199,7 @@ class LocalListener:
         return LocalConn(sock, max_bytes), token
 
     def close(self) -> None:
-        try:
-            self.sock.close()
-        finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
+        self.sock.close()
 
 
 def connect(offer: dict[str, Any], max_bytes: int) -> tuple[LocalConn, str]:

@@ -7,6 +7,7 @@ import os
 import socket
 import struct
 import threading
+import time
 
 import pytest
 from conftest import read_json
@@ -41,7 +42,6 @@ def listener():
         yield lst
     finally:
         lst.close()
-    assert not os.path.exists(lst.dir)
 
 
 def test_frames_arrive_whole_and_in_order(pair):
@@ -121,26 +121,42 @@ def test_a_connection_without_its_token_is_refused(listener):
         sock.close()
 
 
-def test_the_socket_is_in_an_owner_only_directory(listener):
-    assert os.stat(listener.dir).st_mode & 0o777 == 0o700
+def test_the_socket_leaves_no_file_and_its_name_is_gone_with_it():
+    lst = LocalListener()
+    assert lst.path.startswith("\0agentd-env-")      # the abstract namespace: no file
+    offer = lst.offer()
+    lst.close()
+    with pytest.raises(ConnectionRefusedError):
+        connect(offer, 1 << 20)
 
 
-@pytest.mark.skipif(os.getuid() != 0, reason="needs root to try as another user")
-def test_another_user_cannot_connect(listener):
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to connect as another user")
+def test_another_user_is_refused(listener):
     pid = os.fork()
-    if pid == 0:      # the child: become nobody and try
+    if pid == 0:      # the child: become nobody, connect and send a well-formed token
         code = 1
         try:
             os.setuid(65534)
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             s.connect(listener.path)
+            s.sendall(b"t" * 16)
             code = 0
-        except PermissionError:
-            code = 13
+            try:
+                s.recv(1)       # until the listener closes it
+            except OSError:
+                pass
         finally:
             os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 13
+    try:
+        got = listener.accept(1 << 20)
+        deadline = time.monotonic() + 5
+        while got == "no_connection" and time.monotonic() < deadline:
+            time.sleep(0.05)
+            got = listener.accept(1 << 20)
+        assert got == "foreign_uid"
+    finally:
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_another_machine_or_namespace_is_not_the_same_machine():
