@@ -9,14 +9,14 @@ guard on both ends, same message log records), so logs and ``agentd replay`` do 
 
 How a connection gets its identity: the env server listens on a socket with a random name in
 Linux's abstract namespace (no file: nothing is left behind when the process is killed; the
-name is only reachable inside its network namespace) and says where in ``env_ready`` (the coordinator passes it on in the
-welcome). An agent that is on the same machine connects, writes a random token first and
-then sends the same token in its ``join`` over its ZeroMQ env link -- authenticated by CURVE
-in secure mode, the routing identity in plaintext, exactly as before. The env server binds
-the connection to the agent whose join carried its token; a connection from another user
-(``SO_PEERCRED``), without a token, or with one no join claims is closed and counted. Anything that fails
-on the way (no such path, another host, a closed connection) leaves that agent on ZeroMQ,
-logged; the run never depends on the fast path.
+name is only reachable inside its network namespace) and says where in ``env_ready`` (the
+coordinator passes it on in the welcome). An agent that is on the same machine connects,
+writes a random token first and then sends the same token in its ``join`` over its ZeroMQ
+env link -- authenticated by CURVE in secure mode, the routing identity in plaintext, exactly
+as before. The env server binds the connection to the agent whose join carried its token; a
+connection from another user (``SO_PEERCRED``), without a token, or with one no join claims
+is closed and counted. Anything that fails on the way (no such path, another host, a closed
+connection) leaves that agent on ZeroMQ, logged; the run never depends on the fast path.
 """
 
 from __future__ import annotations
@@ -62,8 +62,6 @@ def same_machine(offer: dict[str, Any] | None) -> bool:
 class LocalConn:
     """One end of a connection carrying length-prefixed frames. ``fileno`` makes it pollable
     next to ZeroMQ sockets (``zmq.Poller`` takes anything with a file descriptor)."""
-
-    local = True
 
     def __init__(self, sock: socket.socket, max_bytes: int) -> None:
         sock.setblocking(False)
@@ -149,8 +147,6 @@ class LocalConn:
 
 class LocalListener:
     """The env server's listening socket, under a random abstract name ("\\0agentd-env-...")."""
-
-    local = True
 
     def __init__(self) -> None:
         self.path = f"\0agentd-env-{os.getpid()}-{secrets.token_hex(8)}"
