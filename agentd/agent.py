@@ -222,9 +222,7 @@ class Agent:
     def perform(self, effects: list[Effect]) -> None:
         for e in effects:
             if e.what == "act":
-                link = self._env_out()
-                if not self.t.send(link, "act", ENVSERVER, e.body, e.step) and link.local:
-                    self.t.send(self._env_out(), "act", ENVSERVER, e.body, e.step)
+                self.t.send_logged_first(self._env_out, "act", ENVSERVER, e.body, e.step)
             elif e.what == "peer":
                 self.send_peer(Outgoing(e.kind, e.dst, e.body), e.step)
             elif e.what == "metrics":

@@ -17,9 +17,10 @@ run directory at the end is not logged (it carries the logs).
 A ``restart`` record ``["restart", wall_time, {"checkpoint": path or None, "sha256": ...,
 "step": T}]`` marks where a restarted agent continued its log (after a second meta record):
 it restored that recovery checkpoint, taken after its step T (``agentd.recovery``).
-The writer buffers and is flushed once per step, so a crash loses at most the step in flight;
-a truncated last record is reported by the reader and skipped (and cut off by a restarted
-process before it appends).
+The writer buffers and is flushed once per step, so a crash loses at most the step in flight,
+except an agent's act: it is logged and flushed before it is sent, so the log holds every act
+the env server took (a replay compares them all). A truncated last record is reported by the
+reader and skipped (and cut off by a restarted process before it appends).
 """
 
 from __future__ import annotations

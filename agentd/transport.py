@@ -365,6 +365,29 @@ class Transport:
                 self.dp.sent(kind, dst)
         return sum(sent)
 
+    def send_logged_first(self, links: Callable[[], Link], kind: str, dst: int,
+                          body: dict[str, Any], step: int) -> bool:
+        """Guard, encode, log and flush one control/env message, then send it; ``links()``
+        names the link, and is asked again once if a local link fails (it falls back).
+
+        For the act: logged before it leaves, so a process killed right after the send still
+        has in its log every act the env server took (a replay compares them all). A send
+        that fails both ways leaves an ``out`` record the env server never saw; it is
+        counted like any failed send.
+        """
+        link = links()
+        self.guard.outgoing(kind, dst, body, link.plane)
+        self._seq += 1
+        frame = encode(self.codec, kind, self.me, dst, step, self._seq, body)
+        if len(frame) > self.guard.max_bytes:
+            raise Oversize(oversize_advice(kind, len(frame), self.guard.max_bytes))
+        if self.msglog is not None and REGISTRY[kind].logged:
+            self.msglog.record("out", link.plane, [frame])
+            self.msglog.flush()
+        if self.send_frames(link, [frame]):
+            return True
+        return link.local and self.send_frames(links(), [frame])
+
     def _lost(self, link: Link, dst: int, step: int) -> bool:
         """The test-only lossy link ate this peer message (it still counts as sent)."""
         if self.drop is None or link.plane != "peer" or not self.drop.drops(self.me, dst, step):

@@ -258,6 +258,13 @@ def test_an_agent_that_crashes_on_every_start_ends_the_run_after_max_restarts(ru
     assert s["restart_counts"] == {"agent-1": 2}
     assert text.count("agentd launch: agent-1") == 2 and "restart 3" not in text
     assert time.monotonic() - started < 60
+    # it kills itself right after sending an act: that act is in its log all the same
+    # (logged and flushed before it leaves), so replay compares every act the env took
+    took = {r.frames[0] for r in open_log(run_dir / "logs" / "envserver.log")
+            if r.direction == "in" and r.kind == "act" and r.header["s"] == 1}
+    sent = {r.frames[0] for r in open_log(run_dir / "logs" / "agent-1.log")
+            if r.direction == "out" and r.kind == "act"}
+    assert len(took) >= 5 and took <= sent, len(took - sent)
 
 
 def test_a_long_update_keeps_heartbeating_and_a_dead_agent_is_still_found_fast(runs,
