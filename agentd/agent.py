@@ -27,15 +27,7 @@ from agentd.dp import DpLayer, DpSettings
 from agentd.faults import CrashAt
 from agentd.localplane import connect as connect_local
 from agentd.localplane import same_machine
-from agentd.process import (
-    ControlPlane,
-    JoinOptions,
-    RunFailed,
-    open_transport,
-    process_facts,
-    sched_name,
-    schedule_batch,
-)
+from agentd.process import ControlPlane, JoinOptions, RunFailed, open_transport, process_facts
 from agentd.recovery import RecoveryWriter, rejoin_core
 from agentd.runfiles import RunFiles, fail_and_ship, ship
 from agentd.transport import Link, Transport
@@ -96,11 +88,6 @@ class Agent:
         self.last_step_peer_bytes = 0     # peer bytes sent during the last full step
         self._survival(config, files)
         set_keepalive(control.keepalive)
-        if config.get("agent_sched", "normal") == "batch":
-            try:
-                schedule_batch()
-            except OSError as exc:
-                log.warning("agent %d: agent_sched = batch not applied (%s)", self.id, exc)
 
     def _open_local(self, offer: dict[str, Any], max_bytes: int) -> None:
         """Dial the env server's Unix socket; the token goes in our join (agentd.localplane)."""
@@ -313,7 +300,6 @@ class Agent:
                 "peer_timeouts": self.silent_edges, "dp": self.dp_report(),
                 "act_ahead": self.core.act_ahead,
                 "env_plane": "local" if self.env_local is not None else "zmq",
-                "sched": sched_name(),
                 "early_replies": getattr(self.core, "early_replies", 0)}
 
 

@@ -62,7 +62,6 @@ class RunConfig:
     dp_kinds: dict[str, Any] = field(default_factory=dict)  # per-kind {sigma, clip} overrides
     act_ahead: str = "auto"           # act before the update: auto (the learner's say) | on | off
     env_plane: str = "auto"           # act/step: auto (a Unix socket on one machine) | zmq
-    agent_sched: str = "normal"       # agents' CPU scheduling: normal | batch (SCHED_BATCH)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -73,7 +72,6 @@ TABLES = ("params", "env_args", "dp_kinds")
 OBS_CHOICES = ("auto", "local", "state")
 ACT_AHEAD_CHOICES = ("auto", "on", "off")
 ENV_PLANE_CHOICES = ("auto", "zmq")
-AGENT_SCHED_CHOICES = ("normal", "batch")
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
@@ -169,8 +167,6 @@ def validate(c: RunConfig) -> None:
              f"one of {', '.join(ACT_AHEAD_CHOICES)}", c.act_ahead)
     _require(c.env_plane in ENV_PLANE_CHOICES, "env_plane",
              f"one of {', '.join(ENV_PLANE_CHOICES)}", c.env_plane)
-    _require(c.agent_sched in AGENT_SCHED_CHOICES, "agent_sched",
-             f"one of {', '.join(AGENT_SCHED_CHOICES)}", c.agent_sched)
     _require(0.0 < c.p <= 1.0, "p", "a probability in (0, 1]", c.p)
     _require(0.0 <= c.rewire <= 1.0, "rewire", "a probability in [0, 1]", c.rewire)
     _require(c.heartbeat_interval > 0, "heartbeat_interval", "seconds > 0",

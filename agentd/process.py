@@ -171,37 +171,6 @@ def process_facts() -> dict[str, Any]:
             "cpus": sorted(os.sched_getaffinity(0))}
 
 
-def schedule_batch() -> int:
-    """Put every thread of this process (ZeroMQ's I/O thread too) under Linux SCHED_BATCH:
-    it still gets its fair share of the CPU, but waking up does not preempt the task that
-    runs -- an env server writing its step replies finishes them before the woken agents run.
-    Returns the threads changed; raises OSError where the platform has no SCHED_BATCH."""
-    if not hasattr(os, "SCHED_BATCH"):
-        raise OSError("SCHED_BATCH is Linux only")
-    tids = [int(t) for t in os.listdir("/proc/self/task")]
-    for tid in tids:
-        os.sched_setscheduler(tid, os.SCHED_BATCH, os.sched_param(0))
-    return len(tids)
-
-
-def sched_name() -> str:
-    """The scheduling policy of this process's threads, for its summary ("mixed" if they
-    differ, "unknown" where the platform does not say)."""
-    if not hasattr(os, "sched_getscheduler"):
-        return "unknown"
-    names = {getattr(os, "SCHED_BATCH", -1): "batch", os.SCHED_OTHER: "normal"}
-    policies = set()
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            policies.add(os.sched_getscheduler(int(tid)))
-        except OSError:      # the thread ended meanwhile
-            continue
-    if len(policies) != 1:
-        return "mixed"
-    policy = policies.pop()
-    return names.get(policy, str(policy))
-
-
 def report_error(transport: Transport, message: str, files: str | None = None) -> None:
     """Best effort, while failing: tell the coordinator why this process is leaving (and
     whether it will ship its files: ``files`` 'ship' or 'shared')."""

@@ -6,8 +6,6 @@ random-mdp, this measures:
 * agentd   -- ``agentd launch`` in a subprocess (one OS process per agent + env server +
   coordinator); its rate is the env server's, first to last step, so start-up is excluded.
   A round is one message exchange; it carries K transitions.
-* pinned / batch -- the same launch with ``--pin-cpus`` / with ``--agent-sched batch`` (the
-  agents under SCHED_BATCH: a woken agent does not preempt the env server mid-reply).
 * single   -- the same learners and env in ONE Python process, a plain loop (all act,
   env.step, all observe + update): what the work costs with no transport at all.
 * raw      -- ``raw_loops.py`` at the same n: a bare pyzmq joint step (sync sockets, and
@@ -169,15 +167,11 @@ def one_repeat(samples: Samples, summaries: dict[str, list[dict]], scale: float,
             samples[f"agentd {key(n, k)}"].append(summary["steps_per_s"])
             pinned = run_launch(n, k, steps, timeout=120 + steps / 10, pin=True)
             samples[f"pinned {key(n, k)}"].append(pinned["steps_per_s"])
-            batch = run_launch(n, k, steps, timeout=120 + steps / 10,
-                               extra=("--agent-sched", "batch"))
-            samples[f"batch {key(n, k)}"].append(batch["steps_per_s"])
             samples[f"single {key(n, k)}"].append(single_process(n, k, steps))
             was = (f", before {samples[f'before {key(n, k)}'][-1]:,.0f}"
                    if before is not None else "")
             print(f"  {key(n, k)}: agentd {summary['steps_per_s']:,.0f} rounds/s "
-                  f"(pinned {pinned['steps_per_s']:,.0f}, batch {batch['steps_per_s']:,.0f}"
-                  f"{was}), "
+                  f"(pinned {pinned['steps_per_s']:,.0f}{was}), "
                   f"single {samples[f'single {key(n, k)}'][-1]:,.0f} steps/s", flush=True)
 
 
@@ -221,9 +215,6 @@ def medians(samples: Samples, summaries: dict[str, list[dict]],
         med["vs_asyncio"] = med["agentd_rounds"] / med["raw_asyncio"]
         med["pinned_rounds"] = statistics.median(samples[f"pinned {key(n, k)}"])
         med["pinned_vs_asyncio"] = med["pinned_rounds"] / med["raw_asyncio"]
-        med["batch_rounds"] = statistics.median(samples[f"batch {key(n, k)}"])
-        med["batch_vs_asyncio"] = med["batch_rounds"] / med["raw_asyncio"]
-        med["batch_vs_agentd"] = med["batch_rounds"] / med["agentd_rounds"]
         med["vs_sync"] = med["agentd_rounds"] / med["raw_sync"]
         med["vs_single"] = med["agentd_rounds"] / med["single"]
         if samples.get(f"before {key(n, k)}"):
@@ -247,28 +238,23 @@ def print_report(rows: dict[str, dict[str, float]], repeats: int, load: tuple,
           "marked trans/s.")
     if baseline:
         print(f"'before' is agentd at commit {baseline}, run in the same repeats.")
-    head = (f"{'n':>3} {'K':>3} | {'agentd':>7} {'trans/s':>8} {'pinned':>7} {'batch':>7} "
-            f"{'before':>7} | {'single':>7} | {'raw sync':>8} {'raw aio':>8} {'raw ring':>8} | "
-            f"{'/aio':>5} {'pin/aio':>7} {'bat/aio':>7} {'/sync':>5} {'/single':>7} "
-            f"{'/before':>7}")
+    head = (f"{'n':>3} {'K':>3} | {'agentd':>7} {'trans/s':>8} {'pinned':>7} {'before':>7} | "
+            f"{'single':>7} | {'raw sync':>8} {'raw aio':>8} {'raw ring':>8} | "
+            f"{'/aio':>5} {'pin/aio':>7} {'/sync':>5} {'/single':>7} {'/before':>7}")
     print(head + "\n" + "-" * len(head))
     for name, r in rows.items():
         n, k = (int(x.split("=")[1]) for x in name.split())
         old = (f"{r['before_rounds']:>7,.0f}", f"{r['vs_before']:>7.2f}") if "vs_before" in r \
             else (f"{'-':>7}", f"{'-':>7}")
         print(f"{n:>3} {k:>3} | {r['agentd_rounds']:>7,.0f} {r['agentd_transitions']:>8,.0f} "
-              f"{r['pinned_rounds']:>7,.0f} {r['batch_rounds']:>7,.0f} {old[0]} | "
-              f"{r['single']:>7,.0f} | "
+              f"{r['pinned_rounds']:>7,.0f} {old[0]} | {r['single']:>7,.0f} | "
               f"{r['raw_sync']:>8,.0f} {r['raw_asyncio']:>8,.0f} {r['raw_ring']:>8,.0f} | "
-              f"{r['vs_asyncio']:>5.2f} {r['pinned_vs_asyncio']:>7.2f} "
-              f"{r['batch_vs_asyncio']:>7.2f} {r['vs_sync']:>5.2f} "
+              f"{r['vs_asyncio']:>5.2f} {r['pinned_vs_asyncio']:>7.2f} {r['vs_sync']:>5.2f} "
               f"{r['vs_single']:>7.2f} {old[1]}")
     print_cpu(rows)
     for (n, k), field, goal, what in (
             ((5, 1), "vs_asyncio", TARGET, "of the raw asyncio joint-step loop"),
             ((5, 1), "pinned_vs_asyncio", TARGET, "of the raw asyncio loop with --pin-cpus"),
-            ((5, 1), "batch_vs_asyncio", TARGET,
-             "of the raw asyncio loop with --agent-sched batch"),
             ((5, 1), "vs_before", 2.0, f"of the rounds/s of commit {baseline}"),
             ((16, 1), "vs_asyncio", 0.5, "of the raw asyncio joint-step loop")):
         r = rows.get(key(n, k), {})

@@ -69,7 +69,6 @@ def test_config_file_with_cli_override_is_resolved_and_written(runs, tmp_path):
     (["--param", "colour=3"], ["colour", "allowed"]),
     (["--num-envs", "0"], ["'num_envs'"]),
     (["--mixing", "average"], ["'mixing'", "metropolis"]),
-    (["--agent-sched", "realtime"], ["'agent_sched'", "normal, batch"]),
     (["--topology", "grid", "--n", "6", "--rows", "4"], ["'topology'", "rows must divide"]),
     (["--topology", "edgelist", "--edges", "/no/such/file"], ["'topology'", "/no/such/file"]),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) and v and v[0].startswith("-") else None)
@@ -205,21 +204,3 @@ def test_pin_cpus_gives_each_process_one_cpu(runs, tmp_path):
     assert all(len(c) == 1 and c[0] in allowed for c in used)
     if len(allowed) > 1:
         assert len({c[0] for c in used}) > 1            # spread round-robin, not piled up
-
-
-def test_agent_sched_batch_puts_every_agent_thread_under_sched_batch(runs, tmp_path):
-    import os
-
-    if not hasattr(os, "SCHED_BATCH"):
-        pytest.skip("SCHED_BATCH is Linux only")
-    runs_ = {}
-    for name, extra in (("batch", ["--agent-sched", "batch"]), ("normal", [])):
-        run_dir = tmp_path / name
-        res = runs.launch(run_dir, "--n", "3", "--steps", "200", "--seed", "3", *extra)
-        assert res.returncode == 0, res.stdout
-        runs_[name] = read_json(run_dir / "summary.json")
-    assert {a["sched"] for a in runs_["batch"]["agents"].values()} == {"batch"}
-    assert {a["sched"] for a in runs_["normal"]["agents"].values()} == {"normal"}
-    assert "agent_sched = \"batch\"" in (tmp_path / "batch" / "config.toml").read_text()
-    # scheduling changes when processes run, never what they compute
-    assert runs_["batch"]["final_return"] == runs_["normal"]["final_return"]

@@ -52,9 +52,6 @@ FLAG_HELP = {
     "env-plane": "how actions and step replies travel: auto (default: over a Unix socket for "
                  "agents on the env server's machine, ZeroMQ otherwise) or zmq (always "
                  "ZeroMQ)",
-    "agent-sched": "CPU scheduling of the agent processes: normal (default) or batch "
-                   "(Linux SCHED_BATCH: a woken agent does not preempt the env server, which "
-                   "then writes all its step replies in one go)",
 }
 TYPES = {"n": int, "steps": int, "episode-len": int, "num-envs": int, "seed": int,
          "rows": int, "p": float, "k": int, "rewire": float, "heartbeat-timeout": float,
