@@ -101,6 +101,31 @@ def test_a_restored_dac_deep_agent_skips_the_steps_it_lost():
         (kept.steps, kept.count, kept.size)
 
 
+@pytest.mark.parametrize("algo", ["iql", "ma2ql"])
+def test_a_restored_q_learner_keeps_its_epsilon_clock_on_the_joint_step(algo):
+    """Restored after a gap, it explores with the epsilon of the joint step it acts on, as an
+    agent that never stopped does (its act clock once ran one step ahead)."""
+    env = build_env("random-mdp", 2, episode_len=5, seed=1)
+    cores = [AgentCore({"config": {"episode_len": 5}, "controls": [i]}, lr)
+             for i, lr in enumerate(make_learners(algo, env, 2, seed=4))]
+    for core in cores:
+        if algo == "ma2ql":
+            core.learner.set_turns({"order": [0, 1], "turn_len": 3})
+    obs = env.reset(2)
+    flags = np.zeros(1, dtype=bool)
+    bodies = [_body(0, obs, obs, np.zeros((2, 1)), flags, flags, False, [i]) for i in range(2)]
+    bodies = _drive(cores, env, bodies, 6)[1][-1]
+    saved = recovery.snapshot(cores[1])
+    _, seen = _drive(cores, env, bodies, 5)
+    back = recovery.load(saved)
+    back.resume_after_gap()
+    back.on_step(seen[-1][1])            # rejoins at the current step: acts only
+    _drive(cores, env, seen[-1], 1)      # the agent that never stopped acts on it too
+    assert back.learner.act_step == cores[1].learner.act_step == 12
+    if algo == "ma2ql":                  # the turn clock counts transitions: the same
+        assert back.learner.turn_step == cores[1].learner.turn_step == 11
+
+
 def test_every_learner_snapshots_and_loads():
     """No learner holds something a recovery checkpoint cannot carry (a closure, a module)."""
     from agentd.algorithms import ALGORITHMS, load_learner_class

@@ -118,7 +118,9 @@ class IQL(TabularLearner):
         return epsilon_greedy(self.rng, self.q[obs], eps)
 
     def on_gap(self, steps: int) -> None:
-        self.act_step += steps            # the epsilon schedule runs on the joint step
+        # The epsilon schedule runs on the joint step. ``steps`` counts from the last step we
+        # acted on to the reply we resume at, which we act on ourselves: one fewer act missed.
+        self.act_step += max(steps - 1, 0)
 
     def scheduled(self) -> bool:
         """Whether the step size decays with visits (else the constant alpha of QParams)."""
