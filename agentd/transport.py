@@ -290,22 +290,28 @@ class Transport:
         if self._rcvtimeo.get(link.sock) != timeout_ms:
             link.sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
             self._rcvtimeo[link.sock] = timeout_ms
-        try:
-            frames, sender = self._recv_frames(link, 0)
-        except zmq.Again:
+        got = self._recv_frames(link, 0)
+        if got is None:
             return False
-        self._taken = (link, frames, sender)
+        self._taken = (link, *got)
         return True
 
-    def _recv_frames(self, link: Link, flags: int) -> tuple[list[bytes], int | None]:
+    def _recv_frames(self, link: Link, flags: int) -> tuple[list[bytes], int | None] | None:
+        """The next message's frames and authenticated sender; None if there is none (no
+        exception for that: building a ZMQError costs more than the rest of a receive)."""
         if link.local:
             frame = link.sock.recv(None)
             if frame is None:
-                raise zmq.Again()
+                return None
             return self._local_frames(link, frame), self._local_sender(link)
-        if self.keys is None:
-            return link.sock.recv_multipart(flags), None
-        return self._recv_authenticated(link, flags)
+        if flags & zmq.NOBLOCK and not link.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            return None
+        try:
+            if self.keys is None:
+                return link.sock.recv_multipart(flags), None
+            return self._recv_authenticated(link, flags)
+        except zmq.Again:
+            return None
 
     def _local_frames(self, link: Link, frame: bytes) -> list[bytes]:
         if link.router:    # as a ROUTER would hand them over: the sender's routing id first
@@ -459,13 +465,13 @@ class Transport:
                 return out
         while not (until is not None and out and until(out[-1][0])):
             try:
-                frames, sender = self._recv_frames(link, zmq.NOBLOCK)
-            except zmq.Again:
-                return out
+                got = self._recv_frames(link, zmq.NOBLOCK)
             except LocalClosed as exc:
                 self._local_closed(link, exc)
                 return out
-            self._take(link, frames, sender, out)
+            if got is None:
+                return out
+            self._take(link, *got, out)
         return out
 
     def _take(self, link: Link, frames: list[bytes], sender: int | None,
