@@ -13,8 +13,10 @@ actor only starts it, reports on it and stops it.
 * The env server and the agents take one bundle each of a placement group (SPREAD by default).
 * Secure by default: a throw-away key directory is made in the run directory and each actor
   receives only its own secret and the public registry. Those travel over Ray's own channels,
-  which are not encrypted unless the cluster is set up with TLS; ``--insecure`` opts out of
-  CURVE on purpose and is recorded like any insecure run.
+  which are not encrypted unless the cluster is set up with TLS: with nodes beyond loopback
+  and no ``RAY_USE_TLS``, the launcher warns before it sends them, and placement.json records
+  how they travelled (``key_delivery``). ``--insecure`` opts out of CURVE on purpose and is
+  recorded like any insecure run.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 from agentd.config import RunConfig, process_count, to_toml
 from agentd.keys import REGISTRY_FILE, name_of, new_keys
 from agentd.launcher import LaunchError
+from agentd.netaddr import is_loopback
 from agentd.runfiles import MARKER
 
 STRATEGIES = ("SPREAD", "STRICT_SPREAD", "PACK", "STRICT_PACK")
@@ -56,6 +59,29 @@ def import_ray() -> Any:
         raise LaunchError(f"--backend ray needs Ray, which is not installed: {INSTALL_HINT}") \
             from None
     return ray
+
+
+def key_delivery(secure: bool, node_ips: list[str], environ: dict[str, str]) -> str:
+    """How the actors' secret key files travel to them over Ray's own channels:
+    ``none`` (a plaintext run sends no keys), ``this-machine`` (every node of the cluster is on
+    loopback: the files never leave the machine), ``ray-tls`` (Ray's channels run TLS:
+    ``RAY_USE_TLS``) or ``ray-plaintext`` (they cross the network unencrypted, once, at start:
+    the launcher says so before it sends them)."""
+    if not secure:
+        return "none"
+    if node_ips and all(is_loopback(f"tcp://{ip}:0") for ip in node_ips):
+        return "this-machine"
+    if environ.get("RAY_USE_TLS", "").strip().lower() in ("1", "true"):
+        return "ray-tls"
+    return "ray-plaintext"
+
+
+KEY_WARNING = ("agentd: warning: Ray's channels on this cluster are not encrypted "
+               "(RAY_USE_TLS is not set) and it has nodes beyond loopback ({nodes}): each "
+               "process's secret key file crosses the network in plaintext once, as its actor "
+               "starts. agentd's own traffic stays CURVE-encrypted, but whoever reads the "
+               "cluster's network then can read those keys. Set up the cluster with Ray's TLS, "
+               "or run where the network is trusted.")
 
 
 def check_options(opts: RayOptions) -> None:
@@ -88,6 +114,7 @@ class RayLauncher:
         self.group: Any = None
         self._started_ray = False
         self._stop_signal: int | None = None
+        self.key_delivery = "none" if not secure else "unknown"
 
     # -- the run -----------------------------------------------------------------------------
 
@@ -101,6 +128,7 @@ class RayLauncher:
         try:
             self._connect()
             security = self._key_files()
+            self._say_how_keys_travel()
             coord = self._start_coordinator(config_path, security)
             endpoint = self._wait_endpoint(coord)
             run_id = (self.run_dir / MARKER).read_text().strip()
@@ -130,6 +158,14 @@ class RayLauncher:
                   f"{ray.cluster_resources().get('CPU', 0):g} CPUs; "
                   f"placement {self.opts.strategy}, {self.opts.cpus:g} CPU per process",
                   flush=True)
+
+    def _say_how_keys_travel(self) -> None:
+        """Before any key leaves: warn (on stderr, also with --quiet) if the keys will cross
+        the network unencrypted; placement.json records how they travelled."""
+        ips = sorted({n["NodeManagerAddress"] for n in self.ray.nodes() if n.get("Alive")})
+        self.key_delivery = key_delivery(self.secure, ips, dict(os.environ))
+        if self.key_delivery == "ray-plaintext":
+            print(KEY_WARNING.format(nodes=", ".join(ips)), file=sys.stderr, flush=True)
 
     def _key_files(self) -> dict[str, dict[str, tuple[str, int]]] | None:
         """Per process, the key files its actor writes for it; None for a plaintext run."""
@@ -192,6 +228,7 @@ class RayLauncher:
 
         where = self.ray.get([host.where.remote() for _, host in self.actors])
         record = {"backend": "ray", "strategy": self.opts.strategy, "cpus": self.opts.cpus,
+                  "key_delivery": self.key_delivery,
                   "processes": {name: w for (name, _), w in zip(self.actors, where, strict=True)}}
         (self.run_dir / "placement.json").write_text(json.dumps(record, indent=2) + "\n")
         if not self.quiet:

@@ -100,6 +100,9 @@ def test_a_run_spreads_over_the_nodes_and_is_whole_on_the_coordinators_host(clus
         assert endpoints["agents"][str(i)]["endpoint"].startswith(f"tcp://{where}:")
         hosting.add(where)
     assert hosting == {"127.0.0.1", "127.0.0.2", "127.0.0.3"}, placement   # every node
+    # every node on loopback: the key files never left this machine, and nothing warns
+    assert placement["key_delivery"] == "this-machine"
+    assert "not encrypted" not in result.stderr
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "done" and summary["secure"] is True
     assert summary["steps_done"] == 200
@@ -195,6 +198,19 @@ def test_a_node_lost_for_good_fails_the_run_naming_the_agent(cluster, tmp_path):
 def test_ray_flags_need_the_ray_backend():
     result = agentd("launch", "--ray-cpus", "1", "--steps", "10", timeout=60)
     assert result.returncode == 2 and "--backend ray" in result.stderr
+
+
+def test_how_the_key_files_travel_is_named_and_plaintext_over_a_network_warns():
+    from agentd.ray_backend import KEY_WARNING, key_delivery
+
+    lan = ["127.0.0.1", "192.0.2.7"]             # a documentation address: never contacted
+    assert key_delivery(False, lan, {}) == "none"
+    assert key_delivery(True, ["127.0.0.1", "127.0.0.2", "::1"], {}) == "this-machine"
+    assert key_delivery(True, lan, {"RAY_USE_TLS": "1"}) == "ray-tls"
+    assert key_delivery(True, lan, {"RAY_USE_TLS": "0"}) == "ray-plaintext"
+    assert key_delivery(True, lan, {}) == "ray-plaintext"
+    text = KEY_WARNING.format(nodes=", ".join(lan))
+    assert "192.0.2.7" in text and "plaintext" in text and "TLS" in text
 
 
 def test_a_bad_strategy_is_named():
