@@ -109,6 +109,7 @@ def test_feeding_a_paused_core_is_refused():
 
 @pytest.mark.parametrize(("algo", "params", "want"), [
     ("isac", {}, "on"), ("dac-deep", {}, "on"), ("iql-deep", {}, "on"), ("dac", {}, "off"),
+    ("ma2ql-deep", {}, "on"), ("i2q-deep", {}, "on"), ("ma2ql", {}, "off"),
     ("ippo", {}, "off"), ("dac-deep", {"pr_weight": 0.5}, "off")])
 def test_auto_resolves_by_the_learner(algo, params, want):
     env = "spread" if algo in ("isac", "dac-deep") else "random-mdp"

@@ -109,6 +109,9 @@ class Ma2qlDeep(TakesTurns, IqlDeep):
 
     name = "ma2ql-deep"
     Params = Ma2qlDeepParams
+    act_ahead_why = ("off-policy like iql-deep, and it explores on and off turn alike; the turn "
+                     "clock counts updates, not acts, so acting before the update moves no turn "
+                     "(the agent on turn still learns against the others' fixed Q)")
 
     def ready(self) -> bool:
         learns = self.on_turn()
