@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import io
+import logging
 import os
 import pickle
 import random
@@ -40,6 +41,7 @@ from agentd.core import AgentCore, build_learner
 
 FORMAT, VERSION = "agentd-recovery", 1
 KEEP = 2
+log = logging.getLogger("agentd.recovery")
 
 
 class RecoveryError(RuntimeError):
@@ -124,8 +126,14 @@ def load(data: bytes, what: str = "snapshot") -> AgentCore:
 
 def latest(directory: Path) -> Path | None:
     """The newest complete recovery checkpoint in ``directory`` (None if there is none)."""
+    found = newest_first(directory)
+    return found[0] if found else None
+
+
+def newest_first(directory: Path) -> list[Path]:
+    """The recovery checkpoints in ``directory``, newest first."""
     found = [(int(p.stem.split("-")[1]), p) for p in directory.glob("recovery-*.pkl")]
-    return max(found)[1] if found else None
+    return [p for _, p in sorted(found, reverse=True)]
 
 
 def pin(path: Path) -> Path:
@@ -199,18 +207,33 @@ class RecoveryWriter:
 
 
 def rejoin_core(root: Path, agent: int, info: dict[str, Any]) -> tuple[AgentCore, dict]:
-    """A restarted agent's core: its newest recovery checkpoint under ``root`` (pinned, so
-    a replay restores the same file), or a fresh learner when none was written yet. Returns
-    the core and the body of the log's ``restart`` record."""
-    path = latest(root / "checkpoints" / f"agent-{agent}")
-    if path is None:
-        return AgentCore(info, build_learner(info)), {"checkpoint": None, "sha256": None,
-                                                      "step": 0, "env_step": 0}
-    kept = pin(path)
-    sha = sha256_bytes(kept.read_bytes())
-    core = restore(kept, sha)
-    return core, {"checkpoint": kept.relative_to(root).as_posix(), "sha256": sha,
-                  "step": core.steps_done, "env_step": core.env_step}
+    """A restarted agent's core: its newest usable recovery checkpoint under ``root``
+    (pinned, so a replay restores the same file), or a fresh learner when none was written
+    yet. A checkpoint that cannot be read or loaded (a disk error) is skipped with a warning
+    for the next older one; the record counts them (``skipped``), and if none is usable the
+    agent starts from its initial state, which the record says too. Returns the core and the
+    body of the log's ``restart`` record."""
+    skipped = 0
+    for path in newest_first(root / "checkpoints" / f"agent-{agent}"):
+        try:
+            data = path.read_bytes()
+            core = load(data, str(path))
+        except (OSError, RecoveryError) as exc:
+            log.warning("agent %d: recovery checkpoint %s is unusable (%s); trying an older "
+                        "one", agent, path.name, exc)
+            skipped += 1
+            continue
+        core.resume_after_gap()
+        kept = pin(path)
+        return core, {"checkpoint": kept.relative_to(root).as_posix(),
+                      "sha256": sha256_bytes(data), "step": core.steps_done,
+                      "env_step": core.env_step, **({"skipped": skipped} if skipped else {})}
+    if skipped:
+        log.warning("agent %d: none of its %d recovery checkpoint(s) is usable: it starts "
+                    "from its initial state", agent, skipped)
+    return AgentCore(info, build_learner(info)), {"checkpoint": None, "sha256": None,
+                                                  "step": 0, "env_step": 0,
+                                                  **({"skipped": skipped} if skipped else {})}
 
 
 def core_for_replay(run_dir: Path, note: dict[str, Any], info: dict[str, Any]) -> AgentCore:

@@ -159,10 +159,12 @@ register(Kind("turn", "control", {"order": Val((list,)), "turn_len": INT},
 register(Kind("stop", "control", {"reason": STR}, doc="coordinator ends the run"))
 register(Kind("restarted", "control", {"agent": INT, "checkpoint": OPT_STR, "sha256": OPT_STR,
                                        "step": INT, "env_step": INT, "resumed_step": INT,
-                                       "lost": INT},
+                                       "lost": INT, "skipped": INT},
+              optional=frozenset({"skipped"}),
               doc="a restarted agent resumed: the recovery checkpoint it restored (taken "
                   "after its own step 'step', env step 'env_step'), the env step it resumed "
-                  "at, the transitions it lost"))
+                  "at, the transitions it lost, and (if any) how many newer checkpoints it "
+                  "skipped as unusable"))
 register(Kind("peer_moved", "control", {"id": INT, "endpoint": STR},
               doc="coordinator: neighbour 'id' was restarted and listens at 'endpoint'"))
 register(Kind("env_restarted", "control", {"step": INT, "truncated": INT, "reset_seed": INT},

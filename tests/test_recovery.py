@@ -169,6 +169,36 @@ def test_recovery_files_are_written_atomically_and_pruned(tmp_path):
     assert stats["checkpoints"] == 3 and stats["stall_ms_max"] >= stats["stall_ms_mean"] > 0
 
 
+def test_a_restart_skips_an_unusable_checkpoint_for_the_next_older_one(tmp_path, caplog):
+    env = build_env("random-mdp", 1, episode_len=5, seed=1)
+    core = AgentCore({"config": {"episode_len": 5}, "controls": [0]},
+                     make_learners("dac", env, 1)[0])
+    directory = tmp_path / "checkpoints" / "agent-0"
+    writer = recovery.RecoveryWriter(directory, every=10)
+    for step in (10, 20):
+        core.steps_done = step
+        writer.save(core)
+    writer.wait()
+    newest = directory / "recovery-20.pkl"
+    newest.write_bytes(newest.read_bytes()[:100])       # a disk error cut it short
+    back, record = recovery.rejoin_core(tmp_path, 0, {})
+    assert back.steps_done == 10 and record["skipped"] == 1
+    assert record["checkpoint"] == "checkpoints/agent-0/restored-10.pkl"
+    assert record["sha256"] == recovery.sha256_bytes((directory / "restored-10.pkl").read_bytes())
+    assert "recovery-20.pkl is unusable" in caplog.text
+    # the record restores the same file in a replay
+    assert recovery.core_for_replay(tmp_path, record, {}).steps_done == 10
+    # none usable: the initial state, and the record says how many were skipped
+    (directory / "recovery-10.pkl").unlink()    # (restored-10.pkl is a link to it)
+    (directory / "recovery-10.pkl").write_bytes(b"not a checkpoint")
+    info = {"config": {"algo": "dac", "episode_len": 5, "params": {}, "num_envs": 1, "seed": 0},
+            "spaces": {"obs": env.obs_spaces, "act": env.act_spaces, "shared_reward": True},
+            "controls": [0], "id": 0, "n_procs": 1, "neighbours": [], "weights": {}, "seed": 1}
+    fresh, record = recovery.rejoin_core(tmp_path, 0, info)
+    assert record["checkpoint"] is None and record["skipped"] == 2 and fresh.steps_done == 0
+    assert "none of its 2 recovery checkpoint(s) is usable" in caplog.text
+
+
 def test_a_log_cut_mid_record_is_repaired_before_appending(tmp_path):
     from agentd.msglog import MessageLog
 
