@@ -279,18 +279,15 @@ class Transport:
             return self._taken[0] is link
         if link.local:
             try:
-                frame = link.sock.recv(timeout_ms / 1000)
+                got = self._recv_local(link, timeout_ms / 1000)
             except LocalClosed as exc:
                 self._local_closed(link, exc)
                 return False
-            if frame is None:
-                return False
-            self._taken = (link, self._local_frames(link, frame), self._local_sender(link))
-            return True
-        if self._rcvtimeo.get(link.sock) != timeout_ms:
-            link.sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
-            self._rcvtimeo[link.sock] = timeout_ms
-        got = self._recv_frames(link, 0)
+        else:
+            if self._rcvtimeo.get(link.sock) != timeout_ms:
+                link.sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
+                self._rcvtimeo[link.sock] = timeout_ms
+            got = self._recv_frames(link, 0)
         if got is None:
             return False
         self._taken = (link, *got)
@@ -300,10 +297,7 @@ class Transport:
         """The next message's frames and authenticated sender; None if there is none (no
         exception for that: building a ZMQError costs more than the rest of a receive)."""
         if link.local:
-            frame = link.sock.recv(None)
-            if frame is None:
-                return None
-            return self._local_frames(link, frame), self._local_sender(link)
+            return self._recv_local(link, None)
         if flags & zmq.NOBLOCK and not link.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             return None
         try:
@@ -313,14 +307,16 @@ class Transport:
         except zmq.Again:
             return None
 
-    def _local_frames(self, link: Link, frame: bytes) -> list[bytes]:
-        if link.router:    # as a ROUTER would hand them over: the sender's routing id first
-            return [peer_identity(link.server), frame]
-        return [frame]
-
-    def _local_sender(self, link: Link) -> int | None:
-        """In secure mode, who sent it: the process its token bound the connection to."""
-        return link.server if self.keys is not None else None
+    def _recv_local(self, link: Link, timeout: float | None
+                    ) -> tuple[list[bytes], int | None] | None:
+        """The next frame of a local link (waiting up to ``timeout`` seconds; None: not at
+        all), as a ROUTER would hand it over (the sender's routing id first on the env server's
+        end), with its sender in secure mode: the process the token bound the connection to."""
+        frame = link.sock.recv(timeout)
+        if frame is None:
+            return None
+        frames = [peer_identity(link.server), frame] if link.router else [frame]
+        return frames, link.server if self.keys is not None else None
 
     def _local_closed(self, link: Link, exc: Exception) -> None:
         log.warning("%s: local %s connection to %s closed: %s", process_name(self.me),
@@ -357,11 +353,7 @@ class Transport:
                 continue
             if self.dp is not None and link.plane == "peer":
                 body = self.dp.privatise(kind, body)   # after the guard, before the log
-            self._seq += 1
-            frame = encode(self.codec, kind, self.me, dst, step, self._seq, body)
-            if len(frame) > self.guard.max_bytes and link.plane != "peer":
-                raise Oversize(oversize_advice(kind, len(frame), self.guard.max_bytes))
-            frames.append((frame, to, dst))
+            frames.append((self._encode(link, kind, dst, body, step), to, dst))
         sent = [self._lost(link, dst, step) or self.send_frames(link, [frame], to)
                 for frame, to, dst in frames]
         for (frame, _, dst), ok in zip(frames, sent):
@@ -383,16 +375,23 @@ class Transport:
         """
         link = links()
         self.guard.outgoing(kind, dst, body, link.plane)
-        self._seq += 1
-        frame = encode(self.codec, kind, self.me, dst, step, self._seq, body)
-        if len(frame) > self.guard.max_bytes:
-            raise Oversize(oversize_advice(kind, len(frame), self.guard.max_bytes))
+        frame = self._encode(link, kind, dst, body, step)
         if self.msglog is not None and REGISTRY[kind].logged:
             self.msglog.record("out", link.plane, [frame])
             self.msglog.flush()
         if self.send_frames(link, [frame]):
             return True
         return link.local and self.send_frames(links(), [frame])
+
+    def _encode(self, link: Link, kind: str, dst: int, body: dict[str, Any], step: int
+                ) -> bytes:
+        """The next frame of ours; an oversize control or env message is our own bug (an
+        oversize peer message is left to the receiver's guard to refuse and count)."""
+        self._seq += 1
+        frame = encode(self.codec, kind, self.me, dst, step, self._seq, body)
+        if len(frame) > self.guard.max_bytes and link.plane != "peer":
+            raise Oversize(oversize_advice(kind, len(frame), self.guard.max_bytes))
+        return frame
 
     def _lost(self, link: Link, dst: int, step: int) -> bool:
         """The test-only lossy link ate this peer message (it still counts as sent)."""
