@@ -78,21 +78,31 @@ ENV_OF = {"spread": ("dac-deep", "isac", "maddpg"), "ipd": ("naive-pg", "lola", 
                                                             "meta-mapg")}
 
 
+def _rejoined_after_a_gap(algo, env, before, gap, params=None, turns=None):
+    """Two agents stepped ``before`` steps; agent 1 snapshotted, the run goes on ``gap``
+    steps, and the snapshot rejoins at the current step (acting only). Returns the cores of
+    the run that never stopped, the rejoined core and the step replies seen."""
+    cores = [AgentCore({"config": {"episode_len": 5}, "controls": [i]}, lr)
+             for i, lr in enumerate(make_learners(algo, env, 2, seed=4, params=params))]
+    for core in cores if turns else []:
+        core.learner.set_turns(turns)
+    obs = env.reset(2)
+    flags = np.zeros(1, dtype=bool)
+    bodies = [_body(0, obs, obs, np.zeros((2, 1)), flags, flags, False, [i]) for i in range(2)]
+    bodies = _drive(cores, env, bodies, before)[1][-1]
+    saved = recovery.snapshot(cores[1])
+    _, seen = _drive(cores, env, bodies, gap)
+    back = recovery.load(saved)
+    back.resume_after_gap()
+    back.on_step(seen[-1][1])            # rejoins at the current step: acts only
+    return cores, back, seen
+
+
 def test_a_restored_dac_deep_agent_skips_the_steps_it_lost():
     """Its buffer stays aligned by the global step with an agent that never stopped."""
     env = build_env("spread", 2, episode_len=5, seed=1, obs_mode="state")
     params = {"batch": 8, "start": 8, "hidden": 8, "buffer": 64}
-    cores = [AgentCore({"config": {"episode_len": 5}, "controls": [i]}, lr)
-             for i, lr in enumerate(make_learners("dac-deep", env, 2, seed=4, params=params))]
-    obs = env.reset(2)
-    flags = np.zeros(1, dtype=bool)
-    bodies = [_body(0, obs, obs, np.zeros((2, 1)), flags, flags, False, [i]) for i in range(2)]
-    bodies = _drive(cores, env, bodies, 10)[1][-1]
-    saved = recovery.snapshot(cores[1])
-    _, seen = _drive(cores, env, bodies, 7)
-    back = recovery.load(saved)
-    back.resume_after_gap()
-    back.on_step(seen[-1][1])            # rejoins at the current step: acts only
+    cores, back, seen = _rejoined_after_a_gap("dac-deep", env, 10, 7, params)
     nxt = _drive(cores, env, seen[-1], 1)[1][-1]
     back.on_step(nxt[1])                 # and learns from the next transition on
     _drive(cores, env, nxt, 1)
@@ -106,20 +116,8 @@ def test_a_restored_q_learner_keeps_its_epsilon_clock_on_the_joint_step(algo):
     """Restored after a gap, it explores with the epsilon of the joint step it acts on, as an
     agent that never stopped does (its act clock once ran one step ahead)."""
     env = build_env("random-mdp", 2, episode_len=5, seed=1)
-    cores = [AgentCore({"config": {"episode_len": 5}, "controls": [i]}, lr)
-             for i, lr in enumerate(make_learners(algo, env, 2, seed=4))]
-    for core in cores:
-        if algo == "ma2ql":
-            core.learner.set_turns({"order": [0, 1], "turn_len": 3})
-    obs = env.reset(2)
-    flags = np.zeros(1, dtype=bool)
-    bodies = [_body(0, obs, obs, np.zeros((2, 1)), flags, flags, False, [i]) for i in range(2)]
-    bodies = _drive(cores, env, bodies, 6)[1][-1]
-    saved = recovery.snapshot(cores[1])
-    _, seen = _drive(cores, env, bodies, 5)
-    back = recovery.load(saved)
-    back.resume_after_gap()
-    back.on_step(seen[-1][1])            # rejoins at the current step: acts only
+    turns = {"order": [0, 1], "turn_len": 3} if algo == "ma2ql" else None
+    cores, back, seen = _rejoined_after_a_gap(algo, env, 6, 5, turns=turns)
     _drive(cores, env, seen[-1], 1)      # the agent that never stopped acts on it too
     assert back.learner.act_step == cores[1].learner.act_step == 12
     if algo == "ma2ql":                  # the turn clock counts transitions: the same
@@ -233,15 +231,21 @@ def _episodes(run_dir):
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
+def _late(returns):
+    """Mean episode return over the second half of a run (final_return's last 3 episodes of
+    30 are too noisy to compare two runs by)."""
+    return float(np.mean(returns[len(returns) // 2:]))
+
+
 def _uninterrupted(seeds):
-    """final_return of uninterrupted dac runs of RUN's env model with these run seeds, the
+    """``_late`` of uninterrupted dac runs of RUN's env model with these run seeds, the
     agents seeded as a live run seeds them. Run in one process (the same learners and agent-
     loop order, no sockets): for dac this gives exactly a live run's returns (checked against
     a live launch when this test was written: 9.362848749442735 both)."""
     from agentd.algorithms import load_learner_class
     from agentd.algorithms.base import LearnerSpec
     from agentd.inprocess import run_in_process
-    from coordinator.rundir import derive_seed, return_figures
+    from coordinator.rundir import derive_seed
 
     finals = []
     for seed in seeds:
@@ -250,7 +254,7 @@ def _uninterrupted(seeds):
             **{**lr.spec.__dict__, "seed": derive_seed(seed, "agent", i)}))
             for i, lr in enumerate(make_learners("dac", env, 3))]
         out = run_in_process(env, learners, STEPS, reset_seed=derive_seed(seed, "env_reset"))
-        finals.append(return_figures([r for _, r in out.returns])["final_return"])
+        finals.append(_late([r for _, r in out.returns]))
     return finals
 
 
@@ -288,13 +292,14 @@ def test_an_agent_killed_three_times_restarts_learns_and_replays_exactly(runs, t
     assert res.actions_compared >= STEPS and res.steps == s["agents"]["1"]["steps"]
     same = compare_state(res.state, run_dir / "checkpoints" / "agent-1.npz")
     assert same and all(same.values())
-    # it learns as well as an uninterrupted run with the same seed, within the spread of
-    # uninterrupted runs with other seeds (same env model)
-    (uninterrupted,) = _uninterrupted([5])
-    spread = _uninterrupted(range(11, 17))     # final_return is the last 3 episodes: noisy
+    # it learns no worse than uninterrupted runs of the same env model (this seed and six
+    # others), within half their spread: the restarts perturb the trajectory, so the killed
+    # run is one more sample of that spread (a two-sided bound failed a run that did better)
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    killed = _late([json.loads(line)["return"] for line in lines])
+    spread = _uninterrupted([5, *range(11, 17)])
     width = max(spread) - min(spread)
-    assert abs(s["final_return"] - uninterrupted) <= width, (s["final_return"],
-                                                             uninterrupted, spread)
+    assert killed >= min(spread) - width / 2, (killed, spread)
 
 
 def test_an_agent_that_crashes_on_every_start_ends_the_run_after_max_restarts(runs, tmp_path):
