@@ -40,9 +40,14 @@ def main(argv: list[str] | None = None) -> None:
     profile_dir = os.environ.get("AGENTD_PROFILE_DIR")
     if profile_dir:   # developer aid: one cProfile dump per process
         import cProfile
+        import time
 
-        with cProfile.Profile() as prof:
+        # AGENTD_PROFILE_CLOCK=cpu: CPU time, so a wait on a socket (or being preempted
+        # right after waking a receiver) costs nothing; the default is wall time
+        cpu = os.environ.get("AGENTD_PROFILE_CLOCK") == "cpu"
+        with cProfile.Profile(time.process_time if cpu else time.perf_counter) as prof:
             code = entry(rest)
+        os.makedirs(profile_dir, exist_ok=True)
         prof.dump_stats(os.path.join(profile_dir, f"{command}-{os.getpid()}.prof"))
         raise SystemExit(code)
     raise SystemExit(entry(rest))
