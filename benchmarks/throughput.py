@@ -83,7 +83,22 @@ def export_tree(rev: str, into: Path) -> Path:
                          f"{archive.stderr.decode().strip()} (run from a git checkout, or "
                          "pass --baseline none)")
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    check_tree(into)
     return into
+
+
+def check_tree(tree: Path) -> None:
+    """Refuse to go on unless a launch with ``tree`` really runs that tree's code."""
+    code = "import agentd, coordinator.envserver as e; print(agentd.__file__, e.__file__)"
+    probe = subprocess.run([sys.executable, "-c", code],
+                           env={**os.environ, "PYTHONPATH": str(tree)}, cwd=tree.parent,
+                           capture_output=True, text=True, check=False)
+    files = probe.stdout.split()
+    if probe.returncode != 0 or not files or not all(Path(f).is_relative_to(tree)
+                                                      for f in files):
+        raise SystemExit(f"the baseline tree {tree} is not what Python imports with "
+                         f"PYTHONPATH={tree} (got {files or probe.stderr.strip()}): the "
+                         "comparison would measure the current code against itself")
 
 
 def run_launch(n: int, k: int, steps: int, timeout: float, pin: bool = False,
@@ -97,8 +112,11 @@ def run_launch(n: int, k: int, steps: int, timeout: float, pin: bool = False,
                "--episode-len", str(EPISODE_LEN), "--algo", "dac", "--env", "random-mdp",
                "--seed", "0", *(["--pin-cpus"] if pin else []), *extra]
         env = None if tree is None else {**os.environ, "PYTHONPATH": str(tree)}
+        # cwd: ``python -m`` puts the working directory first on sys.path, so from a checkout's
+        # root the checkout's agentd would win over the exported tree (and the baseline would
+        # silently be today's code)
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, env=env)
+                                text=True, env=env, cwd=tmp)
         try:
             output, _ = proc.communicate(timeout=timeout)
         finally:
