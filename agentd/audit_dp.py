@@ -30,7 +30,7 @@ def dp_audit(run_dir: Path) -> dict[str, Any] | None:
 
 
 def dp_blocks(d: dict[str, Any] | None) -> list[tuple]:
-    """Headings, paragraphs and tables for ``agentd.audit.render``."""
+    """Headings, paragraphs and tables for ``agentd.audit_report.render``."""
     if d is None:
         off = "off in this run (no log carries DP settings): no epsilon to report"
         return [("h", "Differential privacy"), ("p", off)]

@@ -7,81 +7,47 @@ written to the message log with its reason and reported on stderr (rate-limited)
 process carries on. Sync sockets with a poller: the hot path
 (act -> env step -> peer exchange) is a tight loop, ~2x faster than asyncio here (DESIGN §8).
 
-Secure mode (``keys`` given): every socket runs CURVE, both ends authenticated. Server sockets
-check clients against the registry through the process's ZAP handler (domain per plane,
-enforced), every DEALER pins its server's public key, and the sender of a received message is
-the owner of the key that authenticated the connection — the guard refuses a routing identity
-or header ``src`` that names anyone else (``spoofed``). DEALERs set no routing identity of
-their own there: a self-chosen one could only collide with an attacker's claim, which ZeroMQ
-would then hold back silently instead of letting the guard count it. Without keys, binding
-beyond loopback is refused unless ``insecure`` says the user asked for plaintext.
+Secure mode (``keys`` given): every socket runs CURVE, both ends authenticated
+(``agentd.sockets``), and the sender of a received message is the owner of the key that
+authenticated the connection -- the guard refuses a routing identity or header ``src`` that
+names anyone else (``spoofed``). The counters live in ``agentd.tally``.
 """
 
 from __future__ import annotations
 
 import logging
-import socket as pysocket
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import zmq
 
 from agentd.dp import DpLayer
-from agentd.keys import Keys, name_of, pid_of
+from agentd.keys import Keys, pid_of
 from agentd.linkshim import DelayShim, DropShim
 from agentd.localplane import LocalClosed
 from agentd.msglog import MessageLog
-from agentd.netaddr import is_loopback, split_endpoint
-from agentd.sentinel import HandshakeEvent, Sentinel, domain
+from agentd.sentinel import Sentinel
+from agentd.sockets import (
+    SEND_TIMEOUT_MS,
+    EndpointError,
+    InsecureBind,
+    Link,
+    bind_router,
+    close_socket,
+    connect_dealer,
+    hostname,
+)
+from agentd.tally import Tally
 from protocols import REGISTRY, Codec, Guard, Message, ProtocolError, encode, process_name
 from protocols.errors import Oversize
 from protocols.guard import peer_identity
 
+__all__ = ["SEND_TIMEOUT_MS", "EndpointError", "InsecureBind", "Link", "Transport", "hostname",
+           "oversize_advice"]
 log = logging.getLogger("agentd.transport")
-PLANES = ("control", "env", "peer")
-# A send blocks only while a peer's queue is full (back-pressure) -- or forever if the peer
-# never connected (a DEALER after a failed handshake has no pipe). This bounds it.
-SEND_TIMEOUT_MS = 10_000
 # With a hot set (``Transport.set_hot``), the sockets outside it are polled at least this often.
 FULL_POLL_EVERY_S = 0.01
-
-
-@dataclass
-class PlaneStats:
-    """Counters for one plane of one process."""
-
-    msgs_sent: int = 0
-    msgs_recv: int = 0
-    bytes_sent: int = 0
-    bytes_recv: int = 0
-    rejected: Counter = field(default_factory=Counter)
-    refused_out: Counter = field(default_factory=Counter)
-    handshakes_failed: Counter = field(default_factory=Counter)
-
-
-@dataclass
-class Link:
-    """One socket, the plane it carries, and (for ROUTERs) the endpoint it is bound to.
-    ``server`` is the process a DEALER talks to (its key is pinned in secure mode)."""
-
-    sock: Any                 # a zmq.Socket, or a local connection (agentd.localplane)
-    plane: str
-    router: bool
-    endpoint: str
-    server: int | None = None
-    local: bool = False       # a Unix socket of the local env plane, not ZeroMQ
-
-
-class InsecureBind(RuntimeError):
-    """Binding beyond loopback without keys (and without ``insecure``)."""
-
-
-class EndpointError(RuntimeError):
-    """An endpoint that cannot be bound or connected (in use, malformed, no such address)."""
 
 
 class Transport:
@@ -109,10 +75,11 @@ class Transport:
         self._locals: list[Link] = []     # links of the local env plane (agentd.localplane)
         self._by_fd: dict[int, Link] = {}
         self._rcvtimeo: dict[zmq.Socket, int] = {}
-        self.stats = {plane: PlaneStats() for plane in PLANES}
-        self.handshake_peers: Counter = Counter()   # "plane reason peer" -> count
+        self.tally = Tally(me)
+        self.stats = self.tally.stats
+        self.handshake_peers = self.tally.handshake_peers
+        self._warn = self.tally.warn
         self._seq = 0
-        self._warned: Counter = Counter()
         self.dp: DpLayer | None = None    # a DP run's noise on the peer plane (agentd.dp)
         self.shim = DelayShim.from_env()
         self.drop = DropShim.from_env()
@@ -138,58 +105,14 @@ class Transport:
 
     # -- sockets ----------------------------------------------------------------------------
     def bind_router(self, address: str, plane: str) -> Link:
-        split_endpoint(address)              # a malformed endpoint is an AddressError here
-        if self.keys is None and not self.insecure and not is_loopback(address):
-            raise InsecureBind(
-                f"refusing to bind {address} without keys: every message would cross the "
-                "network in plaintext and anyone who reaches the port could join. Make keys "
-                "with 'agentd keys new KEYDIR --n N' and pass --keys KEYDIR to every process "
-                "(or pass --insecure to run in plaintext on purpose; it is recorded)")
-        sock = self.ctx.socket(zmq.ROUTER)
-        sock.setsockopt(zmq.LINGER, 1000)
-        sock.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
-        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        # A restarted process dials in again under its old routing id: it takes the
-        # connection over instead of being ignored while the dead one lingers.
-        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
-        if self.keys is not None:
-            sock.curve_server = True     # set before bind: the role applies to later binds
-            sock.curve_secretkey = self.keys.identity.secret
-            sock.zap_domain = domain(plane)
-            sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)   # with a domain: fail closed
-        self.sentinel.watch(sock, plane, True, address)
-        with self._closed_on_error(sock, f"cannot bind {address}"):
-            sock.bind(address)
-        endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
-        return self._add(Link(sock, plane, True, endpoint))
+        return self._add(bind_router(self.ctx, self.sentinel, self.keys, self.insecure,
+                                     address, plane))
 
     def connect_dealer(self, address: str, plane: str, server: int,
                        identity: bytes | None = None) -> Link:
         """A DEALER to ``server``'s ROUTER; in secure mode pinned to its public key."""
-        sock = self.ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 1000)
-        sock.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
-        if self.keys is not None:
-            sock.curve_serverkey = self.keys.registry.public(name_of(server))
-            sock.curve_publickey = self.keys.identity.public
-            sock.curve_secretkey = self.keys.identity.secret
-        elif identity is not None:
-            sock.setsockopt(zmq.IDENTITY, identity)
-        self.sentinel.watch(sock, plane, False, address)
-        with self._closed_on_error(sock, f"cannot connect to {address}"):
-            sock.connect(address)
-        return self._add(Link(sock, plane, False, address, server))
-
-    @contextmanager
-    def _closed_on_error(self, sock: zmq.Socket, what: str) -> Iterator[None]:
-        """A socket that fails to bind or connect is closed at once (an open socket would
-        keep the context -- and so ``close`` -- waiting forever)."""
-        try:
-            yield
-        except zmq.ZMQError as exc:
-            sock.disable_monitor()
-            sock.close(linger=0)
-            raise EndpointError(f"{what}: {exc.strerror}") from None
+        return self._add(connect_dealer(self.ctx, self.sentinel, self.keys, address, plane,
+                                        server, identity))
 
     def limit_send_wait(self, link: Link, seconds: float) -> None:
         """How long a send on this link may wait for the peer before it counts as failed."""
@@ -238,7 +161,7 @@ class Transport:
         if link in self._locals:
             self._locals.remove(link)
             self._by_fd = {fd: k for fd, k in self._by_fd.items() if k is not link}
-        _close(link)
+        close_socket(link)
 
     def readable(self, link: Link) -> bool:
         """Is a message waiting on this link (without receiving it)?"""
@@ -516,56 +439,21 @@ class Transport:
         self.stats[plane].rejected[reason] += 1
         self._warn(f"refused a {plane} message", ProtocolError(why), reason)
 
-    def _warn(self, what: str, exc: ProtocolError, reason: str | None = None) -> None:
-        reason = reason or exc.reason
-        self._warned[reason] += 1
-        count = self._warned[reason]
-        if count <= 5 or count % 1000 == 0:
-            log.warning("%s %s: %s: %s (%d so far)", process_name(self.me), what, reason,
-                        exc, count)
-
     def _take_handshake_events(self) -> None:
         """Count, log and warn about the failed handshakes the sentinel has seen."""
         while self.sentinel.events:
-            ev: HandshakeEvent = self.sentinel.events.popleft()
-            self.stats[ev.plane].handshakes_failed[ev.reason] += 1
-            self.handshake_peers[f"{ev.plane} {ev.reason} {ev.peer}"] += 1
-            if self.msglog is not None:
-                self.msglog.record("hs", ev.plane, [ev.peer.encode(), ev.detail.encode()],
-                                   ev.reason)
-            who = f"a client at {ev.peer}" if ev.server else f"our connection to {ev.peer}"
-            self._warn(f"{ev.plane} plane: handshake with {who} failed",
-                       ProtocolError(ev.detail), ev.reason)
+            self.tally.handshake(self.sentinel.events.popleft(), self.msglog)
 
     def handshake_counts(self) -> dict[str, dict[str, int]]:
         """Failed handshakes so far, by plane and reason (planes without any left out)."""
-        return {p: dict(s.handshakes_failed) for p, s in self.stats.items()
-                if s.handshakes_failed}
+        return self.tally.handshake_counts()
 
     # -- bookkeeping ------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
         """Totals and per-plane counters, as written to summary.json."""
         if self.sentinel.events:
             self._take_handshake_events()
-        planes = {p: {"msgs_sent": s.msgs_sent, "msgs_recv": s.msgs_recv,
-                      "bytes_sent": s.bytes_sent, "bytes_recv": s.bytes_recv,
-                      "rejected": dict(s.rejected), "refused_out": dict(s.refused_out),
-                      "handshakes_failed": dict(s.handshakes_failed)}
-                  for p, s in self.stats.items()}
-        total: dict[str, Any] = {k: sum(planes[p][k] for p in PLANES)
-                                 for k in ("msgs_sent", "msgs_recv", "bytes_sent", "bytes_recv")}
-        rejected: Counter = Counter()
-        for s in self.stats.values():
-            rejected.update(s.rejected)
-        total["rejected"] = dict(rejected)
-        handshakes: Counter = Counter()
-        for s in self.stats.values():
-            handshakes.update(s.handshakes_failed)
-        total["handshakes_failed"] = dict(handshakes)
-        total["handshake_peers"] = dict(self.handshake_peers)
-        total.update(self.security_meta())
-        total["planes"] = planes
-        return total
+        return self.tally.summary(self.security_meta())
 
     def flush(self) -> None:
         if self.msglog is not None:
@@ -575,23 +463,12 @@ class Transport:
         if self.shim is not None:
             self.shim.release(self._send_now, everything=True)
         for link in self.links.values():
-            _close(link)
+            close_socket(link)
         self.links.clear()
         self.sentinel.stop()
         self.ctx.term()
         if self.msglog is not None:
             self.msglog.close()
-
-
-def _close(link: Link) -> None:
-    if link.local:
-        link.sock.close()
-        return
-    try:
-        link.sock.disable_monitor()
-    except zmq.ZMQError:
-        pass
-    link.sock.close(linger=0)
 
 
 def oversize_advice(kind: str, size: int, cap: int) -> str:
@@ -602,6 +479,3 @@ def oversize_advice(kind: str, size: int, cap: int) -> str:
             "config file)" + (", or use fewer agents or smaller spaces" if kind in
                               ("welcome", "env_ready") else ""))
 
-
-def hostname() -> str:
-    return pysocket.gethostname()

@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 
-from agentd.accountant import summary_block as dp_summary_block
 from agentd.config import RunConfig, is_private, process_count, seating, to_toml, turn_schedule
 from agentd.keys import Keys, name_of
 from agentd.msglog import MessageLog
@@ -39,14 +38,12 @@ from coordinator.rundir import (
     MetricsFile,
     consensus_after_run,
     derive_seed,
-    known_return_figures,
-    plot_learning_curve,
-    return_figures,
     write_json,
 )
+from coordinator.summary import report, write_summary
 from protocols import COORDINATOR, ENVSERVER, UNASSIGNED, Guard, Message, process_name
 from protocols.errors import Oversize
-from topologies import build, mixing_matrix, spectral_gap
+from topologies import build, mixing_matrix
 
 log = logging.getLogger("agentd.coordinator")
 
@@ -412,10 +409,10 @@ class Coordinator:
         files = self.collect_files(status)
         consensus = consensus_after_run(self.run_dir, self.metrics) if status == "done" \
             else None
-        summary = self.write_summary(status, reason, consensus, files)
+        summary = write_summary(self, status, reason, consensus, files)
         self.metrics.close()
         self.transport.close()
-        self.report(summary)
+        report(self.run_dir, summary)
         return {"done": 0, "interrupted": 130}.get(status, 1)
 
     def stop_everyone(self, reason: str) -> None:
@@ -490,96 +487,3 @@ class Coordinator:
                 paths += [p for p in shipments[name].files if p not in paths]
             expected[proc.name()] = paths
         return expected
-
-    def security_summary(self, agents: dict[str, dict], env_stats: dict | None
-                         ) -> dict[str, Any]:
-        """Failed handshakes and refused identities across the run's processes."""
-        by_proc: dict[str, Any] = {}
-        for proc in self.procs.values():
-            stats = proc.stats or {}
-            counts = {p: v["handshakes_failed"] for p, v in stats.get("planes", {}).items()
-                      if v.get("handshakes_failed")}
-            if not counts and proc.handshakes:
-                counts = proc.handshakes["counts"]
-            if counts:
-                by_proc[proc.name()] = counts
-        own = self.transport.handshake_counts()
-        if own:
-            by_proc["coordinator"] = own
-        totals: dict[str, int] = {}
-        for counts in by_proc.values():
-            for reasons in counts.values():
-                for reason, n in reasons.items():
-                    totals[reason] = totals.get(reason, 0) + n
-        everyone = [*agents.values(), env_stats or {}, self.transport.summary()]
-        spoofed = sum(s.get("rejected", {}).get("spoofed", 0) for s in everyone)
-        return {"handshakes_failed": totals, "handshakes_failed_by_process": by_proc,
-                "spoofed": spoofed}
-
-    def write_summary(self, status: str, reason: str,
-                      consensus: dict[str, Any] | None = None,
-                      files: dict[str, Any] | None = None) -> dict[str, Any]:
-        c = self.config
-        agents = {str(p.id): p.stats or {"pid": p.pid, "host": p.host, "missing": True}
-                  for p in sorted(self.procs.values(), key=lambda p: (p.id is None, p.id or 0))
-                  if p.role == "agent" and p.id is not None}
-        env_stats = self.env_proc.stats if self.env_proc else None
-        summary = {"status": status, "error": reason or None, "algo": c.algo, "env": c.env,
-                   "n": c.n, "processes": self.n_procs, "topology": self.graph.name,
-                   "mixing": c.mixing, "spectral_gap": spectral_gap(self.W),
-                   "steps": c.steps, "num_envs": c.num_envs, "seed": c.seed,
-                   "steps_done": (env_stats or {}).get("steps", 0),
-                   "steps_per_s": (env_stats or {}).get("steps_per_s", self.env_rate),
-                   "wall_s": round(time.monotonic() - self.started, 2),
-                   **return_figures(self.metrics.returns), "private": is_private(c),
-                   **known_return_figures(c, self.metrics.returns, self.run_dir),
-                   "secure": self.transport.secure, "insecure": c.insecure,
-                   "security": self.security_summary(agents, env_stats), "files": files,
-                   "peer_bytes_per_edge_per_step": self.peer_bytes_per_edge_per_step(agents),
-                   "peer_bytes_per_edge_last_step": self.peer_bytes_per_edge_last_step(agents),
-                   **self.restarts.summary(),
-                   "consensus": consensus, "dp": dp_summary_block(agents),
-                   "agents": agents, "envserver": env_stats,
-                   "coordinator": self.transport.summary()}
-        write_json(self.run_dir / "summary.json", summary)
-        try:
-            plot_learning_curve(self.run_dir / "learning_curve.png", self.metrics.steps,
-                                self.metrics.returns,
-                                f"{c.algo} on {c.env}, n={c.n}, {self.graph.name}, seed {c.seed}")
-        except Exception as exc:  # noqa: BLE001 - a missing plot must not hide the outcome
-            log.warning("could not draw the learning curve: %s", exc)
-        return summary
-
-    def peer_bytes_per_edge_per_step(self, agents: dict[str, dict]) -> float:
-        """Mean over directed edges of the peer bytes sent along them per joint step."""
-        edges = 2 * len(self.graph.edges)
-        sent = sum(a.get("planes", {}).get("peer", {}).get("bytes_sent", 0)
-                   for a in agents.values())
-        steps = max((a.get("steps", 0) for a in agents.values()), default=0)
-        return round(sent / (edges * steps), 1) if edges and steps else 0.0
-
-    def peer_bytes_per_edge_last_step(self, agents: dict[str, dict]) -> float:
-        """The same for the run's last full step (traffic that grows with the run shows)."""
-        edges = 2 * len(self.graph.edges)
-        sent = sum(a.get("peer_bytes_last_step", 0) for a in agents.values())
-        return round(sent / edges, 1) if edges else 0.0
-
-    def report(self, s: dict[str, Any]) -> None:
-        if s["status"] != "done":
-            log.error("run %s: %s", s["status"], s["error"])
-        fmt = (lambda v: "n/a" if v is None else f"{v:.3f}")
-        print(f"run {s['status']}: {self.run_dir}  episodes {s['episodes']}  "
-              f"final_return {fmt(s['final_return'])} (initial {fmt(s['initial_return'])})  "
-              f"{s['steps_per_s']:.0f} steps/s", flush=True)
-        if s.get("optimal_return") is not None:     # an env that knows its optimum
-            print(f"  normalised_return {fmt(s['normalised_return'])} (optimal_return "
-                  f"{s['optimal_return']:.3f}, random policy {s['random_return']:.3f})",
-                  flush=True)
-        if s.get("greedy_normalised_return") is not None:   # tabular Q-learners
-            print(f"  greedy policy: return {s['greedy_return']:.3f}, normalised "
-                  f"{fmt(s['greedy_normalised_return'])} (exact, argmax of each agent's final "
-                  "Q table)", flush=True)
-        if s.get("dp"):
-            edges = "  ".join(f"{e['src']}->{e['dst']} {e['epsilon']:.3g}" for e in s["dp"]["edges"])
-            print(f"  dp epsilon (delta {s['dp']['delta']:g}, {s['dp']['accountant']}): max per "
-                  f"agent {s['dp']['max_epsilon']:.3g}; per edge {edges}", flush=True)
