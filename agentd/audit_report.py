@@ -29,7 +29,9 @@ def _traffic_blocks(r: dict[str, Any]) -> list[tuple]:
               + "peer edges first; ! marks a difference"),
         ("table", ["src", "dst", "kind", "plane", "sent", "bytes", "received", "bytes", ""], rows),
         ("p", "sent == received on every edge" if not lost else
-              f"sent != received on {len(lost)} edge/kind rows (lost in flight or a log cut short)"),
+              f"sent != received on {len(lost)} edge/kind rows (lost in flight, a log cut "
+              "short, or a process killed before it flushed its log: an env server's step "
+              "replies and an agent's peer messages are logged right after they leave)"),
         ("h", "Guard rejections"),
         ("table", ["receiver", "claimed sender", "reason", "plane", "count"],
          [list(x.values()) for x in r["rejections"]]) if r["rejections"] else ("p", "none"),
