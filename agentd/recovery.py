@@ -100,16 +100,20 @@ def sha256_bytes(data: bytes) -> str:
 def restore(path: Path, sha256: str | None = None) -> AgentCore:
     """The core saved in ``path``, ready to rejoin: the env has moved on since it was saved,
     so the transition in flight is dropped (the next step reply is only acted upon)."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise RecoveryError(f"cannot read recovery checkpoint {path}: {exc}") from None
+    data = _read(path)
     if sha256 is not None and sha256_bytes(data) != sha256:
         raise RecoveryError(f"{path} is not the checkpoint the restart restored (SHA-256 "
                             "differs)")
     core = load(data, str(path))
     core.resume_after_gap()
     return core
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise RecoveryError(f"cannot read recovery checkpoint {path}: {exc}") from None
 
 
 def load(data: bytes, what: str = "snapshot") -> AgentCore:
@@ -216,24 +220,25 @@ def rejoin_core(root: Path, agent: int, info: dict[str, Any]) -> tuple[AgentCore
     skipped = 0
     for path in newest_first(root / "checkpoints" / f"agent-{agent}"):
         try:
-            data = path.read_bytes()
+            data = _read(path)
             core = load(data, str(path))
-        except (OSError, RecoveryError) as exc:
+        except RecoveryError as exc:
             log.warning("agent %d: recovery checkpoint %s is unusable (%s); trying an older "
                         "one", agent, path.name, exc)
             skipped += 1
             continue
         core.resume_after_gap()
         kept = pin(path)
-        return core, {"checkpoint": kept.relative_to(root).as_posix(),
-                      "sha256": sha256_bytes(data), "step": core.steps_done,
-                      "env_step": core.env_step, **({"skipped": skipped} if skipped else {})}
-    if skipped:
-        log.warning("agent %d: none of its %d recovery checkpoint(s) is usable: it starts "
-                    "from its initial state", agent, skipped)
-    return AgentCore(info, build_learner(info)), {"checkpoint": None, "sha256": None,
-                                                  "step": 0, "env_step": 0,
-                                                  **({"skipped": skipped} if skipped else {})}
+        record = {"checkpoint": kept.relative_to(root).as_posix(), "sha256": sha256_bytes(data),
+                  "step": core.steps_done, "env_step": core.env_step}
+        break
+    else:
+        if skipped:
+            log.warning("agent %d: none of its %d recovery checkpoint(s) is usable: it starts "
+                        "from its initial state", agent, skipped)
+        core = AgentCore(info, build_learner(info))
+        record = {"checkpoint": None, "sha256": None, "step": 0, "env_step": 0}
+    return core, {**record, **({"skipped": skipped} if skipped else {})}
 
 
 def core_for_replay(run_dir: Path, note: dict[str, Any], info: dict[str, Any]) -> AgentCore:
