@@ -104,7 +104,7 @@ def resolve(file_values: dict[str, Any], cli_values: dict[str, Any]) -> RunConfi
                 merged[key] = value
     config = RunConfig(**{k: _coerce(k, v) for k, v in merged.items()})
     if "episode_len" not in merged:     # an env may have its own default (ipd: 150)
-        from coordinator.envs import DEFAULT_EPISODE_LEN
+        from agentd.envs import DEFAULT_EPISODE_LEN
 
         config.episode_len = DEFAULT_EPISODE_LEN.get(config.env, config.episode_len)
     validate(config)
@@ -122,7 +122,7 @@ def _coerce(name: str, value: Any) -> Any:
     if name in TABLES:
         return value
     if name == "links_down":
-        from agentd.links import is_schedule
+        from topologies.live import is_schedule
 
         if not is_schedule(value):
             raise ConfigError("'links_down' must be a list of [from, to, i, j] integer lists")
@@ -177,7 +177,7 @@ def validate(c: RunConfig) -> None:
     _require(c.max_msg_bytes >= 1024, "max_msg_bytes", "an integer >= 1024", c.max_msg_bytes)
     _require(bool(re.fullmatch(r"[\w.\-:\[\]]+", c.host)), "host", "an interface address",
              c.host)
-    from agentd.dp import validate_settings
+    from agentd.privacy.dp import validate_settings
 
     validate_settings(c, _require)
     _validate_algo_env(c)
@@ -199,8 +199,8 @@ def _validate_graph(c: RunConfig) -> None:
 def _validate_algo_env(c: RunConfig) -> None:
     from agentd.algorithms import ALGORITHMS, load_learner_class
     from agentd.algorithms.base import LearnerConfigError, parse_params
-    from coordinator.envs import check_env_id
-    from coordinator.envs.base import EnvError
+    from agentd.envs import check_env_id
+    from agentd.envs.base import EnvError
 
     _require(c.algo in ALGORITHMS, "algo", f"one of {', '.join(ALGORITHMS)}", c.algo)
     try:
@@ -211,7 +211,7 @@ def _validate_algo_env(c: RunConfig) -> None:
         learner = load_learner_class(c.algo)
     except LearnerConfigError as exc:
         raise ConfigError(f"'algo': {exc}") from None
-    from coordinator.envs import GAME_ENVS
+    from agentd.envs import GAME_ENVS
 
     discrete_builtin = c.env in ("random-mdp", "digital", *GAME_ENVS)
     if learner.action_type == "box" and discrete_builtin:
@@ -242,8 +242,8 @@ def _resolve_defaults(c: RunConfig, given: set[str] = frozenset()) -> None:
     """
     from agentd.algorithms import load_learner_class
     from agentd.algorithms.base import LearnerConfigError
-    from coordinator.envs import BUILTIN_ENVS
-    from coordinator.envs.pettingzoo_env import split_factory_spec
+    from agentd.envs import BUILTIN_ENVS
+    from agentd.envs.pettingzoo_env import split_factory_spec
 
     learner = load_learner_class(c.algo)
     try:
@@ -253,7 +253,7 @@ def _resolve_defaults(c: RunConfig, given: set[str] = frozenset()) -> None:
     c.env_args = {**needed, **c.env_args}
     _resolve_links(c)
     if c.dp_sigma > 0:    # again: the links may have switched dac-deep to running sums
-        from agentd.dp import require_declared
+        from agentd.privacy.dp import require_declared
 
         require_declared(c, _require)
     if c.obs == "auto":
@@ -268,7 +268,7 @@ def _resolve_defaults(c: RunConfig, given: set[str] = frozenset()) -> None:
 def _resolve_act_ahead(c: RunConfig, learner: type) -> None:
     """auto becomes on or off by the learner's ``act_ahead``; on for a learner that does not
     allow it is an error (its update rule needs the action of the updated policy)."""
-    from agentd.core import act_ahead_allowed
+    from agentd.agent.core import act_ahead_allowed
 
     allowed, why = act_ahead_allowed(learner, c.params)
     if c.act_ahead == "on" and not allowed:
@@ -281,8 +281,8 @@ def _resolve_act_ahead(c: RunConfig, learner: type) -> None:
 
 def _resolve_links(c: RunConfig) -> None:
     """Read the link schedule into ``links_down`` (config.toml carries it to every process);
-    dac-deep's consensus switches to running sums when links may fail (``agentd.links``)."""
-    from agentd.links import ScheduleError, links_for_run
+    dac-deep's consensus switches to running sums when links may fail (``topologies.live``)."""
+    from topologies.live import ScheduleError, links_for_run
 
     try:
         c.links_down, c.params = links_for_run(c.link_schedule, process_count(c), c.algo,

@@ -11,7 +11,7 @@ on ``spread`` (global state, n = 3 ring), each repeat measures, interleaved:
   once its buffer holds ``start`` entries).
 * agentd-off -- the same launch with ``--act-ahead off`` (observe -> update -> act in series,
   the path before act-ahead).
-* single -- the same learners and env in ONE process (``agentd.inprocess``: the agents' cores
+* single -- the same learners and env in ONE process (``agentd.launch.inprocess``: the agents' cores
   wired to each other directly, consensus messages handed over in memory).
 
 and the consensus traffic: peer bytes per directed edge per step, averaged over the run and at
@@ -56,7 +56,7 @@ def launch(variant: str, steps: int, tmp: Path, act_ahead: str = "auto") -> dict
 
 
 def single(variant: str, steps: int) -> dict[str, float]:
-    from agentd.inprocess import build_env, make_learners, run_in_process
+    from agentd.launch.inprocess import build_env, make_learners, run_in_process
 
     env = build_env("spread", N, obs_mode="state")
     params = dict(p.split("=") for p in params_for(variant))

@@ -7,7 +7,7 @@ simple_spread (discrete actions, n = 3 ring, K env copies), each repeat measures
   joint steps x K / the env server's wall time; update time = the learners' own mean
   ``update_seconds`` (one rollout's training: GAE, epochs; for mdpo also the model, the
   predictor and the imagined rollouts) from metrics.jsonl.
-* single -- the same learners and env in ONE process (``agentd.inprocess``).
+* single -- the same learners and env in ONE process (``agentd.launch.inprocess``).
 
 Medians over repeats, and the ratio agentd / single of env steps/s.
 
@@ -50,7 +50,7 @@ def launch(algo: str, steps: int, tmp: Path) -> dict[str, float]:
 
 
 def single(algo: str, steps: int) -> dict[str, float]:
-    from agentd.inprocess import build_env, make_learners, run_in_process
+    from agentd.launch.inprocess import build_env, make_learners, run_in_process
 
     env = build_env(ENV, N, num_envs=K, episode_len=25)
     raw = dict(p.split("=") for p in params(algo))

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from throughput import run_launch
 
-from agentd.keys import load_keys, new_keys
-from agentd.transport import Transport
+from agentd.runtime.keys import load_keys, new_keys
+from agentd.runtime.transport import Transport
 from protocols import Guard
 
 DEADLINE_S = 120                         # per transfer: a lost message fails, never hangs

@@ -53,7 +53,7 @@ import raw_loops
 
 from agentd.algorithms import load_learner_class
 from agentd.algorithms.base import LearnerSpec
-from coordinator.envs import make_env
+from agentd.envs import make_env
 
 CONFIGS: tuple[tuple[int, int], ...] = ((5, 1), (5, 16), (16, 1), (16, 16))
 # Joint steps per run, chosen so each agentd run steps for ~5-10 s on a 2-core machine.

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from agentd.runfiles import CHUNK_BYTES, sha256_of
+from agentd.runtime.runfiles import CHUNK_BYTES, sha256_of
 
 WINDOW = 8          # chunk requests in flight per process
 RETRIES = 3         # per chunk (bad CRC) and per file (bad digest: one fetch again)

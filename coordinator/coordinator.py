@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 
 from agentd.config import RunConfig, is_private, process_count, seating, to_toml, turn_schedule
-from agentd.keys import Keys, name_of
-from agentd.msglog import MessageLog
-from agentd.progress import ProgressBar
-from agentd.runfiles import new_run_id, write_marker
-from agentd.transport import Transport
+from agentd.runtime.keys import Keys, name_of
+from agentd.runtime.msglog import MessageLog
+from agentd.runtime.runfiles import new_run_id, write_marker
+from agentd.runtime.transport import Transport
+from agentd.tools.progress import ProgressBar
 from coordinator.collect import Collector, missing_files
 from coordinator.restarts import Restarts
 from coordinator.rundir import (

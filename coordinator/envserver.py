@@ -5,7 +5,7 @@ at once, and replies ``step`` to each process with the observations, rewards and
 env agents it controls. It reports finished episodes and its pace to the coordinator.
 
 Agents on its machine send their actions and get their replies over the local env plane (a
-Unix socket each, ``agentd.localplane``) once their ``join`` has claimed the connection; the
+Unix socket each, ``agentd.runtime.localplane``) once their ``join`` has claimed the connection; the
 others, and everything else, over ZeroMQ.
 """
 
@@ -18,12 +18,18 @@ from typing import Any
 import numpy as np
 
 from agentd.algorithms import load_learner_class
-from agentd.localplane import LocalConn, LocalListener
-from agentd.process import ControlPlane, JoinOptions, RunFailed, open_transport, process_facts
-from agentd.runfiles import RunFiles, fail_and_ship, ship
-from agentd.transport import Link, Transport
-from coordinator.envs import make_env
-from coordinator.envs.base import EnvError, StepResult, VecEnv
+from agentd.envs import make_env
+from agentd.envs.base import EnvError, StepResult, VecEnv
+from agentd.runtime.control import (
+    ControlPlane,
+    JoinOptions,
+    RunFailed,
+    open_transport,
+    process_facts,
+)
+from agentd.runtime.localplane import LocalConn, LocalListener
+from agentd.runtime.runfiles import RunFiles, fail_and_ship, ship
+from agentd.runtime.transport import Link, Transport
 from protocols import ENVSERVER, Guard, Message, peer_identity
 
 log = logging.getLogger("agentd.envserver")

@@ -87,7 +87,7 @@ def consensus_after_run(run_dir: Path, metrics: MetricsFile) -> dict[str, Any] |
     Q tables, the log-ratio error for dac-deep), offline from the agents' own checkpoints once
     they have all finished; appended to metrics.jsonl and written to consensus.jsonl and
     consensus.png. Returns the last point, or None when it does not apply."""
-    from agentd.diagnostics import consensus_curve, snapshot_steps, write_consensus
+    from agentd.tools.diagnostics import consensus_curve, snapshot_steps, write_consensus
 
     if not snapshot_steps(run_dir):
         return None
@@ -123,7 +123,7 @@ def known_return_figures(config: Any, returns: list[float],
     ``final_return`` scores the *behaviour* policy (exploration included). For tabular
     Q-learners (one env agent per process, a ``q`` table in each final checkpoint) the greedy
     joint policy is scored exactly too: ``greedy_return`` and ``greedy_normalised_return``."""
-    from coordinator.envs import GAME_ENVS, EnvError, make_env
+    from agentd.envs import GAME_ENVS, EnvError, make_env
 
     if config.env not in GAME_ENVS:
         return {}

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentd.accountant import summary_block as dp_summary_block
 from agentd.config import is_private
+from agentd.privacy.accountant import summary_block as dp_summary_block
 from coordinator.rundir import (
     known_return_figures,
     plot_learning_curve,

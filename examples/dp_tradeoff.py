@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agentd.audit import _features, audit_run, collect
+from agentd.tools.audit import _features, audit_run, collect
 
 # "reference": the same learner without what the messages add (pr with beta = 0 is IQL
 # exactly; isac is dac-deep without consensus): noise has broken the algorithm where it does

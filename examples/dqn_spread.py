@@ -9,7 +9,7 @@ default, the theory needs it) while the others see their local observations. The
 is the mean episode return (mean over agents, mpe2 units) over its last 20% of episodes,
 still with epsilon = 0.05 exploration; the first 20% (mostly random) are shown for reference.
 
-Runs use ``agentd.inprocess`` (the agents' own learners, live order, no sockets); the live
+Runs use ``agentd.launch.inprocess`` (the agents' own learners, live order, no sockets); the live
 equivalent is ``agentd launch --algo iql-deep --env mpe2.simple_spread_v3:parallel_env``.
 
 Usage::
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agentd.inprocess import build_env, make_learners, run_in_process
+from agentd.launch.inprocess import build_env, make_learners, run_in_process
 
 ENV = "mpe2.simple_spread_v3:parallel_env"
 ALGOS = ("random", "iql-deep", "ma2ql-deep", "i2q-deep")

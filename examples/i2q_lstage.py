@@ -8,7 +8,7 @@ policy is rolled out from the root (the game is deterministic, so one rollout is
 divided by the game's optimum (exhaustive recursion); a run's score is the mean of its last 10
 evaluations, as in the official code's curves.
 
-Runs use ``agentd.inprocess`` (the agents' own learners, live order, no sockets). ``--check
+Runs use ``agentd.launch.inprocess`` (the agents' own learners, live order, no sockets). ``--check
 RUN_DIR`` scores a live run instead (``agentd launch --n 2 --algo i2q --env lstage ...``): the
 greedy joint policy of its agents' final Q tables, divided by the optimum (the run's own
 summary shows the return of its epsilon = 0.5 behaviour, which is not the greedy one).
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agentd.inprocess import build_env, make_learners, run_in_process
+from agentd.launch.inprocess import build_env, make_learners, run_in_process
 
 PARAMS = {"alpha": 0.1, "epsilon": 0.5, "gamma": 1.0}
 REPLAY = {"q_init": 0.5, "replay_batches": 10, "replay_batch": 100, "replay_every": 50,

@@ -1,7 +1,7 @@
 """What the ipd examples share: two shaping agents played in one process, their per-episode
 scalars, and 95% confidence intervals over seeds.
 
-The sweeps use ``agentd.inprocess``: the same learner classes and the same env as a live
+The sweeps use ``agentd.launch.inprocess``: the same learner classes and the same env as a live
 ``agentd launch`` run, driven by the same ``AgentCore`` hooks, but without sockets (a 2-core
 machine cannot afford one process per agent for hundreds of runs). The README shows each
 learner in a real launch too.
@@ -15,7 +15,7 @@ import numpy as np
 from scipy import stats
 
 from agentd.algorithms.base import Learner
-from agentd.inprocess import build_env, make_learners, run_in_process
+from agentd.launch.inprocess import build_env, make_learners, run_in_process
 
 HORIZON = 150
 

@@ -14,13 +14,13 @@ policy is an equilibrium when no agent gains. Two criteria are reported:
   stricter than any stationary policy can meet).
 
 A joint policy passes the check when ``gain_disc <= --tol`` (default 1.0, about 1% of the
-optimal discounted value ~98.6: the eps = 1 accuracy that ``agentd.algorithms.turns`` sizes a
+optimal discounted value ~98.6: the eps = 1 accuracy that ``agentd.algorithms.plugins.turns`` sizes a
 turn for).
 
 ``changed`` is the fraction of (agent, state) greedy actions that differ from the previous
 evaluation: an oscillating joint policy keeps it above zero.
 
-Runs use ``agentd.inprocess`` (the agents' own learners, live order, no sockets). ``--check
+Runs use ``agentd.launch.inprocess`` (the agents' own learners, live order, no sockets). ``--check
 RUN_DIR`` instead evaluates the final Q tables of a live ``agentd launch`` run.
 
 Usage::
@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agentd.inprocess import build_env, make_learners, run_in_process
+from agentd.launch.inprocess import build_env, make_learners, run_in_process
 
 # one setting, the same for both; --param overrides (the README's run: see Usage)
 PARAMS = {"alpha": 0.1, "epsilon": 0.1, "gamma": 0.95}

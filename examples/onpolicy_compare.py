@@ -1,7 +1,7 @@
 """IPPO vs DPO (or any learners: the seed-001 baselines too) on one env, several seeds, equal
 budget.
 
-Sweeps run the agents' own learners in one process (``agentd.inprocess``: the same learner
+Sweeps run the agents' own learners in one process (``agentd.launch.inprocess``: the same learner
 classes, the same agent-loop order, no sockets) so several seeds fit on a 2-core machine; a
 live ``agentd launch`` of the same learners is shown in the README. Each (algo, seed) appends
 its episode returns to ``OUT.jsonl`` as it finishes (a sweep can be resumed), then the script
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agentd.inprocess import build_env, make_learners, run_in_process
+from agentd.launch.inprocess import build_env, make_learners, run_in_process
 
 
 def parse_kv(items: list[str]) -> dict:

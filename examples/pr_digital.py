@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agentd.diagnostics import policy_consensus
+from agentd.tools.diagnostics import policy_consensus
 
 
 def launch(run_dir: Path, n: int, topology: str, beta: float, seed: int, steps: int) -> None:

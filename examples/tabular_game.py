@@ -13,7 +13,7 @@ and from the joint policy the script computes
   (the stability the seed says MDPO improves).
 
 Algorithms are learner names, optionally with parameters: ``mdpo:predict=false``. Runs use
-``agentd.inprocess`` (the agents' own learners in one process, live message order, no
+``agentd.launch.inprocess`` (the agents' own learners in one process, live message order, no
 sockets); results go to OUT.jsonl (resumable) and OUT.png.
 
 Usage::
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agentd.inprocess import build_env, make_learners, run_in_process
+from agentd.launch.inprocess import build_env, make_learners, run_in_process
 
 
 def game_model(env) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

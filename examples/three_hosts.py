@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from hosts import Network, missing_requirements, wait_all
 
-from agentd.keys import new_keys
+from agentd.runtime.keys import new_keys
 
 PLACES = {1: ["coordinator", "envserver"], 2: ["agent-0", "agent-1"], 3: ["agent-2", "agent-3"]}
 

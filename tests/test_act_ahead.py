@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from conftest import read_json
 
+from agentd.agent.core import AgentCore, drive
 from agentd.algorithms.base import Learner, LearnerSpec, Outgoing
 from agentd.config import ConfigError, resolve
-from agentd.core import AgentCore, drive
-from agentd.msglog import open_log
-from agentd.replay import compare_state, replay
+from agentd.runtime.msglog import open_log
+from agentd.tools.replay import compare_state, replay
 
 BOX = {"type": "box", "shape": [2], "low": -1.0, "high": 1.0, "dtype": "float32"}
 
@@ -183,9 +183,9 @@ def test_a_restored_act_ahead_snapshot_continues_exactly_like_the_original(algo)
     restore to the same actions and final state."""
     from test_recovery import _drive
 
-    from agentd import recovery
-    from agentd.inprocess import _body as step_body
-    from agentd.inprocess import build_env, make_learners
+    from agentd.agent import recovery
+    from agentd.launch.inprocess import _body as step_body
+    from agentd.launch.inprocess import build_env, make_learners
 
     env = build_env("spread", 2, episode_len=5, seed=1, obs_mode="state")
     params = {"batch": 8, "start": 8, "hidden": 8, "buffer": 64}

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from conftest import AGENTD, Runs, read_json, send_raw, wait_for
 
-from agentd.audit import PROBE_LABEL, Collected, audit_run, leakage_probe
 from agentd.cli import audit_cmd
-from agentd.msglog import LogRecord, open_log
+from agentd.runtime.msglog import LogRecord, open_log
+from agentd.tools.audit import PROBE_LABEL, Collected, audit_run, leakage_probe
 from protocols import Codec, encode, peer_identity
 
 

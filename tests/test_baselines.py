@@ -17,9 +17,9 @@ from agentd.algorithms.base import LearnerConfigError, LearnerSpec
 from agentd.algorithms.onpolicy.happo import HAPPO, happo_order
 from agentd.algorithms.onpolicy.losses import a2c_loss, coma_advantage
 from agentd.config import RunConfig, seating
-from agentd.inprocess import build_env, make_learners, run_in_process
-from agentd.msglog import MessageLog, open_log
-from agentd.transport import Transport
+from agentd.launch.inprocess import build_env, make_learners, run_in_process
+from agentd.runtime.msglog import MessageLog, open_log
+from agentd.runtime.transport import Transport
 from protocols import Codec, Guard, encode, lookup, peer_identity
 from protocols.errors import SchemaMismatch
 

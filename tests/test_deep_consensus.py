@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agentd.algorithms.consensus import LogRatioConsensus
+from agentd.algorithms.plugins.consensus import LogRatioConsensus
 from topologies import build, mixing_matrix
 
 N, CAP = 4, 50
@@ -107,7 +107,7 @@ torch = pytest.importorskip("torch")
 
 def deep_learner(**params):
     from agentd.algorithms.base import LearnerSpec
-    from agentd.algorithms.dac_deep import DacDeep
+    from agentd.algorithms.offpolicy.dac_deep import DacDeep
 
     box = {"type": "box", "shape": [2], "low": [-1.0, -1.0], "high": [1.0, 1.0],
            "dtype": "float32"}

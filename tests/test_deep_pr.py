@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from conftest import AGENTD, read_json
 
-from agentd.algorithms.deep_pr import DeepPR
-from agentd.audit import audit_run
-from agentd.replay import compare_state, replay
+from agentd.algorithms.plugins.deep_pr import DeepPR
+from agentd.tools.audit import audit_run
+from agentd.tools.replay import compare_state, replay
 
 
 def answers_for(pr: DeepPR, table: dict[int, np.ndarray], qid: int):
@@ -73,7 +73,7 @@ torch = pytest.importorskip("torch")
 
 
 def test_answers_do_not_depend_on_whether_the_own_update_came_first():
-    from agentd.inprocess import build_env, make_learners
+    from agentd.launch.inprocess import build_env, make_learners
 
     env = build_env("spread", 3, obs_mode="state")
     a0 = make_learners("isac", env, 3, params={"start": 8, "batch": 8, "pr_weight": 0.5})[0]

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from conftest import AGENTD, read_json
 
-from agentd.audit import audit_run
-from agentd.msglog import open_log
+from agentd.runtime.msglog import open_log
+from agentd.tools.audit import audit_run
 
 SPREAD = "mpe2.simple_spread_v3:parallel_env"
 SMALL = ["--param", "start=64", "--param", "batch=32"]
@@ -131,7 +131,7 @@ def test_action_space_mismatch_is_a_config_error(algo, env, words, tmp_path):
 
 # -- consensus traffic per step: O(batch) in the default mode, O(buffer) in full mode --------
 def test_batch_mode_traffic_does_not_grow_with_the_buffer():
-    from agentd.inprocess import build_env, make_learners, run_in_process
+    from agentd.launch.inprocess import build_env, make_learners, run_in_process
 
     per_step = {}
     for mode in ("batch", "full"):
@@ -151,7 +151,7 @@ def test_batch_mode_traffic_does_not_grow_with_the_buffer():
 
 
 def test_the_same_seed_gives_the_same_networks_and_another_seed_does_not():
-    from agentd.inprocess import build_env, make_learners, run_in_process
+    from agentd.launch.inprocess import build_env, make_learners, run_in_process
 
     def final_state(seed):
         env = build_env("spread", 3, obs_mode="state")
@@ -168,7 +168,7 @@ def test_the_same_seed_gives_the_same_networks_and_another_seed_does_not():
 
 def test_consensus_error_from_the_logs_equals_the_one_from_checkpoints(tmp_path):
     """On a 4-ring one round does not average exactly: a real error, computed two ways."""
-    from agentd.diagnostics import logratio_consensus, logratio_consensus_from_logs
+    from agentd.tools.diagnostics import logratio_consensus, logratio_consensus_from_logs
 
     run_dir = tmp_path / "run"
     res = subprocess.run([*AGENTD, "launch", "--quiet", "--run-dir", str(run_dir), "--n", "4",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coordinator.envs import BUILTIN_ENVS, EnvError, check_env_id, joint_mdp, make_env
-from coordinator.envs.digital import Digital, digit_adjacency
+from agentd.envs import BUILTIN_ENVS, EnvError, check_env_id, joint_mdp, make_env
+from agentd.envs.digital import Digital, digit_adjacency
 
 
 def roll(env, seed, steps, rng_seed=0):

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from conftest import read_json
 
-from agentd.accountant import agent_report, epsilon
-from agentd.audit import audit_run
 from agentd.config import ConfigError, resolve, to_toml
-from agentd.dp import DpLayer, DpSettings, KindNoise, clip_units, units
-from agentd.msglog import open_log
-from agentd.replay import compare_state, replay
+from agentd.privacy.accountant import agent_report, epsilon
+from agentd.privacy.dp import DpLayer, DpSettings, KindNoise, clip_units, units
+from agentd.runtime.msglog import open_log
+from agentd.tools.audit import audit_run
+from agentd.tools.replay import compare_state, replay
 from protocols.envelope import split
 
 DELTA = 1e-5

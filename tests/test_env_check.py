@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.envs import check_env_id
-from coordinator.envs.base import EnvError
-from coordinator.envs.pettingzoo_env import load_factory
+from agentd.envs import check_env_id
+from agentd.envs.base import EnvError
+from agentd.envs.pettingzoo_env import load_factory
 
 TESTS = Path(__file__).parent
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}

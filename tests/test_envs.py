@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from coordinator.envs import EnvError, check_env_id, joint_mdp, make_env
-from coordinator.envs.random_mdp import RandomMDP
+from agentd.envs import EnvError, check_env_id, joint_mdp, make_env
+from agentd.envs.random_mdp import RandomMDP
 
 SPREAD = "mpe2.simple_spread_v3:parallel_env"
 
@@ -184,7 +184,7 @@ def test_pettingzoo_discrete_actions_and_bad_actions():
 def test_describe_space_refuses_actions_it_cannot_carry():
     from gymnasium import spaces
 
-    from coordinator.envs.pettingzoo_env import describe_space
+    from agentd.envs.pettingzoo_env import describe_space
 
     with pytest.raises(EnvError, match="agent_7.*action space MultiDiscrete.*Discrete and Box"):
         describe_space(spaces.MultiDiscrete([2, 2]), "agent_7", "action")
@@ -226,7 +226,7 @@ def test_check_env_id_imports_nothing():
     check_env_id("random-mdp")
     with pytest.raises(EnvError, match="unknown env id"):
         check_env_id("random_mdp")
-    code = ("import sys; from coordinator.envs import check_env_id; "
+    code = ("import sys; from agentd.envs import check_env_id; "
             f"check_env_id({SPREAD!r}); "
             "print([m for m in ('pettingzoo', 'gymnasium', 'mpe2') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agentd.inprocess import make_learners, run_in_process
-from agentd.msglog import open_log
-from coordinator.envs import make_env
+from agentd.envs import make_env
+from agentd.launch.inprocess import make_learners, run_in_process
+from agentd.runtime.msglog import open_log
 from protocols.spaces import box_bounds, obs_dtype
 
 MATRIX = {

@@ -9,7 +9,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from agentd.transport import FULL_POLL_EVERY_S, Transport
+from agentd.runtime.transport import FULL_POLL_EVERY_S, Transport
 from protocols import ENVSERVER, Codec, Guard, MalformedFrame, ProtocolError, SchemaMismatch, fixed
 from protocols.envelope import VERSION, decode_body, decode_header, encode, split
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from conftest import AGENTD, read_json
 
-from coordinator.envs import EnvError, make_env
-from coordinator.envs.lstage import LStage, tree_size
-from coordinator.envs.stochastic_game import StochasticGame
+from agentd.envs import EnvError, make_env
+from agentd.envs.lstage import LStage, tree_size
+from agentd.envs.stochastic_game import StochasticGame
 
 
 def build(env_id, n=2, num_envs=1, episode_len=50, seed=0, **kwargs):

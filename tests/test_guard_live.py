@@ -9,7 +9,7 @@ import time
 import numpy as np
 from conftest import read_json, send_raw, wait_for
 
-from agentd.msglog import open_log
+from agentd.runtime.msglog import open_log
 from protocols import Codec, encode, peer_identity
 
 

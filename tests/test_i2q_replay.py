@@ -11,9 +11,9 @@ import pytest
 from conftest import AGENTD, read_json
 
 from agentd.algorithms.base import LearnerConfigError, LearnerSpec
-from agentd.algorithms.buffer import rng_state, set_rng_state
-from agentd.algorithms.i2q import I2Q
-from agentd.algorithms.iql import IQL
+from agentd.algorithms.offpolicy.buffer import rng_state, set_rng_state
+from agentd.algorithms.tabular.i2q import I2Q
+from agentd.algorithms.tabular.iql import IQL
 
 REPLAY_ONE = {"replay_batches": 1, "replay_batch": 3, "replay_every": 1, "replay_capacity": 1}
 
@@ -134,8 +134,8 @@ def test_checkpoint_holds_the_buffer_and_a_restored_learner_goes_on_identically(
 
 
 def test_live_run_with_replay_is_replayed_exactly_and_its_checkpoint_restores(tmp_path):
-    from agentd.core import build_learner
-    from agentd.replay import compare_state, read_agent_log, replay
+    from agentd.agent.core import build_learner
+    from agentd.tools.replay import compare_state, read_agent_log, replay
 
     run_dir = tmp_path / "run"
     res = subprocess.run(

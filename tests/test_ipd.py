@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from agentd.config import ConfigError, resolve, to_toml
-from coordinator.envs import EnvError, make_env
-from coordinator.envs.ipd import IPD, PAYOFF, task_ids, task_payoff
+from agentd.envs import EnvError, make_env
+from agentd.envs.ipd import IPD, PAYOFF, task_ids, task_payoff
 
 
 def ipd(**kwargs):

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import zmq
 
-from agentd.keys import KeysError, load_keys, load_registry, name_of, new_keys, pid_of
-from agentd.netaddr import AddressError, is_loopback, route_to, with_host
-from agentd.runfiles import RunFiles, own_files, sha256_of, write_marker
-from agentd.transport import InsecureBind, Transport
+from agentd.runtime.keys import KeysError, load_keys, load_registry, name_of, new_keys, pid_of
+from agentd.runtime.netaddr import AddressError, is_loopback, route_to, with_host
+from agentd.runtime.runfiles import RunFiles, own_files, sha256_of, write_marker
+from agentd.runtime.transport import InsecureBind, Transport
 from coordinator.collect import Collector
 from protocols import Guard
 

@@ -10,7 +10,7 @@ import time
 import pytest
 from conftest import is_agentd_process, read_json, run_pids, wait_for
 
-from agentd.msglog import open_log
+from agentd.runtime.msglog import open_log
 
 
 def test_launch_n3_writes_a_complete_run_directory(runs, tmp_path):

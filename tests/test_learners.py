@@ -11,11 +11,11 @@ import pytest
 
 from agentd.algorithms import ALGORITHMS, load_learner_class
 from agentd.algorithms.base import LearnerConfigError, LearnerSpec, parse_params
-from agentd.algorithms.central_q import CentralQ
-from agentd.algorithms.dac import DAC
-from agentd.algorithms.iql import IQL
-from agentd.algorithms.random_policy import RandomPolicy
-from coordinator.envs.random_mdp import RandomMDP
+from agentd.algorithms.tabular.central_q import CentralQ
+from agentd.algorithms.tabular.dac import DAC
+from agentd.algorithms.tabular.iql import IQL
+from agentd.algorithms.tabular.random_policy import RandomPolicy
+from agentd.envs.random_mdp import RandomMDP
 
 LN3 = math.log(3.0)
 
@@ -231,7 +231,7 @@ def test_registry_loads_every_algorithm_by_name():
 
 def test_importing_algorithms_stays_light():
     code = ("import sys, agentd.algorithms; "
-            "print([m for m in ('torch', 'pettingzoo', 'gymnasium', 'agentd.algorithms.dac') "
+            "print([m for m in ('torch', 'pettingzoo', 'gymnasium', 'agentd.algorithms.tabular.dac') "
             "if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
@@ -288,7 +288,7 @@ def test_params_coercion_is_strict():
     ({"epsilon": -0.1}, "parameter 'epsilon' for algo 'iql' must be in [0.0, 1.0], got -0.1"),
 ])
 def test_declared_constraints_name_the_field_and_what_is_allowed(raw, words):
-    from agentd.algorithms.iql import QParams
+    from agentd.algorithms.tabular.iql import QParams
 
     with pytest.raises(LearnerConfigError) as info:
         parse_params(QParams, raw, "iql")

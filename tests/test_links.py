@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from conftest import AGENTD, read_json
 
-from agentd.algorithms.consensus_sums import RunningSumConsensus
-from agentd.links import LiveGraph, ScheduleError, parse_schedule
-from agentd.msglog import open_log
-from agentd.replay import compare_state, replay
+from agentd.algorithms.plugins.consensus_sums import RunningSumConsensus
+from agentd.runtime.msglog import open_log
+from agentd.tools.replay import compare_state, replay
+from topologies.live import LiveGraph, ScheduleError, parse_schedule
 
 
 def test_live_graph_weights_are_doubly_stochastic_at_every_step():
@@ -124,7 +124,7 @@ def test_a_link_down_for_a_stretch_keeps_mass_and_w_doubly_stochastic(tmp_path):
 def test_plain_gossip_loses_the_mass_of_lost_messages_for_good():
     """The same loss with plain gossip: the missing weight stays home and sum x drifts from
     sum beta, and stays off after the link is back (why dac-deep switches to running sums)."""
-    from agentd.algorithms.consensus import LogRatioConsensus
+    from agentd.algorithms.plugins.consensus import LogRatioConsensus
 
     rng = np.random.default_rng(1)
     agents = [LogRatioConsensus(4, 3, {j: 1 / 3 for j in range(3)}, i) for i in range(3)]

@@ -12,7 +12,7 @@ import time
 import pytest
 from conftest import read_json
 
-from agentd.localplane import (
+from agentd.runtime.localplane import (
     HEADER,
     LocalClosed,
     LocalConn,
@@ -21,7 +21,7 @@ from agentd.localplane import (
     machine,
     same_machine,
 )
-from agentd.replay import compare_state, replay
+from agentd.tools.replay import compare_state, replay
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from hosts import Network, missing_requirements, wait_all
 
-from agentd.keys import new_keys
-from agentd.msglog import open_log
+from agentd.runtime.keys import new_keys
+from agentd.runtime.msglog import open_log
 
 WHY = missing_requirements()
 pytestmark = pytest.mark.skipif(WHY is not None, reason=WHY or "")

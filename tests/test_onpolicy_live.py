@@ -14,9 +14,9 @@ from conftest import read_json
 
 from agentd.algorithms.base import LearnerSpec
 from agentd.algorithms.onpolicy.mdpo import MDPO
-from agentd.audit import audit_run
-from agentd.msglog import MessageLog, open_log
-from agentd.transport import Transport
+from agentd.runtime.msglog import MessageLog, open_log
+from agentd.runtime.transport import Transport
+from agentd.tools.audit import audit_run
 from protocols import Codec, Guard, encode, peer_identity
 
 STEPS = 120

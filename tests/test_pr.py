@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from agentd.algorithms.base import LearnerConfigError, LearnerSpec
-from agentd.algorithms.iql import IQL
-from agentd.algorithms.pr import PR, adjacency
+from agentd.algorithms.tabular.iql import IQL
+from agentd.algorithms.tabular.pr import PR, adjacency
 from protocols import Codec, Guard, SchemaMismatch, encode, peer_identity
 
 
@@ -130,7 +130,7 @@ def test_pr_values_schema_in_the_guard():
 
 # -- the offline consensus diagnostic and a live run ------------------------------------------
 def test_policy_consensus_by_hand(tmp_path):
-    from agentd.diagnostics import policy_consensus
+    from agentd.tools.diagnostics import policy_consensus
 
     for agent, q in ((0, [[0.0, 0.0]]), (1, [[np.log(3.0), 0.0]])):
         (tmp_path / "checkpoints" / f"agent-{agent}").mkdir(parents=True)
@@ -142,8 +142,8 @@ def test_policy_consensus_by_hand(tmp_path):
 def test_pr_on_digital_live(runs, tmp_path):
     from conftest import read_json
 
-    from agentd.diagnostics import write_consensus
-    from agentd.msglog import open_log
+    from agentd.runtime.msglog import open_log
+    from agentd.tools.diagnostics import write_consensus
 
     cfg = tmp_path / "c.toml"
     cfg.write_text("checkpoint_every = 100\n")
@@ -170,7 +170,7 @@ def test_pr_on_digital_live(runs, tmp_path):
     assert in_metrics == curve and [p["step"] for p in curve] == [100, 200, 300, 400]
     assert all(0 <= p["mse"] < 0.25 for p in curve)
     assert s["consensus"] == {"key": "mse", **curve[-1]}
-    from agentd.plotting import load_series
+    from agentd.tools.plotting import load_series
 
     assert load_series(run_dir)["consensus_mse"] == ([100, 200, 300, 400],
                                                      [p["mse"] for p in curve])

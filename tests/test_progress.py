@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from agentd.progress import ProgressBar
+from agentd.tools.progress import ProgressBar
 
 
 class Terminal(io.StringIO):

@@ -211,8 +211,8 @@ def test_welcome_then_heartbeat_in_one_batch_is_not_refused():
     """The coordinator's welcome assigns the agent its id, and the next message (a heartbeat)
     is addressed to that id; when both arrive together the agent must take the id before the
     guard checks the heartbeat, not refuse it as wrong_destination (nor drop it)."""
-    from agentd.process import ControlPlane
-    from agentd.transport import Transport
+    from agentd.runtime.control import ControlPlane
+    from agentd.runtime.transport import Transport
     from protocols import COORDINATOR, UNASSIGNED, Guard
 
     coord = Transport(COORDINATOR, Guard(COORDINATOR), None)

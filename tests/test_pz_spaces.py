@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from agentd.algorithms.base import LearnerSpec
-from agentd.algorithms.random_policy import RandomPolicy
-from agentd.inprocess import run_in_process
-from coordinator.envs import make_env
-from coordinator.envs.base import EnvError
+from agentd.algorithms.tabular.random_policy import RandomPolicy
+from agentd.envs import make_env
+from agentd.envs.base import EnvError
+from agentd.launch.inprocess import run_in_process
 from protocols.codec import Codec
 from protocols.spaces import box_bounds, box_space
 
@@ -109,7 +109,7 @@ def test_the_learner_of_an_early_finisher_sees_a_terminal_transition():
 def test_a_space_that_cannot_be_carried_names_the_agent():
     from gymnasium import spaces
 
-    from coordinator.envs.pz_spaces import describe_space
+    from agentd.envs.pz_spaces import describe_space
 
     with pytest.raises(EnvError, match="agent a0: unsupported action space MultiBinary"):
         describe_space(spaces.MultiBinary(3), "a0", "action")
@@ -121,7 +121,7 @@ def test_live_run_gives_an_early_finisher_its_own_done_flags(runs, tmp_path):
     import os
     from pathlib import Path
 
-    from agentd.msglog import open_log
+    from agentd.runtime.msglog import open_log
 
     tests = str(Path(__file__).parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}

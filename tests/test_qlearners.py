@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from agentd.algorithms.base import LearnerConfigError, LearnerSpec
-from agentd.algorithms.buffer import rng_state, set_rng_state
+from agentd.algorithms.offpolicy.buffer import rng_state, set_rng_state
 
 
 def spec(obs, act, params=None, num_envs=1, seed=0, agent_id=0, n_agents=1):
@@ -37,7 +37,7 @@ def feed(learner, s, a, r, s2, terminated=False):
 def test_double_dqn_target_by_hand():
     import torch
 
-    from agentd.algorithms.iql_deep import double_dqn_target
+    from agentd.algorithms.offpolicy.iql_deep import double_dqn_target
 
     online = torch.tensor([[1.0, 5.0, 2.0], [0.0, -1.0, 3.0]])
     target = torch.tensor([[9.0, 4.0, 7.0], [8.0, 6.0, 1.0]])
@@ -51,7 +51,7 @@ def test_double_dqn_target_by_hand():
 def test_iql_deep_learner_uses_the_double_target_of_its_own_networks():
     import torch
 
-    from agentd.algorithms.iql_deep import IqlDeep
+    from agentd.algorithms.offpolicy.iql_deep import IqlDeep
 
     learner = IqlDeep(spec(box(2), discrete(3), {"gamma": 0.9, "start": 2, "batch": 2}))
     s2 = torch.tensor([[0.1, -0.3], [0.5, 0.2]])
@@ -65,7 +65,7 @@ def test_iql_deep_learner_uses_the_double_target_of_its_own_networks():
 
 
 def test_iql_deep_epsilon_schedule_discrete_obs_and_checkpoint_round_trip():
-    from agentd.algorithms.iql_deep import IqlDeep
+    from agentd.algorithms.offpolicy.iql_deep import IqlDeep
 
     p = {"start": 4, "batch": 4, "eps_steps": 10, "eps_start": 1.0, "eps_end": 0.1,
          "target_every": 3}
@@ -86,7 +86,7 @@ def test_iql_deep_epsilon_schedule_discrete_obs_and_checkpoint_round_trip():
 
 
 def test_iql_deep_refuses_box_actions_and_huge_one_hots():
-    from agentd.algorithms.iql_deep import IqlDeep
+    from agentd.algorithms.offpolicy.iql_deep import IqlDeep
 
     with pytest.raises(LearnerConfigError, match="Discrete action space"):
         IqlDeep(spec(box(2), box(2)))
@@ -108,7 +108,7 @@ def test_rng_state_round_trip():
 # ---- ma2ql: the turn schedule -----------------------------------------------------------
 
 def test_turn_schedule_is_round_robin_or_a_seeded_permutation():
-    from agentd.algorithms.turns import TurnSchedule, truncation_sweeps
+    from agentd.algorithms.plugins.turns import TurnSchedule, truncation_sweeps
 
     rr = TurnSchedule.build(3, 5, "round-robin", seed=1)
     assert [rr.agent_at(t) for t in range(0, 35, 5)] == [0, 1, 2, 0, 1, 2, 0]
@@ -125,7 +125,7 @@ def test_turn_schedule_is_round_robin_or_a_seeded_permutation():
 
 
 def test_ma2ql_only_the_agent_on_turn_changes_its_table():
-    from agentd.inprocess import build_env, make_learners
+    from agentd.launch.inprocess import build_env, make_learners
 
     env = build_env("stochastic-game", 3, num_envs=2, episode_len=30, seed=2,
                     env_args={"n_states": 4, "n_actions": 2})
@@ -149,7 +149,7 @@ def test_ma2ql_only_the_agent_on_turn_changes_its_table():
 
 
 def test_ma2ql_off_turn_acts_greedily_when_asked_and_explores_on_turn():
-    from agentd.algorithms.ma2ql import MA2QL
+    from agentd.algorithms.tabular.ma2ql import MA2QL
 
     def learner(**params):
         lr = MA2QL(spec(discrete(3), discrete(4), {"epsilon": 1.0, "turn_len": 50, **params},
@@ -175,7 +175,7 @@ def test_ma2ql_off_turn_acts_greedily_when_asked_and_explores_on_turn():
 
 
 def test_ma2ql_turn_clock_skips_the_steps_of_a_gap():
-    from agentd.algorithms.ma2ql import MA2QL, Ma2qlDeep
+    from agentd.algorithms.tabular.ma2ql import MA2QL, Ma2qlDeep
 
     lr = MA2QL(spec(discrete(2), discrete(2), {"turn_len": 10}, n_agents=2))
     lr.set_turns({"order": [0, 1], "turn_len": 10})
@@ -191,7 +191,7 @@ def test_ma2ql_turn_clock_skips_the_steps_of_a_gap():
 
 
 def test_ma2ql_without_a_schedule_says_so():
-    from agentd.algorithms.ma2ql import MA2QL
+    from agentd.algorithms.tabular.ma2ql import MA2QL
 
     learner = MA2QL(spec(discrete(2), discrete(2)))
     with pytest.raises(LearnerConfigError, match="no turn schedule"):
@@ -205,7 +205,7 @@ def test_ma2ql_live_run_logs_the_schedule_and_replays_exactly(tmp_path):
 
     from conftest import AGENTD
 
-    from agentd.replay import compare_state, read_agent_log, replay
+    from agentd.tools.replay import compare_state, read_agent_log, replay
 
     run_dir = tmp_path / "run"
     res = subprocess.run([*AGENTD, "launch", "--quiet", "--run-dir", str(run_dir), "--algo",
@@ -229,7 +229,7 @@ def test_ma2ql_live_run_logs_the_schedule_and_replays_exactly(tmp_path):
 # ---- iql / ma2ql: step-size and exploration schedules ----------------------------------
 
 def test_visit_count_step_size_averages_and_floors_by_hand():
-    from agentd.algorithms.iql import IQL
+    from agentd.algorithms.tabular.iql import IQL
 
     # alpha (1 + n)^-1 with alpha = 1: the steps are 1, 1/2, 1/3, Q is the running mean
     iql = IQL(spec(discrete(2), discrete(2), {"alpha": 1.0, "alpha_omega": 1.0}))
@@ -256,7 +256,7 @@ def test_visit_count_step_size_averages_and_floors_by_hand():
 
 
 def test_epsilon_falls_linearly_then_acts_greedily():
-    from agentd.algorithms.iql import IQL, epsilon_at
+    from agentd.algorithms.tabular.iql import IQL, epsilon_at
 
     p = {"epsilon": 1.0, "epsilon_final": 0.0, "epsilon_decay": 4}
     iql = IQL(spec(discrete(1), discrete(2), p, seed=1))
@@ -274,7 +274,7 @@ def test_epsilon_falls_linearly_then_acts_greedily():
 
 
 def test_ma2ql_restarts_its_visit_counts_at_each_of_its_turns():
-    from agentd.algorithms.ma2ql import MA2QL
+    from agentd.algorithms.tabular.ma2ql import MA2QL
 
     learner = MA2QL(spec(discrete(2), discrete(2), {"alpha": 1.0, "alpha_omega": 1.0,
                                                     "turn_len": 3}))
@@ -303,8 +303,8 @@ def test_ma2ql_restarts_its_visit_counts_at_each_of_its_turns():
                                  {"epsilon_decay": -1}, {"epsilon_decay": 2.5},
                                  {"epsilon_final": 1.2}])
 def test_schedule_parameters_out_of_range_are_config_errors(bad):
-    from agentd.algorithms.iql import IQL
-    from agentd.algorithms.ma2ql import MA2QL
+    from agentd.algorithms.tabular.iql import IQL
+    from agentd.algorithms.tabular.ma2ql import MA2QL
 
     for cls in (IQL, MA2QL):
         with pytest.raises(LearnerConfigError, match="alpha|epsilon"):
@@ -312,7 +312,7 @@ def test_schedule_parameters_out_of_range_are_config_errors(bad):
 
 
 def test_i2q_keeps_the_plain_q_parameters():
-    from agentd.algorithms.i2q import I2Q
+    from agentd.algorithms.tabular.i2q import I2Q
 
     with pytest.raises(LearnerConfigError, match="unknown parameter"):
         I2Q(spec(discrete(2), discrete(2), {"alpha_omega": 0.7}))
@@ -321,7 +321,7 @@ def test_i2q_keeps_the_plain_q_parameters():
 # ---- i2q (tabular) ----------------------------------------------------------------------
 
 def i2q_learner(**params):
-    from agentd.algorithms.i2q import I2Q
+    from agentd.algorithms.tabular.i2q import I2Q
 
     return I2Q(spec(discrete(30), discrete(3), {"alpha": 0.5, "gamma": 1.0, **params}))
 
@@ -350,7 +350,7 @@ def test_i2q_qss_backup_and_ideal_next_state_by_hand():
 
 
 def test_i2q_checkpoint_round_trip_and_iql_on_the_same_stream_differs():
-    from agentd.algorithms.iql import IQL
+    from agentd.algorithms.tabular.iql import IQL
 
     a, b = i2q_learner(), i2q_learner()
     iql = IQL(spec(discrete(30), discrete(3), {"alpha": 0.5, "gamma": 1.0}))
@@ -372,7 +372,7 @@ def test_i2q_refuses_non_deterministic_and_non_discrete_envs(tmp_path):
 
     from conftest import AGENTD
 
-    from agentd.algorithms.i2q import I2Q
+    from agentd.algorithms.tabular.i2q import I2Q
 
     for env in ("stochastic-game", "random-mdp", "mpe2.simple_spread_v3:parallel_env"):
         with pytest.raises(LearnerConfigError, match="deterministic env"):
@@ -396,8 +396,8 @@ def test_i2q_refuses_non_deterministic_and_non_discrete_envs(tmp_path):
 def test_i2q_deep_target_takes_the_model_state_only_where_qss_prefers_it():
     import torch
 
-    from agentd.algorithms.i2q_deep import I2qDeep
-    from agentd.algorithms.iql_deep import double_dqn_target
+    from agentd.algorithms.offpolicy.i2q_deep import I2qDeep
+    from agentd.algorithms.offpolicy.iql_deep import double_dqn_target
 
     learner = I2qDeep(spec(box(3), discrete(2), {"gamma": 0.9, "start": 8, "batch": 8}))
     gen = torch.Generator().manual_seed(0)
@@ -416,7 +416,7 @@ def test_i2q_deep_target_takes_the_model_state_only_where_qss_prefers_it():
 
 
 def test_i2q_deep_learns_its_forward_model_and_checkpoints_all_five_networks():
-    from agentd.algorithms.i2q_deep import I2qDeep
+    from agentd.algorithms.offpolicy.i2q_deep import I2qDeep
 
     p = {"start": 16, "batch": 16, "lam": 0.0, "lr": 0.01}
     a, b = (I2qDeep(spec(box(2), discrete(2), p, seed=4)) for _ in range(2))

@@ -201,7 +201,7 @@ def test_ray_flags_need_the_ray_backend():
 
 
 def test_how_the_key_files_travel_is_named_and_plaintext_over_a_network_warns():
-    from agentd.ray_backend import KEY_WARNING, key_delivery
+    from agentd.launch.ray_backend import KEY_WARNING, key_delivery
 
     lan = ["127.0.0.1", "192.0.2.7"]             # a documentation address: never contacted
     assert key_delivery(False, lan, {}) == "none"

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from conftest import is_agentd_process, read_json, wait_for
 
-from agentd import recovery
-from agentd.core import AgentCore
-from agentd.inprocess import _body, _exchange, build_env, make_learners
-from agentd.msglog import open_log, repair_tail
-from agentd.replay import compare_state, replay
+from agentd.agent import recovery
+from agentd.agent.core import AgentCore
+from agentd.launch.inprocess import _body, _exchange, build_env, make_learners
+from agentd.runtime.msglog import open_log, repair_tail
+from agentd.tools.replay import compare_state, replay
 from protocols.codec import Codec
 
 # -- recovery checkpoints hold the complete state ---------------------------------------------
@@ -31,7 +31,7 @@ LEARNERS = {   # one per family: tabular; off-policy deep with consensus; on-pol
 def _drive(cores, env, bodies, steps, fed=None):
     """Step cores and env together (or feed the step replies ``fed`` instead of the env);
     returns the actions taken and every step reply delivered."""
-    from agentd.inprocess import InProcessRun
+    from agentd.launch.inprocess import InProcessRun
 
     taken, seen, codec = [], [bodies], Codec()
     for k in range(steps):
@@ -127,7 +127,7 @@ def test_a_restored_q_learner_keeps_its_epsilon_clock_on_the_joint_step(algo):
 def test_every_learner_snapshots_and_loads():
     """No learner holds something a recovery checkpoint cannot carry (a closure, a module)."""
     from agentd.algorithms import ALGORITHMS, load_learner_class
-    from agentd.inprocess import run_in_process
+    from agentd.launch.inprocess import run_in_process
 
     for algo in ALGORITHMS:
         env_id = next((e for e, algos in ENV_OF.items() if algo in algos), "random-mdp")
@@ -198,7 +198,7 @@ def test_a_restart_skips_an_unusable_checkpoint_for_the_next_older_one(tmp_path,
 
 
 def test_a_log_cut_mid_record_is_repaired_before_appending(tmp_path):
-    from agentd.msglog import MessageLog
+    from agentd.runtime.msglog import MessageLog
 
     path = tmp_path / "agent-0.log"
     log = MessageLog("agent 0", path)
@@ -244,7 +244,7 @@ def _uninterrupted(seeds):
     a live launch when this test was written: 9.362848749442735 both)."""
     from agentd.algorithms import load_learner_class
     from agentd.algorithms.base import LearnerSpec
-    from agentd.inprocess import run_in_process
+    from agentd.launch.inprocess import run_in_process
     from coordinator.rundir import derive_seed
 
     finals = []

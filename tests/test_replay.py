@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from conftest import AGENTD, read_json
 
+from agentd.agent.core import build_learner
 from agentd.algorithms import ALGORITHMS
-from agentd.audit import audit_run
-from agentd.core import build_learner
-from agentd.msglog import open_log
-from agentd.replay import Item, Perturbation, compare_state, read_agent_log, replay
+from agentd.runtime.msglog import open_log
+from agentd.tools.audit import audit_run
+from agentd.tools.replay import Item, Perturbation, compare_state, read_agent_log, replay
 from protocols import Codec, encode
 from protocols.envelope import decode_body, decode_header, split
 

@@ -17,8 +17,8 @@ import pytest
 import zmq
 from conftest import read_json, wait_for
 
-from agentd.keys import load_keys, new_keys
-from agentd.transport import Transport
+from agentd.runtime.keys import load_keys, new_keys
+from agentd.runtime.transport import Transport
 from protocols import Codec, Guard, encode
 
 PR_BODY = {"qid": 0, "states": np.array([3], dtype=np.int64),

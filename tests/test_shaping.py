@@ -12,8 +12,8 @@ from agentd.algorithms.shaping import game as g
 from agentd.algorithms.shaping.core import softmax
 from agentd.algorithms.shaping.lola import Lola
 from agentd.algorithms.shaping.naive_pg import NaivePG
-from agentd.inprocess import build_env, make_learners, run_in_process
-from coordinator.envs.ipd import IPD, PAYOFF, SWAP, task_payoff
+from agentd.envs.ipd import IPD, PAYOFF, SWAP, task_payoff
+from agentd.launch.inprocess import build_env, make_learners, run_in_process
 from protocols import Codec, Guard, encode, peer_identity
 from protocols.errors import KindNotPermitted
 

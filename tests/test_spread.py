@@ -14,9 +14,9 @@ from pettingzoo.utils.env import ParallelEnv
 from agentd.algorithms import ALGORITHMS
 from agentd.algorithms.base import Learner
 from agentd.config import ConfigError, resolve, to_toml
-from agentd.msglog import open_log
-from coordinator.envs import EnvError, make_env
-from coordinator.envs.spread import parallel_env as spread_parallel_env
+from agentd.envs import EnvError, make_env
+from agentd.envs.spread import parallel_env as spread_parallel_env
+from agentd.runtime.msglog import open_log
 
 SPREAD = "mpe2.simple_spread_v3:parallel_env"
 
@@ -171,7 +171,7 @@ def test_spread_state_mode_observes_the_compact_state():
 
 
 def test_import_and_check_of_spread_imports_no_mpe2():
-    code = ("import sys; from coordinator.envs import check_env_id; check_env_id('spread'); "
+    code = ("import sys; from agentd.envs import check_env_id; check_env_id('spread'); "
             "print([m for m in ('pettingzoo', 'gymnasium', 'mpe2', 'pygame') "
             "if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

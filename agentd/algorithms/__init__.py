@@ -12,14 +12,14 @@ import importlib.util
 from agentd.algorithms.base import Learner, LearnerConfigError
 
 ALGORITHMS: dict[str, str] = {
-    "dac": "agentd.algorithms.dac:DAC",
-    "iql": "agentd.algorithms.iql:IQL",
-    "central-q": "agentd.algorithms.central_q:CentralQ",
-    "random": "agentd.algorithms.random_policy:RandomPolicy",
-    "pr": "agentd.algorithms.pr:PR",
-    "dac-deep": "agentd.algorithms.dac_deep:DacDeep",
-    "isac": "agentd.algorithms.dac_deep:Isac",
-    "maddpg": "agentd.algorithms.maddpg:Maddpg",
+    "dac": "agentd.algorithms.tabular.dac:DAC",
+    "iql": "agentd.algorithms.tabular.iql:IQL",
+    "central-q": "agentd.algorithms.tabular.central_q:CentralQ",
+    "random": "agentd.algorithms.tabular.random_policy:RandomPolicy",
+    "pr": "agentd.algorithms.tabular.pr:PR",
+    "dac-deep": "agentd.algorithms.offpolicy.dac_deep:DacDeep",
+    "isac": "agentd.algorithms.offpolicy.dac_deep:Isac",
+    "maddpg": "agentd.algorithms.offpolicy.maddpg:Maddpg",
     "naive-pg": "agentd.algorithms.shaping.naive_pg:NaivePG",
     "lola": "agentd.algorithms.shaping.lola:Lola",
     "meta-pg": "agentd.algorithms.shaping.meta:MetaPG",
@@ -33,11 +33,11 @@ ALGORITHMS: dict[str, str] = {
     "coma": "agentd.algorithms.onpolicy.coma:COMA",
     "happo": "agentd.algorithms.onpolicy.happo:HAPPO",
     "mat": "agentd.algorithms.onpolicy.mat:MAT",
-    "iql-deep": "agentd.algorithms.iql_deep:IqlDeep",
-    "ma2ql": "agentd.algorithms.ma2ql:MA2QL",
-    "ma2ql-deep": "agentd.algorithms.ma2ql:Ma2qlDeep",
-    "i2q": "agentd.algorithms.i2q:I2Q",
-    "i2q-deep": "agentd.algorithms.i2q_deep:I2qDeep",
+    "iql-deep": "agentd.algorithms.offpolicy.iql_deep:IqlDeep",
+    "ma2ql": "agentd.algorithms.tabular.ma2ql:MA2QL",
+    "ma2ql-deep": "agentd.algorithms.tabular.ma2ql:Ma2qlDeep",
+    "i2q": "agentd.algorithms.tabular.i2q:I2Q",
+    "i2q-deep": "agentd.algorithms.offpolicy.i2q_deep:I2qDeep",
 }
 
 

@@ -1,6 +1,6 @@
 """The Learner interface: every algorithm plugs into the one agent loop through these hooks.
 
-The agent loop (``agentd.agent``) calls, for each joint step t::
+The agent loop (``agentd.agent.process``) calls, for each joint step t::
 
     actions = learner.act(obs)                       # before the env step
     learner.observe(obs, actions, reward, final_obs, terminated, truncated)
@@ -68,7 +68,7 @@ class LearnerSpec:
     params: dict[str, Any] = field(default_factory=dict)   # raw user overrides
     shared_reward: bool = True
     shared_seed: int = 0               # the run seed: the same in every agent (common draws)
-    live: Any = None                   # agentd.links.LiveGraph: the graph with its scheduled
+    live: Any = None                   # topologies.live.LiveGraph: the graph with its scheduled
     #                                    failures (None: the graph never changes)
     view: list[int] | None = None      # env agents whose obs/rewards it receives (None: controls)
 
@@ -262,7 +262,7 @@ class Learner:
     def turn_schedule(cls, params: dict[str, Any], n_agents: int, seed: int
                       ) -> dict[str, Any] | None:
         """The turn schedule the coordinator broadcasts (``turn``) to a learner that learns in
-        turns (``agentd.algorithms.turns``); None for every other learner."""
+        turns (``agentd.algorithms.plugins.turns``); None for every other learner."""
         return None
 
     def set_turns(self, body: dict[str, Any]) -> None:

@@ -29,6 +29,6 @@ def run(argv: list[str]) -> int:
             print("agentd agent: --preload-torch, but PyTorch is not installed; install it "
                   "with: pip install -c constraints.txt 'agentd[deep]'", file=sys.stderr)
             return 2
-    from agentd.agent import run_agent
+    from agentd.agent.process import run_agent
 
     return run_joining("agentd agent", lambda: run_agent(join_options(args), args.id))

@@ -12,8 +12,8 @@ def run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="agentd audit", description=__doc__)
     parser.add_argument("run", metavar="RUN", help="run directory made by 'agentd launch'")
     args = parser.parse_args(argv)
-    from agentd.audit import AuditError, audit_run
-    from agentd.audit_report import write_reports
+    from agentd.tools.audit import AuditError, audit_run
+    from agentd.tools.audit_report import write_reports
 
     run_dir = Path(args.run)
     try:

@@ -26,7 +26,7 @@ def run(argv: list[str]) -> int:
     parser.add_argument("--every", type=int, default=100,
                         help="with --from-logs: every this many steps (default 100)")
     args = parser.parse_args(argv)
-    from agentd.diagnostics import (
+    from agentd.tools.diagnostics import (
         consensus_curve,
         logratio_consensus_from_logs,
         snapshot_steps,

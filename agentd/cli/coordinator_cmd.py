@@ -27,9 +27,9 @@ def run(argv: list[str]) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     config = config_from_args(args)
-    from agentd.keys import KeysError, load_keys
-    from agentd.netaddr import AddressError
-    from agentd.transport import EndpointError, InsecureBind
+    from agentd.runtime.keys import KeysError, load_keys
+    from agentd.runtime.netaddr import AddressError
+    from agentd.runtime.transport import EndpointError, InsecureBind
     from coordinator.coordinator import Coordinator
 
     try:

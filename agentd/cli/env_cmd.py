@@ -26,7 +26,7 @@ def run(argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"agentd env check: {exc}", file=sys.stderr)
         return 2
-    from coordinator.envs.check import check_env, report
+    from agentd.tools.env_check import check_env, report
 
     findings, n_agents = check_env(args.env, kwargs, args.max_msg_bytes, max(1, args.steps))
     text, ok = report(args.env, findings, args.env_arg, n_agents)

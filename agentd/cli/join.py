@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from agentd.process import JoinOptions
+from agentd.runtime.control import JoinOptions
 
 
 def add_join_flags(parser: argparse.ArgumentParser, serves: str) -> None:
@@ -37,9 +37,9 @@ def join_options(args: argparse.Namespace) -> JoinOptions:
 def run_joining(prog: str, start: Callable[[], int]) -> int:
     """Run a joining process; a start-up refusal (keys, insecure bind, address) is one clear
     line and exit code 2, not a traceback."""
-    from agentd.keys import KeysError
-    from agentd.netaddr import AddressError
-    from agentd.transport import EndpointError, InsecureBind
+    from agentd.runtime.keys import KeysError
+    from agentd.runtime.netaddr import AddressError
+    from agentd.runtime.transport import EndpointError, InsecureBind
 
     try:
         return start()

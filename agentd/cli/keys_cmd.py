@@ -25,7 +25,7 @@ def run(argv: list[str]) -> int:
     show = sub.add_parser("show", help="print the public registry")
     show.add_argument("dir", metavar="KEYDIR")
     args = parser.parse_args(argv)
-    from agentd.keys import KeysError, load_keys, load_registry, new_keys
+    from agentd.runtime.keys import KeysError, load_keys, load_registry, new_keys
 
     try:
         if args.action == "new":

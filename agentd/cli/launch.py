@@ -32,7 +32,7 @@ def add_backend_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _launch_on_ray(config: RunConfig, args: argparse.Namespace) -> int:
-    from agentd.ray_backend import RayLauncher, RayOptions
+    from agentd.launch.ray_backend import RayLauncher, RayOptions
 
     opts = RayOptions(address=args.ray_address, strategy=args.ray_strategy or "SPREAD",
                       cpus=1.0 if args.ray_cpus is None else args.ray_cpus,
@@ -62,7 +62,7 @@ def run(argv: list[str]) -> int:
     if args.backend == "ray" and args.pin_cpus:
         parser.error("--pin-cpus is for --backend local (Ray places the processes)")
     config = config_from_args(args)
-    from agentd.launcher import Launcher, LaunchError
+    from agentd.launch.local import Launcher, LaunchError
 
     try:
         if args.backend == "ray":

@@ -14,7 +14,7 @@ def run(argv: list[str]) -> int:
                         help="image to write (default RUN1/compare.png)")
     parser.add_argument("--agent", default=None, help="plot this agent's scalars only")
     args = parser.parse_args(argv)
-    from agentd.plotting import plot_runs
+    from agentd.tools.plotting import plot_runs
 
     out = args.out or args.runs[0] / "compare.png"
     try:

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from agentd.replay import Perturbation, ReplayError, ReplayResult, compare_state, replay
+from agentd.tools.replay import Perturbation, ReplayError, ReplayResult, compare_state, replay
 
 
 def _pair(text: str, kind: type) -> tuple[int, float]:
@@ -90,7 +90,7 @@ def write_dir(out: Path, args: argparse.Namespace, pert: Perturbation, res: Repl
               same: dict[str, bool] | None) -> None:
     import numpy as np
 
-    from agentd.plotting import plot_runs
+    from agentd.tools.plotting import plot_runs
 
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "metrics.jsonl", "w") as f:

@@ -25,7 +25,7 @@ import numpy as np
 
 from agentd.algorithms.base import Learner, LearnerConfigError, LearnerSpec, Outgoing, param
 from agentd.algorithms.shaping.observed import Episode, OpponentModel, PayoffFit
-from coordinator.envs.ipd import N_ACTIONS, N_STATES
+from agentd.envs.ipd import N_ACTIONS, N_STATES
 
 POLICY_KIND = "policy_params"
 OPPONENT_MODES = ("model", "shared")
@@ -86,7 +86,7 @@ class ShapingLearner(Learner):
         if run["n"] != 2:
             raise LearnerConfigError(f"'n': {cls.name} is a two-agent learner; use --n 2 "
                                      f"(got {run['n']})")
-        from coordinator.envs import EnvError, make_env
+        from agentd.envs import EnvError, make_env
 
         try:     # an ipd is cheap to build: bad env_args fail at start-up, not in the run
             make_env("ipd", n_agents=2, num_envs=1, episode_len=run["episode_len"], seed=0,

@@ -4,7 +4,7 @@ Imported only from inside a shaping learner's ``__init__`` (torch is loaded ther
 registry or config time). Everything is float64 on the CPU, so a replay is bit for bit.
 
 A policy is a 5 x 2 table of logits over (state, action), states coded from the agent's own
-seat (``coordinator.envs.ipd``): pi(a | s) = softmax(theta[s])[a]. A *value function* is a
+seat (``agentd.envs.ipd``): pi(a | s) = softmax(theta[s])[a]. A *value function* is a
 callable ``values(theta_self, theta_other) -> (V_self, V_other)`` giving both agents'
 discounted returns; two are built here:
 
@@ -26,7 +26,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from coordinator.envs.ipd import SWAP
+from agentd.envs.ipd import SWAP
 
 Tensor = torch.Tensor
 Values = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]

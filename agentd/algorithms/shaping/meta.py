@@ -155,8 +155,8 @@ def load_theta(run_dir: Path, agent_id: int) -> np.ndarray:
 
 def check_init_run(run_dir: Path, env_args: dict[str, Any]) -> None:
     """Refuse to meta-test on tasks the init run meta-trained on (same task_seed)."""
-    from coordinator.envs.base import EnvError
-    from coordinator.envs.ipd import drawn_tasks
+    from agentd.envs.base import EnvError
+    from agentd.envs.ipd import drawn_tasks
 
     for agent in (0, 1):
         load_theta(run_dir, agent)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from coordinator.envs.ipd import N_ACTIONS, N_STATES, SWAP
+from agentd.envs.ipd import N_ACTIONS, N_STATES, SWAP
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Additions any learner of a family can take: consensus, deep policy reciprocity, turn schedules."""

@@ -1,0 +1,1 @@
+"""Tabular learners: the Q family (iql, ma2ql, i2q, pr), dac, central-q and random."""

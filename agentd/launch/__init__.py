@@ -1,0 +1,1 @@
+"""Backends that start a run: local processes, Ray actors, or everything in one process."""

@@ -1,0 +1,1 @@
+"""Differential privacy on the peer send path and the accountant that reports epsilon."""

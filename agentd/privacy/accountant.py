@@ -1,0 +1,146 @@
+"""The privacy accountant: ε(δ) per directed edge and per agent, from Google's ``dp-accounting``.
+
+Every peer message sent in a DP run is one Gaussian mechanism with noise multiplier σ (noise
+std σ·C on arrays clipped to L2 norm C, ``agentd.privacy.dp``). An edge i -> j composes the releases
+i sent to j; agent i composes every release on all its out-edges. PLD (the default) is tight;
+RDP is the option (an upper bound, what Opacus reports). The same functions serve the live
+agent (metrics, summary.json) and ``agentd audit``, which recomputes from the logs alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+ASSUMPTIONS = (
+    "Each peer message sent is one Gaussian mechanism of sensitivity C (each released row, or "
+    "array, clipped to L2 norm C; noise std sigma*C); adjacent private states differ in one "
+    "released unit, present vs absent (add/remove, as in DP-SGD: a unit changed arbitrarily "
+    "moves by up to 2C, i.e. half the multiplier). Releases compose adaptively over the whole "
+    "run, with no amplification by subsampling (q = 1). A message's copies to different "
+    "neighbours are noised independently: an agent's epsilon composes all its out-edges. Not "
+    "covered: integer fields sent as they are (listed under exact_fields, e.g. which states a "
+    "pr_values message is about), the actions the env server sees, the scalar metrics the "
+    "coordinator sees, and message timing and sizes.")
+
+
+@lru_cache(maxsize=4096)
+def _epsilon(releases: tuple[tuple[float, int], ...], delta: float, method: str) -> float:
+    import dp_accounting
+    from dp_accounting.pld import pld_privacy_accountant
+    from dp_accounting.rdp import rdp_privacy_accountant
+
+    if not releases:
+        return 0.0
+    if method == "rdp":
+        acc: Any = rdp_privacy_accountant.RdpAccountant()
+    else:
+        # The PLD grid must cover a loss range growing with mu^2 = sum n / sigma^2; a fixed
+        # 1e-4 step costs minutes at thousands of releases. This step keeps ε within ~1e-4
+        # relative of the exact composition (checked in the tests).
+        mu2 = sum(n / s**2 for s, n in releases)
+        acc = pld_privacy_accountant.PLDAccountant(
+            value_discretization_interval=1e-3 * math.sqrt(1.0 + mu2))
+    for sigma, count in releases:
+        acc.compose(dp_accounting.GaussianDpEvent(sigma), count=count)
+    return float(acc.get_epsilon(delta))
+
+
+@lru_cache(maxsize=4096)
+def _epsilon_live(releases: tuple[tuple[float, int], ...], delta: float) -> float:
+    """Gaussian mechanisms compose exactly into one Gaussian of multiplier
+    (sum n / sigma^2)^-1/2; its ε is what PLD converges to, in milliseconds instead of 0.1-1 s
+    (an agent computes this every episode, between heartbeats)."""
+    import dp_accounting
+
+    mu2 = sum(n / s**2 for s, n in releases)
+    return float(dp_accounting.get_epsilon_gaussian(1.0 / math.sqrt(mu2), delta)) if mu2 else 0.0
+
+
+def epsilon(releases: Mapping[float, int], delta: float, method: str = "pld",
+            live: bool = False) -> float:
+    """ε(δ) of composing ``releases[σ]`` Gaussian mechanisms of multiplier σ, for each σ.
+    ``live`` (metrics during a run, PLD only): the exact Gaussian composition; the PLD
+    accountant's figure is at most ~0.1 % above it (pessimistic discretisation)."""
+    key = tuple(sorted((float(s), int(n)) for s, n in releases.items() if n > 0))
+    if live and method == "pld":
+        return round(_epsilon_live(key, float(delta)), 6)
+    return round(_epsilon(key, float(delta), method), 6)
+
+
+def agent_report(releases: Counter, delta: float, method: str, live: bool = False,
+                 tick: Callable[[], None] | None = None) -> dict[str, Any]:
+    """One agent's ε from its layer's counts: ``releases[(dst, sigma)]``. ``tick`` is called
+    between two accountant runs (an agent sends a heartbeat there)."""
+    per_edge: dict[int, Counter] = {}
+    total: Counter = Counter()
+    for (dst, sigma), n in releases.items():
+        per_edge.setdefault(int(dst), Counter())[sigma] += n
+        total[sigma] += n
+    edges = {}
+    for j, c in sorted(per_edge.items()):
+        edges[str(j)] = {"releases": sum(c.values()), "epsilon": epsilon(c, delta, method, live)}
+        if tick is not None:
+            tick()
+    return {"edges": edges, "releases": sum(total.values()),
+            "epsilon": epsilon(total, delta, method, live)}
+
+
+def run_report(agents: Mapping[int, dict[str, Any]], delta: float, method: str,
+               exact: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """The run's DP block (summary.json, audit): per directed edge, per agent, the maximum."""
+    edges = [{"src": i, "dst": int(j), **e} for i, a in sorted(agents.items())
+             for j, e in a["edges"].items()]
+    per_agent = [{"agent": i, "releases": a["releases"], "epsilon": a["epsilon"]}
+                 for i, a in sorted(agents.items())]
+    return {"delta": delta, "accountant": method, "edges": edges, "agents": per_agent,
+            "max_epsilon": max((a["epsilon"] for a in per_agent), default=0.0),
+            "exact_fields": dict(exact or {}), "assumptions": ASSUMPTIONS}
+
+
+def summary_block(agent_stats: Mapping[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """summary.json's ``dp``: the agents' own reports (from their bye stats) put together."""
+    reports = {int(i): s["dp"] for i, s in agent_stats.items() if s.get("dp")}
+    if not reports:
+        return None
+    first = next(iter(reports.values()))
+    exact: Counter = Counter()
+    for r in reports.values():
+        exact.update(r.get("exact_fields", {}))
+    return {**run_report(reports, first["delta"], first["accountant"], exact),
+            "sigma": first["sigma"], "clip": first["clip"]}
+
+
+def from_logs(run_dir: Path) -> dict[str, Any] | None:
+    """The same block recomputed from the agents' message logs alone: the DP settings in each
+    log's meta record and every peer message the agent logged as sent. None if DP was off."""
+    from agentd.privacy.dp import DpSettings
+    from agentd.runtime.msglog import open_log
+    from protocols.kinds import REGISTRY
+
+    reports: dict[int, dict[str, Any]] = {}
+    settings = None
+    exact: Counter = Counter()
+    for path in sorted((run_dir / "logs").glob("agent-*.log")):
+        log = open_log(path)
+        if not log.meta.get("dp"):
+            continue
+        settings = DpSettings.from_meta(log.meta["dp"])
+        counts: Counter = Counter()
+        for rec in log:
+            if rec.direction != "out" or rec.plane != "peer" or rec.header is None:
+                continue
+            spec = REGISTRY.get(rec.kind or "")
+            if spec is not None and spec.released:
+                counts[(rec.header["d"], settings.kinds[spec.name].sigma)] += 1
+            if spec is not None and spec.exact:
+                exact[spec.name] += 1
+        reports[int(path.stem.removeprefix("agent-"))] = agent_report(
+            counts, settings.delta, settings.accountant)
+    if settings is None:
+        return None
+    return run_report(reports, settings.delta, settings.accountant, exact)

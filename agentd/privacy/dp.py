@@ -1,0 +1,166 @@
+"""Differential privacy on the peer send path: clip each released array, add seeded Gaussian
+noise, and count every release for the accountant (DESIGN §10).
+
+A layer around the transport's send, like the guard and the logger, never code inside a
+learner. For each permitted kind the registry (``protocols.kinds``) declares which float arrays
+are released and their sensitivity unit. The layer clips every unit (a row, or the whole
+array) to L2 norm ``C`` and adds N(0, (σ·C)²) to every element, from a generator seeded by the
+run seed and the agent id: the noised message is what goes on the wire and into the sender's
+log, so replays of the receivers stay exact. Each message sent is one Gaussian mechanism with
+noise multiplier σ on its directed edge (copies to different neighbours are noised
+independently, so they compose; see ``agentd.privacy.accountant`` for what the ε then means).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from protocols.kinds import REGISTRY
+
+DP_STREAM = 0xD1FF   # separates the noise stream from every other use of the run seed
+ACCOUNTANTS = ("pld", "rdp")
+
+
+@dataclass(frozen=True)
+class KindNoise:
+    """Noise of one kind: multiplier σ (std σ·C per element) and clipping norm C."""
+
+    sigma: float
+    clip: float
+
+
+@dataclass(frozen=True)
+class DpSettings:
+    """What a DP run applies: per-kind σ and C, the δ of the reported ε, the accountant."""
+
+    kinds: dict[str, KindNoise]
+    delta: float
+    accountant: str = "pld"
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> DpSettings | None:
+        """The settings of a run's config (as handed out in the welcome); None when DP is off."""
+        sigma = float(config.get("dp_sigma", 0.0))
+        if sigma <= 0.0:
+            return None
+        clip = float(config.get("dp_clip", 1.0))
+        overrides = config.get("dp_kinds", {}) or {}
+        kinds = {}
+        for name, kind in REGISTRY.items():
+            if kind.plane == "peer":
+                own = overrides.get(name, {})
+                kinds[name] = KindNoise(float(own.get("sigma", sigma)),
+                                        float(own.get("clip", clip)))
+        return cls(kinds, float(config.get("dp_delta", 1e-5)),
+                   str(config.get("dp_accountant", "pld")))
+
+    def to_meta(self) -> dict[str, Any]:
+        """As written to the sender's log meta record, so the audit can recompute ε."""
+        return {"sigma": {k: v.sigma for k, v in self.kinds.items()},
+                "clip": {k: v.clip for k, v in self.kinds.items()},
+                "delta": self.delta, "accountant": self.accountant}
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> DpSettings:
+        kinds = {k: KindNoise(float(s), float(meta["clip"][k])) for k, s in meta["sigma"].items()}
+        return cls(kinds, float(meta["delta"]), str(meta["accountant"]))
+
+
+def validate_settings(c: Any, require: Callable[[bool, str, str, Any], None]) -> None:
+    """Check a RunConfig's dp_* fields (``require(ok, field, allowed, value)`` raises)."""
+    require(c.dp_sigma >= 0, "dp_sigma", "a noise multiplier >= 0 (0: DP off)", c.dp_sigma)
+    require(c.dp_clip > 0, "dp_clip", "an L2 norm > 0", c.dp_clip)
+    require(0 < c.dp_delta < 1, "dp_delta", "a probability in (0, 1)", c.dp_delta)
+    require(c.dp_accountant in ACCOUNTANTS, "dp_accountant", f"one of {', '.join(ACCOUNTANTS)}",
+            c.dp_accountant)
+    if c.dp_sigma > 0:
+        require_declared(c, require)
+        # A restarted agent's accountant would start again from zero and its noise generator
+        # from its first draw (noise reused across messages): refused until both carry over.
+        require(c.max_restarts == 0, "max_restarts",
+                "0 in a DP run (the accountant and the noise stream do not carry across an "
+                "agent restart yet)", c.max_restarts)
+    noised = sorted(k.name for k in REGISTRY.values() if k.plane == "peer" and k.released)
+    for kind, table in c.dp_kinds.items():
+        require(c.dp_sigma > 0, "dp_kinds", "per-kind overrides only with dp_sigma > 0", kind)
+        require(kind in noised, "dp_kinds", f"a table per kind, kinds: {', '.join(noised)}",
+                kind)
+        require(isinstance(table, dict) and set(table) <= {"sigma", "clip"}, f"dp_kinds.{kind}",
+                "a table with sigma and/or clip", table)
+        for key, value in table.items():
+            require(isinstance(value, int | float) and not isinstance(value, bool)
+                    and value > 0, f"dp_kinds.{kind}.{key}", "a number > 0", value)
+
+
+def require_declared(c: Any, require: Callable[[bool, str, str, Any], None]) -> None:
+    """Fail closed: a peer kind the run may send must say what DP releases or leaves exact;
+    a kind that says neither would cross edges un-noised and unreported."""
+    from agentd.algorithms import LearnerConfigError, load_learner_class
+
+    try:
+        permitted = load_learner_class(c.algo).permitted_kinds(c.params)
+    except LearnerConfigError:
+        return    # the learner's own check names the bad parameter
+    for kind in sorted(permitted):
+        spec = REGISTRY[kind]
+        require(bool(spec.released or spec.exact), "dp_sigma",
+                f"a DP run only with peer kinds that declare their released arrays; "
+                f"'{kind}' (sent by {c.algo}) declares none", c.dp_sigma)
+
+
+def units(value: np.ndarray, unit: str) -> np.ndarray:
+    """A float64 copy of ``value`` with one sensitivity unit per row."""
+    flat = np.asarray(value, dtype=np.float64)
+    if unit == "array":
+        return flat.reshape(1, -1)
+    return flat.reshape(-1, 1) if flat.ndim <= 1 else flat.reshape(len(flat), -1)
+
+
+def clip_units(rows: np.ndarray, clip: float) -> np.ndarray:
+    """Scale every row whose L2 norm exceeds ``clip`` down to norm ``clip``."""
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    scale = np.minimum(1.0, clip / np.maximum(norms, np.finfo(np.float64).tiny))
+    return rows * scale
+
+
+@dataclass
+class DpLayer:
+    """One agent's noise: a seeded generator, the settings, and the releases per out-edge."""
+
+    settings: DpSettings
+    rng: np.random.Generator
+    # (destination, sigma) -> releases sent; kind -> exact (un-noised) fields' messages
+    releases: Counter = field(default_factory=Counter)
+    exact: Counter = field(default_factory=Counter)
+
+    @classmethod
+    def for_agent(cls, settings: DpSettings, seed: int, agent: int) -> DpLayer:
+        return cls(settings, np.random.default_rng([seed, agent, DP_STREAM]))
+
+    def privatise(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A new body with every released array clipped and noised (the input is not touched:
+        a learner may hand the same body to every neighbour)."""
+        spec, noise = REGISTRY[kind], self.settings.kinds[kind]
+        out = dict(body)
+        for name, unit in spec.released.items():
+            value = body.get(name)
+            if not isinstance(value, np.ndarray) or value.size == 0:
+                continue
+            rows = clip_units(units(value, unit), noise.clip)
+            rows = rows + self.rng.normal(0.0, noise.sigma * noise.clip, rows.shape)
+            big = float(np.finfo(value.dtype).max)   # float16 noise must not become inf
+            out[name] = np.clip(rows, -big, big).reshape(value.shape).astype(value.dtype)
+        return out
+
+    def sent(self, kind: str, dst: int) -> None:
+        """Count one release that went out (called where the sender logs it)."""
+        spec = REGISTRY[kind]
+        if spec.released:
+            self.releases[(dst, self.settings.kinds[kind].sigma)] += 1
+        if spec.exact:
+            self.exact[kind] += 1

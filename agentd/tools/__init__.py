@@ -1,0 +1,1 @@
+"""Offline tools over a run directory: replay, audit, diagnostics, plotting, env check."""
