@@ -5,24 +5,100 @@ SHA-256). The collector asks for them in chunks (``file_get``), a bounded window
 in flight per process, checks each chunk's CRC-32 and offset, writes it into ``RUN/<path>.part``
 and, once the file is complete, checks its SHA-256 before renaming it into place. A bad chunk
 is asked for again; a file whose digest does not match is fetched once more, then given up.
-A process may only deliver its own files (``logs/<name>.*``, ``checkpoints/<name>...``), so
-one host cannot overwrite another's log. ``missing`` lists, per process, what the run
-directory should hold and does not — whether it was never shipped or never written.
+``missing`` lists, per process, what the run directory should hold and does not -- whether it
+was never shipped or never written.
+
+A peer decides nothing here. Before anything touches the disk, every announced entry must be
+a file of the sender's own (``protocols.bodies.is_shipped_file``: ``logs/<name>.log|.out``,
+``checkpoints/<name>.npz``, ``checkpoints/<name>/<word>-<number>.<ext>``, nothing longer than
+255 characters), fit the limits below, and appear once. Files are written through directory
+descriptors opened with ``O_NOFOLLOW`` from the run directory down, so no symbolic link planted
+in a shared run directory (a ``logs`` that points elsewhere, a ``.part`` that does) is
+followed: such a component is refused. Every refusal is counted by reason and listed (the first
+``LISTED``) in summary.json.
+
+Limits (``limits``), each derived from what the run can have produced:
+* files per process: its log and output, its final checkpoint, one checkpoint per
+  ``checkpoint_every`` steps, and ``RECOVERY_FILES`` recovery checkpoints (kept, restored);
+* a message log: it holds the frames its process sent and received, which its bye stats count
+  (bytes, messages), plus a record header per message, refused frames up to 4 KiB each and
+  failed handshakes: that sum plus 1 MiB. A process that failed before its bye has no such
+  count: then the process cap bounds it;
+* its output (``.out``): rate-limited log lines, ``OUT_BYTES``;
+* everything one process ships: the free space of the run directory's disk less a reserve,
+  shared evenly among the shipping processes, and never more than ``PROCESS_BYTES``;
+* time: a shipment must be complete ``2 x heartbeat_timeout`` plus its size at
+  ``FLOOR_BYTES_PER_S`` after it was announced, and is abandoned when no chunk has come for
+  ``2 x heartbeat_timeout``; heartbeats reset neither.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import time
 import zlib
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from agentd.runtime.runfiles import CHUNK_BYTES, sha256_of
+from agentd.runtime.runfiles import CHUNK_BYTES
+from protocols.bodies import is_shipped_file
 
 WINDOW = 8          # chunk requests in flight per process
 RETRIES = 3         # per chunk (bad CRC) and per file (bad digest: one fetch again)
+RECOVERY_FILES = 16
+OUT_BYTES = 64 << 20
+PROCESS_BYTES = 64 << 30
+DISK_RESERVE = 1 << 30
+RECORD_BYTES = 64             # a log record's length prefix and msgpack framing, generously
+REFUSED_FRAME_BYTES = 4096 + RECORD_BYTES
+FLOOR_BYTES_PER_S = 1 << 20
+LISTED = 100                  # refusals listed one by one in summary.json (all are counted)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one process may ship (see the module docstring for where each comes from)."""
+
+    max_files: int
+    process_bytes: int
+    log_bytes: int
+    out_bytes: int = OUT_BYTES
+
+    def file_cap(self, path: str) -> int:
+        if path.endswith(".log") and path.startswith("logs/"):
+            return min(self.log_bytes, self.process_bytes)
+        if path.endswith(".out") and path.startswith("logs/"):
+            return min(self.out_bytes, self.process_bytes)
+        return self.process_bytes
+
+
+def limits(steps: int, checkpoint_every: int, stats: dict[str, Any] | None, free_bytes: int,
+           shippers: int) -> Limits:
+    """The limits for one process of a run of ``steps`` steps, from its bye ``stats`` (None
+    if it failed before its bye) and the free space on the run directory's disk."""
+    files = 3 + (steps // checkpoint_every if checkpoint_every > 0 else 0) + RECOVERY_FILES
+    process = max(0, min(PROCESS_BYTES, (free_bytes - DISK_RESERVE) // max(1, shippers)))
+    log_bytes = process
+    if stats and "bytes_sent" in stats and "bytes_recv" in stats:
+        msgs = stats.get("msgs_sent", 0) + stats.get("msgs_recv", 0)
+        refused = sum(stats.get("rejected", {}).values())
+        handshakes = sum(stats.get("handshakes_failed", {}).values())
+        log_bytes = (stats["bytes_sent"] + stats["bytes_recv"] + RECORD_BYTES * msgs
+                     + REFUSED_FRAME_BYTES * refused + 512 * handshakes + (1 << 20))
+    return Limits(files, process, log_bytes)
+
+
+def free_space(path: Path) -> int:
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return 0
 
 
 @dataclass
@@ -43,6 +119,8 @@ class Shipment:
 
     name: str
     files: dict[str, _File]
+    deadline: float = 0.0
+    progress_at: float = 0.0       # when the last chunk came (or the announcement)
     done: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     bytes: int = 0
@@ -64,32 +142,100 @@ class Collector:
         self.chunk = max(512, min(CHUNK_BYTES, max_msg_bytes // 2))
         self.shipments: dict[str, Shipment] = {}
         self.refused: list[str] = []
+        self.refusals: Counter = Counter()
+        self.accepting = False     # the end-of-run phase: every shipper may deliver
 
-    def announce(self, name: str, listing: list) -> None:
-        """A process lists its files; bad entries are refused (and reported), the rest pulled."""
-        files = {}
+    def refuse(self, name: str, reason: str, detail: str) -> None:
+        """Count a refusal by reason and list it (the first LISTED of them)."""
+        self.refusals[reason] += 1
+        if len(self.refused) < LISTED:
+            self.refused.append(f"{name}: {reason}: {detail}"[:300])
+
+    def announce(self, name: str, listing: list, lim: Limits | None = None,
+                 silence: float = 60.0) -> None:
+        """A process lists its files; entries that break a rule are refused (and reported),
+        the rest pulled. Without ``lim``: a process of a run that has no step checkpoints
+        and did not report its traffic."""
+        if lim is None:
+            lim = limits(0, 0, None, free_space(self.run_dir), 1)
+        old = self.shipments.get(name)
+        if old is not None and not old.finished:
+            self.refuse(name, "announced_twice", "a second listing while the first is coming")
+            return
+        files: dict[str, _File] = {}
+        total = 0
         for entry in listing:
-            problem = _check_entry(entry, name)
+            problem = self._check_entry(entry, name, files, total, lim)
             if problem:
-                self.refused.append(f"{name}: {problem}")
+                self.refuse(name, *problem)
                 continue
             path, size, digest = entry
             files[path] = _File(path, size, digest)
-        self.shipments[name] = Shipment(name, files)
-        for f in files.values():
-            self._open(f)
+            total += size
+        now = time.monotonic()
+        ship = Shipment(name, files, now + silence + total / FLOOR_BYTES_PER_S, now)
+        self.shipments[name] = ship
+        for f in list(files.values()):
+            self._open(ship, f)
         self.pump(name)
 
-    def _open(self, f: _File) -> None:
-        part = self._part(f)
-        part.parent.mkdir(parents=True, exist_ok=True)
-        with open(part, "wb") as out:
-            out.truncate(f.size)
+    @staticmethod
+    def _check_entry(entry: Any, name: str, files: dict[str, _File], total: int,
+                     lim: Limits) -> tuple[str, str] | None:
+        if not (type(entry) is list and len(entry) == 3 and type(entry[0]) is str
+                and type(entry[1]) is int and type(entry[2]) is str and entry[1] >= 0):
+            return "malformed", f"entry {entry!r:.80}"
+        path, size = entry[0], entry[1]
+        if not is_shipped_file(path, name):
+            return "not_its_file", f"{path!r:.80} is not a file {name} may ship"
+        if path in files:
+            return "duplicate", f"{path} listed twice"
+        if len(files) >= lim.max_files:
+            return "too_many_files", f"{path}: over {lim.max_files} files"
+        if size > lim.file_cap(path):
+            return "too_large", f"{path}: {size} bytes, this file may have {lim.file_cap(path)}"
+        if total + size > lim.process_bytes:
+            return "over_process_cap", f"{path}: {name} may ship {lim.process_bytes} bytes"
+        return None
+
+    # -- the disk, never through a link ------------------------------------------------------
+    @contextmanager
+    def _dir_of(self, path: str) -> Iterator[tuple[int, str]]:
+        """The directory descriptor of ``path``'s parent (made if missing; every component
+        below the run directory a real directory, no link followed) and the base name."""
+        parts = PurePosixPath(path).parts
+        fd = os.open(self.run_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for part in parts[:-1]:
+                try:
+                    os.mkdir(part, 0o700, dir_fd=fd)
+                except FileExistsError:
+                    pass
+                sub = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+                os.close(fd)
+                fd = sub
+            yield fd, parts[-1]
+        finally:
+            os.close(fd)
+
+    def _disk(self, ship: Shipment, f: _File, op: Callable[[int, str], Any]) -> bool:
+        """Run a file operation in its directory; a refusal by the disk gives the file up."""
+        try:
+            with self._dir_of(f.path) as (dfd, base):
+                op(dfd, base)
+            return True
+        except (OSError, ValueError) as exc:
+            self._give_up(ship, f, f"cannot write it here: {type(exc).__name__}: {exc}",
+                          "disk_refused")
+            return False
+
+    def _open(self, ship: Shipment, f: _File) -> None:
+        def create(dfd: int, base: str) -> None:
+            os.close(os.open(base + ".part", os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+                             | os.O_NOFOLLOW, 0o600, dir_fd=dfd))
         f.received, f.next_offset = 0, 0
         f.pending.clear()
-
-    def _part(self, f: _File) -> Path:
-        return self.run_dir / (f.path + ".part")
+        self._disk(ship, f, create)
 
     def pump(self, name: str) -> None:
         """Finish files that have all their bytes, then keep WINDOW requests in flight."""
@@ -118,68 +264,93 @@ class Collector:
         ship = self.shipments.get(name)
         f = ship.files.get(body["path"]) if ship else None
         if f is None or body["offset"] not in f.pending:
-            return                                   # not asked for: ignored
+            self.refuse(name, "not_asked_for", f"chunk of {body['path']!r:.80} at "
+                        f"{body['offset']}")
+            return
         data, offset = body["data"], body["offset"]
         expected = min(self.chunk, f.size - offset)
         if zlib.crc32(data) != body["crc32"] or len(data) != expected:
             f.failures += 1
             f.pending.discard(offset)
             if f.failures > RETRIES:
-                self._give_up(ship, f, "chunks kept arriving damaged")
+                self._give_up(ship, f, "chunks kept arriving damaged", "damaged")
             else:
                 self._ask(name, f, offset)
             return
-        with open(self._part(f), "r+b") as out:
-            out.seek(offset)
-            out.write(data)
+
+        def write(dfd: int, base: str) -> None:
+            fd = os.open(base + ".part", os.O_WRONLY | os.O_NOFOLLOW, dir_fd=dfd)
+            try:
+                os.pwrite(fd, data, offset)
+            finally:
+                os.close(fd)
+        if not self._disk(ship, f, write):
+            return
         f.pending.discard(offset)
         f.received += len(data)
         ship.bytes += len(data)
+        ship.progress_at = time.monotonic()
         self.pump(name)
 
     def _complete(self, ship: Shipment, f: _File) -> None:
-        part = self._part(f)
-        if sha256_of(part) == f.sha256:
-            os.replace(part, self.run_dir / f.path)
+        digest: list[str] = []
+
+        def check_and_place(dfd: int, base: str) -> None:
+            fd = os.open(base + ".part", os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dfd)
+            with os.fdopen(fd, "rb") as part:
+                h = hashlib.sha256()
+                for block in iter(lambda: part.read(1 << 20), b""):
+                    h.update(block)
+            digest.append(h.hexdigest())
+            if digest[0] == f.sha256:     # rename replaces a link there, never follows it
+                os.replace(base + ".part", base, src_dir_fd=dfd, dst_dir_fd=dfd)
+        if not self._disk(ship, f, check_and_place):
+            return
+        if digest[0] == f.sha256:
             ship.done.append(f.path)
         elif f.fetches <= 1:
             f.fetches += 1
-            self._open(f)
+            self._open(ship, f)
         else:
-            self._give_up(ship, f, "SHA-256 does not match after two fetches")
+            self._give_up(ship, f, "SHA-256 does not match after two fetches", "bad_digest")
 
-    def _give_up(self, ship: Shipment, f: _File, why: str) -> None:
+    def _give_up(self, ship: Shipment, f: _File, why: str, reason: str) -> None:
+        if f.path in ship.failed:
+            return
         f.pending.clear()
         f.next_offset = f.size
         ship.failed.append(f.path)
-        self.refused.append(f"{ship.name}: {f.path}: {why}")
-        self._part(f).unlink(missing_ok=True)
+        self.refuse(ship.name, reason, f"{f.path}: {why}")
+        try:
+            with self._dir_of(f.path) as (dfd, base):
+                os.unlink(base + ".part", dir_fd=dfd)
+        except (OSError, ValueError):
+            pass
 
     def busy(self) -> list[str]:
         """Names of processes whose files are still coming."""
         return [k for k, s in self.shipments.items() if not s.finished]
 
-    def abandon(self, name: str) -> None:
-        """A process went away mid-shipment: drop its half-written files."""
+    def overdue(self, name: str, now: float, silence: float) -> str | None:
+        """Why a shipment still coming should be given up now (None: not yet)."""
         ship = self.shipments[name]
-        for f in ship.files.values():
+        if now > ship.deadline:
+            return "past its deadline"
+        if now - ship.progress_at > silence:
+            return f"no chunk for {silence:.0f} s"
+        return None
+
+    def abandon(self, name: str, why: str = "the process went silent before the file "
+                "arrived", reason: str = "abandoned") -> None:
+        """Give up what is still coming from a process; its half-written files go."""
+        ship = self.shipments[name]
+        for f in list(ship.files.values()):
             if f.path not in ship.done and f.path not in ship.failed:
-                self._give_up(ship, f, "the process went silent before the file arrived")
+                self._give_up(ship, f, why, reason)
 
-
-def _check_entry(entry: Any, name: str) -> str | None:
-    if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)
-            and isinstance(entry[1], int) and isinstance(entry[2], str) and entry[1] >= 0):
-        return f"malformed file entry {entry!r:.80}"
-    path = PurePosixPath(entry[0])
-    parts = path.parts
-    if path.is_absolute() or ".." in parts or len(parts) < 2:
-        return f"refused path {entry[0]!r}: not inside the run directory"
-    ours = (parts[0] == "logs" and len(parts) == 2 and parts[1].startswith(name + ".")) or \
-        (parts[0] == "checkpoints" and (parts[1] == f"{name}.npz" or parts[1] == name))
-    if not ours or path.name.endswith(".part"):
-        return f"refused path {entry[0]!r}: not a file of {name}"
-    return None
+    def report(self) -> dict[str, Any]:
+        """summary.json's view of the refusals: counts by reason, the first LISTED listed."""
+        return {"refused": list(self.refused), "refusals": dict(self.refusals)}
 
 
 def missing_files(run_dir: Path, expected: dict[str, list[str]]) -> dict[str, list[str]]:

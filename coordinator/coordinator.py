@@ -29,10 +29,10 @@ import numpy as np
 from agentd.config import RunConfig, is_private, process_count, seating, to_toml, turn_schedule
 from agentd.runtime.keys import Keys, name_of
 from agentd.runtime.msglog import MessageLog
-from agentd.runtime.runfiles import new_run_id, write_marker
+from agentd.runtime.runfiles import new_run_id, private_dir, write_marker
 from agentd.runtime.transport import Transport
 from agentd.tools.progress import ProgressBar
-from coordinator.collect import Collector, missing_files
+from coordinator.collect import Collector, free_space, limits, missing_files
 from coordinator.restarts import Restarts
 from coordinator.rundir import (
     MetricsFile,
@@ -63,6 +63,7 @@ class Proc:
     id: int | None = None
     stats: dict[str, Any] | None = None
     handshakes: dict[str, Any] | None = None   # its latest report of failed handshakes
+    failing: bool = False            # it reported an error: it may ship its files now
 
     def name(self) -> str:
         who = process_name(self.id) if self.id is not None else self.role
@@ -90,7 +91,7 @@ class Coordinator:
     def __post_init__(self) -> None:
         c = self.config
         self.run_dir = Path(c.run_dir)
-        (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        private_dir(private_dir(self.run_dir) / "logs")
         self.n_procs = process_count(c)
         self.transport = Transport(COORDINATOR, Guard(COORDINATOR, max_bytes=c.max_msg_bytes),
                                    None, self.keys, c.insecure)
@@ -282,7 +283,24 @@ class Coordinator:
                           "env_reset": derive_seed(c.seed, "env_reset")},
                 "controllers": self.controllers, "views": self.views}
 
+    def refuse(self, proc: Proc, msg: Message, reason: str, why: str) -> bool:
+        """Count and warn about a control message this process may not send (True)."""
+        self.transport.count_rejection("control", reason, f"'{msg.kind}' from {proc.name()}: "
+                                       f"{why}")
+        return True
+
+    def not_from(self, proc: Proc, msg: Message, role: str | None) -> bool:
+        """True (and counted) unless ``proc`` is admitted, and in ``role`` if one is given:
+        the handlers trust what the guard checked, and who may say it is checked here."""
+        if proc.id is None:
+            return self.refuse(proc, msg, "not_admitted", "it has not been admitted")
+        if role is not None and proc.role != role:
+            return self.refuse(proc, msg, "wrong_role", f"only the {role} sends it")
+        return False
+
     def on_env_ready(self, proc: Proc, msg: Message) -> None:
+        if self.not_from(proc, msg, "envserver"):
+            return
         self.env_local = msg.body.get("local")
         if self.admitted:       # a restarted env server: the agents move to it
             self.restarts.moved_env()
@@ -291,6 +309,12 @@ class Coordinator:
         self.try_admit()
 
     def on_env_restarted(self, proc: Proc, msg: Message) -> None:
+        if self.not_from(proc, msg, "envserver"):
+            return
+        if msg.body["truncated"] > self.config.num_envs:
+            self.refuse(proc, msg, "bad_value", f"{msg.body['truncated']} env copies "
+                        f"truncated, the run has {self.config.num_envs}")
+            return
         self.restarts.env_restarted(msg.body)
         for env in range(msg.body["truncated"]):
             self.metrics.truncated(msg.body["step"], env, "envserver restart")
@@ -341,6 +365,8 @@ class Coordinator:
         pass
 
     def on_metrics(self, proc: Proc, msg: Message) -> None:
+        if self.not_from(proc, msg, None):
+            return
         if proc.role == "envserver":
             self.stepping = self.stepping or msg.body["step"] > 0
             self.env_rate = float(msg.body["scalars"].get("steps_per_s", 0.0))
@@ -351,6 +377,8 @@ class Coordinator:
             self.metrics.scalars(f"agent_{proc.id}", msg.body["step"], msg.body["scalars"])
 
     def on_episodes(self, proc: Proc, msg: Message) -> None:
+        if self.not_from(proc, msg, "envserver"):
+            return
         self.stepping = True
         for ret, length in zip(msg.body["returns"], msg.body["lengths"]):
             self.metrics.episode(msg.body["step"], float(ret), int(length), self.agent_scalars)
@@ -363,9 +391,15 @@ class Coordinator:
             self.progress.update(step, note)
 
     def on_restarted(self, proc: Proc, msg: Message) -> None:
+        if self.not_from(proc, msg, "agent"):
+            return
+        if msg.body["agent"] != proc.id:
+            self.refuse(proc, msg, "bad_value", f"it speaks for agent {msg.body['agent']}")
+            return
         self.restarts.resumed(proc, msg.body)
 
     def on_error(self, proc: Proc, msg: Message) -> None:
+        proc.failing = True
         if self.admitted and proc.id is not None and self.restarts.left(proc.id) > 0:
             # (before admission a failure is a broken setup, e.g. an env that cannot be
             # built: restarting would only repeat it)
@@ -383,14 +417,31 @@ class Coordinator:
         log.warning("%s reports failed handshakes: %s; from %s", proc.name(), text, peers)
 
     def on_files(self, proc: Proc, msg: Message) -> None:
-        if proc.id is not None:
-            self.collector.announce(name_of(proc.id), msg.body["files"])
+        if self.not_shipping(proc, msg):
+            return
+        c, name = self.config, name_of(proc.id)
+        shippers = 1 + len(self.collector.busy())
+        lim = limits(c.steps, c.checkpoint_every, proc.stats, free_space(self.run_dir),
+                     shippers)
+        self.collector.announce(name, msg.body["files"], lim, 2 * c.heartbeat_timeout)
 
     def on_file_chunk(self, proc: Proc, msg: Message) -> None:
-        if proc.id is not None:
+        if not self.not_shipping(proc, msg):
             self.collector.on_chunk(name_of(proc.id), msg.body)
 
+    def not_shipping(self, proc: Proc, msg: Message) -> bool:
+        """File transfer is for the end of the run, or for a process that said it is failing;
+        any other time it is refused (and counted with the transfer's refusals)."""
+        if self.not_from(proc, msg, None):
+            return True
+        if self.collector.accepting or proc.failing:
+            return False
+        self.collector.refuse(name_of(proc.id), "out_of_phase", f"'{msg.kind}' during the run")
+        return self.refuse(proc, msg, "out_of_phase", "file transfer is for the end of the run")
+
     def on_bye(self, proc: Proc, msg: Message) -> None:
+        if self.not_from(proc, msg, None):
+            return
         proc.stats = msg.body["stats"]
         members = [p for p in self.procs.values() if p.id is not None]
         if self.admitted and all(p.stats is not None for p in members):
@@ -434,22 +485,18 @@ class Coordinator:
                         self.on_episodes(proc, msg)
 
     def collect_files(self, status: str) -> dict[str, Any]:
-        """Pull the files of processes that wrote them on another disk; list what is missing."""
+        """Pull the files of processes that wrote them on another disk; list what is missing.
+        Every shipper has ``2 x heartbeat_timeout`` to announce its files and each shipment
+        its own deadline (``coordinator.collect``): heartbeats keep a process known to be
+        alive, they do not keep the collection waiting."""
         shippers = {name_of(p.id) for p in self.procs.values()
                     if p.id is not None and (p.stats or {}).get("files") == "ship"}
         silence = 2 * self.config.heartbeat_timeout
         started = time.monotonic()
+        self.collector.accepting = True
         while True:
+            self._give_up_late(shippers, started, silence)
             waiting = (shippers - set(self.collector.shipments)) | set(self.collector.busy())
-            for name in list(waiting):
-                proc = self._by_name(name)
-                if proc is None or time.monotonic() - proc.last_seen > silence:
-                    log.error("%s went silent before its files arrived",
-                              proc.name() if proc else name)
-                    if name in self.collector.shipments:
-                        self.collector.abandon(name)
-                    shippers.discard(name)
-                    waiting.discard(name)
             if not waiting:
                 break
             for _ in self.transport.poll(100):
@@ -468,7 +515,26 @@ class Coordinator:
                      time.monotonic() - started)
         return {"shipped": shipped,
                 "missing": missing_files(self.run_dir, self.expected_files(status)),
-                "refused": self.collector.refused}
+                **self.collector.report()}
+
+    def _give_up_late(self, shippers: set[str], started: float, silence: float) -> None:
+        """Stop waiting for a shipper that is gone, silent, never announced in time, or whose
+        shipment is past its deadline or has stalled."""
+        now = time.monotonic()
+        for name in sorted(shippers - set(self.collector.shipments)):
+            proc = self._by_name(name)
+            if proc is None or now - proc.last_seen > silence or now - started > silence:
+                log.error("%s did not announce its files", proc.name() if proc else name)
+                self.collector.refuse(name, "never_announced", f"nothing within {silence:.0f} s")
+                shippers.discard(name)
+        for name in self.collector.busy():
+            proc = self._by_name(name)
+            why = "it went silent" if proc is None or now - proc.last_seen > silence else \
+                self.collector.overdue(name, now, silence)
+            if why:
+                log.error("%s: giving up the files still coming: %s", name, why)
+                self.collector.abandon(name, why)
+                shippers.discard(name)
 
     def expected_files(self, status: str) -> dict[str, list[str]]:
         """What the run directory should hold for each admitted process."""

@@ -21,6 +21,7 @@ ALLOWED_DTYPES = frozenset(DTYPE_CODES)
 _CODE_OF = {np.dtype(d): i for i, d in enumerate(DTYPE_CODES)}
 _DTYPE_OF = [np.dtype(d) for d in DTYPE_CODES]
 MAX_NDIM = 8
+MAX_ARRAY_BYTES = 1 << 62     # numpy refuses larger shapes, even ones with a zero dimension
 _SHAPE = [struct.Struct(f"<BB{k}Q") for k in range(MAX_NDIM + 1)]
 
 
@@ -56,12 +57,22 @@ def _decode_array(data: bytes) -> np.ndarray:
         raise MalformedFrame("truncated array extension")
     shape = layout.unpack_from(data)[2:]
     dtype = _DTYPE_OF[data[0]]
-    count = 1
-    for dim in shape:
-        count *= dim
+    count = element_count(shape, dtype.itemsize)
     if count * dtype.itemsize != len(data) - layout.size:
         raise MalformedFrame("array byte length does not match its dtype and shape")
     return np.frombuffer(data, dtype=dtype, offset=layout.size, count=count).reshape(shape)
+
+
+def element_count(shape: tuple[int, ...], itemsize: int) -> int:
+    """The element count of an array of this shape; a shape numpy cannot make (even with no
+    elements: it sizes the non-zero dimensions) is a MalformedFrame."""
+    count, nonzero = 1, itemsize
+    for dim in shape:
+        count *= dim
+        nonzero *= max(dim, 1)
+    if nonzero >= MAX_ARRAY_BYTES:
+        raise MalformedFrame(f"array shape {list(shape)[:8]} is too large")
+    return count
 
 
 def _ext_hook(code: int, data: bytes) -> Any:
@@ -80,10 +91,34 @@ class Codec:
         return self._packer.pack(obj)
 
     @staticmethod
-    def unpack(data: bytes) -> Any:
+    def unpack(data: bytes, max_objects: int | None = None) -> Any:
+        """Decode one msgpack value. ``max_objects`` caps the maps, lists and arrays it may
+        hold (default: one per 4 bytes of input, at least 65,536): a 16 MiB frame of empty
+        lists would otherwise become a gigabyte of Python objects."""
+        budget = _Budget(max(1 << 16, len(data) // 4) if max_objects is None else max_objects)
         try:
-            return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False)
+            return msgpack.unpackb(data, ext_hook=budget.ext, list_hook=budget.take,
+                                   object_hook=budget.take, raw=False, strict_map_key=False)
         except MalformedFrame:
             raise
         except Exception as exc:  # noqa: BLE001 - msgpack raises many unrelated types on garbage
             raise MalformedFrame(f"not valid msgpack: {type(exc).__name__}: {exc}") from None
+
+
+class _Budget:
+    """Counts the containers and arrays one decode makes; past the cap it stops the decode."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, cap: int) -> None:
+        self.left = cap
+
+    def take(self, obj: Any) -> Any:
+        self.left -= 1
+        if self.left < 0:
+            raise MalformedFrame("more maps, lists and arrays than a message of this kind may "
+                                 "hold")
+        return obj
+
+    def ext(self, code: int, data: bytes) -> Any:
+        return self.take(_ext_hook(code, data))

@@ -23,6 +23,9 @@ VERSION = 1
 COORDINATOR, ENVSERVER, UNASSIGNED = -1, -2, -3
 HEADER_KEYS = ("v", "k", "s", "d", "t", "q")
 _HLEN = struct.Struct("<H")
+MAX_KIND_LEN = 64
+_I32, _I64 = (-(1 << 31), (1 << 31) - 1), (-(1 << 63), (1 << 63) - 1)
+_RANGES = (("s", _I32), ("d", _I32), ("t", _I64), ("q", _I64))
 
 
 def process_name(pid: int) -> str:
@@ -67,21 +70,31 @@ def split(frame: bytes) -> tuple[memoryview, memoryview]:
 
 
 def decode_header(codec: Codec, part: bytes | memoryview) -> dict[str, Any]:
+    """The header map, its field types checked exactly: ``v`` the int VERSION (not 1.0, not
+    True), ``k`` a short str, ``s``/``d`` int32 and ``t``/``q`` int64 (the fixed layout's
+    widths), never a bool."""
     if fixed.is_fixed(part):
         return fixed.decode_head(part, VERSION)
     header = codec.unpack(part)
-    if not isinstance(header, dict) or set(header) != set(HEADER_KEYS):
+    if type(header) is not dict or len(header) != len(HEADER_KEYS) or \
+            not all(key in header for key in HEADER_KEYS):
         raise MalformedFrame("header is not a map with keys v, k, s, d, t, q")
-    if header["v"] != VERSION:
-        raise MalformedFrame(f"protocol version {header['v']!r}, expected {VERSION}")
-    for key in ("s", "d", "t", "q"):
-        if type(header[key]) is not int:
-            raise MalformedFrame(f"header field '{key}' must be an int")
+    v = header["v"]
+    if type(v) is not int or v != VERSION:
+        raise MalformedFrame(f"protocol version {v!r:.40}, expected {VERSION}")
+    if type(header["k"]) is not str or len(header["k"]) > MAX_KIND_LEN:
+        raise MalformedFrame("header field 'k' must be a short str")
+    for key, (lo, hi) in _RANGES:
+        value = header[key]
+        if type(value) is not int or not lo <= value <= hi:
+            raise MalformedFrame(f"header field '{key}' must be an int in [{lo}, {hi}]")
     return header
 
 
-def decode_body(codec: Codec, head: bytes | memoryview, part: bytes | memoryview) -> Any:
-    """The body of a frame whose header ``head`` has been decoded (and checked)."""
+def decode_body(codec: Codec, head: bytes | memoryview, part: bytes | memoryview,
+                max_objects: int | None = None) -> Any:
+    """The body of a frame whose header ``head`` has been decoded (and checked);
+    ``max_objects``: see ``Codec.unpack``."""
     if fixed.is_fixed(head):
         return fixed.decode_body(fixed.KIND_OF[head[3]], part)
-    return codec.unpack(part)
+    return codec.unpack(part, max_objects)

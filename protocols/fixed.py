@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from protocols.codec import _CODE_OF, _DTYPE_OF, MAX_NDIM
+from protocols.codec import _CODE_OF, _DTYPE_OF, MAX_NDIM, element_count
 from protocols.errors import MalformedFrame
 
 PREFIX = b"\xff\xff"
@@ -142,9 +142,7 @@ def _take_array(view: memoryview, pos: int) -> tuple[np.ndarray, int]:
         raise MalformedFrame("truncated array header")
     shape = layout.unpack_from(view, pos)[2:]
     dtype = _DTYPE_OF[code]
-    count = 1
-    for dim in shape:
-        count *= dim
+    count = element_count(shape, dtype.itemsize)
     end = start + count * dtype.itemsize
     if end > len(view):
         raise MalformedFrame("array bytes run past the end of the frame")

@@ -84,7 +84,7 @@ class Guard:
             raise WrongDestination(f"addressed to {header['d']}, I am {self.me}")
         if plane == "peer":
             self._check_peer(kind.name, header["s"], identity)
-        body = decode_body(self._codec, head, body_part)
+        body = decode_body(self._codec, head, body_part, kind.max_objects)
         kind.check_body(body)
         self._check_declared(kind.name, body)
         if sender is not None and kind.name == "hello":

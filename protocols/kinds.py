@@ -15,55 +15,29 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
+from protocols import bodies as B
 from protocols.errors import DuplicateKind, SchemaMismatch, UnknownKind
+from protocols.schema import (
+    FLOATS,
+    INTS,
+    NUMERIC,
+    Arr,
+    Bool,
+    Bytes,
+    Field,
+    Int,
+    ListOf,
+    Num,
+    Opt,
+    Str,
+    Val,
+    check_fields,
+)
 
+__all__ = ["FLOATS", "INTS", "NUMERIC", "PLANES", "REGISTRY", "UNITS", "Arr", "Kind", "Val",
+           "lookup", "peer_kinds", "register"]
 PLANES = ("control", "env", "peer")
-NUMERIC = frozenset(["bool", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64",
-                     "uint64", "float16", "float32", "float64"])
-FLOATS = frozenset(["float16", "float32", "float64"])
-INTS = frozenset(["int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"])
-
-
-@dataclass(frozen=True)
-class Arr:
-    """An ndarray field: allowed dtypes, allowed ranks, and a cap on the element count."""
-
-    dtypes: frozenset[str] = NUMERIC
-    ndims: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7, 8)
-    max_size: int = 1 << 24
-    _dtype_set: frozenset = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:   # dtype objects: a set lookup, not a .name per check
-        object.__setattr__(self, "_dtype_set", frozenset(np.dtype(d) for d in self.dtypes))
-
-    def check(self, name: str, value: Any) -> None:
-        if not isinstance(value, np.ndarray):
-            raise SchemaMismatch(f"field '{name}' must be an array, got {type(value).__name__}")
-        if value.dtype not in self._dtype_set:
-            raise SchemaMismatch(f"field '{name}' has dtype {value.dtype}, allowed "
-                                 f"{sorted(self.dtypes)}")
-        if value.ndim not in self.ndims:
-            raise SchemaMismatch(f"field '{name}' has rank {value.ndim}, allowed {self.ndims}")
-        if value.size > self.max_size:
-            raise SchemaMismatch(f"field '{name}' has {value.size} elements, max {self.max_size}")
-
-
-@dataclass(frozen=True)
-class Val:
-    """A plain msgpack value of one of the given Python types (None allowed if listed)."""
-
-    types: tuple[type, ...]
-
-    def check(self, name: str, value: Any) -> None:
-        if not isinstance(value, self.types) or (isinstance(value, bool) and bool not in
-                                                 self.types and int in self.types):
-            allowed = "/".join(t.__name__ for t in self.types)
-            raise SchemaMismatch(f"field '{name}' must be {allowed}, got {type(value).__name__}")
-
-
-Field = Arr | Val
+UNITS = ("row", "array")
 
 
 @dataclass(frozen=True)
@@ -82,23 +56,16 @@ class Kind:
     # as they are (integer indices: noise cannot apply), so reports can say what ε misses.
     released: Mapping[str, str] = field(default_factory=dict)
     exact: tuple[str, ...] = ()
+    # maps, lists and arrays a body may decode to (None: one per 4 bytes of the frame); the
+    # decoder stops past it, before a small frame becomes a great many Python objects
+    max_objects: int | None = 4096
 
     def check_body(self, body: Any) -> None:
-        if not isinstance(body, dict):
+        if type(body) is not dict:
             raise SchemaMismatch(f"'{self.name}' body must be a map, got {type(body).__name__}")
-        if not body.keys() <= self.fields.keys():
-            extra = set(body) - set(self.fields)
-            raise SchemaMismatch(f"'{self.name}' body has unexpected fields {sorted(extra)}")
-        for name, spec in self.fields.items():
-            value = body.get(name, _MISSING)
-            if value is _MISSING:
-                if name in self.optional:
-                    continue
-                raise SchemaMismatch(f"'{self.name}' body lacks field '{name}'")
-            spec.check(name, value)
+        check_fields(self.name, body, self.fields, self.optional)
 
 
-_MISSING = object()
 REGISTRY: dict[str, Kind] = {}
 
 
@@ -118,76 +85,83 @@ def register(kind: Kind) -> Kind:
 
 
 def lookup(name: Any) -> Kind:
-    kind = REGISTRY.get(name) if isinstance(name, str) else None
+    kind = REGISTRY.get(name) if type(name) is str else None
     if kind is None:
-        raise UnknownKind(f"unknown message kind {name!r}")
+        raise UnknownKind(f"unknown message kind {name!r:.80}")
     return kind
-
-
-UNITS = ("row", "array")
 
 
 def peer_kinds() -> frozenset[str]:
     return frozenset(k.name for k in REGISTRY.values() if k.plane == "peer")
 
 
-INT, STR, DICT = Val((int,)), Val((str,)), Val((dict,))
-OPT_INT, OPT_STR = Val((int, type(None))), Val((str, type(None)))
+# Scalars every kind uses; the nested control-plane bodies are in protocols.bodies (B).
+INT, STR, DICT = Int(), Str(), Val((dict,))
+OPT_INT, OPT_STR = Opt(INT), Opt(STR)
+FLOAT = Num()
 
 # -- control plane: coordinator <-> agents and env server ----------------------------------
-register(Kind("hello", "control", {"role": STR, "pid": INT, "host": STR, "endpoint": OPT_STR,
-                                   "want_id": OPT_INT, "caps": DICT},
+register(Kind("hello", "control", {"role": Str(32), "pid": B.OS_PID, "host": B.HOST,
+                                   "endpoint": Opt(B.ENDPOINT), "want_id": Opt(B.PROC_ID),
+                                   "caps": B.CAPS},
               doc="a process asks to join: role agent|envserver, its bound endpoint"))
-register(Kind("welcome", "control", {"id": INT, "info": DICT},
+register(Kind("welcome", "control", {"id": B.PROC_ID, "info": DICT}, max_objects=None,
               doc="admission: id, neighbours and endpoints, row of W, config, seed"))
-register(Kind("env_ready", "control", {"spaces": DICT, "local": DICT}, frozenset(["local"]),
+register(Kind("env_ready", "control", {"spaces": B.SPACES, "local": B.LOCAL_OFFER},
+              frozenset(["local"]), max_objects=1 << 18,
               doc="env server -> coordinator: the env is built; its spaces for the welcomes "
                   "and where agents on its machine reach its local env plane"))
 register(Kind("heartbeat", "control", {}, doc="liveness, both ways"))
-register(Kind("metrics", "control", {"step": INT, "scalars": DICT},
-              doc="agent -> coordinator: scalar diagnostics only"))
-register(Kind("episodes", "control", {"step": INT, "returns": Arr(FLOATS, (1,)),
-                                      "lengths": Arr(INTS, (1,))},
+register(Kind("metrics", "control", {"step": INT, "scalars": B.SCALARS},
+              doc="agent -> coordinator: scalar diagnostics only (numbers or bools; NaN and "
+                  "infinity allowed: a diverging learner's loss is worth seeing)"))
+register(Kind("episodes", "control", {"step": INT, "returns": Arr(FLOATS, (1,), 1 << 16),
+                                      "lengths": Arr(INTS, (1,), 1 << 16)},
               doc="env server -> coordinator: returns of the episodes that just ended"))
-register(Kind("error", "control", {"message": STR, "files": STR}, frozenset(["files"]),
+register(Kind("error", "control", {"message": B.TEXT, "files": B.FILES_MODE},
+              frozenset(["files"]),
               doc="a process reports a fatal error (files: 'shared' or 'ship', see bye)"))
-register(Kind("bye", "control", {"stats": DICT}, doc="a process finished; its final stats"))
+register(Kind("bye", "control", {"stats": B.STATS}, doc="a process finished; its final stats"))
 register(Kind("ack", "control", {}, doc="coordinator confirms a bye: safe to close"))
-register(Kind("turn", "control", {"order": Val((list,)), "turn_len": INT},
+register(Kind("turn", "control", {"order": ListOf(B.PROC_ID, 1 << 16), "turn_len": INT},
               doc="coordinator -> agents of an alternating learner (MA2QL): agent order[k] "
                   "learns in joint steps [k turn_len, (k+1) turn_len), round after round"))
-register(Kind("stop", "control", {"reason": STR}, doc="coordinator ends the run"))
-register(Kind("restarted", "control", {"agent": INT, "checkpoint": OPT_STR, "sha256": OPT_STR,
-                                       "step": INT, "env_step": INT, "resumed_step": INT,
-                                       "lost": INT, "skipped": INT},
+register(Kind("stop", "control", {"reason": B.TEXT}, doc="coordinator ends the run"))
+register(Kind("restarted", "control", {"agent": B.PROC_ID, "checkpoint": Opt(B.PATH),
+                                       "sha256": Opt(B.SHA256), "step": INT, "env_step": INT,
+                                       "resumed_step": INT, "lost": INT, "skipped": INT},
               optional=frozenset({"skipped"}),
               doc="a restarted agent resumed: the recovery checkpoint it restored (taken "
                   "after its own step 'step', env step 'env_step'), the env step it resumed "
                   "at, the transitions it lost, and (if any) how many newer checkpoints it "
                   "skipped as unusable"))
-register(Kind("peer_moved", "control", {"id": INT, "endpoint": STR},
+register(Kind("peer_moved", "control", {"id": B.PROC_ID, "endpoint": B.ENDPOINT},
               doc="coordinator: neighbour 'id' was restarted and listens at 'endpoint'"))
-register(Kind("env_restarted", "control", {"step": INT, "truncated": INT, "reset_seed": INT},
+register(Kind("env_restarted", "control", {"step": INT, "truncated": Int(0, 1 << 16),
+                                           "reset_seed": INT},
               doc="a restarted env server resumed at 'step'; the episodes in flight in its "
                   "'truncated' env copies were cut there"))
-register(Kind("env_moved", "control", {"endpoint": STR},
+register(Kind("env_moved", "control", {"endpoint": B.ENDPOINT},
               doc="coordinator: the env server was restarted and listens at 'endpoint'"))
-register(Kind("security", "control", {"counts": DICT, "peers": Val((list,))},
+register(Kind("security", "control", {"counts": B.HANDSHAKE_COUNTS, "peers": B.HANDSHAKE_PEERS},
               doc="failed handshakes so far, by plane and reason, and the peers they came from"))
 # The run directory, assembled on the coordinator's host at the end (pulled by the coordinator
 # in checksummed chunks from each process that wrote its files on another disk).
-register(Kind("files", "control", {"files": Val((list,))}, logged=False,
+register(Kind("files", "control", {"files": B.MANIFEST}, logged=False,
+              max_objects=B.MAX_MANIFEST + 16,
               doc="a process's files to ship: [[relative path, size, sha256 hex], ...]"))
-register(Kind("file_get", "control", {"path": STR, "offset": INT, "length": INT}, logged=False,
+register(Kind("file_get", "control", {"path": B.RUN_PATH, "offset": Int(0),
+                                      "length": Int(0, 1 << 24)}, logged=False,
               doc="coordinator asks for one chunk of a file"))
-register(Kind("file_chunk", "control", {"path": STR, "offset": INT, "data": Val((bytes,)),
-                                        "crc32": INT}, logged=False,
-              doc="one chunk of a file and its CRC-32"))
-register(Kind("files_done", "control", {"received": Val((list,)), "failed": Val((list,))},
+register(Kind("file_chunk", "control", {"path": B.RUN_PATH, "offset": Int(0),
+                                        "data": Bytes(1 << 24), "crc32": Int(0, (1 << 32) - 1)},
+              logged=False, doc="one chunk of a file and its CRC-32"))
+register(Kind("files_done", "control", {"received": ListOf(B.RUN_PATH, B.MAX_FILES),
+                                        "failed": ListOf(B.RUN_PATH, B.MAX_FILES)},
               logged=False, doc="coordinator: which files arrived whole (and which did not)"))
 
 # -- env plane: agent <-> environment server -----------------------------------------------
-register(Kind("join", "env", {"t": INT, "token": STR}, frozenset(["t", "token"]),
+register(Kind("join", "env", {"t": INT, "token": Str(256)}, frozenset(["t", "token"]),
               doc="agent is ready for the first observation (or, rejoining, for the current "
                   "one; t: the last step it was sent, for a restarted env server; token: the "
                   "one its local env plane connection opened with)"))
@@ -195,8 +169,8 @@ register(Kind("act", "env", {"t": INT, "a": Arr(NUMERIC, (2, 3, 4, 5))},
               doc="actions for step t: (K, m, *act_shape)"))
 register(Kind("step", "env", {"t": INT, "obs": Arr(), "final_obs": Arr(),
                               "reward": Arr(FLOATS, (2,)), "terminated": Arr(frozenset(["bool"]), (1,)),
-                              "truncated": Arr(frozenset(["bool"]), (1,)), "last": Val((bool,)),
-                              "restart": Val((bool,))}, frozenset(["restart"]),
+                              "truncated": Arr(frozenset(["bool"]), (1,)), "last": Bool(),
+                              "restart": Bool()}, frozenset(["restart"]),
               doc="env reply: obs to act on, s' of the transition, reward (K, m), flags"))
 
 # -- peer plane: the only kinds that may cross edges between agents -------------------------
@@ -206,7 +180,7 @@ register(Kind("consensus", "peer", {"t": INT, "r": INT, "idx": Arr(INTS, (1,)),
                   "(empty idx: the first len(x) entries), step t, gossip round r",
               released={"x": "row"}))
 register(Kind("consensus_sum", "peer", {"t": INT, "r": INT, "idx": Arr(INTS, (1,)),
-                                        "s": Arr(FLOATS, (1,)), "w": Val((float,))},
+                                        "s": Arr(FLOATS, (1,)), "w": Num(ints=False)},
               doc="log-ratio consensus by running sums: the sender's cumulative shares s "
                   "pushed to the receiver for buffer entries idx (empty: the first len(s)), "
                   "and the weight W_ij(t) it used, step t, round r; no DP release declared "

@@ -174,7 +174,7 @@ def test_processes_started_on_their_own_form_a_run(runs, tmp_path):
     s = read_json(run_dir / "summary.json")
     assert s["status"] == "done" and s["episodes"] == 10 and s["secure"] is False
     # same disk as the coordinator: every file written straight into the run directory, once
-    assert s["files"] == {"shipped": {}, "missing": {}, "refused": []}
+    assert s["files"] == {"shipped": {}, "missing": {}, "refused": [], "refusals": {}}
     assert sorted(p.name for p in (run_dir / "logs").glob("*.log")) == \
         ["agent-0.log", "agent-1.log", "coordinator.log", "envserver.log"]
     assert not (tmp_path / "runs").exists()

@@ -25,6 +25,7 @@ reader and skipped (and cut off by a restarted process before it appends).
 
 from __future__ import annotations
 
+import os
 import struct
 import time
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ from typing import Any
 
 import msgpack
 
+from agentd.runtime.runfiles import private_dir
 from protocols.codec import Codec
 from protocols.envelope import decode_body, decode_header, split
 from protocols.errors import ProtocolError
@@ -60,10 +62,13 @@ class MessageLog:
         """Open the file (an agent learns its id, hence its log name, only when admitted).
         ``private`` False labels a run of a centralised (non-private) baseline; ``meta``
         adds fields to the meta record (secure, insecure)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         repair_tail(path)
         self.path, self.process = path, process or self.process
-        self._file = open(path, "ab", buffering=1 << 16)  # noqa: SIM115 - lives with the log
+        # owner-only whatever the umask: a log holds every message of the run
+        self._file = open(path, "ab", buffering=1 << 16,  # noqa: SIM115 - lives with the log
+                          opener=_private)
+        os.fchmod(self._file.fileno(), 0o600)
         self._write(["meta", time.time(), {"format": FORMAT, "version": FORMAT_VERSION,
                                            "process": self.process, "private": private,
                                            **(meta or {})}])
@@ -151,6 +156,10 @@ def _raw_records(log: LogFile) -> Iterator[list]:
             first = False
             continue
         yield record
+
+
+def _private(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)
 
 
 def repair_tail(path: Path) -> int:

@@ -6,19 +6,25 @@ coordinator's marker file with this run's id is visible there), it writes straig
 nothing is shipped. Otherwise it writes under ``--run-dir`` (default ``runs/<run name>``) and,
 when the run ends, serves the coordinator's chunk requests over the control plane until the
 coordinator confirms every file: the coordinator pulls, so a process never floods it, and the
-hot loop is over by then. Only the files of this process can be asked for.
+hot loop is over by then. Only the files of this process can be asked for, and only those
+whose names the coordinator accepts (``protocols.bodies.is_shipped_file``) are offered.
+Run directories are owner-only (0700) whatever the umask: message logs, checkpoints and
+outputs are a run's private data.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import secrets
 import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from protocols.bodies import is_shipped_file
 
 if TYPE_CHECKING:
     from agentd.runtime.control import ControlPlane
@@ -27,6 +33,21 @@ if TYPE_CHECKING:
 log = logging.getLogger("agentd.runtime.runfiles")
 MARKER = ".agentd-run"
 CHUNK_BYTES = 256 << 10
+
+
+def private_dir(path: Path) -> Path:
+    """Make ``path`` (and any missing parent) a directory only its owner can enter: each one
+    made here gets mode 0700 whatever the umask; the last one gets it even if it existed."""
+    missing = []
+    probe = Path(path)
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    path.mkdir(parents=True, exist_ok=True)
+    for made in missing:
+        os.chmod(made, 0o700)
+    os.chmod(path, 0o700)
+    return path
 
 
 def new_run_id() -> str:
@@ -44,7 +65,16 @@ def own_files(root: Path, name: str) -> list[Path]:
              *([root / "checkpoints" / f"{name}.npz"]
                if (root / "checkpoints" / f"{name}.npz").is_file() else []),
              *sorted(p for p in (root / "checkpoints" / name).rglob("*") if p.is_file())]
-    return [p for p in found if p.is_file() and not p.name.endswith(".part")]
+    own = []
+    for p in found:
+        rel = p.relative_to(root).as_posix()
+        if not p.is_file() or p.is_symlink():
+            continue
+        if is_shipped_file(rel, name):
+            own.append(p)
+        elif not rel.endswith(".part"):
+            log.warning("%s: not shipping %s: the coordinator accepts no such name", name, rel)
+    return own
 
 
 def sha256_of(path: Path) -> str:
@@ -73,7 +103,7 @@ class RunFiles:
             shared = False
         root = run_dir if shared else Path(local) if local else Path("runs") / run_dir.name
         root = root.absolute()
-        (root / "logs").mkdir(parents=True, exist_ok=True)
+        private_dir(private_dir(root) / "logs")
         return cls(root, shared, name)
 
     @property

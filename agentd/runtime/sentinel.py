@@ -35,6 +35,7 @@ PLANE_ACCESS = {
     "env": lambda name: name.startswith("agent-"),
     "peer": lambda name: name.startswith("agent-"),
 }
+DISCONNECTED = "disconnected"    # not a failure: see Tally.handshake
 FAILURES = {zmq.EVENT_HANDSHAKE_FAILED_AUTH: "handshake_failed_auth",
             zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "handshake_failed_protocol",
             zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "handshake_failed_no_detail"}
@@ -196,6 +197,11 @@ class Sentinel:
                     if peer and info.pending.peer == "unknown":
                         info.pending.peer = peer
                     self._emit(info)
+                elif info.server and peer is not None:
+                    # a connection that had passed its handshake closed: the client left,
+                    # or ZeroMQ dropped it for a frame over the socket's MAXMSGSIZE
+                    self.events.append(HandshakeEvent(info.plane, DISCONNECTED, peer,
+                                                      "connection closed", True))
             elif event in FAILURES:
                 if info.pending is not None:
                     self._emit(info)

@@ -22,6 +22,7 @@ import zmq
 from agentd.runtime.keys import Keys, name_of
 from agentd.runtime.netaddr import is_loopback, split_endpoint
 from agentd.runtime.sentinel import Sentinel, domain
+from protocols.guard import DEFAULT_MAX_BYTES
 
 # A send blocks only while a peer's queue is full (back-pressure) -- or forever if the peer
 # never connected (a DEALER after a failed handshake has no pipe). This bounds it.
@@ -50,7 +51,7 @@ class EndpointError(RuntimeError):
 
 
 def bind_router(ctx: zmq.Context, sentinel: Sentinel, keys: Keys | None, insecure: bool,
-                address: str, plane: str) -> Link:
+                address: str, plane: str, max_bytes: int = DEFAULT_MAX_BYTES) -> Link:
     split_endpoint(address)              # a malformed endpoint is an AddressError here
     if keys is None and not insecure and not is_loopback(address):
         raise InsecureBind(
@@ -59,6 +60,7 @@ def bind_router(ctx: zmq.Context, sentinel: Sentinel, keys: Keys | None, insecur
             "with 'agentd keys new KEYDIR --n N' and pass --keys KEYDIR to every process "
             "(or pass --insecure to run in plaintext on purpose; it is recorded)")
     sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)   # a larger frame drops its connection
     sock.setsockopt(zmq.LINGER, 1000)
     sock.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -78,9 +80,11 @@ def bind_router(ctx: zmq.Context, sentinel: Sentinel, keys: Keys | None, insecur
 
 
 def connect_dealer(ctx: zmq.Context, sentinel: Sentinel, keys: Keys | None, address: str,
-                   plane: str, server: int, identity: bytes | None = None) -> Link:
+                   plane: str, server: int, identity: bytes | None = None,
+                   max_bytes: int = DEFAULT_MAX_BYTES) -> Link:
     """A DEALER to ``server``'s ROUTER; in secure mode pinned to its public key."""
     sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
     sock.setsockopt(zmq.LINGER, 1000)
     sock.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT_MS)
     if keys is not None:

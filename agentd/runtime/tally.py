@@ -10,11 +10,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentd.runtime.msglog import MessageLog
-from agentd.runtime.sentinel import HandshakeEvent
+from agentd.runtime.sentinel import DISCONNECTED, HandshakeEvent
 from protocols import ProtocolError, process_name
 
 log = logging.getLogger("agentd.runtime.transport")
 PLANES = ("control", "env", "peer")
+# Failed handshakes are counted per (plane, reason, address) for this many addresses; the
+# rest under the address "other": a flood of connections cannot grow the summary.
+MAX_PEER_KEYS = 64
+# ... and written to the message log one by one up to this many, then every LOG_EVERY-th.
+LOGGED_HANDSHAKES, LOG_EVERY = 1000, 1000
 
 
 @dataclass
@@ -28,6 +33,7 @@ class PlaneStats:
     rejected: Counter = field(default_factory=Counter)
     refused_out: Counter = field(default_factory=Counter)
     handshakes_failed: Counter = field(default_factory=Counter)
+    disconnects: int = 0     # connections closed after their handshake (see Tally.handshake)
 
 
 class Tally:
@@ -49,10 +55,20 @@ class Tally:
                         exc, count)
 
     def handshake(self, ev: HandshakeEvent, msglog: MessageLog | None) -> None:
-        """Count, log and warn about a failed handshake the sentinel has seen."""
-        self.stats[ev.plane].handshakes_failed[ev.reason] += 1
-        self.handshake_peers[f"{ev.plane} {ev.reason} {ev.peer}"] += 1
-        if msglog is not None:
+        """Count, log and warn about a failed handshake the sentinel has seen. A closed
+        connection is only counted (``disconnects``): a client that leaves and one whose frame
+        was over MAXMSGSIZE look the same to the socket monitor."""
+        if ev.reason == DISCONNECTED:
+            self.stats[ev.plane].disconnects += 1
+            return
+        failed = self.stats[ev.plane].handshakes_failed
+        failed[ev.reason] += 1
+        key = f"{ev.plane} {ev.reason} {_address(ev.peer) if ev.server else ev.peer}"
+        if key not in self.handshake_peers and len(self.handshake_peers) >= MAX_PEER_KEYS:
+            key = f"{ev.plane} {ev.reason} other"
+        self.handshake_peers[key] += 1
+        total = sum(failed.values())
+        if msglog is not None and (total <= LOGGED_HANDSHAKES or total % LOG_EVERY == 0):
             msglog.record("hs", ev.plane, [ev.peer.encode(), ev.detail.encode()], ev.reason)
         who = f"a client at {ev.peer}" if ev.server else f"our connection to {ev.peer}"
         self.warn(f"{ev.plane} plane: handshake with {who} failed", ProtocolError(ev.detail),
@@ -68,7 +84,8 @@ class Tally:
         planes = {p: {"msgs_sent": s.msgs_sent, "msgs_recv": s.msgs_recv,
                       "bytes_sent": s.bytes_sent, "bytes_recv": s.bytes_recv,
                       "rejected": dict(s.rejected), "refused_out": dict(s.refused_out),
-                      "handshakes_failed": dict(s.handshakes_failed)}
+                      "handshakes_failed": dict(s.handshakes_failed),
+                      "disconnects": s.disconnects}
                   for p, s in self.stats.items()}
         total: dict[str, Any] = {k: sum(planes[p][k] for p in PLANES)
                                  for k in ("msgs_sent", "msgs_recv", "bytes_sent", "bytes_recv")}
@@ -83,3 +100,10 @@ class Tally:
         total.update(meta)
         total["planes"] = planes
         return total
+
+
+def _address(peer: str) -> str:
+    """The host of ``host:port`` (``[v6]:port``): a client's every connection has its own
+    port, and counting per port would count per connection."""
+    host, sep, port = peer.rpartition(":")
+    return host if sep and port.isdigit() and host else peer
