@@ -64,6 +64,7 @@ class Proc:
     stats: dict[str, Any] | None = None
     handshakes: dict[str, Any] | None = None   # its latest report of failed handshakes
     failing: bool = False            # it reported an error: it may ship its files now
+    security_reports: int = 0
 
     def name(self) -> str:
         who = process_name(self.id) if self.id is not None else self.role
@@ -379,6 +380,11 @@ class Coordinator:
     def on_episodes(self, proc: Proc, msg: Message) -> None:
         if self.not_from(proc, msg, "envserver"):
             return
+        returns, lengths = msg.body["returns"], msg.body["lengths"]
+        if len(returns) != len(lengths) or len(returns) > self.config.num_envs:
+            self.refuse(proc, msg, "bad_value", f"{len(returns)} returns and {len(lengths)} "
+                        f"lengths; at most one episode per env copy ({self.config.num_envs})")
+            return
         self.stepping = True
         for ret, length in zip(msg.body["returns"], msg.body["lengths"]):
             self.metrics.episode(msg.body["step"], float(ret), int(length), self.agent_scalars)
@@ -411,6 +417,9 @@ class Coordinator:
 
     def on_security(self, proc: Proc, msg: Message) -> None:
         proc.handshakes = msg.body
+        proc.security_reports += 1      # said on stderr for the first 5, then every 1000th
+        if proc.security_reports > 5 and proc.security_reports % 1000:
+            return
         text = ", ".join(f"{plane} {reason} x{n}" for plane, reasons in msg.body["counts"].items()
                          for reason, n in reasons.items())
         peers = ", ".join(f"{p} ({n})" for p, n in msg.body["peers"][:3])

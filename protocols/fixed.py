@@ -45,7 +45,7 @@ def encode_fixed(kind: str, src: int, dst: int, step: int, seq: int,
                  body: dict[str, Any]) -> bytes | None:
     """The fixed-layout frame of this message, or None if it has no layout (use msgpack)."""
     code = CODES.get(kind)
-    if code is None:
+    if code is None or type(body) is not dict:
         return None
     t = body.get("t")
     if type(t) is not int:

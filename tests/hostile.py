@@ -34,6 +34,7 @@ class CoordinatorUnderAttack:
         self.coord = Coordinator(cfg, "tcp://127.0.0.1:*", quiet=True)
         self.codec = Codec()
         self.outcomes: dict[str, int] = {}
+        self.last_reason = ""
         self.coord.write_start_files()
         hello = {"pid": 1, "host": "h", "want_id": None, "caps": {}}
         self.admit(ENV_ID, "hello", {**hello, "role": "envserver", "endpoint": "tcp://h:1"})
@@ -54,6 +55,7 @@ class CoordinatorUnderAttack:
             msg = self.coord.transport.guard.incoming([frame], "control", ident)
         except ProtocolError as exc:
             self.coord.transport.stats["control"].rejected[exc.reason] += 1
+            self.last_reason = exc.reason
             return self._count("rejected")
         self.coord.transport.stats["control"].msgs_recv += 1
         try:

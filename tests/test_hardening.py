@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 
 import msgpack
 import numpy as np
@@ -184,3 +185,30 @@ def test_failed_handshakes_are_kept_per_address_up_to_a_cap():
     assert peers["peer handshake_failed_auth other"] == 2300 - MAX_PEER_KEYS
     assert peers["control handshake_failed_protocol other"] == 50
     assert len(json.dumps(summary)) < 8000
+
+
+def test_a_frame_over_the_cap_is_dropped_by_the_socket_and_the_drop_counted():
+    """No socket set ZMQ_MAXMSGSIZE: a 128 MiB frame was received and decrypted in full
+    before the guard's 16 MiB check. Now ZeroMQ drops the connection on the first bytes."""
+    import zmq
+
+    from agentd.runtime.transport import Transport
+    server = Transport(0, Guard(0, {1}, ["pr_values"]), None)
+    ctx = zmq.Context()
+    try:
+        link = server.bind_router("tcp://127.0.0.1:*", "peer")
+        assert link.sock.getsockopt(zmq.MAXMSGSIZE) == 16 << 20
+        client = ctx.socket(zmq.DEALER)
+        client.linger = 0
+        client.connect(link.endpoint)
+        client.send(b"\x00" * (17 << 20))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and server.stats["peer"].disconnects == 0:
+            for ready in server.poll(50):
+                server.recv_all(ready)
+        assert server.stats["peer"].disconnects >= 1
+        assert server.stats["peer"].msgs_recv == 0 and server.stats["peer"].rejected == {}
+        assert server.summary()["planes"]["peer"]["disconnects"] >= 1
+    finally:
+        ctx.destroy(linger=0)
+        server.close()
