@@ -11,7 +11,9 @@ splices, 8-byte integers), structured ones (a decoded frame with one value anywh
 dropped or added: NaN, huge ints, bools, NUL bytes, odd keys, bad arrays), and bodies drawn from
 each kind's schema with one value spoiled. The corpus is the frames in the message logs of
 real runs: ``--corpus RUN_DIR ...``, or two small runs made on loopback first. Crashes are
-saved as reproducers under ``--out`` (frame bytes and what was fed where).
+saved as reproducers under ``--out`` (frame bytes and what was fed where). ``--live N`` then
+sends N hostile frames over real sockets to a running run (``fuzz/live.py``): the env server's
+and the agents' handler paths behind their guards, black-box.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import logging
 import random
 import resource
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -35,13 +36,12 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
 
-import msgpack
-from gen import Mutator
+from gen import Mutator, retarget
 from hostile import AGENT_IDS, ENV_ID, CoordinatorUnderAttack, receiver_guards
+from live import attack
 
 from agentd.runtime.msglog import open_log
 from protocols import COORDINATOR, ProtocolError, peer_identity
-from protocols.fixed import HEAD
 from protocols.kinds import REGISTRY
 
 CORPUS_RUNS = (["--n", "3", "--steps", "200", "--episode-len", "20"],
@@ -75,22 +75,6 @@ def load_corpus(runs: list[Path], limit: int = 20_000) -> dict[str, list[bytes]]
                         seen.add(frame)
                         by_plane[rec.plane].append(frame)
     return by_plane
-
-
-def retarget(frame: bytes, src: int, dst: int) -> bytes:
-    """The same frame addressed from ``src`` to ``dst`` (so the guard looks past the header)."""
-    try:
-        if frame[:2] == b"\xff\xff" and len(frame) >= HEAD.size:
-            fields = list(HEAD.unpack_from(frame))
-            fields[3], fields[4] = src, dst
-            return HEAD.pack(*fields) + frame[HEAD.size:]
-        (hlen,) = struct.unpack_from("<H", frame)
-        header = msgpack.unpackb(frame[2:2 + hlen])
-        header.update(s=src, d=dst)
-        head = msgpack.packb(header)
-        return struct.pack("<H", len(head)) + head + frame[2 + hlen:]
-    except Exception:  # noqa: BLE001 - not a frame we can readdress: as it is
-        return frame
 
 
 class Fuzzer:
@@ -209,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report", type=Path, default=None)
     p.add_argument("--out", type=Path, default=HERE / "crashes")
     p.add_argument("--hang", type=float, default=5.0, help="seconds that make a case a hang")
+    p.add_argument("--live", type=int, default=0,
+                   help="also send this many hostile frames to a live run's sockets")
     args = p.parse_args(argv)
     logging.disable(logging.WARNING)      # refusals are counted; printing them is the cost
 
@@ -232,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         fz.check_summary(args.cases)
         fz.coord.close()
         seconds = time.monotonic() - started
+        live = attack(work / "live", corpus, args.live, args.seed) if args.live else None
     report = {"cases": args.cases, "seed": args.seed, "seconds": round(seconds, 1),
               "cases_per_s": round(args.cases / seconds), "corpus_frames":
               {k: len(v) for k, v in corpus.items()}, "outcomes": fz.outcomes,
@@ -239,12 +226,13 @@ def main(argv: list[str] | None = None) -> int:
               "hangs": len(fz.hangs), "slowest": fz.slowest,
               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                                    1), "start_rss_mb": round(rss0 / 1024, 1),
-              "crash_list": fz.crashes[:50], "hang_list": fz.hangs[:50]}
+              "crash_list": fz.crashes[:50], "hang_list": fz.hangs[:50], "live": live}
     text = json.dumps(report, indent=2)
     print(text)
     if args.report is not None:
         args.report.write_text(text + "\n")
-    return 1 if fz.crashes or fz.hangs else 0
+    live_ok = live is None or (live["exit_code"] == 0 and live["status"] == "done")
+    return 1 if fz.crashes or fz.hangs or not live_ok else 0
 
 
 if __name__ == "__main__":

@@ -150,8 +150,11 @@ def test_only_the_env_server_speaks_for_the_env(attacked):
     five = {"step": 1, "truncated": 5, "reset_seed": 1}             # the run has 1 env copy
     assert h.feed(frame_for("env_restarted", five, src=-2), ENV_ID) == "accepted"
     assert h.coord.restarts.records == []
+    many = {"step": 1, "returns": np.ones(60_000), "lengths": np.ones(60_000, dtype=np.int64)}
+    assert h.feed(frame_for("episodes", many, src=-2), ENV_ID) == "accepted"
+    assert h.coord.metrics.returns == []           # 60,000 episodes from 1 env copy: no
     rejected = h.summary()["coordinator"]["rejected"]
-    assert rejected == {"wrong_role": 2, "schema_mismatch": 1, "bad_value": 1}
+    assert rejected == {"wrong_role": 2, "schema_mismatch": 1, "bad_value": 2}
 
 
 def test_file_transfer_during_the_run_is_refused_and_listed(attacked):
