@@ -174,3 +174,41 @@ def test_pr_on_digital_live(runs, tmp_path):
 
     assert load_series(run_dir)["consensus_mse"] == ([100, 200, 300, 400],
                                                      [p["mse"] for p in curve])
+
+
+def test_plot_keeps_one_colour_per_run_and_one_point_per_step(tmp_path):
+    """With K env copies several episodes end at one step: one (mean) point per step; a run
+    keeps its colour in every panel even where an earlier run lacks the series."""
+    import json
+
+    from agentd.tools.plotting import load_series, plot_runs
+
+    runs = []
+    for name, with_scalar in (("a", False), ("b", True)):
+        run = tmp_path / name
+        run.mkdir()
+        recs = [{"step": s, "return": r, "agents": {"0": {"loss": r}} if with_scalar else {}}
+                for s, r in ((10, 1.0), (10, 3.0), (20, 5.0), (20, 7.0))]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        runs.append(run)
+    assert load_series(runs[1])["return"] == ([10, 20], [2.0, 6.0])
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seen = {}
+    real_savefig = plt.Figure.savefig
+
+    def grab(fig, *args, **kwargs):
+        for ax in fig.axes:
+            for line in ax.get_lines():
+                seen.setdefault(line.get_label(), set()).add(line.get_color())
+        return real_savefig(fig, *args, **kwargs)
+
+    plt.Figure.savefig = grab
+    try:
+        assert plot_runs(runs, tmp_path / "out.png") == ["return", "loss"]
+    finally:
+        plt.Figure.savefig = real_savefig
+    assert len(seen["b"]) == 1 and seen["a"] != seen["b"]

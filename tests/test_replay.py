@@ -126,6 +126,15 @@ def test_replay_cli_says_bit_for_bit(runs_by_algo):
     assert "bit-for-bit identical to the checkpoint (q, zeta)" in res.stdout
 
 
+def test_replay_cli_names_a_deep_learners_arrays_briefly(runs_by_algo):
+    res = subprocess.run(check=False, args=[*AGENTD, "replay", str(runs_by_algo["isac"]),
+                                            "--agent", "0"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    line = next(t for t in res.stdout.splitlines() if "final state" in t)
+    assert "bit-for-bit identical" in line and "more)" in line and len(line) < 200, line
+
+
 def test_tampered_checkpoint_is_reported(runs_by_algo, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(runs_by_algo["iql"], run_dir)

@@ -80,10 +80,18 @@ def report(args: argparse.Namespace, pert: Perturbation, res: ReplayResult,
     elif not same:
         print("  final state: the learner keeps no learned state")
     elif all(same.values()):
-        print(f"  final state: bit-for-bit identical to the checkpoint ({', '.join(same)})")
+        print(f"  final state: bit-for-bit identical to the checkpoint ({_names(list(same))})")
     else:
         diff = [k for k, ok in same.items() if not ok]
-        print(f"  final state: differs from the checkpoint in {', '.join(diff)}")
+        print(f"  final state: differs from the checkpoint in {_names(diff)} "
+              f"({len(diff)} of {len(same)} arrays)")
+
+
+def _names(names: list[str], most: int = 6) -> str:
+    """A few array names, not a deep learner's hundred tensors on one line."""
+    if len(names) <= most:
+        return ", ".join(names)
+    return f"{', '.join(names[:most])} and {len(names) - most} more"
 
 
 def write_dir(out: Path, args: argparse.Namespace, pert: Perturbation, res: ReplayResult,

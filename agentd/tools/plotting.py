@@ -37,7 +37,17 @@ def load_series(run_dir: Path, agent: str | None = None) -> dict[str, tuple[list
         for name, vals in values.items():
             series[name][0].append(step)
             series[name][1].append(float(np.mean(vals)))
-    return dict(series)
+    return {name: per_step(*xy) for name, xy in series.items()}
+
+
+def per_step(steps: list, values: list) -> tuple[list, list]:
+    """One point per step: the mean of the values recorded at that step. With K env copies,
+    K episodes end at the same joint step; drawn one by one they make a vertical zigzag."""
+    sums: dict[int, list[float]] = {}
+    for step, value in zip(steps, values):
+        sums.setdefault(step, []).append(value)
+    ordered = sorted(sums)
+    return ordered, [float(np.mean(sums[s])) for s in ordered]
 
 
 def label_of(run_dir: Path) -> str:
@@ -72,11 +82,12 @@ def plot_runs(run_dirs: list[Path], out: Path, agent: str | None = None) -> list
     if not names:
         raise ValueError("no series to plot in " + ", ".join(map(str, run_dirs)))
     fig, axes = plt.subplots(len(names), 1, figsize=(8, 2.6 * len(names)), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, name in zip(axes[:, 0], names):
-        for label, series in loaded:
+        for k, (label, series) in enumerate(loaded):   # one colour per run in every panel
             if name in series:
                 steps, values = series[name]
-                ax.plot(steps, _smooth(values), label=label)
+                ax.plot(steps, _smooth(values), label=label, color=colours[k % len(colours)])
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
