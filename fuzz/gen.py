@@ -12,6 +12,7 @@ import msgpack
 import numpy as np
 
 from protocols import Codec, encode
+from protocols.arrays import Arr
 from protocols.codec import DTYPE_CODES, _encode_array
 from protocols.envelope import VERSION
 from protocols.fixed import HEAD
@@ -19,7 +20,6 @@ from protocols.kinds import REGISTRY
 from protocols.schema import (
     I64_MAX,
     I64_MIN,
-    Arr,
     Bool,
     Bytes,
     DictOf,

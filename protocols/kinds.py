@@ -16,12 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocols import bodies as B
+from protocols.arrays import FLOATS, INTS, NUMERIC, Arr
 from protocols.errors import DuplicateKind, SchemaMismatch, UnknownKind
 from protocols.schema import (
-    FLOATS,
-    INTS,
-    NUMERIC,
-    Arr,
     Bool,
     Bytes,
     Field,

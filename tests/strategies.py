@@ -9,11 +9,11 @@ import msgpack
 import numpy as np
 from hypothesis import strategies as st
 
+from protocols.arrays import Arr
 from protocols.kinds import Kind
 from protocols.schema import (
     I64_MAX,
     I64_MIN,
-    Arr,
     Bool,
     Bytes,
     DictOf,
