@@ -37,7 +37,8 @@ CHUNK_BYTES = 256 << 10
 
 def private_dir(path: Path) -> Path:
     """Make ``path`` (and any missing parent) a directory only its owner can enter: each one
-    made here gets mode 0700 whatever the umask; the last one gets it even if it existed."""
+    made here gets mode 0700 whatever the umask; the last one gets it even if it existed, when
+    it is ours (a shared run directory of another user is left as it is)."""
     missing = []
     probe = Path(path)
     while not probe.exists() and probe != probe.parent:
@@ -46,7 +47,8 @@ def private_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     for made in missing:
         os.chmod(made, 0o700)
-    os.chmod(path, 0o700)
+    if path.stat().st_uid == os.geteuid():
+        os.chmod(path, 0o700)
     return path
 
 
