@@ -7,8 +7,9 @@ what the run can have produced:
   failed handshakes: that sum plus 1 MiB. A process that failed before its bye has no such
   count: then the process cap bounds it;
 * its output (``.out``): rate-limited log lines, ``OUT_BYTES``;
-* everything one process ships: the free space of the run directory's disk less a reserve,
-  shared evenly among the shipping processes, and never more than ``PROCESS_BYTES``;
+* everything one process ships: the free space of the run directory's disk less a reserve
+  (``DISK_RESERVE``, or an eighth of a smaller disk), shared evenly among the shipping
+  processes, and never more than ``PROCESS_BYTES``;
 * time: a shipment must be complete ``2 x heartbeat_timeout`` plus its size at
   ``FLOOR_BYTES_PER_S`` after it was announced, and is abandoned when no chunk has come for
   ``2 x heartbeat_timeout``; heartbeats reset neither.
@@ -52,7 +53,8 @@ def limits(steps: int, checkpoint_every: int, stats: dict[str, Any] | None, free
     """The limits for one process of a run of ``steps`` steps, from its bye ``stats`` (None
     if it failed before its bye) and the free space on the run directory's disk."""
     files = 3 + (steps // checkpoint_every if checkpoint_every > 0 else 0) + RECOVERY_FILES
-    process = max(0, min(PROCESS_BYTES, (free_bytes - DISK_RESERVE) // max(1, shippers)))
+    reserve = min(DISK_RESERVE, free_bytes // 8)       # a small disk keeps an eighth free
+    process = max(0, min(PROCESS_BYTES, (free_bytes - reserve) // max(1, shippers)))
     log_bytes = process
     if stats and "bytes_sent" in stats and "bytes_recv" in stats:
         msgs = stats.get("msgs_sent", 0) + stats.get("msgs_recv", 0)

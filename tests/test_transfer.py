@@ -83,7 +83,9 @@ def test_limits_follow_from_the_run(tmp_path):
     assert lim.process_bytes == 5 << 30
     assert lim.log_bytes == 3000 + 64 * 30 + 2 * (4096 + 64) + (1 << 20)
     assert lim.file_cap("logs/agent-0.log") == lim.log_bytes
-    assert limits(10, 0, None, 1 << 20, 1).process_bytes == 0      # no room: nothing
+    small = limits(10, 0, None, 512 << 20, 4)          # a 512 MiB disk keeps 64 MiB free
+    assert small.process_bytes == (448 << 20) // 4 and small.log_bytes == small.process_bytes
+    assert limits(10, 0, None, 0, 1).process_bytes == 0                 # no room: nothing
 
 
 def test_a_name_that_is_a_directory_is_given_up_not_fatal(tmp_path):
