@@ -20,6 +20,18 @@ class ConfigError(ValueError):
     """A configuration value that is not allowed; the message names the field."""
 
 
+SEED_TAGS = {"env_model": 1, "env_reset": 2, "graph": 3, "agent": 4}
+
+
+def derive_seed(seed: int, tag: str, index: int = 0) -> int:
+    """A seed for one part of the run, derived from the run seed (stable across versions).
+    Only the run plan (``agentd.plan``) and the graph's validation below call it."""
+    import numpy as np
+
+    state = np.random.SeedSequence([seed, SEED_TAGS[tag], index]).generate_state(1, np.uint32)
+    return int(state[0])
+
+
 @dataclass
 class RunConfig:
     """Everything that defines a run."""
@@ -185,13 +197,22 @@ def validate(c: RunConfig) -> None:
 
 
 def _validate_graph(c: RunConfig) -> None:
-    """Build the graph once: rows, p, k, rewire and the edge-list file are checked here."""
+    """rows, p, k, rewire and the edge-list file are checked by building the run's graph
+    (``run_graph``: the very graph the run plan uses, so a random draw cannot pass here and
+    fail there)."""
+    run_graph(c)
+
+
+def run_graph(c: RunConfig) -> Any:
+    """The run's communication graph over its agent processes, seeded from the run seed;
+    a ``ConfigError`` names a bad topology parameter. The run plan (``agentd.plan``) holds it."""
     from topologies import TopologyError, build
 
     n = process_count(c)
     try:
-        build(c.topology if n > 1 else "complete", n, rows=c.rows or None, p=c.p, k=c.k,
-              rewire=c.rewire, seed=0, edges_file=c.edges or None)
+        return build(c.topology if n > 1 else "complete", n, rows=c.rows or None, p=c.p,
+                     k=c.k, rewire=c.rewire, seed=derive_seed(c.seed, "graph"),
+                     edges_file=c.edges or None)
     except TopologyError as exc:
         raise ConfigError(f"'topology' {c.topology!r}: {exc}") from None
 

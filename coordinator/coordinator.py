@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from agentd.config import RunConfig, is_private, process_count, seating, to_toml, turn_schedule
+from agentd.config import RunConfig, to_toml
+from agentd.plan import RunPlan, plan
 from agentd.runtime.keys import Keys, name_of
 from agentd.runtime.msglog import MessageLog
 from agentd.runtime.runfiles import new_run_id, private_dir, write_marker
@@ -37,13 +38,11 @@ from coordinator.restarts import Restarts
 from coordinator.rundir import (
     MetricsFile,
     consensus_after_run,
-    derive_seed,
     write_json,
 )
 from coordinator.summary import report, write_summary
 from protocols import COORDINATOR, ENVSERVER, UNASSIGNED, Guard, Message, process_name
 from protocols.errors import Oversize
-from topologies import build, mixing_matrix
 
 log = logging.getLogger("agentd.coordinator")
 
@@ -87,13 +86,16 @@ class Coordinator:
     bind: str
     quiet: bool = False
     keys: Keys | None = None
+    plan: RunPlan | None = None     # the run's plan (None: the config's, ``agentd.plan``)
     run_dir: Path = field(init=False)
 
     def __post_init__(self) -> None:
         c = self.config
+        if self.plan is None:
+            self.plan = plan(c)
         self.run_dir = Path(c.run_dir)
         private_dir(private_dir(self.run_dir) / "logs")
-        self.n_procs = process_count(c)
+        self.n_procs = self.plan.n_procs
         self.transport = Transport(COORDINATOR, Guard(COORDINATOR, max_bytes=c.max_msg_bytes),
                                    None, self.keys, c.insecure)
         try:
@@ -102,15 +104,13 @@ class Coordinator:
             self.transport.close()
             raise
         self.transport.msglog = MessageLog(
-            "coordinator", self.run_dir / "logs" / "coordinator.log", private=is_private(c),
+            "coordinator", self.run_dir / "logs" / "coordinator.log", private=self.plan.private,
             meta={"secure": self.transport.secure, "insecure": c.insecure})
         self.run_id = new_run_id()
         self.collector = Collector(self.run_dir, self._send_to, c.max_msg_bytes)
-        self.graph = build(c.topology if self.n_procs > 1 else "complete", self.n_procs,
-                           rows=c.rows or None, p=c.p, k=c.k, rewire=c.rewire,
-                           seed=derive_seed(c.seed, "graph"), edges_file=c.edges or None)
-        self.W = mixing_matrix(self.graph, c.mixing)
-        self.controllers, self.views = seating(c)
+        self.graph = self.plan.graph()
+        self.W = np.array(self.plan.W)
+        self.controllers, self.views = self.plan.seating()
         self.procs: dict[bytes, Proc] = {}
         self.refused: set[bytes] = set()     # connections whose hello was refused
         self.env_proc: Proc | None = None
@@ -133,12 +133,8 @@ class Coordinator:
 
     def write_start_files(self) -> None:
         (self.run_dir / "config.toml").write_text(to_toml(self.config))
-        c = self.config
-        write_json(self.run_dir / "seeds.json", {
-            "seed": c.seed, "graph": derive_seed(c.seed, "graph"),
-            "env_model": derive_seed(c.seed, "env_model"),
-            "env_reset": derive_seed(c.seed, "env_reset"),
-            "agents": {str(i): derive_seed(c.seed, "agent", i) for i in range(self.n_procs)}})
+        (self.run_dir / "plan.json").write_text(self.plan.to_json())
+        write_json(self.run_dir / "seeds.json", self.plan.seeds())
         write_json(self.run_dir / "coordinator.json", {"endpoint": self.endpoint})
         write_marker(self.run_dir, self.run_id)
 
@@ -280,8 +276,8 @@ class Coordinator:
         c = self.config
         return {"config": c.to_dict(), "run_dir": str(self.run_dir.resolve()),
                 "run_id": self.run_id, "n_procs": self.n_procs,
-                "seeds": {"env_model": derive_seed(c.seed, "env_model"),
-                          "env_reset": derive_seed(c.seed, "env_reset")},
+                "seeds": {"env_model": self.plan.env.model_seed,
+                          "env_reset": self.plan.env.reset_seed},
                 "controllers": self.controllers, "views": self.views}
 
     def refuse(self, proc: Proc, msg: Message, reason: str, why: str) -> bool:
@@ -331,7 +327,7 @@ class Coordinator:
                           dst=proc.hello_src)
             except Oversize as exc:
                 raise RunEnded("failed", f"cannot admit {proc.name()}: {exc}") from None
-        schedule = turn_schedule(self.config)
+        schedule = self.plan.turns
         if schedule is not None:    # right behind the welcome: the agent waits for it
             for proc in agents:
                 self.send(proc, "turn", schedule)
@@ -350,16 +346,11 @@ class Coordinator:
 
     def agent_info(self, i: int) -> dict[str, Any]:
         by_id = {p.id: p for p in self.procs.values() if p.role == "agent"}
-        neighbours = self.graph.neighbours(i)
-        return {"config": self.config.to_dict(), "run_dir": str(self.run_dir.resolve()),
-                "run_id": self.run_id, "n_procs": self.n_procs,
-                "seed": derive_seed(self.config.seed, "agent", i),
-                "neighbours": {j: by_id[j].endpoint for j in neighbours},
-                "weights": {j: float(self.W[i, j]) for j in [i, *neighbours]},
-                "env_endpoint": self.env_proc.endpoint, "controls": self.controllers[i],
-                "view": self.views[i],
-                "graph_edges": [list(e) for e in self.graph.edges],
-                "spaces": self.spaces, "env_local": self.env_local}
+        return {**self.plan.agent_info(i), "config": self.config.to_dict(),
+                "run_dir": str(self.run_dir.resolve()), "run_id": self.run_id,
+                "neighbours": {j: by_id[j].endpoint for j in self.plan.agents[i].neighbours},
+                "env_endpoint": self.env_proc.endpoint, "spaces": self.spaces,
+                "env_local": self.env_local}
 
     # -- during the run ---------------------------------------------------------------------
     def on_heartbeat(self, proc: Proc, msg: Message) -> None:

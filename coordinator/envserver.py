@@ -245,16 +245,9 @@ class EnvServer:
         send again to an agent that rejoins."""
         last = self.t_step >= self.steps_total
         extra = {"restart": True} if restart else {}
-        replies = []
-        for agent, ctrl in self.controls.items():
-            term, trunc = res.agent_flags(ctrl)
-            view = self.views[agent]      # obs and rewards: the view (all, when centralised)
-            replies.append((agent, {"t": self.t_step, "obs": _gather(res.obs, view),
-                                    "final_obs": _gather(res.final_obs, view),
-                                    "reward": np.ascontiguousarray(res.reward[view].T),
-                                    "terminated": term, "truncated": trunc, "last": last,
-                                    **extra},
-                            self.route[agent]))
+        replies = [(agent, {**step_body(res, ctrl, self.views[agent], self.t_step, last),
+                            **extra}, self.route[agent])
+                   for agent, ctrl in self.controls.items()]
         self.last = {agent: body for agent, body, _ in replies}
         remote = []
         for reply in replies:
@@ -301,6 +294,17 @@ class EnvServer:
 
 class StopRequested(Exception):
     """The coordinator ended the run."""
+
+
+def step_body(res: StepResult, ctrl: list[int], view: list[int], t: int,
+              last: bool) -> dict[str, Any]:
+    """The ``step`` reply to the process acting for env agents ``ctrl``: observations and
+    rewards of its view (all, when centralised), its own done flags (the in-process backend
+    sends the very same body)."""
+    term, trunc = res.agent_flags(ctrl)
+    return {"t": t, "obs": _gather(res.obs, view), "final_obs": _gather(res.final_obs, view),
+            "reward": np.ascontiguousarray(res.reward[view].T), "terminated": term,
+            "truncated": trunc, "last": last}
 
 
 def _gather(per_agent: list[np.ndarray], ctrl: list[int]) -> np.ndarray:

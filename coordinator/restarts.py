@@ -18,7 +18,6 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from agentd.config import turn_schedule
 from coordinator.rundir import write_json
 from protocols import ENVSERVER
 
@@ -94,7 +93,7 @@ class Restarts:
             c.send(proc, "welcome", {"id": pid, "info": {**c.agent_info(pid),
                                                          "rejoin": self.count[pid]}},
                    dst=proc.hello_src)
-            schedule = turn_schedule(c.config)
+            schedule = c.plan.turns
             if schedule is not None:    # as at admission: right behind the welcome
                 c.send(proc, "turn", schedule)
             for j in c.graph.neighbours(pid):

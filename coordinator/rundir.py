@@ -18,15 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from agentd.config import SEED_TAGS, derive_seed  # noqa: F401 - re-exported for the tools
 from coordinator.tb import TensorBoardLog
-
-SEED_TAGS = {"env_model": 1, "env_reset": 2, "graph": 3, "agent": 4}
-
-
-def derive_seed(seed: int, tag: str, index: int = 0) -> int:
-    """A seed for one part of the run, derived from the run seed (stable across versions)."""
-    state = np.random.SeedSequence([seed, SEED_TAGS[tag], index]).generate_state(1, np.uint32)
-    return int(state[0])
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -118,19 +111,20 @@ def known_return_figures(config: Any, returns: list[float],
     """For an env that knows its optimum (the seed-003 games): ``optimal_return``,
     ``random_return`` and ``normalised_return`` = final_return / optimal_return (None when the
     optimum is not positive, where the ratio would mislead). The env is rebuilt here from the
-    config and the derived model seed — the same model the env server stepped.
+    config's plan (its env model seed) — the same model the env server stepped.
 
     ``final_return`` scores the *behaviour* policy (exploration included). For tabular
     Q-learners (one env agent per process, a ``q`` table in each final checkpoint) the greedy
     joint policy is scored exactly too: ``greedy_return`` and ``greedy_normalised_return``."""
     from agentd.envs import GAME_ENVS, EnvError, make_env
+    from agentd.plan import plan
 
     if config.env not in GAME_ENVS:
         return {}
     try:
         env = make_env(config.env, n_agents=config.n, num_envs=1,
                        episode_len=config.episode_len,
-                       seed=derive_seed(config.seed, "env_model"), env_kwargs=config.env_args)
+                       seed=plan(config).env.model_seed, env_kwargs=config.env_args)
     except EnvError:
         return {}
     known = env.known_returns()

@@ -12,9 +12,11 @@ RAY_FLAGS = ("ray_address", "ray_strategy", "ray_cpus", "ray_timeout", "ray_work
 
 
 def add_backend_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", choices=("local", "ray"), default="local",
+    parser.add_argument("--backend", choices=("local", "ray", "inprocess"), default="local",
                         help="local: processes on this machine (default); ray: actors placed "
-                             "on a Ray cluster (pip install 'agentd[ray]'), secure by default")
+                             "on a Ray cluster (pip install 'agentd[ray]'), secure by default; "
+                             "inprocess: the same run (plan, learners, message order) in one "
+                             "process, no sockets")
     parser.add_argument("--ray-address", default=None, metavar="HOST:PORT",
                         help="Ray cluster to join (default: RAY_ADDRESS, else a one-node "
                              "cluster on this machine, on loopback)")
@@ -41,6 +43,16 @@ def _launch_on_ray(config: RunConfig, args: argparse.Namespace) -> int:
     return RayLauncher(config, opts, quiet=args.quiet, secure=not args.insecure).run()
 
 
+def _launch_in_process(config: RunConfig, args: argparse.Namespace) -> int:
+    from agentd.launch.inprocess import InProcessError, launch_in_process
+
+    try:
+        return launch_in_process(config, quiet=args.quiet)
+    except InProcessError as exc:
+        print(f"agentd launch: {exc}", file=sys.stderr)
+        return 2
+
+
 def run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="agentd launch", description=__doc__)
     add_run_flags(parser)
@@ -61,10 +73,15 @@ def run(argv: list[str]) -> int:
         parser.error("--ray-* flags need --backend ray")
     if args.backend == "ray" and args.pin_cpus:
         parser.error("--pin-cpus is for --backend local (Ray places the processes)")
+    if args.backend == "inprocess" and (args.pin_cpus or args.secure or args.insecure):
+        parser.error("--pin-cpus, --secure and --insecure are for processes; --backend "
+                     "inprocess runs one process without sockets")
     config = config_from_args(args)
     from agentd.launch.local import Launcher, LaunchError
 
     try:
+        if args.backend == "inprocess":
+            return _launch_in_process(config, args)
         if args.backend == "ray":
             return _launch_on_ray(config, args)
         return Launcher(config, quiet=args.quiet, pin_cpus=args.pin_cpus,

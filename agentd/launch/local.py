@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from agentd.algorithms import load_learner_class
-from agentd.config import RunConfig, process_count, to_toml
+from agentd.config import RunConfig, to_toml
+from agentd.plan import RunPlan, plan
 from agentd.runtime.keys import new_keys
 
 
@@ -28,8 +29,9 @@ class Launcher:
     """Owns the child processes of one local run."""
 
     def __init__(self, config: RunConfig, quiet: bool = False, pin_cpus: bool = False,
-                 secure: bool = False) -> None:
+                 secure: bool = False, run_plan: RunPlan | None = None) -> None:
         self.config = config
+        self.plan = run_plan or plan(config)      # which processes to start
         self.quiet = quiet
         self.pin_cpus = pin_cpus
         self.secure = secure
@@ -79,7 +81,7 @@ class Launcher:
             self.spawn("envserver", ["envserver", *joining])
             preload = ["--preload-torch"] if load_learner_class(self.config.algo).needs_torch \
                 else []
-            for i in range(process_count(self.config)):
+            for i in range(self.plan.n_procs):
                 self.spawn(f"agent-{i}", ["agent", *joining, "--id", str(i), *preload])
             return self._wait(coord)
         finally:
@@ -89,7 +91,7 @@ class Launcher:
         """--secure: a throw-away key directory inside the run directory, for every child."""
         if self.secure:
             keys = self.run_dir / "keys"
-            new_keys(keys, process_count(self.config))
+            new_keys(keys, self.plan.n_procs)
             return ["--keys", str(keys)]
         return ["--insecure"] if self.config.insecure else []
 

@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentd.config import RunConfig, process_count, to_toml
+from agentd.config import RunConfig, to_toml
 from agentd.launch.local import LaunchError
+from agentd.plan import RunPlan, plan
 from agentd.runtime.keys import REGISTRY_FILE, name_of, new_keys
 from agentd.runtime.netaddr import is_loopback
 from agentd.runtime.runfiles import MARKER
@@ -98,9 +99,10 @@ class RayLauncher:
     """Owns the Ray actors of one run, and the placement group they live in."""
 
     def __init__(self, config: RunConfig, opts: RayOptions, quiet: bool = False,
-                 secure: bool = True) -> None:
+                 secure: bool = True, run_plan: RunPlan | None = None) -> None:
         check_options(opts)
         self.config, self.opts, self.quiet, self.secure = config, opts, quiet, secure
+        self.plan = run_plan or plan(config)      # which processes to place
         self.run_dir = Path(config.run_dir).absolute()
         self.address = opts.address or os.environ.get("RAY_ADDRESS")
         if self.address is None:
@@ -132,8 +134,8 @@ class RayLauncher:
             coord = self._start_coordinator(config_path, security)
             endpoint = self._wait_endpoint(coord)
             run_id = (self.run_dir / MARKER).read_text().strip()
-            bundles = self._place(process_count(self.config) + 1)
-            names = ["envserver"] + [name_of(i) for i in range(process_count(self.config))]
+            bundles = self._place(self.plan.n_procs + 1)
+            names = ["envserver"] + [name_of(i) for i in range(self.plan.n_procs)]
             for index, name in enumerate(names):
                 self._start_member(name, index, bundles, endpoint, run_id, security)
             self._record_placement()
@@ -172,7 +174,7 @@ class RayLauncher:
         if not self.secure:
             return None
         keys = self.run_dir / "keys"
-        new_keys(keys, process_count(self.config))
+        new_keys(keys, self.plan.n_procs)
         registry = (keys / REGISTRY_FILE).read_text()
         files = {}
         for secret in keys.glob("*.secret"):
