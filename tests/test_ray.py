@@ -106,6 +106,17 @@ def test_a_run_spreads_over_the_nodes_and_is_whole_on_the_coordinators_host(clus
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "done" and summary["secure"] is True
     assert summary["steps_done"] == 200
+    # one plan: the coordinator's plan.json is the Ray launcher's, the local launcher's and
+    # the in-process runner's plan of the same config
+    from agentd.config import load_toml, resolve
+    from agentd.launch.local import Launcher
+    from agentd.launch.ray_backend import RayLauncher, RayOptions
+    from agentd.plan import plan
+
+    config = resolve(load_toml(run / "config.toml"), {})
+    written = json.loads((run / "plan.json").read_text())
+    assert RayLauncher(config, RayOptions(address=cluster.address)).plan.to_dict() == written
+    assert Launcher(config).plan.to_dict() == written == plan(config).to_dict()
     for name in ["coordinator", "envserver", *(f"agent-{i}" for i in range(n))]:
         assert (run / "logs" / f"{name}.log").stat().st_size > 0, name
     audit = agentd("audit", str(run))
