@@ -319,36 +319,11 @@ def process_count(c: RunConfig) -> int:
     return 1 if load_learner_class(c.algo).centralised else c.n
 
 
-def seating(c: RunConfig) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
-    """(controls, views): per agent process, the env agents it acts for and those whose
-    observations and rewards the env server sends it. This is the one centralised mode
-    (DESIGN §5.4): a learner that is ``centralised`` (one process acts for all) or has a
-    ``joint_view`` (one process per agent, each seeing all) is sent every env agent's
-    observation and reward; every other process sees exactly the agents it controls."""
-    from agentd.algorithms import load_learner_class
-
-    learner = load_learner_class(c.algo)
-    everyone = list(range(c.n))
-    if learner.centralised:
-        return {0: everyone}, {0: everyone}
-    controls = {i: [i] for i in range(c.n)}
-    views = {i: everyone for i in range(c.n)} if learner.joint_view else controls
-    return controls, views
-
-
 def is_private(c: RunConfig) -> bool:
     """False for a centralised baseline (one process sees every agent's observations and
     actions, DESIGN §5.4) or a learner whose params make it share private state (e.g.
     ``opponent = shared``): such runs are labelled in config.toml, summary.json and the logs."""
     return not non_private_reason(c)
-
-
-def turn_schedule(c: RunConfig) -> dict | None:
-    """The turn schedule the coordinator broadcasts to an alternating learner's agents (MA2QL),
-    or None: the learner's parameters fix it, from the run seed."""
-    from agentd.algorithms import load_learner_class
-
-    return load_learner_class(c.algo).turn_schedule(c.params, process_count(c), c.seed)
 
 
 def non_private_reason(c: RunConfig) -> str:

@@ -17,6 +17,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from agentd.algorithms import load_learner_class
 from agentd.config import (
     RunConfig,
     derive_seed,
@@ -24,8 +25,6 @@ from agentd.config import (
     non_private_reason,
     process_count,
     run_graph,
-    seating,
-    turn_schedule,
 )
 
 
@@ -149,6 +148,27 @@ def plan(config: RunConfig) -> RunPlan:
         links_down=tuple(tuple(x) for x in c.links_down), agents=agents,
         turns=turn_schedule(c), private=is_private(c), non_private_reason=non_private_reason(c),
         env=env)
+
+
+def seating(c: RunConfig) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
+    """(controls, views): per agent process, the env agents it acts for and those whose
+    observations and rewards the env server sends it. This is the one centralised mode
+    (DESIGN §5.4): a learner that is ``centralised`` (one process acts for all) or has a
+    ``joint_view`` (one process per agent, each seeing all) is sent every env agent's
+    observation and reward; every other process sees exactly the agents it controls."""
+    learner = load_learner_class(c.algo)
+    everyone = list(range(c.n))
+    if learner.centralised:
+        return {0: everyone}, {0: everyone}
+    controls = {i: [i] for i in range(c.n)}
+    views = {i: everyone for i in range(c.n)} if learner.joint_view else controls
+    return controls, views
+
+
+def turn_schedule(c: RunConfig) -> dict | None:
+    """The turn schedule the coordinator broadcasts to an alternating learner's agents (MA2QL),
+    or None: the learner's parameters fix it, from the run seed."""
+    return load_learner_class(c.algo).turn_schedule(c.params, process_count(c), c.seed)
 
 
 def _jsonable(obj: Any) -> Any:

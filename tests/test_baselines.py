@@ -16,8 +16,9 @@ from agentd.algorithms import load_learner_class
 from agentd.algorithms.base import LearnerConfigError, LearnerSpec
 from agentd.algorithms.onpolicy.happo import HAPPO, happo_order
 from agentd.algorithms.onpolicy.losses import a2c_loss, coma_advantage
-from agentd.config import RunConfig, seating
+from agentd.config import RunConfig
 from agentd.launch.inprocess import build_env, make_learners, run_in_process
+from agentd.plan import seating
 from agentd.runtime.msglog import MessageLog, open_log
 from agentd.runtime.transport import Transport
 from protocols import Codec, Guard, encode, lookup, peer_identity
