@@ -43,11 +43,11 @@ def _launch_on_ray(config: RunConfig, args: argparse.Namespace) -> int:
     return RayLauncher(config, opts, quiet=args.quiet, secure=not args.insecure).run()
 
 
-def _launch_in_process(config: RunConfig, args: argparse.Namespace) -> int:
+def _launch_in_process(config: RunConfig) -> int:
     from agentd.launch.inprocess import InProcessError, launch_in_process
 
     try:
-        return launch_in_process(config, quiet=args.quiet)
+        return launch_in_process(config)
     except InProcessError as exc:
         print(f"agentd launch: {exc}", file=sys.stderr)
         return 2
@@ -81,7 +81,7 @@ def run(argv: list[str]) -> int:
 
     try:
         if args.backend == "inprocess":
-            return _launch_in_process(config, args)
+            return _launch_in_process(config)
         if args.backend == "ray":
             return _launch_on_ray(config, args)
         return Launcher(config, quiet=args.quiet, pin_cpus=args.pin_cpus,

@@ -213,7 +213,7 @@ def save_checkpoint(run_dir: Path, i: int, learner: Learner, step: int | None = 
 
 
 # -- agentd launch --backend inprocess -------------------------------------------------------
-def launch_in_process(config: RunConfig, quiet: bool = False) -> int:
+def launch_in_process(config: RunConfig) -> int:
     """Run the config's plan in this process; the run directory gets config.toml, plan.json,
     seeds.json, metrics.jsonl (one record per episode), summary.json and the checkpoints."""
     from coordinator.rundir import return_figures, write_json
