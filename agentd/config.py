@@ -13,7 +13,12 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from agentd import dp_fields
+
+if TYPE_CHECKING:
+    from agentd.algorithms.base import Learner
 
 
 class ConfigError(ValueError):
@@ -177,9 +182,7 @@ def validate(c: RunConfig) -> None:
     _require(c.max_msg_bytes >= 1024, "max_msg_bytes", "an integer >= 1024", c.max_msg_bytes)
     _require(bool(re.fullmatch(r"[\w.\-:\[\]]+", c.host)), "host", "an interface address",
              c.host)
-    from agentd.privacy.dp import validate_settings
-
-    validate_settings(c, _require)
+    dp_fields.validate(c, _require)
     _validate_algo_env(c)
     _validate_graph(c)
 
@@ -251,11 +254,9 @@ def _resolve_defaults(c: RunConfig, given: set[str] = frozenset()) -> None:
     except LearnerConfigError as exc:
         raise ConfigError(str(exc)) from None
     c.env_args = {**needed, **c.env_args}
-    _resolve_links(c)
-    if c.dp_sigma > 0:    # again: the links may have switched dac-deep to running sums
-        from agentd.privacy.dp import require_declared
-
-        require_declared(c, _require)
+    _resolve_links(c, learner)
+    if c.dp_sigma > 0:    # again: the links may have switched the learner's kinds
+        dp_fields.require_declared(c, _require)
     if c.obs == "auto":
         c.obs = "state" if learner.wants_state else "local"
     _resolve_act_ahead(c, learner)
@@ -265,12 +266,10 @@ def _resolve_defaults(c: RunConfig, given: set[str] = frozenset()) -> None:
         c.env_args = {**c.env_args, "continuous_actions": True}
 
 
-def _resolve_act_ahead(c: RunConfig, learner: type) -> None:
+def _resolve_act_ahead(c: RunConfig, learner: type[Learner]) -> None:
     """auto becomes on or off by the learner's ``act_ahead``; on for a learner that does not
     allow it is an error (its update rule needs the action of the updated policy)."""
-    from agentd.agent.core import act_ahead_allowed
-
-    allowed, why = act_ahead_allowed(learner, c.params)
+    allowed, why = learner.act_ahead_allowed(c.params)
     if c.act_ahead == "on" and not allowed:
         raise ConfigError(f"'act_ahead' = 'on' is not allowed for algo '{c.algo}': {why}")
     if c.act_ahead == "auto":
@@ -279,15 +278,18 @@ def _resolve_act_ahead(c: RunConfig, learner: type) -> None:
         c.act_ahead = "on" if allowed and not c.peer_timeout else "off"
 
 
-def _resolve_links(c: RunConfig) -> None:
+def _resolve_links(c: RunConfig, learner: type[Learner]) -> None:
     """Read the link schedule into ``links_down`` (config.toml carries it to every process);
-    dac-deep's consensus switches to running sums when links may fail (``topologies.live``)."""
-    from topologies.live import ScheduleError, links_for_run
+    the learner says whether it follows one, and with which params (``params_for_links``:
+    a consensus may switch to running sums when links may fail)."""
+    from agentd.algorithms.base import LearnerConfigError
+    from topologies.live import ScheduleError, parse_schedule
 
     try:
-        c.links_down, c.params = links_for_run(c.link_schedule, process_count(c), c.algo,
-                                               c.peer_timeout, c.params, c.links_down)
-    except ScheduleError as exc:
+        if c.link_schedule:
+            c.links_down = parse_schedule(c.link_schedule, process_count(c))
+        c.params = learner.params_for_links(c.params, bool(c.links_down), c.peer_timeout)
+    except (ScheduleError, LearnerConfigError) as exc:
         raise ConfigError(f"'link_schedule': {exc}") from None
 
 

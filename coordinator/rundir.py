@@ -150,8 +150,7 @@ def greedy_return_of_run(config: Any, env: Any, run_dir: Path) -> float | None:
     None where the learner is no per-agent tabular Q-learner or a table is missing."""
     from agentd.algorithms import load_learner_class
 
-    if not getattr(load_learner_class(config.algo), "greedy_q", False) \
-            or not hasattr(env, "greedy_return"):
+    if not load_learner_class(config.algo).greedy_q or not hasattr(env, "greedy_return"):
         return None
     policies = []
     for i, space in enumerate(env.act_spaces):
