@@ -109,9 +109,11 @@ def resolve(file_values: dict[str, Any], cli_values: dict[str, Any]) -> RunConfi
                 merged[key] = value
     config = RunConfig(**{k: _coerce(k, v) for k, v in merged.items()})
     if "episode_len" not in merged:     # an env may have its own default (ipd: 150)
-        from agentd.envs import DEFAULT_EPISODE_LEN
+        from agentd.envs import ENVS
 
-        config.episode_len = DEFAULT_EPISODE_LEN.get(config.env, config.episode_len)
+        row = ENVS.get(config.env)
+        if row is not None and row.episode_len is not None:
+            config.episode_len = row.episode_len
     validate(config)
     _resolve_defaults(config, set(merged))
     if private is not None and private != is_private(config):
@@ -214,16 +216,7 @@ def _validate_algo_env(c: RunConfig) -> None:
         learner = load_learner_class(c.algo)
     except LearnerConfigError as exc:
         raise ConfigError(f"'algo': {exc}") from None
-    from agentd.envs import GAME_ENVS
-
-    discrete_builtin = c.env in ("random-mdp", "digital", *GAME_ENVS)
-    if learner.action_type == "box" and discrete_builtin:
-        raise ConfigError(f"'algo' {c.algo!r} needs continuous (Box) actions; env {c.env!r} has "
-                          "discrete actions (use --env spread or an MPE env)")
-    if learner.action_type == "discrete" and c.env == "spread" and \
-            c.env_args.get("continuous_actions", True) is True:
-        raise ConfigError(f"'algo' {c.algo!r} needs discrete actions; for env 'spread' pass "
-                          "--env-arg continuous_actions=false")
+    _check_spaces(c, learner)
     if learner.Params is not None:
         try:
             parse_params(learner.Params, c.params, c.algo)
@@ -231,6 +224,29 @@ def _validate_algo_env(c: RunConfig) -> None:
             raise ConfigError(f"'params': {exc}") from None
     elif c.params:
         raise ConfigError(f"'params': algo '{c.algo}' takes no parameters")
+
+
+def _check_spaces(c: RunConfig, learner: type[Learner]) -> None:
+    """The learner's declared action and observation types against a built-in env's."""
+    from agentd.envs import ENVS
+
+    row = ENVS.get(c.env)
+    if row is None:             # a PettingZoo env: its spaces are known once it is built
+        return
+    for what, wants, has, switch in (
+            ("actions", learner.action_type, row.action_type_of(c.env_args),
+             row.box_actions_with),
+            ("observations", learner.obs_type, row.obs_type_of(c.env_args), row.box_obs_with)):
+        if wants in ("any", has):
+            continue
+        if switch is not None:
+            raise ConfigError(f"'algo' {c.algo!r} needs {wants} {what}; for env {c.env!r} pass "
+                              f"--env-arg {switch[0]}={'true' if wants == 'box' else 'false'}")
+        if wants == "box":
+            raise ConfigError(f"'algo' {c.algo!r} needs continuous (Box) {what}; env {c.env!r} "
+                              f"has discrete {what} (use --env spread or an MPE env)")
+        raise ConfigError(f"'algo' {c.algo!r} needs discrete {what}; env {c.env!r} has "
+                          f"continuous (Box) {what}")
 
 
 def _resolve_defaults(c: RunConfig, given: set[str] = frozenset()) -> None:
@@ -245,7 +261,7 @@ def _resolve_defaults(c: RunConfig, given: set[str] = frozenset()) -> None:
     """
     from agentd.algorithms import load_learner_class
     from agentd.algorithms.base import LearnerConfigError
-    from agentd.envs import BUILTIN_ENVS
+    from agentd.envs import ENVS
     from agentd.envs.pettingzoo_env import split_factory_spec
 
     learner = load_learner_class(c.algo)
@@ -260,7 +276,7 @@ def _resolve_defaults(c: RunConfig, given: set[str] = frozenset()) -> None:
     if c.obs == "auto":
         c.obs = "state" if learner.wants_state else "local"
     _resolve_act_ahead(c, learner)
-    if (learner.action_type == "box" and c.env not in BUILTIN_ENVS
+    if (learner.action_type == "box" and c.env not in ENVS
             and split_factory_spec(c.env)[0].startswith("mpe2.")
             and "continuous_actions" not in c.env_args):
         c.env_args = {**c.env_args, "continuous_actions": True}
