@@ -230,23 +230,10 @@ def _check_spaces(c: RunConfig, learner: type[Learner]) -> None:
     """The learner's declared action and observation types against a built-in env's."""
     from agentd.envs import ENVS
 
-    row = ENVS.get(c.env)
-    if row is None:             # a PettingZoo env: its spaces are known once it is built
-        return
-    for what, wants, has, switch in (
-            ("actions", learner.action_type, row.action_type_of(c.env_args),
-             row.box_actions_with),
-            ("observations", learner.obs_type, row.obs_type_of(c.env_args), row.box_obs_with)):
-        if wants in ("any", has):
-            continue
-        if switch is not None:
-            raise ConfigError(f"'algo' {c.algo!r} needs {wants} {what}; for env {c.env!r} pass "
-                              f"--env-arg {switch[0]}={'true' if wants == 'box' else 'false'}")
-        if wants == "box":
-            raise ConfigError(f"'algo' {c.algo!r} needs continuous (Box) {what}; env {c.env!r} "
-                              f"has discrete {what} (use --env spread or an MPE env)")
-        raise ConfigError(f"'algo' {c.algo!r} needs discrete {what}; env {c.env!r} has "
-                          f"continuous (Box) {what}")
+    row = ENVS.get(c.env)         # a PettingZoo env's spaces are known once it is built
+    why = row.refuses(c.algo, learner.action_type, learner.obs_type, c.env_args) if row else ""
+    if why:
+        raise ConfigError(f"'algo' {why}")
 
 
 def _resolve_defaults(c: RunConfig, given: set[str] = frozenset()) -> None:

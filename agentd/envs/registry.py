@@ -2,7 +2,7 @@
 
 Adding a built-in env is one file (its ``VecEnv``) and one row here. ``make_env`` builds a row's
 env; the config checks a learner's declared action and observation types against the row
-(``action_type_of``, ``obs_type_of``) and takes its default episode length; the summary scores
+(``refuses``) and takes its default episode length; the summary scores
 a run against the row's game facts (an exact optimum, an exact greedy return); a learner may
 ask for them too (tabular I2Q needs a deterministic env).
 
@@ -46,6 +46,25 @@ class EnvRow:
     def obs_type_of(self, env_args: Mapping[str, Any]) -> str:
         """The type of its observation spaces with these env_args: "discrete" or "box"."""
         return _switched(self.obs_type, self.box_obs_with, env_args)
+
+    def refuses(self, algo: str, action_type: str, obs_type: str,
+                env_args: Mapping[str, Any]) -> str:
+        """Why a learner of these action and observation types ("discrete" | "box" | "any")
+        cannot run on this env with these env_args ("" if it can)."""
+        for what, wants, has, switch in (
+                ("actions", action_type, self.action_type_of(env_args), self.box_actions_with),
+                ("observations", obs_type, self.obs_type_of(env_args), self.box_obs_with)):
+            if wants in ("any", has):
+                continue
+            if switch is not None:
+                flag = f"{switch[0]}={'true' if wants == 'box' else 'false'}"
+                return f"{algo!r} needs {wants} {what}; for env {self.name!r} pass --env-arg {flag}"
+            if wants == "box":
+                return (f"{algo!r} needs continuous (Box) {what}; env {self.name!r} has "
+                        f"discrete {what} (use --env spread or an MPE env)")
+            return (f"{algo!r} needs discrete {what}; env {self.name!r} has continuous (Box) "
+                    f"{what}")
+        return ""
 
 
 def _switched(fixed: str, switch: tuple[str, bool] | None, env_args: Mapping[str, Any]) -> str:
