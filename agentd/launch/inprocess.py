@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from agentd.agent.core import AgentCore, act_ahead_allowed, build_learner, drive
+from agentd.agent.core import AgentCore, build_learner, drive
 from agentd.algorithms.base import Learner
 from agentd.config import RunConfig, to_toml
 from agentd.envs import make_env
@@ -123,8 +123,7 @@ def run_in_process(env: VecEnv, learners: list[Learner], steps: int, reset_seed:
 
     ``act_ahead`` as in a live run (auto: on where the learner allows it, as ``agentd launch``
     defaults to): each core then acts before its update, exactly as a live agent's does."""
-    allowed = act_ahead_allowed(type(learners[0]), learners[0].spec.params)[0] \
-        if learners else False
+    allowed = learners[0].act_ahead_allowed(learners[0].spec.params)[0] if learners else False
     if act_ahead == "on" and not allowed:
         raise ValueError(f"{type(learners[0]).__name__} does not allow act-ahead")
     mode = "on" if act_ahead == "on" or (act_ahead == "auto" and allowed) else "off"
