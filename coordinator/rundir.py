@@ -13,6 +13,7 @@ Layout::
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,9 @@ class MetricsFile:
     def __init__(self, path: Path) -> None:
         self._file = open(path, "a", buffering=1)  # noqa: SIM115 - open for the whole run
         self.tb = TensorBoardLog(path.parent)
+        # the plot at the end imports matplotlib (~0.5 s, the last thing before the launch
+        # returns): imported now, in the background, while the processes start
+        threading.Thread(target=_import_pyplot, name="preload-matplotlib", daemon=True).start()
         self.returns: list[float] = []
         self.steps: list[int] = []
         self.truncated_episodes = 0
@@ -166,12 +170,18 @@ def greedy_return_of_run(config: Any, env: Any, run_dir: Path) -> float | None:
     return env.greedy_return(policies)
 
 
-def plot_learning_curve(path: Path, steps: list[int], returns: list[float], title: str) -> None:
-    """Episode returns against joint step, with a moving average."""
+def _import_pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_learning_curve(path: Path, steps: list[int], returns: list[float], title: str) -> None:
+    """Episode returns against joint step, with a moving average."""
+    plt = _import_pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4))
     if returns:

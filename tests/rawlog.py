@@ -5,11 +5,12 @@ A log is a sequence of items ``u32 LE word | payload``. A word below 2**31 is th
 plain msgpack record (a meta record: each process's part of the file starts with one; a
 version 1 log has only plain records). With the top bit set, the low 31 bits are the length of
 a chunk: the next piece of the zstandard stream begun after the last meta record, which
-decompresses to whole records, each ``u32 LE length | msgpack``.
+decompresses to whole msgpack records, back to back.
 """
 
 from __future__ import annotations
 
+import io
 import struct
 from pathlib import Path
 
@@ -39,12 +40,7 @@ def items(path: Path) -> tuple[list[tuple[str, list[list]]], int]:
 
 
 def unpack_records(data: bytes) -> list[list]:
-    pos, records = 0, []
-    while pos + 4 <= len(data):
-        (n,) = LEN.unpack_from(data, pos)
-        records.append(msgpack.unpackb(data[pos + 4:pos + 4 + n], raw=False))
-        pos += 4 + n
-    return records
+    return list(msgpack.Unpacker(io.BytesIO(data), raw=False))
 
 
 def raw_log(path: Path) -> tuple[dict, list[list]]:
@@ -72,7 +68,8 @@ def write_v2(path: Path, groups: list[list[list]]) -> None:
     stream = zstandard.ZstdCompressor().compressobj()
     out = bytearray(pack_records([meta]))
     for group in chunks:
-        data = stream.compress(pack_records(group)) + stream.flush(
+        plain = b"".join(msgpack.packb(r, use_bin_type=True) for r in group)
+        data = stream.compress(plain) + stream.flush(
             zstandard.COMPRESSOBJ_FLUSH_BLOCK)
         out += LEN.pack(len(data) | CHUNK) + data
     path.write_bytes(bytes(out))
