@@ -83,6 +83,8 @@ def launch(name: str, steps: int | None, tmp: Path, tree: Path | None) -> Path:
                           env=env, cwd=tmp, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} exited {done.returncode}:\n{done.stdout[-3000:]}")
+    print(f"  {name} ({'before' if tree else 'now'}): "
+          f"{next(t for t in done.stdout.splitlines() if t.startswith('run done'))}", flush=True)
     return run_dir
 
 
