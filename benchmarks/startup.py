@@ -38,7 +38,7 @@ BARE = "import zmq, numpy, msgpack"
 BARE_DEEP = "import zmq, numpy, msgpack, torch"
 TARGET = 1.5
 RSS_TARGET_MB = {"coordinator": 120, "envserver": 100, "agent (tabular)": 100,
-                 "agent (deep)": 450}
+                 "agent (deep)": 400}
 
 
 def bare(n_plain: int, n_deep: int) -> float:
