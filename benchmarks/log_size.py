@@ -15,8 +15,8 @@ Runs (``--runs``):
 * dac-deep -- ``dac-deep`` on MPE simple_spread (mpe2), n = 3, updates (and consensus
   messages: 128 float64 values and 128 int32 indices per edge and step) from step 500
 
-``--steps S`` sets the steps of the pursuit and dac-deep runs (the default run always runs
-its 20,000 steps, the figure the docs quote).
+``--steps S`` sets the steps of the pursuit and dac-deep runs, ``--default-steps`` those of
+the default run (20,000, the main job).
 """
 
 from __future__ import annotations
@@ -115,6 +115,8 @@ def main() -> int:
     parser.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS))
     parser.add_argument("--steps", type=int, default=None,
                         help="steps of the pursuit and dac-deep runs (default 1000, 1500)")
+    parser.add_argument("--default-steps", type=int, default=20000,
+                        help="steps of the default run (default 20000, the main job)")
     parser.add_argument("--baseline", default=None, metavar="REV",
                         help="also run the agentd of commit REV and read its logs")
     args = parser.parse_args()
@@ -123,7 +125,7 @@ def main() -> int:
         tmp = Path(tmp_name)
         tree = export_tree(args.baseline, tmp / "baseline") if args.baseline else None
         for name in args.runs:
-            steps = 20000 if name == "default" else (args.steps or SHORT[name])
+            steps = args.default_steps if name == "default" else (args.steps or SHORT[name])
             before = None
             if tree is not None:
                 before = measure(launch(name, steps, tmp, tree), steps)

@@ -123,13 +123,15 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--n", type=int, default=5)
     parser.add_argument("--deep", action="store_true", help="also dac-deep on spread, n = 3")
+    parser.add_argument("--only-deep", action="store_true", help="only dac-deep on spread")
     parser.add_argument("--baseline", default=None, metavar="REV",
                         help="also launch the agentd of commit REV, interleaved")
     parser.add_argument("--rss-steps", type=int, default=0,
                         help="one longer run of each kind for the peak RSS table")
     args = parser.parse_args()
-    kinds = {"tabular": (["--n", str(args.n), "--steps", "1"], args.n + 2, 0)}
-    if args.deep:
+    kinds = {} if args.only_deep else {
+        "tabular": (["--n", str(args.n), "--steps", "1"], args.n + 2, 0)}
+    if args.deep or args.only_deep:
         kinds["deep"] = (["--n", "3", "--algo", "dac-deep", "--env", "spread", "--steps", "1"],
                          2, 3)
     times: dict[str, list[float]] = {}
