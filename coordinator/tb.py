@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +20,23 @@ log = logging.getLogger("agentd.tb")
 
 class TensorBoardLog:
     """One event file writer for the whole run; every value is a scalar at a joint step.
-    The writer is made at the first scalar (or at close), not while the run starts."""
+    The writer is made by ``open`` (the coordinator calls it from a background thread, so the
+    import is not on the way to its first message), at the latest at the first scalar."""
 
     def __init__(self, run_dir: Path) -> None:
         self.dir = run_dir / "tb"
         self._writer: Any = None
         self._opened = False
+        self._lock = threading.Lock()
+
+    def open(self) -> Any:
+        with self._lock:
+            if not self._opened:
+                self._writer = self._open()
+                self._opened = True
+        return self._writer
 
     def _open(self) -> Any:
-        self._opened = True
         # tensorboardX imports torch whenever it is installed (1-2 s and ~200 MB, for tensor
         # arguments the coordinator never passes): hidden from it during the import
         hide = "torch" not in sys.modules
@@ -42,12 +51,11 @@ class TensorBoardLog:
         finally:
             if hide:
                 del sys.modules["torch"]
-        self._writer = SummaryWriter(logdir=str(self.dir), flush_secs=5)
-        return self._writer
+        return SummaryWriter(logdir=str(self.dir), flush_secs=5)
 
     def scalars(self, prefix: str, values: dict[str, Any], step: int) -> None:
         """Every finite number in values as ``prefix/name`` (others are not scalars)."""
-        writer = self._writer if self._opened else self._open()
+        writer = self.open()
         if writer is None:
             return
         for name, value in values.items():
@@ -57,6 +65,6 @@ class TensorBoardLog:
                 writer.add_scalar(f"{prefix}/{name}", float(value), int(step))
 
     def close(self) -> None:
-        writer = self._writer if self._opened else self._open()
+        writer = self.open()
         if writer is not None:
             writer.close()
