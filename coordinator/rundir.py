@@ -50,16 +50,13 @@ class MetricsFile:
     def __init__(self, path: Path) -> None:
         self._file = open(path, "a", buffering=1)  # noqa: SIM115 - open for the whole run
         self.tb = TensorBoardLog(path.parent)
+        self.tb.open()     # here, not in a thread: it hides torch from tensorboardX meanwhile
         self.returns: list[float] = []
         self.steps: list[int] = []
         self.truncated_episodes = 0
-        # the event file writer (tensorboardX) and the plot at the end (matplotlib, ~0.5 s, the
-        # last thing before the launch returns): imported in the background while the run starts
-        threading.Thread(target=self._preload, name="preload", daemon=True).start()
-
-    def _preload(self) -> None:
-        self.tb.open()
-        _import_pyplot()
+        # the plot at the end imports matplotlib (~0.5 s, the last thing before the launch
+        # returns): imported in the background while the run starts
+        threading.Thread(target=_import_pyplot, name="preload-matplotlib", daemon=True).start()
 
     def episode(self, step: int, ret: float, length: int, agents: dict[int, dict]) -> None:
         self.returns.append(ret)

@@ -20,8 +20,8 @@ log = logging.getLogger("agentd.tb")
 
 class TensorBoardLog:
     """One event file writer for the whole run; every value is a scalar at a joint step.
-    The writer is made by ``open`` (the coordinator calls it from a background thread, so the
-    import is not on the way to its first message), at the latest at the first scalar."""
+    The writer is made by ``open``, at the latest at the first scalar. ``open`` hides torch
+    from the whole process for a moment: call it where no other thread imports."""
 
     def __init__(self, run_dir: Path) -> None:
         self.dir = run_dir / "tb"
