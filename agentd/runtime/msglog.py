@@ -110,7 +110,8 @@ class MessageLog:
             self._chunk()
 
     def _chunk(self) -> None:
-        """Compress the buffered records into one chunk that decodes on its own terms."""
+        """The buffered records as one chunk: whole records, readable as soon as it is written
+        (given the stream's chunks before it)."""
         out = self._zstd.compress(self._chunk_packer.getbuffer()) + \
             self._zstd.flush(self._flush_block)
         self._file.write(_LEN.pack(len(out) | CHUNK) + out)
