@@ -127,15 +127,16 @@ class Pixels:
 
 
 class ImageTorso(nn.Module):
-    """A small CNN: uint8 H x W x C -> [0, 1], channels first, two strided convolutions, an
-    average pool to 4 x 4 (any image size gives the same width) and a linear layer."""
+    """A small CNN: uint8 H x W x C -> [0, 1], channels first, two strided convolutions (the
+    first two of the Nature DQN's, padded so images from 2 x 2 up fit), an average pool to
+    4 x 4 (any image size gives the same width) and a linear layer to ``features``."""
 
     def __init__(self, shape: tuple[int, ...], features: int) -> None:
         super().__init__()
         channels = int(shape[2])
         self.conv = nn.Sequential(
-            nn.Conv2d(channels, 16, 5, stride=2, padding=2), nn.ReLU(),
-            nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(channels, 16, 8, stride=4, padding=3), nn.ReLU(),
+            nn.Conv2d(16, 32, 4, stride=2, padding=1), nn.ReLU(),
             nn.AdaptiveAvgPool2d((4, 4)), nn.Flatten())
         self.out = nn.Sequential(nn.Linear(32 * 4 * 4, features), nn.ReLU())
 
