@@ -136,7 +136,7 @@ class ImageTorso(nn.Module):
         channels = int(shape[2])
         self.conv = nn.Sequential(
             nn.Conv2d(channels, 16, 8, stride=4, padding=3), nn.ReLU(),
-            nn.Conv2d(16, 32, 4, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(16, 32, 4, stride=2, padding=2), nn.ReLU(),
             nn.AdaptiveAvgPool2d((4, 4)), nn.Flatten())
         self.out = nn.Sequential(nn.Linear(32 * 4 * 4, features), nn.ReLU())
 
