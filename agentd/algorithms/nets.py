@@ -211,6 +211,13 @@ class Critic(nn.Module):
         return self.body(torch.cat([self.torso(s), a], dim=-1)).squeeze(-1)
 
 
+def step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One optimiser step on ``loss``."""
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
 @torch.no_grad()
 def polyak(target: nn.Module, source: nn.Module, tau: float) -> None:
     """target <- (1 - tau) target + tau source."""

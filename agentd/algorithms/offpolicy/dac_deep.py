@@ -195,10 +195,11 @@ class DacDeep(Isac):
 
     # -- checkpoints -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
-        """isac's, and the consensus estimates of the filled entries (beta, x)."""
+        """isac's, the consensus estimates of the filled entries (beta, x) and the last batch
+        (for the offline consensus diagnostic)."""
         n = self.buf.size
         return {**super().state_dict(), "beta": self.cons.beta[:n].copy(),
-                "x": self.cons.x[:n].copy()}
+                "x": self.cons.x[:n].copy(), "last_idx": self.last_idx.copy()}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         super().load_state_dict(state)
@@ -207,3 +208,4 @@ class DacDeep(Isac):
             raise LearnerConfigError(f"checkpoint holds consensus estimates of {n} entries, "
                                      f"the buffer {len(self.cons.beta)}")
         self.cons.beta[:n], self.cons.x[:n] = state["beta"], state["x"]
+        self.last_idx = np.asarray(state["last_idx"], np.int64)

@@ -13,10 +13,9 @@ step's entries are stored, so a plug-in can talk about it before the update):
   target   phi_bar <- (1 - tau) phi_bar + tau phi
 
 ``ent`` > 0 adds SAC's entropy term (the paper's eq. 62 has none; without it sigma collapses).
-Observations: the core's encoder (a vector as it is, an image through a small CNN in front of
-the actor and of each critic). The deep policy-reciprocity plug-in (``pr_weight`` > 0,
-``agentd.algorithms.plugins.deep_pr``) mixes the neighbours' target values of the batch's next
-states into the TD target.
+Observations: the core's encoder (a vector as it is, an image through a CNN in front of the
+actor and of each critic). Deep policy reciprocity (``pr_weight`` > 0, ``plugins.deep_pr``)
+mixes the neighbours' target values of the batch's next states into the TD target.
 """
 
 from __future__ import annotations
@@ -94,7 +93,7 @@ class Isac(OffPolicyLearner):
     def __init__(self, spec: LearnerSpec) -> None:
         super().__init__(spec)
         self.peer_kinds = self.permitted_kinds(spec.params)
-        p, nets = self.params, self.nets
+        p = self.params
         self.batch_idx: np.ndarray | None = None
         self.last_idx = np.zeros(0, np.int64)
         self.pending_act: tuple[np.ndarray, np.ndarray] | None = None
@@ -107,9 +106,9 @@ class Isac(OffPolicyLearner):
             self.pr = DeepPR(spec.neighbours, p.pr_weight, p.pr_eps, p.pr_samples,
                              np.random.default_rng([spec.seed, 0x9E]))
             # the networks as they were before the last update (answers are timing-free)
-            w = self.encoder.width
-            self.old_actor = nets.SquashedGaussianActor(w, self.act_dim, p.hidden)
-            self.old_target = nets.Critic(w, self.act_dim, p.hidden)
+            self.old_actor = self.nets.SquashedGaussianActor(self.encoder.width, self.act_dim,
+                                                             p.hidden)
+            self.old_target = self.nets.Critic(self.encoder.width, self.act_dim, p.hidden)
             self.updated_at = 0                       # the step of the last update
 
     def check_spaces(self, spec: LearnerSpec) -> None:
@@ -163,9 +162,8 @@ class Isac(OffPolicyLearner):
             self.begin_update()
 
     def on_gap(self, steps: int) -> None:
-        """Restored after ``steps`` joint steps without this agent: skip their buffer
-        positions so the buffer stays aligned by the global step with the neighbours' (those
-        positions keep this agent's older entries)."""
+        """Restored after ``steps`` joint steps away: skip their buffer positions (they keep
+        older entries), so the buffer stays aligned by the global step with the neighbours'."""
         if steps <= 0:
             return
         self.skipped(self.buf.skip(steps * self.k), steps)
@@ -175,8 +173,7 @@ class Isac(OffPolicyLearner):
         """Called by ``on_gap`` before the step count moves on (dac-deep resets consensus)."""
 
     def begin_update(self) -> None:
-        """Choose this step's batch and ask the neighbours for their values of its next states
-        (PR on)."""
+        """Choose this step's batch; PR on: ask the neighbours to value its next states."""
         self.batch_idx = self.choose_batch()
         if self.pr is not None:
             self.queries = self.pr.query(self.steps, self.buf["s2"][self.batch_idx])
@@ -246,8 +243,7 @@ class Isac(OffPolicyLearner):
         self.last_idx, self.batch_idx = idx, None
         w_np = self.weights(idx)
         b = self.batch(idx)
-        s, s2, r, done = b["s"], b["s2"], b["r"], b["done"]
-        a = torch.tanh(b["u"])
+        s, s2, r, done, a = b["s"], b["s2"], b["r"], b["done"], torch.tanh(b["u"])
         w = torch.as_tensor(w_np, dtype=torch.float32)
         pr_missing, mix = 0, None
         if self.pr is not None:
@@ -262,15 +258,11 @@ class Isac(OffPolicyLearner):
                 return mixed
 
         critic_loss = self.critic_loss(s, a, r, s2, done, w, mix)
-        self.opt_critic.zero_grad()
-        critic_loss.backward()
-        self.opt_critic.step()
+        self.nets.step(self.opt_critic, critic_loss)
         _, a_new, logp = self.actor.sample(s, self.gen)
         q_new = self.critic(s, a_new)
         actor_loss = (p.ent * logp - q_new).mean()               # eq. 62 (+ entropy)
-        self.opt_actor.zero_grad()
-        actor_loss.backward()
-        self.opt_actor.step()
+        self.nets.step(self.opt_actor, actor_loss)
         self.nets.polyak(self.target, self.critic, p.tau)
         return {"critic_loss": critic_loss.item(), "actor_loss": actor_loss.item(),
                 "q": q_new.mean().item(), "entropy": -logp.mean().item(),
@@ -279,7 +271,7 @@ class Isac(OffPolicyLearner):
                 "rejected": float(self.rejected())}
 
     def weight_scalars(self, idx: np.ndarray, w: np.ndarray) -> dict[str, float]:
-        return {}
+        return {}                                   # dac-deep reports its weights
 
     def rejected(self) -> int:
         """Neighbour messages that did not fit (ignored)."""
@@ -296,15 +288,12 @@ class Isac(OffPolicyLearner):
         return {"opt_actor": self.opt_actor, "opt_critic": self.opt_critic}
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """The core's (networks, Adam's moments, the buffer, RNGs) and the last batch (for the
-        offline consensus diagnostic)."""
-        out = {**super().state_dict(), "last_idx": self.last_idx.copy()}
+        out = super().state_dict()          # networks, Adam's moments, the buffer, RNGs
         if self.pr is not None:
             out["updated_at"] = np.array(self.updated_at)
         return out
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         super().load_state_dict(state)
-        self.last_idx = np.asarray(state["last_idx"], np.int64)
         if self.pr is not None:
             self.updated_at = int(state["updated_at"])
