@@ -76,6 +76,7 @@ class DacDeep(Isac):
     name = "dac-deep"
     Params = DacDeepParams
     peer_kinds = frozenset({"consensus"})
+    follows_link_schedule = True
     act_ahead_why = (
         "off-policy actor-critic: each transition is stored with the log-probability of the "
         "policy that acted (logp_old, the behaviour policy of beta, eq. 44), and the critic and "
@@ -91,6 +92,18 @@ class DacDeep(Isac):
         if params.get("mode") == "off":
             kinds -= {"consensus", "consensus_sum"}
         return frozenset(kinds)
+
+    @classmethod
+    def params_for_links(cls, params: dict[str, Any], links_fail: bool,
+                         peer_timeout: float) -> dict[str, Any]:
+        """Consensus by running sums when links may fail, unless the params say otherwise:
+        plain gossip loses the mass of every lost message."""
+        if (links_fail or peer_timeout > 0) and "running_sums" not in params:
+            params = {**params, "running_sums": True}
+        if links_fail and str(params.get("running_sums")).lower() in ("false", "0"):
+            raise LearnerConfigError(f"{cls.name} follows a link schedule only with "
+                                     "running_sums = true")
+        return params
 
     def __init__(self, spec: LearnerSpec) -> None:
         super().__init__(spec)

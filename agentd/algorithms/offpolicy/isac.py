@@ -75,6 +75,7 @@ class Isac(OffPolicyLearner):
     Params = IsacParams
     wants_state = True
     action_type = "box"
+    obs_type = "box"
     act_ahead = True
     act_ahead_why = ("off-policy soft actor-critic without messages: the buffer keeps the "
                      "behaviour's actions, so a one-update policy lag changes the data only")

@@ -63,6 +63,7 @@ class Maddpg(OffPolicyLearner):
     Params = MaddpgParams
     centralised = True
     action_type = "box"
+    obs_type = "box"
     takes_images = False
 
     def check_spaces(self, spec: LearnerSpec) -> None:
