@@ -60,3 +60,26 @@ def obs_dtype(space: dict) -> np.dtype:
     if space["type"] == "discrete":
         return np.dtype(np.int64)
     return np.dtype(space.get("dtype", "float32"))
+
+
+def action_problem(a: np.ndarray, spaces: list[dict], num_envs: int) -> str:
+    """Why ``a`` cannot be this agent's actions ("" if it can): shape (num_envs, one column
+    per controlled env agent, + the action shape), integers in range for a Discrete space,
+    finite floats for a Box."""
+    if a.ndim < 2 or a.shape[:2] != (num_envs, len(spaces)):
+        return "bad_action_shape"
+    for j, space in enumerate(spaces):
+        col = a[:, j]
+        if space["type"] == "discrete":
+            if col.shape != (num_envs,) or col.dtype.kind not in "iu":
+                return "bad_action_shape" if col.shape != (num_envs,) else "bad_action_dtype"
+            if col.size and (col.min() < 0 or col.max() >= int(space["n"])):
+                return "bad_action_value"
+        else:
+            if col.shape[1:] != tuple(int(d) for d in space["shape"]):
+                return "bad_action_shape"
+            if col.dtype.kind not in "iuf":
+                return "bad_action_dtype"
+            if col.dtype.kind == "f" and not np.isfinite(col).all():
+                return "bad_action_value"
+    return ""
