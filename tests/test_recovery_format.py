@@ -103,6 +103,12 @@ def test_a_file_that_does_not_fit_the_learner_is_refused_naming_the_first_mismat
     learner["cls"] = "agentd.algorithms.tabular.dac.DAC"
     learner["attrs"]["spec"] = {"t": "obj", "cls": "subprocess.Popen", "attrs": {}}
     _refused(_pack(header, arrays), info, r"at core\.learner\.spec: the file has a subprocess")
+    # the loader's own methods are no node kinds; an object may not become None
+    for kind in ("module", "expect", "rng", "__init__"):
+        learner["attrs"]["spec"] = {"t": kind}
+        _refused(_pack(header, arrays), info, f"unknown node kind '{kind}'")
+    learner["attrs"]["spec"] = None
+    _refused(_pack(header, arrays), info, r"at core\.learner\.spec: the file has None")
     learner["attrs"]["spec"] = gone
     # another learner; another version; another format
     _refused(_pack({**header, "learner": "x.IQL"}, arrays), info, "holds a 'x.IQL' learner")

@@ -158,7 +158,8 @@ def load(data: bytes, fresh: AgentCore, what: str = "snapshot") -> AgentCore:
         _set_rng_states(rng)
     except Mismatch as exc:
         raise RecoveryError(f"{what} does not fit this agent's learner: {exc}") from None
-    except (RecursionError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+    except (RecursionError, KeyError, ValueError, TypeError, RuntimeError, AttributeError,
+            IndexError, OverflowError) as exc:
         raise RecoveryError(f"{what} is not a usable recovery checkpoint: "
                             f"{type(exc).__name__}: {exc}") from None
     finally:

@@ -40,6 +40,19 @@ def _plain_dict(node: dict, items: dict, path: str) -> dict:
     return items
 
 
+KINDS = frozenset({"arr", "bytes", "npscalar", "tensor", "const", "ref", "list", "tuple",
+                   "deque", "set", "frozenset", "dict", "obj", "torchobj", "npgen", "nprs",
+                   "pyrandom", "torchgen"})
+
+
+def _is_data(value: Any) -> bool:
+    """Plain data (which may become None), not an object the learner calls into."""
+    torch = loaded_torch()
+    return isinstance(value, (*SCALARS, np.generic, np.ndarray, list, tuple, dict, deque, set,
+                              frozenset, bytes)) or (torch is not None
+                                                     and isinstance(value, torch.Tensor))
+
+
 class _Loader:
     def __init__(self, arrays: Any) -> None:
         self.arrays = arrays
@@ -63,15 +76,14 @@ class _Loader:
                 raise Mismatch(path, f"a bare {type(node).__name__} in the skeleton")
             if isinstance(fresh, str) != isinstance(node, str) and None not in (fresh, node) \
                     or not (fresh is None or isinstance(fresh, (*SCALARS, np.generic))
-                            or node is None):
+                            or node is None and _is_data(fresh)):
                 raise Mismatch(path, f"the file has {node!r}, a fresh learner "
                                      f"{_describe(fresh)}")
             return node
         kind = node.get("t")
-        handler = getattr(self, f"_{kind}", None) if isinstance(kind, str) else None
-        if handler is None:
+        if kind not in KINDS:
             raise Mismatch(path, f"unknown node kind {kind!r}")
-        return handler(fresh, node, path)
+        return getattr(self, f"_{kind}")(fresh, node, path)
 
     def _expect(self, fresh: Any, node: dict, path: str, allow_none: bool = True) -> None:
         if fresh is None and allow_none:
