@@ -31,6 +31,7 @@ from agentd.runtime.localplane import LocalConn, LocalListener
 from agentd.runtime.runfiles import RunFiles, fail_and_ship, ship
 from agentd.runtime.transport import Link, Transport
 from protocols import ENVSERVER, Guard, Message, peer_identity
+from protocols.spaces import action_problem
 
 log = logging.getLogger("agentd.envserver")
 
@@ -200,10 +201,11 @@ class EnvServer:
         if not link.local:
             self.route[agent] = ident   # a reconnected agent is answered on its new connection
         a = body["a"]
-        want = (self.env.num_envs, len(self.controls[agent]))
-        if a.shape[:2] != want:
-            raise RunFailed(f"agent {agent} sent actions of shape {a.shape}; expected "
-                            f"{want} + the action shape")
+        problem = action_problem(a, [self.env.act_spaces[c] for c in self.controls[agent]],
+                                  self.env.num_envs)
+        if problem:       # an admitted agent's bad action is its problem, not the run's
+            self._drop(problem, ident)
+            return
         self.acts[agent] = a
 
     def _on_rejoin(self, msg: Message, ident: bytes | None) -> None:
@@ -221,9 +223,12 @@ class EnvServer:
         self.t.flush()
 
     def _drop(self, reason: str, ident: bytes | None) -> None:
-        """A well-formed env message that does not fit the run: counted and logged."""
-        self.rejected[reason] = self.rejected.get(reason, 0) + 1
-        log.warning("envserver dropped a message (%s) from %r", reason, ident)
+        """A well-formed env message that does not fit the run: counted, and logged (the
+        first 5 of each reason, then every 1000th: a flood does not flood stderr)."""
+        count = self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        if count <= 5 or count % 1000 == 0:
+            log.warning("envserver dropped a message (%s) from %r (%d so far)", reason, ident,
+                        count)
 
     def _step(self) -> None:
         actions: list[Any] = [None] * self.env.n_agents

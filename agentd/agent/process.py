@@ -38,6 +38,7 @@ from agentd.runtime.localplane import same_machine
 from agentd.runtime.runfiles import RunFiles, fail_and_ship, ship
 from agentd.runtime.transport import Link, Transport
 from protocols import ENVSERVER, Guard, peer_identity, process_name
+from protocols.spaces import action_problem
 
 log = logging.getLogger("agentd.agent.process")
 
@@ -70,6 +71,10 @@ class Agent:
             transport.msglog.note("restart", restart)
         self.restart = restart
         self.core = core
+        # what the env server accepts (protocols.spaces.action_problem): our own learner's
+        # mistake fails here, named, instead of a step the env server waits on forever
+        self.act_spaces = [info["spaces"]["act"][c] for c in info["controls"]]
+        self.num_envs: int = config["num_envs"]
         self.learner = learner
         self.controls: list[int] = info["controls"]
         self.algo: str = config["algo"]
@@ -225,9 +230,18 @@ class Agent:
                       lambda effects: self.perform([e for e in effects if e.what == "peer"]))
         self.t.flush()
 
+    def _check_action(self, a: Any) -> None:
+        problem = action_problem(a, self.act_spaces, self.num_envs)
+        if problem:
+            raise RunFailed(f"agent {self.id}'s learner chose actions the env server would "
+                               f"refuse ({problem}): {a.dtype} {list(a.shape)}, expected "
+                               f"({self.num_envs}, {len(self.act_spaces)}) + the action shape "
+                               f"of {self.act_spaces[0]}")
+
     def perform(self, effects: list[Effect]) -> None:
         for e in effects:
             if e.what == "act":
+                self._check_action(e.body["a"])
                 self.t.send_logged_first(self._env_out, "act", ENVSERVER, e.body, e.step)
             elif e.what == "peer":
                 self.send_peer(Outgoing(e.kind, e.dst, e.body), e.step)
