@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
@@ -20,15 +21,10 @@ import numpy as np
 from agentd.algorithms import load_learner_class
 from agentd.envs import make_env
 from agentd.envs.base import EnvError, StepResult, VecEnv
-from agentd.runtime.control import (
-    ControlPlane,
-    JoinOptions,
-    RunFailed,
-    open_transport,
-    process_facts,
-)
+from agentd.runtime.control import ControlPlane, JoinOptions, RunFailed, process_facts
+from agentd.runtime.lifecycle import Joined, Role, Served, run_process
 from agentd.runtime.localplane import LocalConn, LocalListener
-from agentd.runtime.runfiles import RunFiles, fail_and_ship, ship
+from agentd.runtime.runfiles import RunFiles
 from agentd.runtime.transport import Link, Transport
 from protocols import ENVSERVER, Guard, Message, peer_identity
 
@@ -69,28 +65,38 @@ class EnvServer:
     def run(self) -> str:
         while len(self.route) < len(self.controls):
             for msg, ident, link in self._serve():
-                agent = self._agent_of(msg, ident)
-                if msg.kind == "join" and agent is not None and link is self.link:
-                    self.route[agent] = ident
-                    self.resume_at = max(self.resume_at, int(msg.body.get("t", 0)))
-                    self._claim(msg.body.get("token"), agent)
-                else:
-                    self._drop("unknown_sender", ident)
+                with self._boundary(link, msg):
+                    self._on_join(msg, ident, link)
         self.started = time.monotonic()
         self._first_reply()
         while self.t_step < self.steps_total:
             for msg, ident, link in self._serve():
-                if msg.kind == "act":
-                    self._on_act(msg, ident, link)
-                elif msg.kind == "join" and link is self.link:
-                    self._on_rejoin(msg, ident)
-                else:
-                    self._drop("wrong_plane", ident)
+                with self._boundary(link, msg):
+                    if msg.kind == "act":
+                        self._on_act(msg, ident, link)
+                    elif msg.kind == "join" and link is self.link:
+                        self._on_rejoin(msg, ident)
+                    else:
+                        self._drop("wrong_plane", ident)
             if len(self.acts) == len(self.controls):
                 self._step()
         self.ended = time.monotonic()
         self._report_pace(final=True)     # a short run may end before its first report
         return "done"
+
+    def _boundary(self, link: Link, msg: Message) -> AbstractContextManager[None]:
+        """The last line of defence around handling one message: what a handler raises (other
+        than the run's own end) is a counted rejection, not the end of the env server."""
+        return self.t.handling(link.plane, msg, passing=(RunFailed, StopRequested))
+
+    def _on_join(self, msg: Message, ident: bytes | None, link: Link) -> None:
+        agent = self._agent_of(msg, ident)
+        if msg.kind == "join" and agent is not None and link is self.link:
+            self.route[agent] = ident
+            self.resume_at = max(self.resume_at, int(msg.body.get("t", 0)))
+            self._claim(msg.body.get("token"), agent)
+        else:
+            self._drop("unknown_sender", ident)
 
     def _first_reply(self) -> None:
         """Reset the env copies and send the first observations. A restarted env server
@@ -312,20 +318,25 @@ def _gather(per_agent: list[np.ndarray], ctrl: list[int]) -> np.ndarray:
 def run_envserver(opts: JoinOptions) -> int:
     """Entry point of ``agentd envserver``: build the env, serve the run, ship its files.
     Returns the exit code. (Bad keys or an insecure bind raise before anything joins.)"""
-    transport, link, endpoint, _ = open_transport("envserver", opts, None, "env")
-    server: EnvServer | None = None
-    control: ControlPlane | None = None
-    files: RunFiles | None = None
-    listener: LocalListener | None = None
-    try:
-        control = ControlPlane(transport, opts.connect)
-        control.hello("envserver", endpoint, None)
-        info = control.wait_welcome(opts.join_timeout)
-        cfg = info["config"]
-        control.interval, control.timeout = cfg["heartbeat_interval"], cfg["heartbeat_timeout"]
-        transport.guard = Guard(ENVSERVER, max_bytes=cfg["max_msg_bytes"])
-        files = RunFiles.choose(info, "envserver", opts.run_dir)
-        files.capture_output()
+    return _EnvRole().run(opts)
+
+
+class _EnvRole:
+    """The env server's own steps of the one process lifecycle (``agentd.runtime.lifecycle``)."""
+
+    def __init__(self) -> None:
+        self.listener: LocalListener | None = None
+
+    def run(self, opts: JoinOptions) -> int:
+        return run_process(Role("envserver", "env", self.admitted, self.serve, self.close), opts)
+
+    def admitted(self, joined: Joined) -> str:
+        joined.transport.enter_run(Guard(ENVSERVER, max_bytes=joined.config["max_msg_bytes"]))
+        return "envserver"
+
+    def serve(self, joined: Joined, files: RunFiles) -> Served:
+        transport, control, cfg, info = joined.transport, joined.control, joined.config, \
+            joined.info
         assert transport.msglog is not None
         transport.msglog.attach(files.log_path,
                                 private=not load_learner_class(cfg["algo"]).non_private_reason(
@@ -333,35 +344,21 @@ def run_envserver(opts: JoinOptions) -> int:
                                 meta={**transport.security_meta(),
                                       "insecure": transport.insecure or cfg["insecure"]})
         env = _build_env(cfg, info)
-        listener = _local_listener(cfg)
+        self.listener = listener = _local_listener(cfg)
         control.send("env_ready", {"spaces": {"obs": env.obs_spaces, "act": env.act_spaces,
                                               "shared_reward": env.shared_reward,
                                               "agents": env.agent_names},
                                    **({"local": listener.offer()} if listener else {})})
-        server = EnvServer(transport, control, link, info, env, listener)
+        server = EnvServer(transport, control, joined.router, info, env, listener)
         try:
             server.run()
         except StopRequested:
             pass
-        transport.set_hot([])          # the run loop is over: bye, ack and files are control
-        control.send("bye", {"stats": {**server.stats(), "files": files.mode}})
-        transport.flush()
-        control.wait_ack(2 * cfg["heartbeat_timeout"])
-        if not files.shared:
-            ship(files, control, 2 * cfg["heartbeat_timeout"] + 10.0)
-        return 0
-    except RunFailed as exc:
-        log.error("envserver: %s", exc)
-        fail_and_ship(transport, control, files, str(exc))
-        return 1
-    except Exception as exc:
-        log.exception("envserver crashed")
-        fail_and_ship(transport, control, files, f"{type(exc).__name__}: {exc}")
-        return 1
-    finally:
-        transport.close()
-        if listener is not None:
-            listener.close()
+        return Served({**server.stats(), "files": files.mode})
+
+    def close(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
 
 
 def _local_listener(cfg: dict[str, Any]) -> LocalListener | None:
