@@ -287,3 +287,94 @@ def test_the_welcome_assigns_the_id_without_losing_the_sequence():
         assert t.layer(CodecLayer).seq == 41 and t.layer(CodecLayer).max_bytes == 1 << 21
     finally:
         t.close()
+
+
+# -- the receive loops of the coordinator and the env server ----------------------------------
+def test_the_coordinators_loop_survives_a_handler_that_raises(tmp_path):
+    """A handler bug (here injected: ``on_heartbeat`` raises) was the end of the coordinator:
+    no summary.json. Now the loop's boundary counts it and the run ends as it would have."""
+    import json
+    import threading
+
+    from agentd.config import resolve
+    from coordinator.coordinator import Coordinator
+
+    class Buggy(Coordinator):
+        def on_heartbeat(self, proc, msg):
+            raise ValueError("a handler's own bug")
+
+    cfg = resolve({}, {"run_dir": str(tmp_path), "n": 2, "steps": 10, "join_timeout": 2.0})
+    coord = Buggy(cfg, "tcp://127.0.0.1:*", quiet=True)
+    coord.write_start_files()
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.connect(coord.endpoint)
+    codec = Codec()
+
+    def client() -> None:
+        hello = {"role": "agent", "pid": 1, "host": "h", "endpoint": "tcp://127.0.0.1:9",
+                 "want_id": None, "caps": {}}
+        sock.send(encode(codec, "hello", -3, COORDINATOR, 0, 1, hello))
+        for seq in range(2, 5):
+            sock.send(encode(codec, "heartbeat", -3, COORDINATOR, 0, seq, {}))
+
+    threading.Thread(target=client).start()
+    try:
+        assert coord.serve() == 1          # nobody else joined within join_timeout
+    finally:
+        ctx.destroy(linger=0)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    own = summary["coordinator"]
+    assert own["rejected"] == {"unhandled": 3} and own["catch_all"] == 3
+    assert "only 1 of 2 agent processes joined" in summary["error"]
+
+
+def test_the_env_servers_loop_survives_a_handler_that_raises():
+    """The same for the env server: a join whose handling raises (an injected bug) is counted
+    and the server goes on until the coordinator stops it."""
+    import threading
+
+    from agentd.envs import make_env
+    from agentd.runtime.control import ControlPlane
+    from coordinator.envserver import EnvServer, StopRequested
+    from protocols import ENVSERVER, peer_identity
+
+    class Buggy(EnvServer):
+        def _on_join(self, msg, ident, link):
+            raise AttributeError("a handler's own bug")
+
+    coord = Transport(COORDINATOR, Guard(COORDINATOR), None)
+    t = Transport(ENVSERVER, Guard(ENVSERVER), None)
+    ctx = zmq.Context()
+    try:
+        control_link = coord.bind_router("tcp://127.0.0.1:*", "control")
+        control = ControlPlane(t, control_link.endpoint, interval=0.1, timeout=30.0)
+        env_link = t.bind_router("tcp://127.0.0.1:*", "env")
+        env = make_env("random-mdp", n_agents=1, num_envs=1, episode_len=5, seed=0,
+                       env_kwargs={})
+        info = {"config": {"steps": 5}, "seeds": {"env_reset": 0}, "controllers": {"0": [0]}}
+        server = Buggy(t, control, env_link, info, env)
+        agent = ctx.socket(zmq.DEALER)
+        agent.linger, agent.routing_id = 0, peer_identity(0)
+        agent.connect(env_link.endpoint)
+        for seq in (1, 2):
+            agent.send(encode(Codec(), "join", 0, ENVSERVER, 0, seq, {}))
+        control.send("heartbeat", {})       # so the coordinator's side knows whom to stop
+        ident = None
+        deadline = time.monotonic() + 10
+        while ident is None and time.monotonic() < deadline:
+            for _, who in coord.recv_all(control_link) if control_link in coord.poll(50) else []:
+                ident = who
+        assert ident is not None
+        stop = threading.Timer(1.0, coord.send, (control_link, "stop", ENVSERVER,
+                                                 {"reason": "test over"}), {"to": ident})
+        stop.start()             # once the joins have been served
+        with pytest.raises(StopRequested):
+            server.run()
+        stop.join()
+        assert t.stats["env"].rejected == {"unhandled": 2} and t.stats["env"].catch_all == 2
+    finally:
+        ctx.destroy(linger=0)
+        t.close()
+        coord.close()
