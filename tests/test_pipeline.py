@@ -378,3 +378,47 @@ def test_the_env_servers_loop_survives_a_handler_that_raises():
         ctx.destroy(linger=0)
         t.close()
         coord.close()
+
+
+def test_real_validation_refuses_the_known_crashers_and_the_catch_all_stays_at_zero():
+    """The frames that once killed the coordinator (issue 30: an array as header 'v', a
+    zero-element array with a dimension >= 2**63, body keys that do not sort), sent over a
+    real socket: each refused by the guard with its own reason; none reaches the net."""
+    import struct
+
+    import msgpack
+
+    from protocols.envelope import VERSION
+
+    codec = Codec()
+
+    def envelope(head: dict, body: bytes) -> bytes:
+        packed = codec.pack(head)
+        return struct.pack("<H", len(packed)) + packed + body
+
+    head = {"v": VERSION, "k": "heartbeat", "s": 0, "d": COORDINATOR, "t": 0, "q": 1}
+    huge = msgpack.ExtType(1, struct.pack("<BB2Q", 7, 2, 0, 1 << 63))
+    frames = [envelope({**head, "v": np.array([1, 1])}, msgpack.packb({})),
+              envelope({**head, "v": True}, msgpack.packb({})),
+              envelope({**head, "k": "metrics"}, msgpack.packb({"step": 0, "scalars": {},
+                                                                  "x": huge})),
+              envelope({**head, "k": "metrics"}, msgpack.packb({"step": 1, "scalars": {},
+                                                                  0: 1, "x": 1})),
+              envelope(head, msgpack.packb({None: 1, b"k": 2, 1.5: 3}))]
+    coord = Transport(COORDINATOR, Guard(COORDINATOR), None)
+    ctx = zmq.Context()
+    try:
+        link = coord.bind_router("tcp://127.0.0.1:*", "control")
+        raw = ctx.socket(zmq.DEALER)
+        raw.linger = 0
+        raw.connect(link.endpoint)
+        for f in frames:
+            raw.send(f)
+        control = coord.stats["control"]
+        serve_until(coord, lambda g: sum(control.rejected.values()) >= len(frames))
+        assert sum(control.rejected.values()) == len(frames) and control.msgs_recv == 0
+        assert set(control.rejected) <= {"malformed", "schema_mismatch"}
+        assert control.catch_all == 0
+    finally:
+        ctx.destroy(linger=0)
+        coord.close()
