@@ -5,10 +5,12 @@ message log, test shims, tally) are the transport's own (``agentd.runtime.layers
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from agentd.algorithms.base import Learner
+from agentd.privacy.accountant import agent_report
 from agentd.privacy.dp import DpLayer, DpSettings
 from agentd.runtime.layers import Layer
 from protocols import Guard
@@ -25,6 +27,26 @@ class AgentPipeline:
     @property
     def policy(self) -> list[Layer]:
         return [self.dp] if self.dp is not None else []
+
+    def dp_report(self, live: bool = False, tick: Callable[[], None] | None = None
+                  ) -> dict[str, Any] | None:
+        """The agent's ε per out-edge and over all of them, so far (None without DP);
+        ``tick`` keeps the heartbeats going through a slow final accounting."""
+        dp, s = self.dp, self.dp_settings
+        if dp is None or s is None:
+            return None
+        return {**agent_report(dp.releases, s.delta, s.accountant, live, None if live else tick),
+                "delta": s.delta, "accountant": s.accountant, "exact_fields": dict(dp.exact),
+                "sigma": {k: v.sigma for k, v in s.kinds.items()},
+                "clip": {k: v.clip for k, v in s.kinds.items()}}
+
+    def with_epsilon(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Metrics with the privacy spent so far: ``dp_epsilon`` and ``dp_epsilon_to_J``."""
+        report = self.dp_report(live=True)
+        if report is None:
+            return body
+        eps = {f"dp_epsilon_to_{j}": e["epsilon"] for j, e in report["edges"].items()}
+        return {**body, "scalars": {**body["scalars"], "dp_epsilon": report["epsilon"], **eps}}
 
 
 def agent_pipeline(config: dict[str, Any], me: int, neighbours: list[int],

@@ -24,7 +24,6 @@ from agentd.agent.pipeline import agent_pipeline
 from agentd.agent.recovery import RecoveryWriter, rejoin_core
 from agentd.algorithms import load_learner_class
 from agentd.algorithms.base import Outgoing, set_keepalive
-from agentd.privacy.accountant import agent_report
 from agentd.runtime.control import ControlPlane, JoinOptions, RunFailed, process_facts
 from agentd.runtime.faults import CrashAt
 from agentd.runtime.lifecycle import Joined, Role, Served, run_process
@@ -49,9 +48,9 @@ class Agent:
         self.neighbours = {int(j): ep for j, ep in info["neighbours"].items()}
         core, restart = self._core(info, files)
         learner = core.learner
-        pipeline = agent_pipeline(config, self.id, list(self.neighbours), learner)
+        self.pipeline = pipeline = agent_pipeline(config, self.id, list(self.neighbours), learner)
         transport.enter_run(pipeline.guard, pipeline.policy)
-        self.dp, settings = pipeline.dp, pipeline.dp_settings
+        settings = pipeline.dp_settings
         assert transport.msglog is not None
         transport.msglog.attach(files.log_path, f"agent {self.id}",
                                 private=not learner.non_private_reason(config["params"]),
@@ -224,7 +223,7 @@ class Agent:
             elif e.what == "peer":
                 self.send_peer(Outgoing(e.kind, e.dst, e.body), e.step)
             elif e.what == "metrics":
-                self.control.send("metrics", self.with_epsilon(e.body), e.step)
+                self.control.send("metrics", self.pipeline.with_epsilon(e.body), e.step)
             elif e.what == "checkpoint":
                 self.checkpoint(e.step)
             elif e.what == "recovery":
@@ -238,26 +237,6 @@ class Agent:
                         out.dst)
             return
         self.t.send(link, out.kind, out.dst, out.body, step)
-
-    def dp_report(self, live: bool = False) -> dict[str, Any] | None:
-        """This agent's ε per out-edge and over all of them, so far (None without DP)."""
-        dp = self.dp
-        if dp is None:
-            return None
-        s = dp.settings
-        tick = None if live else (lambda: self.control.send("heartbeat", {}))
-        return {**agent_report(dp.releases, s.delta, s.accountant, live, tick), "delta": s.delta,
-                "accountant": s.accountant, "exact_fields": dict(dp.exact),
-                "sigma": {k: v.sigma for k, v in s.kinds.items()},
-                "clip": {k: v.clip for k, v in s.kinds.items()}}
-
-    def with_epsilon(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Metrics with the privacy spent so far: ``dp_epsilon`` and ``dp_epsilon_to_J``."""
-        report = self.dp_report(live=True)
-        if report is None:
-            return body
-        eps = {f"dp_epsilon_to_{j}": e["epsilon"] for j, e in report["edges"].items()}
-        return {**body, "scalars": {**body["scalars"], "dp_epsilon": report["epsilon"], **eps}}
 
     def check_peer_wait(self) -> None:
         waiting = self.core.waiting()
@@ -295,7 +274,8 @@ class Agent:
                 "algo": self.algo, "controls": self.controls,
                 "peer_bytes_last_step": self.last_step_peer_bytes, "files": self.files.mode,
                 "recovery": self.recovery.stats(step_s), "restart": self.restart,
-                "peer_timeouts": self.silent_edges, "dp": self.dp_report(),
+                "peer_timeouts": self.silent_edges,
+                "dp": self.pipeline.dp_report(tick=lambda: self.control.send("heartbeat", {})),
                 "act_ahead": self.core.act_ahead,
                 "env_plane": "local" if self.env_local is not None else "zmq",
                 "early_replies": getattr(self.core, "early_replies", 0)}
