@@ -290,21 +290,22 @@ def test_the_welcome_assigns_the_id_without_losing_the_sequence():
 
 
 # -- the receive loops of the coordinator and the env server ----------------------------------
-def test_the_coordinators_loop_survives_a_handler_that_raises(tmp_path):
-    """A handler bug (here injected: ``on_heartbeat`` raises) was the end of the coordinator:
-    no summary.json. Now the loop's boundary counts it and the run ends as it would have."""
+def test_the_coordinators_loop_survives_a_handler_that_raises(tmp_path, monkeypatch):
+    """A handler bug (here injected: the heartbeat's handler raises) was the end of the
+    coordinator: no summary.json. Now the loop's boundary counts it and the run ends as it
+    would have."""
     import json
     import threading
 
     from agentd.config import resolve
-    from coordinator.coordinator import Coordinator
+    from coordinator import coordinator as coordinator_module
 
-    class Buggy(Coordinator):
-        def on_heartbeat(self, proc, msg):
-            raise ValueError("a handler's own bug")
+    def buggy(coord, proc, msg):
+        raise ValueError("a handler's own bug")
 
+    monkeypatch.setitem(coordinator_module.HANDLERS, "heartbeat", buggy)
     cfg = resolve({}, {"run_dir": str(tmp_path), "n": 2, "steps": 10, "join_timeout": 2.0})
-    coord = Buggy(cfg, "tcp://127.0.0.1:*", quiet=True)
+    coord = coordinator_module.Coordinator(cfg, "tcp://127.0.0.1:*", quiet=True)
     coord.write_start_files()
     ctx = zmq.Context()
     sock = ctx.socket(zmq.DEALER)
