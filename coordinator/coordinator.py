@@ -97,16 +97,16 @@ class Coordinator:
         self.run_dir = Path(c.run_dir)
         private_dir(private_dir(self.run_dir) / "logs")
         self.n_procs = self.plan.n_procs
+        msglog = MessageLog("coordinator")    # the file once the socket is bound
         self.transport = Transport(COORDINATOR, Guard(COORDINATOR, max_bytes=c.max_msg_bytes),
-                                   None, self.keys, c.insecure)
+                                   msglog, self.keys, c.insecure)
         try:
             self.link = self.transport.bind_router(self.bind, "control")
         except Exception:
             self.transport.close()
             raise
-        self.transport.msglog = MessageLog(
-            "coordinator", self.run_dir / "logs" / "coordinator.log", private=self.plan.private,
-            meta={"secure": self.transport.secure, "insecure": c.insecure})
+        msglog.attach(self.run_dir / "logs" / "coordinator.log", private=self.plan.private,
+                      meta={"secure": self.transport.secure, "insecure": c.insecure})
         self.run_id = new_run_id()
         self.collector = Collector(self.run_dir, self._send_to, c.max_msg_bytes)
         self.graph = self.plan.graph()
@@ -147,7 +147,8 @@ class Coordinator:
             while True:
                 for _ in self.transport.poll(100):
                     for msg, ident in self.transport.recv_all(self.link):
-                        self.on_message(msg, ident)
+                        with self.transport.handling("control", msg, passing=(RunEnded,)):
+                            self.on_message(msg, ident)
                 self.housekeeping()
                 self.transport.flush()
         except RunEnded as end:
@@ -482,10 +483,11 @@ class Coordinator:
             for _ in self.transport.poll(50):
                 for msg, ident in self.transport.recv_all(self.link):
                     proc = self.procs.get(ident)
-                    if proc is not None and msg.kind == "bye":
-                        proc.stats = msg.body["stats"]
-                    elif proc is not None and msg.kind == "episodes":
-                        self.on_episodes(proc, msg)
+                    with self.transport.handling("control", msg):
+                        if proc is not None and msg.kind == "bye":
+                            proc.stats = msg.body["stats"]
+                        elif proc is not None and msg.kind == "episodes":
+                            self.on_episodes(proc, msg)
 
     def collect_files(self, status: str) -> dict[str, Any]:
         """Pull the files of processes that wrote them on another disk; list what is missing.
@@ -508,7 +510,8 @@ class Coordinator:
                     if proc is not None:
                         proc.last_seen = time.monotonic()
                         if msg.kind in ("files", "file_chunk", "security"):
-                            HANDLERS[msg.kind](self, proc, msg)
+                            with self.transport.handling("control", msg):
+                                HANDLERS[msg.kind](self, proc, msg)
         shipped = {s.name: {"files": len(s.done), "bytes": s.bytes}
                    for s in self.collector.shipments.values()}
         if shipped:

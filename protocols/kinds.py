@@ -102,7 +102,8 @@ register(Kind("hello", "control", {"role": Str(32), "pid": B.OS_PID, "host": B.H
                                    "endpoint": Opt(B.ENDPOINT), "want_id": Opt(B.PROC_ID),
                                    "caps": B.CAPS},
               doc="a process asks to join: role agent|envserver, its bound endpoint"))
-register(Kind("welcome", "control", {"id": B.PROC_ID, "info": DICT}, max_objects=None,
+register(Kind("welcome", "control", {"id": B.PROC_ID, "info": B.WELCOME_INFO},
+              max_objects=None,
               doc="admission: id, neighbours and endpoints, row of W, config, seed"))
 register(Kind("env_ready", "control", {"spaces": B.SPACES, "local": B.LOCAL_OFFER},
               frozenset(["local"]), max_objects=1 << 18,

@@ -1,8 +1,9 @@
 """Differential privacy on the peer send path: clip each released array, add seeded Gaussian
 noise, and count every release for the accountant (DESIGN §10).
 
-A layer around the transport's send, like the guard and the logger, never code inside a
-learner. For each permitted kind the registry (``protocols.kinds``) declares which float arrays
+A layer of the transport's pipeline (``agentd.runtime.layers``), between the guard and the
+codec: it noises what the guard let through, before it is encoded and logged; never code
+inside a learner. For each permitted kind the registry (``protocols.kinds``) declares which float arrays
 are released and their sensitivity unit. The layer clips every unit (a row, or the whole
 array) to L2 norm ``C`` and adds N(0, (σ·C)²) to every element, from a generator seeded by the
 run seed and the agent id: the noised message is what goes on the wire and into the sender's
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from agentd.runtime.layers import Down, Layer, Parcel
 from protocols.kinds import REGISTRY
 
 DP_STREAM = 0xD1FF   # separates the noise stream from every other use of the run seed
@@ -85,8 +87,12 @@ def clip_units(rows: np.ndarray, clip: float) -> np.ndarray:
 
 
 @dataclass
-class DpLayer:
-    """One agent's noise: a seeded generator, the settings, and the releases per out-edge."""
+class DpLayer(Layer):
+    """One agent's noise: a seeded generator, the settings, and the releases per out-edge.
+    On the send side it noises every peer message and counts the releases that went out;
+    it does nothing to what is received."""
+
+    on_receive = False
 
     settings: DpSettings
     rng: np.random.Generator
@@ -97,6 +103,16 @@ class DpLayer:
     @classmethod
     def for_agent(cls, settings: DpSettings, seed: int, agent: int) -> DpLayer:
         return cls(settings, np.random.default_rng([seed, agent, DP_STREAM]))
+
+    def send(self, batch: list[Parcel], down: Down) -> list[Parcel]:
+        for p in batch:
+            if p.link.plane == "peer":
+                p.body = self.privatise(p.kind, p.body)
+        sent = down(batch)
+        for p in sent:
+            if p.link.plane == "peer":
+                self.sent(p.kind, p.dst)
+        return sent
 
     def privatise(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
         """A new body with every released array clipped and noised (the input is not touched:
