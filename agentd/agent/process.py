@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,7 @@ class Agent:
         self.last_t = 0                   # the last step reply's t
         self.peer_timeout = float(config.get("peer_timeout", 0.0))
         self.silent_edges = 0             # (step, neighbour) waits given up on
+        self.bye_releases: Counter | None = None   # the DP releases its bye reported
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> str:
@@ -295,8 +297,22 @@ class Agent:
         np.savez(path, **self.learner.state_dict())
         return path
 
+    def tally(self) -> dict[str, Any]:
+        """After the ack: the counters again, with what went out and came in after the bye
+        (the summary counts it, as the audit counts the logs); the DP account too if that
+        traffic released anything."""
+        dp = self.t.dp
+        # first: the accountant sends heartbeats between its runs, and they count
+        report = self.dp_report() if dp is not None and dp.releases != self.bye_releases \
+            else None
+        stats = self.t.summary()
+        stats["planes"]["control"]["msgs_sent"] += 1       # the tally itself, about to leave
+        stats["msgs_sent"] += 1
+        return stats if report is None else {**stats, "dp": report}
+
     def final_stats(self) -> dict[str, Any]:
         self.recovery.wait()
+        self.bye_releases = Counter(self.t.dp.releases) if self.t.dp is not None else None
         steps = max(self.core.steps_done, 1)
         step_s = (self.last_step_at - self.first_step_at) / steps
         return {**self.t.summary(), **process_facts(), "steps": self.core.steps_done,
@@ -346,7 +362,8 @@ def run_agent(opts: JoinOptions, want_id: int | None) -> int:
             agent.checkpoint()
         control.send("bye", {"stats": agent.final_stats()})
         transport.flush()
-        control.wait_ack(2 * cfg["heartbeat_timeout"], agent.serve_finished)
+        if control.wait_ack(2 * cfg["heartbeat_timeout"], agent.serve_finished):
+            control.send("tally", {"stats": agent.tally()})
         if not files.shared:
             ship(files, control, 2 * cfg["heartbeat_timeout"] + 10.0)
         return 0
