@@ -95,6 +95,14 @@ def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
             for r in cells]
 
 
+def _note(r: dict[str, Any]) -> str:
+    if "chance" in r:
+        return f"chance {r['chance']:.3f}"
+    if "tpr_at_fpr_1pct" in r:
+        return f"TPR {r['tpr_at_fpr_1pct']:.3f} at FPR 1%"
+    return ""
+
+
 def render(report: dict[str, Any]) -> str:
     dp = (f"DP sigma {', '.join(f'{s:g}' for s in report['dp_sigma'])}"
           if report["dp_sigma"] else "no DP")
@@ -105,9 +113,9 @@ def render(report: dict[str, Any]) -> str:
                    "95% bootstrap CI):")]
     rows = [[r["attack"], r["attacker"], r["target"], r.get("metric", "accuracy"),
              r["score"], r["baseline_score"], r["advantage"], tuple(r["ci"]), r["samples"],
-             r["verdict"]] for r in report["results"]]
+             r["verdict"], _note(r)] for r in report["results"]]
     lines += _table(["attack", "attacker", "target", "metric", "score", "baseline",
-                     "advantage", "95% CI", "n", "verdict"], rows) if rows else ["  none"]
+                     "advantage", "95% CI", "n", "verdict", "note"], rows) if rows else ["  none"]
     methods = {(r["attack"], r["method"], r["baseline"]) for r in report["results"]}
     lines += ["", "Methods and baselines:"]
     lines += [f"  {a}: {m}; baseline: {b}" for a, m, b in sorted(methods)]

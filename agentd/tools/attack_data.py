@@ -36,6 +36,8 @@ class RunLogs:
     # agent -> step -> (K,) or (K, d) per env copy
     actions: dict[int, dict[int, np.ndarray]] = field(default_factory=lambda: defaultdict(dict))
     obs: dict[int, dict[int, np.ndarray]] = field(default_factory=lambda: defaultdict(dict))
+    final_obs: dict[int, dict[int, np.ndarray]] = field(
+        default_factory=lambda: defaultdict(dict))     # s' of the transition ending at t
     rewards: dict[int, dict[int, np.ndarray]] = field(default_factory=lambda: defaultdict(dict))
     # (src, dst) -> step -> [(kind, body)], from the receiver's log
     received: dict[tuple[int, int], dict[int, list[tuple[str, dict]]]] = field(
@@ -85,6 +87,7 @@ def _take(logs: RunLogs, owner: int, rec: LogRecord) -> None:
         logs.actions[owner][t] = a[:, 0] if a.shape[1] == 1 else a
     elif rec.direction == "in" and rec.kind == "step" and rec.header["s"] == ENVSERVER:
         logs.obs[owner][t] = _copies(rec.body["obs"])
+        logs.final_obs[owner][t] = _copies(rec.body["final_obs"])
         logs.rewards[owner][t] = _copies(rec.body["reward"])[:, 0]
     elif rec.direction == "in" and rec.plane == "peer":
         logs.received[(int(rec.header["s"]), owner)][t].append((str(rec.kind), rec.body))

@@ -28,6 +28,7 @@ from agentd.tools.attack_features import (
     pr_row,
     raw_features,
 )
+from agentd.tools.attack_membership import pr_query_membership
 from agentd.tools.attack_stats import r2, r2_advantage, rank_advantage, sklearn
 
 MIN_SAMPLES = 20
@@ -125,14 +126,16 @@ def reconstruction(logs: RunLogs, s: Samples) -> dict[str, Any] | str:
                       "first half, scored against i's observation"}
 
 
-def membership(logs: RunLogs, s: Samples) -> str:
-    """Why no membership attack applies to the kinds of this edge (none is implemented yet for
-    the one kind that reveals buffer contents, deep PR's pr_query)."""
-    why = {"pr_values": "tabular pr keeps no replay buffer (each transition updates once)",
+def membership(logs: RunLogs, s: Samples) -> dict[str, Any] | str:
+    """Deep PR's queries reveal buffer contents (``attack_membership``); why no other kind
+    does."""
+    kinds = logs.kinds((s.src, s.dst))
+    if "pr_query" in kinds:
+        return pr_query_membership(logs, s.src, s.dst)
+    why = {"pr_values": "the answers carry values, not buffer contents (tabular pr keeps no "
+                        "replay buffer)",
            "latent": "on-policy rollouts; a latent is of the current observation only",
            "consensus": "buffers are aligned by the global step (DESIGN 5.1): which steps a "
-                        "buffer holds is common knowledge",
-           "pr_query": "NOT IMPLEMENTED: a query's states are drawn from the sender's replay "
-                       "buffer (sent exact, outside DP); an attack is future work"}
+                        "buffer holds is common knowledge"}
     return "; ".join(f"{k}: {why.get(k, 'no replay buffer content in the message')}"
-                     for k in logs.kinds((s.src, s.dst)))
+                     for k in kinds)
