@@ -24,7 +24,7 @@ from agentd.agent.core import AgentCore, Effect, build_learner, drive
 from agentd.agent.recovery import RecoveryWriter, rejoin_core
 from agentd.algorithms import load_learner_class
 from agentd.algorithms.base import Outgoing, set_keepalive
-from agentd.privacy.accountant import agent_report
+from agentd.privacy.accountant import agent_report, logged_releases
 from agentd.privacy.dp import DpLayer, DpSettings
 from agentd.runtime.control import (
     ControlPlane,
@@ -60,7 +60,13 @@ class Agent:
                                 config["max_msg_bytes"], learner.peer_shapes())
         settings = DpSettings.from_config(config)
         if settings is not None:
-            transport.dp = DpLayer.for_agent(settings, config["seed"], self.id)
+            rejoin = int(info.get("rejoin") or 0)
+            transport.dp = DpLayer.for_agent(settings, config["seed"], self.id, rejoin)
+            if rejoin:      # the account goes on from every release its log holds
+                releases, exact = logged_releases(files.log_path, settings)
+                transport.dp.load_state({"releases": [[d, s, n] for (d, s), n in
+                                                      releases.items()],
+                                         "exact": dict(exact)})
         assert transport.msglog is not None
         transport.msglog.attach(files.log_path, f"agent {self.id}",
                                 private=not learner.non_private_reason(config["params"]),

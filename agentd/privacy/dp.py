@@ -80,11 +80,6 @@ def validate_settings(c: Any, require: Callable[[bool, str, str, Any], None]) ->
             c.dp_accountant)
     if c.dp_sigma > 0:
         require_declared(c, require)
-        # A restarted agent's accountant would start again from zero and its noise generator
-        # from its first draw (noise reused across messages): refused until both carry over.
-        require(c.max_restarts == 0, "max_restarts",
-                "0 in a DP run (the accountant and the noise stream do not carry across an "
-                "agent restart yet)", c.max_restarts)
     noised = sorted(k.name for k in REGISTRY.values() if k.plane == "peer" and k.released)
     for kind, table in c.dp_kinds.items():
         require(c.dp_sigma > 0, "dp_kinds", "per-kind overrides only with dp_sigma > 0", kind)
@@ -139,8 +134,23 @@ class DpLayer:
     exact: Counter = field(default_factory=Counter)
 
     @classmethod
-    def for_agent(cls, settings: DpSettings, seed: int, agent: int) -> DpLayer:
-        return cls(settings, np.random.default_rng([seed, agent, DP_STREAM]))
+    def for_agent(cls, settings: DpSettings, seed: int, agent: int,
+                  incarnation: int = 0) -> DpLayer:
+        """The layer of an agent's process; a restarted agent (``incarnation`` k >= 1) draws
+        from a stream of its own, so no noise its earlier processes sent is drawn again (a
+        neighbour could difference two messages noised alike)."""
+        stream = [seed, agent, DP_STREAM, *([incarnation] if incarnation else [])]
+        return cls(settings, np.random.default_rng(stream))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The accountant's state: the releases per (out-edge, sigma) and the exact fields."""
+        return {"releases": [[int(d), float(s), int(n)] for (d, s), n in self.releases.items()],
+                "exact": dict(self.exact)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Continue the account of ``state`` (a restarted agent: what it had released)."""
+        self.releases = Counter({(int(d), float(s)): int(n) for d, s, n in state["releases"]})
+        self.exact = Counter({str(k): int(n) for k, n in state["exact"].items()})
 
     def privatise(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
         """A new body with every released array clipped and noised (the input is not touched:
