@@ -71,16 +71,15 @@ def r2_advantage(truth: np.ndarray, pred: np.ndarray, base: np.ndarray) -> dict[
             "ci": ci, "samples": len(truth)}
 
 
+def ranks(v: np.ndarray) -> np.ndarray:
+    """Ranks from 0, ties sharing their mean rank (O(n log n))."""
+    _, inverse, counts = np.unique(v, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    return ((ends - counts + ends - 1) / 2.0)[inverse.ravel()]
+
+
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
     """Rank correlation (average ranks for ties)."""
-    def ranks(v: np.ndarray) -> np.ndarray:
-        order = np.argsort(v, kind="stable")
-        r = np.empty(len(v))
-        r[order] = np.arange(len(v))
-        for value in np.unique(v):                     # ties share their mean rank
-            tied = v == value
-            r[tied] = r[tied].mean()
-        return r
     rx, ry = ranks(x), ranks(y)
     if rx.std() == 0 or ry.std() == 0:
         return float("nan")
@@ -98,10 +97,12 @@ def rank_advantage(score: np.ndarray, truth: np.ndarray, seed: int = 0) -> dict[
 
 
 def roc(scores: np.ndarray, members: np.ndarray) -> tuple[float, float]:
-    """(AUC, TPR at FPR <= 1%) of membership scores (higher: more likely a member)."""
+    """(AUC, TPR at FPR <= 1%) of membership scores (higher: more likely a member). The AUC
+    is the Mann-Whitney statistic: P(member scores above non-member), ties counting half."""
     pos, neg = scores[members], scores[~members]
     if not len(pos) or not len(neg):
         return (float("nan"), float("nan"))
-    greater = (pos[:, None] > neg[None]).mean() + 0.5 * (pos[:, None] == neg[None]).mean()
+    r = ranks(scores)[members]
+    auc = (r.sum() + len(pos) - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg))
     threshold = np.quantile(neg, 0.99, method="higher")
-    return (float(greater), float((pos > threshold).mean()))
+    return (float(auc), float((pos > threshold).mean()))
