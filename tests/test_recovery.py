@@ -107,8 +107,8 @@ def test_a_restored_dac_deep_agent_skips_the_steps_it_lost():
     back.on_step(nxt[1])                 # and learns from the next transition on
     _drive(cores, env, nxt, 1)
     kept, restored = cores[1].learner, back.learner
-    assert (restored.steps, restored.count, restored.size) == \
-        (kept.steps, kept.count, kept.size)
+    assert (restored.steps, restored.buf.count, restored.buf.size) == \
+        (kept.steps, kept.buf.count, kept.buf.size)
 
 
 @pytest.mark.parametrize("algo", ["iql", "ma2ql"])

@@ -70,17 +70,22 @@ class Launcher:
             signal.signal(sig, self._on_signal)
         try:
             security = self._security_flags()
+            marker = self.run_dir / "coordinator.json"
+            marker.unlink(missing_ok=True)     # an earlier run's endpoint is not this one's
             coord = self.spawn("coordinator", [
                 "coordinator", "--config", str(config_path), *security,
                 "--bind", f"tcp://{self.config.host}:*", *(["--quiet"] if self.quiet else [])],
                 inherit=True)
-            endpoint = self._wait_endpoint(coord)
-            joining = ["--join", endpoint, "--bind", f"tcp://{self.config.host}:*", *security]
+            # all start at once and import while the coordinator starts (~0.5 s of the
+            # start-up); they read its endpoint from coordinator.json once it is written
+            joining = ["--join", f"@{marker}", "--bind", f"tcp://{self.config.host}:*",
+                       *security]
             self.spawn("envserver", ["envserver", *joining])
             preload = ["--preload-torch"] if load_learner_class(self.config.algo).needs_torch \
                 else []
             for i in range(process_count(self.config)):
                 self.spawn(f"agent-{i}", ["agent", *joining, "--id", str(i), *preload])
+            self._wait_endpoint(coord)
             return self._wait(coord)
         finally:
             self.cleanup()

@@ -50,6 +50,7 @@ class CentralisedOnPolicy(OnPolicyLearner):
     Params = CentralParams
     centralised = True
     action_type = "discrete"
+    takes_images = False        # the critic reads the m encoded observations side by side
 
     def _spaces(self, spec: LearnerSpec) -> tuple[dict, dict]:
         self.m = len(spec.controls)
