@@ -41,7 +41,7 @@ from coordinator.rundir import (
     consensus_after_run,
     write_json,
 )
-from coordinator.summary import report, write_summary
+from coordinator.summary import fold_tally, report, tallies_due, write_summary
 from protocols import COORDINATOR, ENVSERVER, UNASSIGNED, Guard, Message, process_name
 from protocols.errors import Oversize
 
@@ -433,6 +433,16 @@ class Coordinator:
         if not self.not_shipping(proc, msg):
             self.collector.on_chunk(name_of(proc.id), msg.body)
 
+    def on_tally(self, proc: Proc, msg: Message) -> None:
+        """An agent's counters after the ack (``coordinator.summary.fold_tally``)."""
+        if self.not_from(proc, msg, "agent"):
+            return
+        if not self.collector.accepting or proc.stats is None:
+            self.refuse(proc, msg, "out_of_phase", "a tally comes after the ack")
+            return
+        proc.stats = fold_tally(proc.stats, msg.body["stats"])
+        self.tallies.discard(proc.id)
+
     def not_shipping(self, proc: Proc, msg: Message) -> bool:
         """File transfer is for the end of the run, or for a process that said it is failing;
         any other time it is refused (and counted with the transfer's refusals)."""
@@ -498,18 +508,23 @@ class Coordinator:
                     if p.id is not None and (p.stats or {}).get("files") == "ship"}
         silence = 2 * self.config.heartbeat_timeout
         started = time.monotonic()
+        self.tallies = tallies_due(self.procs.values()) if status == "done" else set()
         self.collector.accepting = True
         while True:
             self._give_up_late(shippers, started, silence)
+            if self.tallies and time.monotonic() - started > silence:
+                log.warning("no tally from agents %s: summary.json counts their messages up "
+                            "to their bye only", sorted(self.tallies))
+                self.tallies.clear()
             waiting = (shippers - set(self.collector.shipments)) | set(self.collector.busy())
-            if not waiting:
+            if not waiting and not self.tallies:
                 break
             for _ in self.transport.poll(100):
                 for msg, ident in self.transport.recv_all(self.link):
                     proc = self.procs.get(ident) or self._reconnected(msg.src, ident)
                     if proc is not None:
                         proc.last_seen = time.monotonic()
-                        if msg.kind in ("files", "file_chunk", "security"):
+                        if msg.kind in ("files", "file_chunk", "security", "tally"):
                             with self.transport.handling("control", msg):
                                 HANDLERS[msg.kind](self, proc, msg)
         shipped = {s.name: {"files": len(s.done), "bytes": s.bytes}
@@ -577,6 +592,7 @@ HANDLERS: dict[str, Callable[[Coordinator, Proc, Message], None]] = {
     "files": Coordinator.on_files,
     "file_chunk": Coordinator.on_file_chunk,
     "bye": Coordinator.on_bye,
+    "tally": Coordinator.on_tally,
 }
 SENDS_ONLY = frozenset({"welcome", "ack", "turn", "stop", "peer_moved", "env_moved",
                         "file_get", "files_done"})

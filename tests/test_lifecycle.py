@@ -21,7 +21,7 @@ def play_coordinator(t: Transport, link, run_dir, until: str, timeout: float = 3
         for msg, ident in t.recv_all(link) if link in t.poll(50) else []:
             seen[msg.kind] = msg.body
             if msg.kind == "hello":
-                info = {"run_dir": str(run_dir), "run_id": "r1",
+                info = {"run_dir": str(run_dir), "run_id": "r1", "n_procs": 1,
                         "config": {"heartbeat_interval": 0.2, "heartbeat_timeout": 5.0}}
                 t.send(link, "welcome", msg.src, {"id": ENVSERVER, "info": info}, to=ident)
             elif msg.kind == "bye":

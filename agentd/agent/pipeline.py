@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from agentd.algorithms.base import Learner
-from agentd.privacy.accountant import agent_report
+from agentd.privacy.accountant import agent_report, logged_releases
 from agentd.privacy.dp import DpLayer, DpSettings
 from agentd.runtime.layers import Layer
 from protocols import Guard
@@ -50,10 +51,19 @@ class AgentPipeline:
 
 
 def agent_pipeline(config: dict[str, Any], me: int, neighbours: list[int],
-                   learner: Learner) -> AgentPipeline:
-    """Agent ``me``'s guard and policy layers, from its run's config (as in the welcome)."""
+                   learner: Learner, rejoin: int = 0,
+                   log_path: Path | None = None) -> AgentPipeline:
+    """Agent ``me``'s guard and policy layers, from its run's config (as in the welcome). A
+    restarted agent (``rejoin`` k >= 1) draws DP noise from a stream of its own and its
+    account goes on from every release its message log (``log_path``) holds."""
     guard = Guard(me, neighbours, learner.peer_kinds, config["max_msg_bytes"],
                   learner.peer_shapes())
     settings = DpSettings.from_config(config)
-    dp = DpLayer.for_agent(settings, config["seed"], me) if settings is not None else None
+    dp = None
+    if settings is not None:
+        dp = DpLayer.for_agent(settings, config["seed"], me, rejoin)
+        if rejoin and log_path is not None:
+            releases, exact = logged_releases(log_path, settings)
+            dp.load_state({"releases": [[d, s, n] for (d, s), n in releases.items()],
+                           "exact": dict(exact)})
     return AgentPipeline(guard, dp, settings)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,8 @@ class Agent:
         self.neighbours = {int(j): ep for j, ep in info["neighbours"].items()}
         core, restart = self._core(info, files)
         learner = core.learner
-        self.pipeline = pipeline = agent_pipeline(config, self.id, list(self.neighbours), learner)
+        self.pipeline = pipeline = agent_pipeline(config, self.id, list(self.neighbours), learner,
+                                                  int(info.get("rejoin") or 0), files.log_path)
         transport.enter_run(pipeline.guard, pipeline.policy)
         settings = pipeline.dp_settings
         assert transport.msglog is not None
@@ -133,6 +135,7 @@ class Agent:
         self.last_t = 0                   # the last step reply's t
         self.peer_timeout = float(config.get("peer_timeout", 0.0))
         self.silent_edges = 0             # (step, neighbour) waits given up on
+        self.bye_releases: Counter | None = None   # the DP releases its bye reported
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> str:
@@ -280,8 +283,23 @@ class Agent:
         np.savez(path, **self.learner.state_dict())
         return path
 
+    def tally(self) -> dict[str, Any]:
+        """After the ack: the counters again, with what went out and came in after the bye
+        (the summary counts it, as the audit counts the logs); the DP account too if that
+        traffic released anything."""
+        dp = self.pipeline.dp
+        # first: the accountant sends heartbeats between its runs, and they count
+        report = self.pipeline.dp_report(tick=lambda: self.control.send("heartbeat", {})) \
+            if dp is not None and dp.releases != self.bye_releases else None
+        stats = self.t.summary()
+        stats["planes"]["control"]["msgs_sent"] += 1       # the tally itself, about to leave
+        stats["msgs_sent"] += 1
+        return stats if report is None else {**stats, "dp": report}
+
     def final_stats(self) -> dict[str, Any]:
         self.recovery.wait()
+        dp = self.pipeline.dp
+        self.bye_releases = Counter(dp.releases) if dp is not None else None
         steps = max(self.core.steps_done, 1)
         step_s = (self.last_step_at - self.first_step_at) / steps
         return {**self.t.summary(), **process_facts(), "steps": self.core.steps_done,
@@ -325,4 +343,4 @@ def _serve(joined: Joined, files: RunFiles) -> Served:
     agent = Agent(joined.transport, control, joined.info, files)
     if agent.run() == "done":
         agent.checkpoint()
-    return Served(agent.final_stats(), agent.serve_finished)
+    return Served(agent.final_stats(), agent.serve_finished, agent.tally)

@@ -101,8 +101,23 @@ class DpLayer(Layer):
     exact: Counter = field(default_factory=Counter)
 
     @classmethod
-    def for_agent(cls, settings: DpSettings, seed: int, agent: int) -> DpLayer:
-        return cls(settings, np.random.default_rng([seed, agent, DP_STREAM]))
+    def for_agent(cls, settings: DpSettings, seed: int, agent: int,
+                  incarnation: int = 0) -> DpLayer:
+        """The layer of an agent's process; a restarted agent (``incarnation`` k >= 1) draws
+        from a stream of its own, so no noise its earlier processes sent is drawn again (a
+        neighbour could difference two messages noised alike)."""
+        stream = [seed, agent, DP_STREAM, *([incarnation] if incarnation else [])]
+        return cls(settings, np.random.default_rng(stream))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The accountant's state: the releases per (out-edge, sigma) and the exact fields."""
+        return {"releases": [[int(d), float(s), int(n)] for (d, s), n in self.releases.items()],
+                "exact": dict(self.exact)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Continue the account of ``state`` (a restarted agent: what it had released)."""
+        self.releases = Counter({(int(d), float(s)): int(n) for d, s, n in state["releases"]})
+        self.exact = Counter({str(k): int(n) for k, n in state["exact"].items()})
 
     def send(self, batch: list[Parcel], down: Down) -> list[Parcel]:
         for p in batch:

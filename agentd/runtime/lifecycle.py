@@ -46,6 +46,9 @@ class Served:
 
     stats: dict[str, Any]
     serve_finished: Callable[[Link], None] | None = None
+    # after the ack: the counters again, with what was exchanged after the bye (sent as a
+    # 'tally' message so the summary counts it as the audit counts the logs)
+    tally: Callable[[], dict[str, Any]] | None = None
 
 
 @dataclass
@@ -82,7 +85,9 @@ def run_process(role: Role, opts: JoinOptions, want_id: int | None = None) -> in
         transport.set_hot([])          # the run loop is over: bye, ack and files are control
         control.send("bye", {"stats": served.stats})
         transport.flush()
-        control.wait_ack(2 * cfg["heartbeat_timeout"], served.serve_finished)
+        acked = control.wait_ack(2 * cfg["heartbeat_timeout"], served.serve_finished)
+        if acked and served.tally is not None:
+            control.send("tally", {"stats": served.tally()})
         if not files.shared:
             ship(files, control, 2 * cfg["heartbeat_timeout"] + 10.0)
         return 0
