@@ -39,6 +39,10 @@ class LolaParams(ShapingParams):
 
     eta: float = param(0.5, ge=0.0)
     """the opponent's assumed step size in the look-ahead (official lr_correction 1)"""
+    model_decay: float = param(0.0, ge=0.0, le=1.0)
+    """opponent model: factor by which past counts are kept at each episode (0: re-fitted to
+    the last episode alone; a longer memory lags the opponent's policy, which moves every
+    episode: with DiCE, K 64, 5 seeds, 0 / 0.25 / 0.5 cooperated in 3 / 2 / 1, README)"""
 
 
 class Lola(ShapingLearner):
