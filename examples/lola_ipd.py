@@ -17,12 +17,15 @@ Runs are in one process (``ipd_runs``); see the README.
         --out docs/lola_ipd_dice.png
     python examples/lola_ipd.py --estimator dice --num-envs 64 --seeds 0 1 2 3 4 \\
         --lr 0.1 --eta 0.15 --out docs/lola_ipd_dice_small_steps.png
+    python examples/lola_ipd.py --estimator dice --num-envs 64 --seeds 0 1 2 3 4 \\
+        --modes model --param model_decay=0.5 --out /tmp/lola_decay.png
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +35,8 @@ ALGOS = ("naive-pg", "lola")
 
 
 def one(algo: str, mode: str, seed: int, args: argparse.Namespace) -> dict:
-    params = {"opponent": mode, "estimator": args.estimator, **steps(args, algo)}
+    params = {"opponent": mode, "estimator": args.estimator, **steps(args, algo),
+              **dict(parse_param(kv) for kv in args.param)}
     env, learners = new_pair(algo, seed, params, num_envs=args.num_envs)
     per_agent = play(env, learners, args.episodes, seed)
     rewards = np.array([[s["reward_per_step"] for s in agent] for agent in per_agent])
@@ -40,6 +44,15 @@ def one(algo: str, mode: str, seed: int, args: argparse.Namespace) -> dict:
     if mode == "shared":
         out["model_error"] = float(np.mean([s["model_error"] for s in per_agent[0][-20:]]))
     return out
+
+
+def parse_param(item: str) -> tuple[str, object]:
+    """KEY=VALUE with a TOML value (a number stays a number)."""
+    key, _, raw = item.partition("=")
+    try:
+        return key, tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key, raw
 
 
 def steps(args: argparse.Namespace, algo: str) -> dict:
@@ -114,6 +127,8 @@ def main() -> None:
                         "learners')")
     parser.add_argument("--eta", type=float, help="LOLA's look-ahead step size (default: the "
                         "learner's)")
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="another learner parameter for both algorithms (repeatable)")
     parser.add_argument("--out", type=Path, default=Path("docs/lola_ipd.png"))
     args = parser.parse_args()
     results: dict[tuple[str, str], list[dict]] = {}
