@@ -13,7 +13,12 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from agentd import dp_fields
+
+if TYPE_CHECKING:
+    from agentd.algorithms.base import Learner
 
 
 class ConfigError(ValueError):
@@ -104,9 +109,11 @@ def resolve(file_values: dict[str, Any], cli_values: dict[str, Any]) -> RunConfi
                 merged[key] = value
     config = RunConfig(**{k: _coerce(k, v) for k, v in merged.items()})
     if "episode_len" not in merged:     # an env may have its own default (ipd: 150)
-        from agentd.envs import DEFAULT_EPISODE_LEN
+        from agentd.envs import ENVS
 
-        config.episode_len = DEFAULT_EPISODE_LEN.get(config.env, config.episode_len)
+        row = ENVS.get(config.env)
+        if row is not None and row.episode_len is not None:
+            config.episode_len = row.episode_len
     validate(config)
     _resolve_defaults(config, set(merged))
     if private is not None and private != is_private(config):
@@ -177,9 +184,7 @@ def validate(c: RunConfig) -> None:
     _require(c.max_msg_bytes >= 1024, "max_msg_bytes", "an integer >= 1024", c.max_msg_bytes)
     _require(bool(re.fullmatch(r"[\w.\-:\[\]]+", c.host)), "host", "an interface address",
              c.host)
-    from agentd.privacy.dp import validate_settings
-
-    validate_settings(c, _require)
+    dp_fields.validate(c, _require)
     _validate_algo_env(c)
     _validate_graph(c)
 
@@ -211,16 +216,7 @@ def _validate_algo_env(c: RunConfig) -> None:
         learner = load_learner_class(c.algo)
     except LearnerConfigError as exc:
         raise ConfigError(f"'algo': {exc}") from None
-    from agentd.envs import GAME_ENVS
-
-    discrete_builtin = c.env in ("random-mdp", "digital", *GAME_ENVS)
-    if learner.action_type == "box" and discrete_builtin:
-        raise ConfigError(f"'algo' {c.algo!r} needs continuous (Box) actions; env {c.env!r} has "
-                          "discrete actions (use --env spread or an MPE env)")
-    if learner.action_type == "discrete" and c.env == "spread" and \
-            c.env_args.get("continuous_actions", True) is True:
-        raise ConfigError(f"'algo' {c.algo!r} needs discrete actions; for env 'spread' pass "
-                          "--env-arg continuous_actions=false")
+    _check_spaces(c, learner)
     if learner.Params is not None:
         try:
             parse_params(learner.Params, c.params, c.algo)
@@ -228,6 +224,16 @@ def _validate_algo_env(c: RunConfig) -> None:
             raise ConfigError(f"'params': {exc}") from None
     elif c.params:
         raise ConfigError(f"'params': algo '{c.algo}' takes no parameters")
+
+
+def _check_spaces(c: RunConfig, learner: type[Learner]) -> None:
+    """The learner's declared action and observation types against a built-in env's."""
+    from agentd.envs import ENVS
+
+    row = ENVS.get(c.env)         # a PettingZoo env's spaces are known once it is built
+    why = row.refuses(c.algo, learner.action_type, learner.obs_type, c.env_args) if row else ""
+    if why:
+        raise ConfigError(f"'algo' {why}")
 
 
 def _resolve_defaults(c: RunConfig, given: set[str] = frozenset()) -> None:
@@ -242,7 +248,7 @@ def _resolve_defaults(c: RunConfig, given: set[str] = frozenset()) -> None:
     """
     from agentd.algorithms import load_learner_class
     from agentd.algorithms.base import LearnerConfigError
-    from agentd.envs import BUILTIN_ENVS
+    from agentd.envs import ENVS
     from agentd.envs.pettingzoo_env import split_factory_spec
 
     learner = load_learner_class(c.algo)
@@ -251,26 +257,22 @@ def _resolve_defaults(c: RunConfig, given: set[str] = frozenset()) -> None:
     except LearnerConfigError as exc:
         raise ConfigError(str(exc)) from None
     c.env_args = {**needed, **c.env_args}
-    _resolve_links(c)
-    if c.dp_sigma > 0:    # again: the links may have switched dac-deep to running sums
-        from agentd.privacy.dp import require_declared
-
-        require_declared(c, _require)
+    _resolve_links(c, learner)
+    if c.dp_sigma > 0:    # again: the links may have switched the learner's kinds
+        dp_fields.require_declared(c, _require)
     if c.obs == "auto":
         c.obs = "state" if learner.wants_state else "local"
     _resolve_act_ahead(c, learner)
-    if (learner.action_type == "box" and c.env not in BUILTIN_ENVS
+    if (learner.action_type == "box" and c.env not in ENVS
             and split_factory_spec(c.env)[0].startswith("mpe2.")
             and "continuous_actions" not in c.env_args):
         c.env_args = {**c.env_args, "continuous_actions": True}
 
 
-def _resolve_act_ahead(c: RunConfig, learner: type) -> None:
+def _resolve_act_ahead(c: RunConfig, learner: type[Learner]) -> None:
     """auto becomes on or off by the learner's ``act_ahead``; on for a learner that does not
     allow it is an error (its update rule needs the action of the updated policy)."""
-    from agentd.agent.core import act_ahead_allowed
-
-    allowed, why = act_ahead_allowed(learner, c.params)
+    allowed, why = learner.act_ahead_allowed(c.params)
     if c.act_ahead == "on" and not allowed:
         raise ConfigError(f"'act_ahead' = 'on' is not allowed for algo '{c.algo}': {why}")
     if c.act_ahead == "auto":
@@ -279,15 +281,18 @@ def _resolve_act_ahead(c: RunConfig, learner: type) -> None:
         c.act_ahead = "on" if allowed and not c.peer_timeout else "off"
 
 
-def _resolve_links(c: RunConfig) -> None:
+def _resolve_links(c: RunConfig, learner: type[Learner]) -> None:
     """Read the link schedule into ``links_down`` (config.toml carries it to every process);
-    dac-deep's consensus switches to running sums when links may fail (``topologies.live``)."""
-    from topologies.live import ScheduleError, links_for_run
+    the learner says whether it follows one, and with which params (``params_for_links``:
+    a consensus may switch to running sums when links may fail)."""
+    from agentd.algorithms.base import LearnerConfigError
+    from topologies.live import ScheduleError, parse_schedule
 
     try:
-        c.links_down, c.params = links_for_run(c.link_schedule, process_count(c), c.algo,
-                                               c.peer_timeout, c.params, c.links_down)
-    except ScheduleError as exc:
+        if c.link_schedule:
+            c.links_down = parse_schedule(c.link_schedule, process_count(c))
+        c.params = learner.params_for_links(c.params, bool(c.links_down), c.peer_timeout)
+    except (ScheduleError, LearnerConfigError) as exc:
         raise ConfigError(f"'link_schedule': {exc}") from None
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -216,9 +217,11 @@ class Coordinator:
                                                "hello")
             return
         proc.last_seen = time.monotonic()
-        handler = getattr(self, f"on_{msg.kind}", None)
-        if handler is not None and msg.kind != "hello":
-            handler(proc, msg)
+        handler = HANDLERS.get(msg.kind)
+        if handler is not None:
+            handler(self, proc, msg)
+        elif msg.kind != "hello":     # a second hello of an admitted process changes nothing
+            self.refuse(proc, msg, "unexpected_kind", "the coordinator only sends it")
 
     def _reconnected(self, src: int, ident: bytes) -> Proc | None:
         """Secure mode: a known process on a new connection (its routing id is assigned per
@@ -514,7 +517,7 @@ class Coordinator:
                     if proc is not None:
                         proc.last_seen = time.monotonic()
                         if msg.kind in ("files", "file_chunk", "security"):
-                            getattr(self, f"on_{msg.kind}")(proc, msg)
+                            HANDLERS[msg.kind](self, proc, msg)
         shipped = {s.name: {"files": len(s.done), "bytes": s.bytes}
                    for s in self.collector.shipments.values()}
         if shipped:
@@ -562,3 +565,24 @@ class Coordinator:
                 paths += [p for p in shipments[name].files if p not in paths]
             expected[proc.name()] = paths
         return expected
+
+
+# The control kinds the coordinator receives from an admitted process, each with its handler
+# (``hello``, from a process not admitted yet, goes to ``on_hello`` first). Every other
+# control kind of the registry is one the coordinator only sends (``SENDS_ONLY``); received,
+# it is refused and counted. tests/test_dispatch.py checks both against ``protocols.kinds``.
+HANDLERS: dict[str, Callable[[Coordinator, Proc, Message], None]] = {
+    "env_ready": Coordinator.on_env_ready,
+    "env_restarted": Coordinator.on_env_restarted,
+    "heartbeat": Coordinator.on_heartbeat,
+    "metrics": Coordinator.on_metrics,
+    "episodes": Coordinator.on_episodes,
+    "restarted": Coordinator.on_restarted,
+    "error": Coordinator.on_error,
+    "security": Coordinator.on_security,
+    "files": Coordinator.on_files,
+    "file_chunk": Coordinator.on_file_chunk,
+    "bye": Coordinator.on_bye,
+}
+SENDS_ONLY = frozenset({"welcome", "ack", "turn", "stop", "peer_moved", "env_moved",
+                        "file_get", "files_done"})

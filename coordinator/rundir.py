@@ -123,9 +123,10 @@ def known_return_figures(config: Any, returns: list[float],
     ``final_return`` scores the *behaviour* policy (exploration included). For tabular
     Q-learners (one env agent per process, a ``q`` table in each final checkpoint) the greedy
     joint policy is scored exactly too: ``greedy_return`` and ``greedy_normalised_return``."""
-    from agentd.envs import GAME_ENVS, EnvError, make_env
+    from agentd.envs import ENVS, EnvError, make_env
 
-    if config.env not in GAME_ENVS:
+    row = ENVS.get(config.env)
+    if row is None or not row.knows_optimum:
         return {}
     try:
         env = make_env(config.env, n_agents=config.n, num_envs=1,
@@ -138,7 +139,8 @@ def known_return_figures(config: Any, returns: list[float],
     optimum = known.get("optimal_return")
     ok = optimum is not None and optimum > 0
     out = {**known, "normalised_return": final / optimum if ok and final is not None else None}
-    greedy = greedy_return_of_run(config, env, run_dir) if run_dir is not None else None
+    greedy = greedy_return_of_run(config, env, run_dir) \
+        if run_dir is not None and row.scores_greedy else None
     if greedy is not None:
         out["greedy_return"] = greedy
         out["greedy_normalised_return"] = greedy / optimum if ok else None
@@ -150,8 +152,7 @@ def greedy_return_of_run(config: Any, env: Any, run_dir: Path) -> float | None:
     None where the learner is no per-agent tabular Q-learner or a table is missing."""
     from agentd.algorithms import load_learner_class
 
-    if not getattr(load_learner_class(config.algo), "greedy_q", False) \
-            or not hasattr(env, "greedy_return"):
+    if not load_learner_class(config.algo).greedy_q:
         return None
     policies = []
     for i, space in enumerate(env.act_spaces):

@@ -51,23 +51,6 @@ def is_schedule(value: object) -> bool:
         for v in value)
 
 
-def links_for_run(schedule: str, n: int, algo: str, peer_timeout: float,
-                  params: dict, down: list) -> tuple[list, dict]:
-    """The run's ``links_down`` (read from the schedule file, if one is given) and its learner
-    params: dac-deep runs its consensus on running sums when links may fail, unless the
-    params say otherwise -- plain gossip loses the mass of every lost message."""
-    if schedule:
-        down = parse_schedule(schedule, n)
-    if down and algo != "dac-deep":      # never silently ignored
-        raise ScheduleError(f"algo '{algo}' does not follow a link schedule (dac-deep's "
-                            "running-sum consensus does)")
-    if algo == "dac-deep" and (down or peer_timeout > 0) and "running_sums" not in params:
-        params = {**params, "running_sums": True}
-    if down and str(params.get("running_sums")).lower() in ("false", "0"):
-        raise ScheduleError("dac-deep follows a link schedule only with running_sums = true")
-    return down, params
-
-
 @dataclass(frozen=True)
 class LiveGraph:
     """The run's graph with its scheduled failures: who is connected at step t."""

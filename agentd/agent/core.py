@@ -5,7 +5,7 @@ env server, peer messages, metrics) by calling the learner's hooks in the one fi
 live agent process (``agentd.agent.process``) performs the effects on its sockets; ``agentd replay``
 feeds the same core from a message log, which is why a replay reproduces the live agent.
 
-Act-ahead (``act_ahead = "on"`` in the run config, for learners whose ``act_ahead`` allows it):
+Act-ahead (``act_ahead = "on"`` in the run config, for learners that declare they allow it):
 the step reply is observed, the next action is chosen at once with the policy of the previous
 update and the core *pauses*: the caller performs the effects so far (the ``act`` goes to the
 env server) and then calls ``resume()``, which goes on with the neighbour exchange and the
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -59,20 +59,6 @@ def build_learner(info: dict[str, Any]) -> Learner:
     return learner
 
 
-def act_ahead_allowed(learner_cls: type, params: dict[str, Any] | None = None
-                      ) -> tuple[bool, str]:
-    """Whether a learner class (with these params) may act ahead, and why. A learner that
-    does not say may not: tabular learners update in microseconds (nothing to gain), others
-    need the action of the updated policy or act on the neighbours' messages of the step."""
-    for name, why in getattr(learner_cls, "act_ahead_off_with", {}).items():
-        value = (params or {}).get(name)
-        if value not in (None, 0, 0.0, False, "0", "0.0", "false", "False"):
-            return False, f"{name} is set: {why}"
-    return (bool(getattr(learner_cls, "act_ahead", False)),
-            str(getattr(learner_cls, "act_ahead_why", "the learner does not allow it (tabular "
-                "learners gain nothing; others need the updated policy's action)")))
-
-
 def drive(core: AgentCore, effects: list[Effect], perform: Any) -> None:
     """Perform ``effects`` and, while the core is paused after an act, resume it and perform
     what follows: the one way every caller (live agent, replay, in-process) drives a core."""
@@ -106,10 +92,20 @@ class AgentCore:
         self.next: str | None = None   # what resume() does: "advance" | "held" | None
         self.early_replies = 0  # step replies that came before this agent's update had run
 
+    # Fields younger than the recovery format, with their values in a core that predates
+    # them: a snapshot (the core pickled whole, ``agentd.agent.recovery``) written before
+    # they existed still restores and replays.
+    LATER_FIELDS: ClassVar[dict[str, Any]] = {
+        "gap_from": None, "act_ahead": False, "acted": False, "held": None, "next": None,
+        "early_replies": 0}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({**self.LATER_FIELDS, **state})
+
     @property
     def paused(self) -> bool:
         """The caller must perform the effects returned so far, then call ``resume()``."""
-        return getattr(self, "next", None) is not None
+        return self.next is not None
 
     def resume(self) -> list[Effect]:
         nxt, self.next = self.next, None
@@ -124,36 +120,34 @@ class AgentCore:
     def blocks_step(self) -> bool:
         """Would a step reply arriving now find a step still pending that it cannot wait
         behind? (Without act-ahead any pending step; with it, one is already held.)"""
-        return self.pending is not None and (not getattr(self, "act_ahead", False)
-                                             or getattr(self, "held", None) is not None)
+        return self.pending is not None and (not self.act_ahead or self.held is not None)
 
     def on_step(self, body: dict[str, Any]) -> list[Effect]:
         assert not self.paused, "resume() the core before feeding it more"
         if body.get("restart"):     # a restarted env server: its episodes begin afresh
             self.resume_after_gap()
-        if getattr(self, "act_ahead", False) and self.pending is not None \
-                and getattr(self, "held", None) is None:
+        if self.act_ahead and self.pending is not None and self.held is None:
             self.held = body        # our act went ahead of our update: the env answered
-            self.early_replies = getattr(self, "early_replies", 0) + 1
+            self.early_replies += 1
             return []
         return self._take_step(body)
 
     def _take_step(self, body: dict[str, Any]) -> list[Effect]:
         effects: list[Effect] = []
-        if getattr(self, "gap_from", None) is not None:
+        if self.gap_from is not None:
             self.learner.on_gap(max(0, int(body["t"]) - self.gap_from))
             self.gap_from = None
         if self.obs is not None:
             self.learner.observe(self.obs, self.action, self._squeeze(body["reward"]),
                                  self._squeeze(body["final_obs"]), body["terminated"],
                                  body["truncated"])
-            if getattr(self, "act_ahead", False) and not body["last"]:
+            if self.act_ahead and not body["last"]:
                 effects.append(self._act(body))    # with the policy of the last update
                 self.acted = True
             effects += [Effect("peer", body["t"], out.body, out.kind, out.dst)
                         for out in self.learner.outbox()]
         self.pending = body
-        if getattr(self, "acted", False):
+        if self.acted:
             self.next = "advance"   # the caller sends the act, then resumes
             return effects
         return effects + self.advance()
@@ -207,10 +201,10 @@ class AgentCore:
         if body["last"]:
             self.finished = True
             return [*effects, Effect("finished", body["t"], {})]
-        if not getattr(self, "acted", False):
+        if not self.acted:
             effects.append(self._act(body))
         self.acted = False
-        if getattr(self, "held", None) is not None:
+        if self.held is not None:
             self.next = "held"      # after these effects (a checkpoint sees this state)
         return effects
 

@@ -306,7 +306,7 @@ class Agent:
                 "peer_timeouts": self.silent_edges, "dp": self.dp_report(),
                 "act_ahead": self.core.act_ahead,
                 "env_plane": "local" if self.env_local is not None else "zmq",
-                "early_replies": getattr(self.core, "early_replies", 0)}
+                "early_replies": self.core.early_replies}
 
 
 def run_agent(opts: JoinOptions, want_id: int | None) -> int:

@@ -29,18 +29,22 @@ view is every env agent. obs and reward then carry the view's axis: ``(K, n, ...
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
 
+from agentd.algorithms.params import (  # noqa: F401 - learners import these from here
+    Allowed,
+    LearnerConfigError,
+    param,
+    parse_params,
+)
+from protocols.kinds import REGISTRY
 from protocols.spaces import box_bounds  # noqa: F401 - learners read Box bounds here
 
-
-class LearnerConfigError(ValueError):
-    """A learner parameter or an env/space combination the learner cannot handle."""
+SPACE_TYPES = ("discrete", "box", "any")   # what an action_type / obs_type may say
 
 
 @dataclass(frozen=True)
@@ -78,107 +82,6 @@ class LearnerSpec:
         return list(self.controls) if self.view is None else list(self.view)
 
 
-@dataclass(frozen=True)
-class Allowed:
-    """The values a parameter may take: a range (either end open or closed) or a set."""
-
-    ge: float | None = None
-    gt: float | None = None
-    le: float | None = None
-    lt: float | None = None
-    choices: tuple[Any, ...] = ()
-
-    def admits(self, v: Any) -> bool:
-        if self.choices:
-            return v in self.choices
-        return ((self.ge is None or v >= self.ge) and (self.gt is None or v > self.gt)
-                and (self.le is None or v <= self.le) and (self.lt is None or v < self.lt))
-
-    def __str__(self) -> str:
-        if self.choices:
-            return "one of " + ", ".join(str(c) for c in self.choices)
-        lo = f"[{self.ge}" if self.ge is not None else f"({self.gt}" if self.gt is not None \
-            else None
-        hi = f"{self.le}]" if self.le is not None else f"{self.lt})" if self.lt is not None \
-            else None
-        if lo and hi:
-            return f"in {lo}, {hi}"
-        return (f">= {self.ge}" if self.ge is not None else f"> {self.gt}") if lo else \
-            (f"<= {self.le}" if self.le is not None else f"< {self.lt}")
-
-
-def param(default: Any, **allowed: Any) -> Any:
-    """A Params field declared with its allowed values (``ge``/``gt``/``le``/``lt`` bounds or
-    ``choices``), which ``parse_params`` checks for every learner: no ``check()`` body needed
-    except for constraints between fields."""
-    return field(default=default, metadata={"allowed": Allowed(**allowed)})
-
-
-def parse_params(params_cls: type, raw: dict[str, Any], algo: str) -> Any:
-    """Build a learner's Params dataclass from user overrides, naming bad fields."""
-    fields = {f.name: f for f in dataclasses.fields(params_cls)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise LearnerConfigError(
-            f"unknown parameter(s) {unknown} for algo '{algo}'; allowed: {sorted(fields)}"
-        )
-    values = {}
-    for name, value in raw.items():
-        default = getattr(params_cls(), name)
-        try:
-            values[name] = _coerce(default, value)
-        except (TypeError, ValueError):
-            raise LearnerConfigError(
-                f"parameter '{name}' for algo '{algo}' must be {type(default).__name__}, "
-                f"got {value!r}"
-            ) from None
-    out = params_cls(**values)
-    for f in fields.values():
-        allowed = _declared(params_cls, f.name)
-        if allowed is not None and not allowed.admits(getattr(out, f.name)):
-            raise LearnerConfigError(f"parameter '{f.name}' for algo '{algo}' must be "
-                                     f"{allowed}, got {getattr(out, f.name)!r}")
-    check = getattr(out, "check", None)
-    if check is not None:
-        check()
-    return out
-
-
-def _declared(params_cls: type, name: str) -> Allowed | None:
-    """The allowed values of field ``name``, from the nearest class that declares them: a
-    subclass that only changes a default (``alpha: float = 1.0``) keeps its parent's range."""
-    for cls in params_cls.__mro__:
-        f = vars(cls).get("__dataclass_fields__", {}).get(name)
-        if f is not None and "allowed" in f.metadata:
-            return f.metadata["allowed"]
-    return None
-
-
-_BOOL_WORDS = {"true": True, "false": False, "1": True, "0": False}
-
-
-def _coerce(default: Any, value: Any) -> Any:
-    """``value`` as the type of the field's default, refusing lossy conversions: "False" is
-    not True, 0.5 is not the int 0 (ValueError/TypeError name the bad value)."""
-    if default is None:
-        return value
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, int) and value in (0, 1):
-            return bool(value)
-        if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
-            return _BOOL_WORDS[value.strip().lower()]
-        raise ValueError(value)
-    if isinstance(value, bool):       # True is an int in Python; never a number here
-        raise TypeError(value)
-    if isinstance(default, int):
-        if isinstance(value, float) and not value.is_integer():
-            raise ValueError(value)
-        return int(value)
-    return type(default)(value)
-
-
 _keepalive: list[Callable[[], None]] = []
 
 
@@ -206,18 +109,45 @@ def space_size(space: dict) -> int:
 class Learner:
     """Base class: a private learner living inside one agent process.
 
-    Subclasses override what they need. ``peer_kinds`` lists the message kinds the learner
-    may send and receive; the guard permits exactly these on peer edges for the run.
+    Subclasses override the hooks they need and *declare* what the runtime needs to know
+    about them below: every capability the runtime reads is one of these class attributes or
+    class methods, with its default here. The runtime never probes a learner for anything
+    else (``agentd.algorithms.conformance`` checks every registered learner's declarations).
     """
 
-    name: ClassVar[str] = ""
+    # -- identity ------------------------------------------------------------------------------
+    name: ClassVar[str] = ""                  # the registry name (``--algo``)
     Params: ClassVar[type | None] = None      # hyper-parameter dataclass (user-overridable)
+
+    # -- declared capabilities -----------------------------------------------------------------
+    # peer message kinds it sends and accepts; the guard permits exactly these on peer edges
+    # (``permitted_kinds`` when they depend on the params)
     peer_kinds: ClassVar[frozenset[str]] = frozenset()
+    # the agent process imports torch (between two heartbeats) before building it
     needs_torch: ClassVar[bool] = False
-    centralised: ClassVar[bool] = False   # controls every env agent from one process
-    joint_view: ClassVar[bool] = False    # sees every env agent's obs/reward (centralised mode)
-    wants_state: ClassVar[bool] = False   # observe the env's global state (config obs = "auto")
-    action_type: ClassVar[str] = "any"    # "box" | "discrete" | "any": action spaces it handles
+    # one process controls every env agent (the centralised baselines, DESIGN §5.4)
+    centralised: ClassVar[bool] = False
+    # one process per env agent, each seeing every env agent's obs/reward (centralised mode)
+    joint_view: ClassVar[bool] = False
+    # observe the env's global state (config ``obs = "auto"`` becomes "state")
+    wants_state: ClassVar[bool] = False
+    # the action / observation spaces it handles: "discrete" | "box" | "any"
+    action_type: ClassVar[str] = "any"
+    obs_type: ClassVar[str] = "any"
+    # its greedy policy is the argmax of a per-agent ``q`` table in its final checkpoint, so
+    # the summary scores it exactly on an env that knows its optimum
+    greedy_q: ClassVar[bool] = False
+    # it learns in turns: the coordinator broadcasts its ``turn_schedule`` after the welcome
+    takes_turns: ClassVar[bool] = False
+    # its consensus survives scheduled link failures (``--link-schedule``, ``topologies.live``)
+    follows_link_schedule: ClassVar[bool] = False
+    # act-ahead (``act_ahead = "auto"`` turns it on): the next action may come from the policy
+    # one update older, sent before the update, so the env server steps while it learns
+    act_ahead: ClassVar[bool] = False
+    act_ahead_why: ClassVar[str] = ("the learner does not allow it (tabular learners gain "
+                                    "nothing; others need the updated policy's action)")
+    # params that switch act-ahead off when set (non-zero), each with why
+    act_ahead_off_with: ClassVar[dict[str, str]] = {}
 
     def __init__(self, spec: LearnerSpec) -> None:
         self.spec = spec
@@ -227,17 +157,29 @@ class Learner:
         elif spec.params:
             raise LearnerConfigError(f"algo '{self.name}' takes no parameters")
 
+    # -- capabilities that depend on the run's (raw) params --------------------------------------
     @classmethod
     def permitted_kinds(cls, params: dict[str, Any]) -> frozenset[str]:
         """The peer kinds a run with these (raw) params may exchange; the guard and the audit
         use it. A learner whose messages depend on its parameters overrides it."""
         return cls.peer_kinds
 
-    def peer_shapes(self) -> dict[str, dict[str, tuple[tuple[int, ...], str]]]:
-        """Exact (shape, dtype) of array fields of peer kinds, declared at admission: the guard
-        rejects a message of such a kind whose array differs or is not finite. Empty: the
-        registry's schema alone."""
-        return {}
+    @classmethod
+    def dp_releases(cls, params: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+        """What a DP run accounts for, per peer kind a run with these params may send: the
+        fields the registry declares released (clipped and noised) or exact (sent as they
+        are, reported). An empty tuple: the kind declares neither, and a DP run refuses it."""
+        return {kind: (*REGISTRY[kind].released, *REGISTRY[kind].exact)
+                for kind in sorted(cls.permitted_kinds(params))}
+
+    @classmethod
+    def act_ahead_allowed(cls, params: dict[str, Any] | None = None) -> tuple[bool, str]:
+        """Whether a run of this learner with these (raw) params may act ahead, and why."""
+        for name, why in cls.act_ahead_off_with.items():
+            value = (params or {}).get(name)
+            if value not in (None, 0, 0.0, False, "0", "0.0", "false", "False"):
+                return False, f"{name} is set: {why}"
+        return cls.act_ahead, cls.act_ahead_why
 
     @classmethod
     def non_private_reason(cls, params: dict[str, Any]) -> str:
@@ -259,12 +201,30 @@ class Learner:
         return {}
 
     @classmethod
+    def params_for_links(cls, params: dict[str, Any], links_fail: bool,
+                         peer_timeout: float) -> dict[str, Any]:
+        """Its params for a run whose links fail on a schedule (``links_fail``) or whose
+        neighbours may go silent (``peer_timeout`` > 0); LearnerConfigError if it cannot run
+        so. Only a learner that ``follows_link_schedule`` overrides it."""
+        if links_fail:
+            raise LearnerConfigError(f"algo '{cls.name}' does not follow a link schedule "
+                                     "(dac-deep's running-sum consensus does)")
+        return params
+
+    @classmethod
     def turn_schedule(cls, params: dict[str, Any], n_agents: int, seed: int
                       ) -> dict[str, Any] | None:
         """The turn schedule the coordinator broadcasts (``turn``) to a learner that learns in
         turns (``agentd.algorithms.plugins.turns``); None for every other learner."""
         return None
 
+    def peer_shapes(self) -> dict[str, dict[str, tuple[tuple[int, ...], str]]]:
+        """Exact (shape, dtype) of array fields of peer kinds, declared at admission: the guard
+        rejects a message of such a kind whose array differs or is not finite. Empty: the
+        registry's schema alone."""
+        return {}
+
+    # -- the hooks the agent loop calls -----------------------------------------------------------
     def set_turns(self, body: dict[str, Any]) -> None:
         raise LearnerConfigError(f"{self.name} does not learn in turns")
 

@@ -13,32 +13,14 @@ from __future__ import annotations
 from typing import Any
 
 from agentd.envs.base import OBS_MODES, EnvError, StepResult, VecEnv
+from agentd.envs.registry import ENVS, EnvRow
 
-BUILTIN_ENVS = ("random-mdp", "digital", "spread", "ipd")
-# The tabular games of seed 003 (built by class path below; each knows its optimum).
-GAME_ENVS = {"lstage": "agentd.envs.lstage:LStage",
-             "stochastic-game": "agentd.envs.stochastic_game:StochasticGame",
-             "matrix": "agentd.envs.matrix:MatrixGame"}
-BUILTIN_ENVS += tuple(GAME_ENVS)
+BUILTIN_ENVS = tuple(ENVS)
 # Built-ins whose transitions are deterministic given the joint action (tabular I2Q needs it).
-DETERMINISTIC_ENVS = ("lstage", "matrix")
-# env_kwargs each built-in accepts, with the type its value is converted to (CLI values may
-# arrive as strings).
-_BUILTIN_KWARGS: dict[str, dict[str, type]] = {
-    "random-mdp": {"n_actions": int, "n_states": int},
-    "digital": {"n_states": int, "reward_noise": float},
-    "spread": {"max_cycles": int, "continuous_actions": bool},
-    "lstage": {"L": int},
-    "stochastic-game": {"n_states": int, "n_actions": int, "horizon": int, "one_hot": bool},
-    "matrix": {"game": str, "k": float, "payoff": str},
-    "ipd": {"payoff_noise": float, "task_seed": int, "tasks": str, "train_tasks": str,
-            "test_tasks": str, "episodes_per_task": int, "onehot": bool},
-}
-# Episode length of a built-in env when the run does not set episode_len.
-DEFAULT_EPISODE_LEN: dict[str, int] = {"ipd": 150}
+DETERMINISTIC_ENVS = tuple(name for name, row in ENVS.items() if row.deterministic)
 
-__all__ = ["BUILTIN_ENVS", "OBS_MODES", "EnvError", "StepResult", "VecEnv", "check_env_id",
-           "make_env"]
+__all__ = ["BUILTIN_ENVS", "ENVS", "OBS_MODES", "EnvError", "EnvRow", "StepResult", "VecEnv",
+           "check_env_id", "make_env"]
 
 
 def _unknown(env_id: str) -> EnvError:
@@ -49,7 +31,7 @@ def _unknown(env_id: str) -> EnvError:
 
 def check_env_id(env_id: str) -> None:
     """Raise EnvError unless env_id is a built-in or well-formed "module:callable"."""
-    if env_id in BUILTIN_ENVS:
+    if env_id in ENVS:
         return
     if isinstance(env_id, str) and (":" in env_id or "." in env_id):
         from agentd.envs.pettingzoo_env import split_factory_spec
@@ -70,37 +52,12 @@ def make_env(env_id: str, *, n_agents: int, num_envs: int, episode_len: int, see
     check_env_id(env_id)
     if obs_mode not in OBS_MODES:
         raise EnvError(f"obs_mode must be one of {', '.join(OBS_MODES)}, got {obs_mode!r}")
-    if env_id == "random-mdp":
-        from agentd.envs.random_mdp import RandomMDP
-
-        return RandomMDP(n_agents, num_envs, episode_len, model_seed=seed,
-                         **_builtin_kwargs(env_id, env_kwargs))
-    if env_id == "digital":
-        from agentd.envs.digital import Digital
-
-        return Digital(n_agents, num_envs, episode_len, model_seed=seed,
-                       **_builtin_kwargs(env_id, env_kwargs))
-    if env_id == "ipd":
-        from agentd.envs.ipd import IPD
-
-        return IPD(n_agents, num_envs, episode_len, **_builtin_kwargs(env_id, env_kwargs))
-
-    if env_id in GAME_ENVS:
-        import importlib
-
-        module, cls = GAME_ENVS[env_id].split(":")
-        return getattr(importlib.import_module(module), cls)(
-            n_agents, num_envs, episode_len, model_seed=seed,
-            **_builtin_kwargs(env_id, env_kwargs))
+    row = ENVS.get(env_id)
+    if row is not None:
+        return row.build(n_agents, num_envs, episode_len, seed, obs_mode,
+                         _builtin_kwargs(row, env_kwargs))
 
     from agentd.envs.pettingzoo_env import PettingZooVecEnv, load_factory
-
-    if env_id == "spread":
-        from agentd.envs.spread import parallel_env
-
-        kwargs = {"N": n_agents, **_builtin_kwargs(env_id, env_kwargs)}
-        return PettingZooVecEnv(parallel_env, num_envs, episode_len, kwargs,
-                                name="env spread", shared_reward=True, obs_mode=obs_mode)
 
     env = PettingZooVecEnv(load_factory(env_id), num_envs, episode_len, env_kwargs,
                            name=f"env {env_id}", obs_mode=obs_mode)
@@ -111,9 +68,9 @@ def make_env(env_id: str, *, n_agents: int, num_envs: int, episode_len: int, see
     return env
 
 
-def _builtin_kwargs(env_id: str, env_kwargs: dict[str, Any]) -> dict[str, Any]:
+def _builtin_kwargs(row: EnvRow, env_kwargs: dict[str, Any]) -> dict[str, Any]:
     """env_kwargs of a built-in env converted to their types, or EnvError naming the key."""
-    allowed = _BUILTIN_KWARGS[env_id]
+    env_id, allowed = row.name, row.kwargs
     unknown = sorted(set(env_kwargs) - set(allowed))
     if unknown:
         raise EnvError(f"unknown env_kwargs {unknown} for {env_id}; "

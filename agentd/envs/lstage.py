@@ -46,7 +46,6 @@ class LStage(VecEnv):
     """K copies of one L-stage game (fixed by model_seed)."""
 
     env_id = "lstage"
-    deterministic = True
 
     def __init__(self, n_agents: int, num_envs: int, episode_len: int, model_seed: int,
                  L: int = 3) -> None:

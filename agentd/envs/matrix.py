@@ -63,7 +63,6 @@ class MatrixGame(VecEnv):
     """K copies of a one-shot cooperative game with a shared payoff."""
 
     env_id = "matrix"
-    deterministic = True
 
     def __init__(self, n_agents: int, num_envs: int, episode_len: int, model_seed: int,
                  game: str = "climbing", k: float = -100.0, payoff: str = "") -> None:

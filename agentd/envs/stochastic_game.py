@@ -31,7 +31,6 @@ class StochasticGame(VecEnv):
     """K copies of one random cooperative stochastic game (fixed by model_seed)."""
 
     env_id = "stochastic-game"
-    deterministic = False
 
     def __init__(self, n_agents: int, num_envs: int, episode_len: int, model_seed: int,
                  n_states: int = 30, n_actions: int = 5, horizon: int = 30,

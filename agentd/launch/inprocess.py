@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from agentd.agent.core import AgentCore, act_ahead_allowed, drive
+from agentd.agent.core import AgentCore, drive
 from agentd.algorithms import load_learner_class
 from agentd.algorithms.base import Learner, LearnerSpec
 from agentd.envs import make_env
@@ -73,8 +73,7 @@ def run_in_process(env: VecEnv, learners: list[Learner], steps: int, reset_seed:
     from protocols.codec import Codec
 
     codec = Codec()
-    allowed = act_ahead_allowed(type(learners[0]), learners[0].spec.params)[0] \
-        if learners else False
+    allowed = learners[0].act_ahead_allowed(learners[0].spec.params)[0] if learners else False
     if act_ahead == "on" and not allowed:
         raise ValueError(f"{type(learners[0]).__name__} does not allow act-ahead")
     mode = "on" if act_ahead == "on" or (act_ahead == "auto" and allowed) else "off"

@@ -14,7 +14,6 @@ independently, so they compose; see ``agentd.privacy.accountant`` for what the Î
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +22,6 @@ import numpy as np
 from protocols.kinds import REGISTRY
 
 DP_STREAM = 0xD1FF   # separates the noise stream from every other use of the run seed
-ACCOUNTANTS = ("pld", "rdp")
 
 
 @dataclass(frozen=True)
@@ -69,48 +67,6 @@ class DpSettings:
     def from_meta(cls, meta: dict[str, Any]) -> DpSettings:
         kinds = {k: KindNoise(float(s), float(meta["clip"][k])) for k, s in meta["sigma"].items()}
         return cls(kinds, float(meta["delta"]), str(meta["accountant"]))
-
-
-def validate_settings(c: Any, require: Callable[[bool, str, str, Any], None]) -> None:
-    """Check a RunConfig's dp_* fields (``require(ok, field, allowed, value)`` raises)."""
-    require(c.dp_sigma >= 0, "dp_sigma", "a noise multiplier >= 0 (0: DP off)", c.dp_sigma)
-    require(c.dp_clip > 0, "dp_clip", "an L2 norm > 0", c.dp_clip)
-    require(0 < c.dp_delta < 1, "dp_delta", "a probability in (0, 1)", c.dp_delta)
-    require(c.dp_accountant in ACCOUNTANTS, "dp_accountant", f"one of {', '.join(ACCOUNTANTS)}",
-            c.dp_accountant)
-    if c.dp_sigma > 0:
-        require_declared(c, require)
-        # A restarted agent's accountant would start again from zero and its noise generator
-        # from its first draw (noise reused across messages): refused until both carry over.
-        require(c.max_restarts == 0, "max_restarts",
-                "0 in a DP run (the accountant and the noise stream do not carry across an "
-                "agent restart yet)", c.max_restarts)
-    noised = sorted(k.name for k in REGISTRY.values() if k.plane == "peer" and k.released)
-    for kind, table in c.dp_kinds.items():
-        require(c.dp_sigma > 0, "dp_kinds", "per-kind overrides only with dp_sigma > 0", kind)
-        require(kind in noised, "dp_kinds", f"a table per kind, kinds: {', '.join(noised)}",
-                kind)
-        require(isinstance(table, dict) and set(table) <= {"sigma", "clip"}, f"dp_kinds.{kind}",
-                "a table with sigma and/or clip", table)
-        for key, value in table.items():
-            require(isinstance(value, int | float) and not isinstance(value, bool)
-                    and value > 0, f"dp_kinds.{kind}.{key}", "a number > 0", value)
-
-
-def require_declared(c: Any, require: Callable[[bool, str, str, Any], None]) -> None:
-    """Fail closed: a peer kind the run may send must say what DP releases or leaves exact;
-    a kind that says neither would cross edges un-noised and unreported."""
-    from agentd.algorithms import LearnerConfigError, load_learner_class
-
-    try:
-        permitted = load_learner_class(c.algo).permitted_kinds(c.params)
-    except LearnerConfigError:
-        return    # the learner's own check names the bad parameter
-    for kind in sorted(permitted):
-        spec = REGISTRY[kind]
-        require(bool(spec.released or spec.exact), "dp_sigma",
-                f"a DP run only with peer kinds that declare their released arrays; "
-                f"'{kind}' (sent by {c.algo}) declares none", c.dp_sigma)
 
 
 def units(value: np.ndarray, unit: str) -> np.ndarray:

@@ -114,6 +114,8 @@ class DacDeep(Learner):
     needs_torch = True
     wants_state = True
     action_type = "box"
+    obs_type = "box"
+    follows_link_schedule = True
     act_ahead = True
     act_ahead_why = (
         "off-policy actor-critic: each transition is stored with the log-probability of the "
@@ -137,6 +139,22 @@ class DacDeep(Learner):
         if float(params.get("pr_weight", 0.0)) > 0:
             kinds |= PR_KINDS
         return frozenset(kinds)
+
+    @classmethod
+    def params_for_links(cls, params: dict[str, Any], links_fail: bool,
+                         peer_timeout: float) -> dict[str, Any]:
+        """Consensus by running sums when links may fail, unless the params say otherwise:
+        plain gossip loses the mass of every lost message."""
+        params = super().params_for_links(params, links_fail and not cls.follows_link_schedule,
+                                          peer_timeout)
+        if not cls.follows_link_schedule:
+            return params
+        if (links_fail or peer_timeout > 0) and "running_sums" not in params:
+            params = {**params, "running_sums": True}
+        if links_fail and str(params.get("running_sums")).lower() in ("false", "0"):
+            raise LearnerConfigError(f"{cls.name} follows a link schedule only with "
+                                     "running_sums = true")
+        return params
 
     def __init__(self, spec: LearnerSpec) -> None:
         super().__init__(spec)
@@ -415,5 +433,6 @@ class Isac(DacDeep):
     name = "isac"
     Params = IsacParams
     peer_kinds = frozenset()
+    follows_link_schedule = False      # no consensus: nothing to keep over failing links
     act_ahead_why = ("off-policy soft actor-critic without messages: the buffer keeps the "
                      "behaviour's actions, so a one-update policy lag changes the data only")

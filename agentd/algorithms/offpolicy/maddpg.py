@@ -59,6 +59,7 @@ class Maddpg(Learner):
     needs_torch = True
     centralised = True
     action_type = "box"
+    obs_type = "box"
 
     def __init__(self, spec: LearnerSpec) -> None:
         super().__init__(spec)

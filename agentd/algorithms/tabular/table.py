@@ -24,6 +24,7 @@ class TabularLearner(Learner):
     loops of tabular updates are faster on scalars than on 0-d arrays)."""
 
     action_type = "discrete"
+    obs_type = "discrete"
     _batch: tuple[list, ...] | None = None
 
     def observe(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray,
