@@ -77,7 +77,7 @@ def export_tree(rev: str, into: Path) -> Path:
     repo = Path(__file__).resolve().parent.parent
     into.mkdir(parents=True, exist_ok=True)
     archive = subprocess.run(["git", "-C", str(repo), "archive", rev, "agentd", "coordinator",
-                              "protocols"], capture_output=True, check=False)
+                              "protocols", "topologies"], capture_output=True, check=False)
     if archive.returncode != 0:
         raise SystemExit(f"--baseline {rev}: git archive failed: "
                          f"{archive.stderr.decode().strip()} (run from a git checkout, or "
@@ -89,7 +89,8 @@ def export_tree(rev: str, into: Path) -> Path:
 
 def check_tree(tree: Path) -> None:
     """Refuse to go on unless a launch with ``tree`` really runs that tree's code."""
-    code = "import agentd, coordinator.envserver as e; print(agentd.__file__, e.__file__)"
+    code = ("import agentd, coordinator.envserver as e, topologies as t; "
+            "print(agentd.__file__, e.__file__, t.__file__)")
     probe = subprocess.run([sys.executable, "-c", code],
                            env={**os.environ, "PYTHONPATH": str(tree)}, cwd=tree.parent,
                            capture_output=True, text=True, check=False)

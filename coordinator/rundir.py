@@ -13,6 +13,7 @@ Layout::
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,13 @@ class MetricsFile:
     def __init__(self, path: Path) -> None:
         self._file = open(path, "a", buffering=1)  # noqa: SIM115 - open for the whole run
         self.tb = TensorBoardLog(path.parent)
+        self.tb.open()     # here, not in a thread: it hides torch from tensorboardX meanwhile
         self.returns: list[float] = []
         self.steps: list[int] = []
         self.truncated_episodes = 0
+        # the plot at the end imports matplotlib (~0.5 s, the last thing before the launch
+        # returns): imported in the background while the run starts
+        threading.Thread(target=_import_pyplot, name="preload-matplotlib", daemon=True).start()
 
     def episode(self, step: int, ret: float, length: int, agents: dict[int, dict]) -> None:
         self.returns.append(ret)
@@ -167,12 +172,18 @@ def greedy_return_of_run(config: Any, env: Any, run_dir: Path) -> float | None:
     return env.greedy_return(policies)
 
 
-def plot_learning_curve(path: Path, steps: list[int], returns: list[float], title: str) -> None:
-    """Episode returns against joint step, with a moving average."""
+def _import_pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_learning_curve(path: Path, steps: list[int], returns: list[float], title: str) -> None:
+    """Episode returns against joint step, with a moving average."""
+    plt = _import_pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4))
     if returns:

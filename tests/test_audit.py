@@ -15,6 +15,7 @@ import msgpack
 import numpy as np
 import pytest
 from conftest import AGENTD, Runs, read_json, send_raw, wait_for
+from rawlog import items, raw_log
 
 from agentd.cli import audit_cmd
 from agentd.runtime.msglog import LogRecord, open_log
@@ -22,19 +23,7 @@ from agentd.tools.audit import PROBE_LABEL, Collected, audit_run, leakage_probe
 from protocols import Codec, encode, peer_identity
 
 
-# -- the raw log format, parsed here without any agentd code ---------------------------------
-def raw_log(path: Path) -> tuple[dict, list[list]]:
-    """The meta record and every whole record: u32 LE length | msgpack array."""
-    data, pos, records = path.read_bytes(), 0, []
-    while pos + 4 <= len(data):
-        length = int.from_bytes(data[pos:pos + 4], "little")
-        if pos + 4 + length > len(data):
-            break
-        records.append(msgpack.unpackb(data[pos + 4:pos + 4 + length], raw=False))
-        pos += 4 + length
-    return records[0][2], records[1:]
-
-
+# -- the raw log format, parsed without any agentd code (tests/rawlog.py) -----------------------
 def raw_header(frame: bytes) -> dict:
     if frame[:2] == b"\xff\xff":   # the fixed layout of act / step: u8 version, u8 kind code
         return {"k": {1: "act", 2: "step"}[frame[3]]}
@@ -158,13 +147,14 @@ def test_truncated_log_is_reported_and_the_audit_completes(clean_run, tmp_path, 
     run_dir = tmp_path / "cut"
     shutil.copytree(clean_run, run_dir)
     log = run_dir / "logs" / "agent-0.log"
+    last = items(log)[0][-1][1]                 # the records of the last chunk go with it
     log.write_bytes(log.read_bytes()[:-5])
     assert audit_cmd.run([str(run_dir)]) == 0
     assert "truncated last record skipped in: agent-0.log" in capsys.readouterr().out
     report = read_json(run_dir / "audit.json")
     assert report["logs"]["agent-0.log"]["truncated_tail"] is True
     full = read_json(clean_run / "audit.json")["logs"]["agent-0.log"]["records"]
-    assert report["logs"]["agent-0.log"]["records"] == full - 1
+    assert last and report["logs"]["agent-0.log"]["records"] == full - len(last)
     assert audit_counts(report) == raw_counts(run_dir)
 
 

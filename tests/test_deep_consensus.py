@@ -155,7 +155,7 @@ def test_beta_is_zero_until_the_policy_changes_and_then_matches_the_densities():
     with torch.no_grad():
         lr.actor.body[-1].bias.add_(0.3)
     beta = lr._beta(np.arange(4))
-    s, u = torch.as_tensor(lr.s[:4]), torch.as_tensor(lr.u[:4])
-    want = lr.actor.log_prob_u(s, u).detach().double().numpy() - lr.logp_old[:4]
+    s, u = torch.as_tensor(lr.buf["s"][:4]), torch.as_tensor(lr.buf["u"][:4])
+    want = lr.actor.log_prob_u(s, u).detach().double().numpy() - lr.buf["logp_old"][:4]
     np.testing.assert_allclose(beta, want)
     assert np.abs(beta).max() > 1e-3

@@ -85,7 +85,7 @@ def test_answers_do_not_depend_on_whether_the_own_update_came_first():
         obs = res.obs
     env.close()
     t = a0.steps
-    states = a0.s2[:5]
+    states = a0.buf["s2"][:5]
     before = a0.target_values(states, t)
     for j in (1, 2):                       # the neighbours' answers to a0's own query
         a0.inbox(j, "pr_values", {"qid": t, "states": np.zeros(0, np.int64),

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import itertools
 import shutil
-import struct
 import subprocess
 import tomllib
 
-import msgpack
 import numpy as np
 import pytest
 from conftest import AGENTD, read_json
+from rawlog import raw_log, write_v1
 
 from agentd.agent.core import build_learner
 from agentd.algorithms import ALGORITHMS
@@ -149,22 +148,19 @@ def test_tampered_checkpoint_is_reported(runs_by_algo, tmp_path):
 
 
 def rewrite_reward(log_path, step: int, delta: float) -> None:
-    """Change the reward of one logged env reply (as if the agent had been told otherwise)."""
-    data = log_path.read_bytes()
-    out, pos, codec = bytearray(), 0, Codec()
-    while pos < len(data):
-        (n,) = struct.unpack_from("<I", data, pos)
-        rec = msgpack.unpackb(data[pos + 4:pos + 4 + n], raw=False)
-        pos += 4 + n
+    """Change the reward of one logged env reply (as if the agent had been told otherwise);
+    the log is written back uncompressed (version 1), which the reader takes as well."""
+    meta, records = raw_log(log_path)
+    codec = Codec()
+    for rec in records:
         if rec[0] == "in" and rec[2] == "env":
             head, body = split(rec[4][0])
             h, b = decode_header(codec, head), decode_body(codec, head, body)
             if h["k"] == "step" and b["t"] == step:
                 b["reward"] = b["reward"] + delta
                 rec[4] = [encode(codec, "step", h["s"], h["d"], h["t"], h["q"], b)]
-        packed = msgpack.packb(rec, use_bin_type=True)
-        out += struct.pack("<I", len(packed)) + packed
-    log_path.write_bytes(bytes(out))
+    meta = {k: v for k, v in meta.items() if k != "compression"}
+    write_v1(log_path, [["meta", 0.0, {**meta, "version": 1}], *records])
 
 
 def test_a_changed_env_reply_shows_as_the_first_divergence(runs_by_algo, tmp_path):

@@ -1,8 +1,10 @@
 """Communication graphs: which agents may talk to which.
 
 Every builder validates its arguments, returns a connected undirected graph and raises
-`TopologyError` naming the offending parameter otherwise. The generators are networkx's; ours
-are the checks, the node ids 0..n-1 and the sorted edge tuples the runtime reads.
+`TopologyError` naming the offending parameter otherwise. The grid and random generators are
+networkx's (imported only for them: it takes a few hundred ms, and every agent process imports
+this module); ours are the checks, the node ids 0..n-1 and the sorted edge tuples the runtime
+reads.
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ import random as pyrandom
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import networkx as nx
 import numpy as np
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 TOPOLOGIES: tuple[str, ...] = (
     "ring", "line", "star", "complete", "grid", "random", "small-world", "edgelist",
@@ -71,9 +76,17 @@ class Graph:
 
     def is_connected(self) -> bool:
         """Whether every node can reach every other node."""
-        return nx.is_connected(self.to_networkx())
+        seen, todo = {0}, [0]
+        while todo:
+            for j in self._nbrs[todo.pop()]:
+                if j not in seen:
+                    seen.add(j)
+                    todo.append(j)
+        return len(seen) == self.n
 
     def to_networkx(self) -> nx.Graph:
+        import networkx as nx
+
         g = nx.Graph()
         g.add_nodes_from(range(self.n))
         g.add_edges_from(self.edges)
@@ -81,7 +94,10 @@ class Graph:
 
     def adjacency(self) -> np.ndarray:
         """The boolean n x n adjacency matrix."""
-        return nx.to_numpy_array(self.to_networkx(), nodelist=range(self.n), dtype=bool)
+        a = np.zeros((self.n, self.n), dtype=bool)
+        for i, j in self.edges:
+            a[i, j] = a[j, i] = True
+        return a
 
 
 # ---- argument checks --------------------------------------------------------------------
@@ -106,32 +122,32 @@ def _connected(g: Graph) -> Graph:
 # ---- deterministic builders -------------------------------------------------------------
 
 
-def _from(g: nx.Graph, n: int, name: str) -> Graph:
-    return _connected(Graph(n, tuple(g.edges), name))
+def _from(edges: list[Edge], n: int, name: str) -> Graph:
+    return _connected(Graph(n, tuple(edges), name))
 
 
 def ring(n: int) -> Graph:
     """A cycle 0-1-...-(n-1)-0; for n == 2 a single edge."""
     _check_n(n, "ring")
-    return _from(nx.cycle_graph(n), n, "ring")
+    return _from([(i, (i + 1) % n) for i in range(n)], n, "ring")
 
 
 def line(n: int) -> Graph:
     """A path 0-1-...-(n-1)."""
     _check_n(n, "line")
-    return _from(nx.path_graph(n), n, "line")
+    return _from([(i, i + 1) for i in range(n - 1)], n, "line")
 
 
 def star(n: int) -> Graph:
     """Node 0 is the hub, joined to every other node."""
     _check_n(n, "star")
-    return _from(nx.star_graph(n - 1), n, "star")
+    return _from([(0, i) for i in range(1, n)], n, "star")
 
 
 def complete(n: int) -> Graph:
     """Every pair joined; n == 1 is a single node (a centralised run)."""
     _check_n(n, "complete", minimum=1)
-    return _from(nx.complete_graph(n), n, "complete")
+    return _from([(i, j) for i in range(n) for j in range(i + 1, n)], n, "complete")
 
 
 def grid(n: int, rows: int) -> Graph:
@@ -141,9 +157,11 @@ def grid(n: int, rows: int) -> Graph:
         raise TopologyError(f"rows must be a positive integer for topology 'grid' (got {rows!r})")
     if n % rows:
         raise TopologyError(f"rows must divide n={n} for topology 'grid' (got rows={rows})")
+    import networkx as nx
+
     cols = n // rows
     g = nx.convert_node_labels_to_integers(nx.grid_2d_graph(rows, cols), ordering="sorted")
-    return _from(g, n, "grid")
+    return _from(list(g.edges), n, "grid")
 
 
 # ---- random builders --------------------------------------------------------------------
@@ -151,6 +169,8 @@ def grid(n: int, rows: int) -> Graph:
 
 def _draw_connected(n: int, name: str, draw: Callable[[], nx.Graph], why: str) -> Graph:
     """Call draw() until it gives a connected graph, at most MAX_DRAWS times."""
+    import networkx as nx
+
     for _ in range(MAX_DRAWS):
         g = draw()
         if nx.is_connected(g):
@@ -162,6 +182,8 @@ def random(n: int, p: float, seed: int) -> Graph:
     """Erdős–Rényi G(n, p), redrawn until connected."""
     _check_n(n, "random")
     _check_prob(p, "p")
+    import networkx as nx
+
     rng = pyrandom.Random(seed)      # one stream: each redraw differs, the sequence does not
     return _draw_connected(n, "random", lambda: nx.gnp_random_graph(n, p, seed=rng),
                            f"p={p} is too small for n={n}")
@@ -173,6 +195,8 @@ def small_world(n: int, k: int, p: float, seed: int) -> Graph:
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k % 2 or not 2 <= k < n:
         raise TopologyError(f"k must be an even integer with 2 <= k < n={n} (got k={k!r})")
     _check_prob(p, "rewire probability p")
+    import networkx as nx
+
     rng = pyrandom.Random(seed)
     return _draw_connected(n, "small-world", lambda: nx.watts_strogatz_graph(n, k, p, seed=rng),
                            f"rewire p={p} disconnects n={n}, k={k}")

@@ -18,7 +18,7 @@ ALGORITHMS: dict[str, str] = {
     "random": "agentd.algorithms.tabular.random_policy:RandomPolicy",
     "pr": "agentd.algorithms.tabular.pr:PR",
     "dac-deep": "agentd.algorithms.offpolicy.dac_deep:DacDeep",
-    "isac": "agentd.algorithms.offpolicy.dac_deep:Isac",
+    "isac": "agentd.algorithms.offpolicy.isac:Isac",
     "maddpg": "agentd.algorithms.offpolicy.maddpg:Maddpg",
     "naive-pg": "agentd.algorithms.shaping.naive_pg:NaivePG",
     "lola": "agentd.algorithms.shaping.lola:Lola",

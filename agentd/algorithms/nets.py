@@ -1,4 +1,5 @@
-"""Torch building blocks of the deep learners: MLPs, the squashed-Gaussian actor, a critic.
+"""Torch building blocks of the deep learners: the observation encoder every deep learner picks
+from its space (``obs_encoder``), MLPs, the squashed-Gaussian actor, a critic, checkpoint arrays.
 
 Imported only from inside a deep learner's ``__init__`` (never at registry or config time), so
 a tabular agent, the coordinator and the env server never load torch.
@@ -7,12 +8,17 @@ a tabular agent, the coordinator and the env server never load torch.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from agentd.algorithms.base import LearnerConfigError
 from protocols import spaces
+
+MAX_ONE_HOT = 4096          # a larger Discrete observation is a job for the tabular learners
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -28,6 +34,118 @@ def setup_torch(seed: int, threads: int) -> torch.Generator:
     return gen
 
 
+# -- observation encoders ------------------------------------------------------------------
+def is_image(space: dict) -> bool:
+    """An image observation: a uint8 Box of shape H x W x C."""
+    return (space.get("type") == "box" and space.get("dtype") == "uint8"
+            and len(space["shape"]) == 3)
+
+
+@dataclass(frozen=True)
+class ObsEncoder:
+    """How a deep learner reads one observation space.
+
+    ``prepare`` turns observations as they arrive, ``(K, *shape)``, into the rows the learner
+    stores (``row_shape``, ``row_dtype``); ``wrap`` puts the encoder's torso in front of a
+    network that reads ``width`` features. Vectors: the rows are the features (flat float32, or
+    one-hot for Discrete) and the network's own MLP reads them, no torso. Images: the rows stay
+    uint8 (a replay buffer of pixels is 4x smaller) and a small CNN (``ImageTorso``) scales them
+    to [0, 1], puts channels first and hands ``width`` features on."""
+
+    kind: str                                 # "vector" | "image"
+    width: int                                # features the network after the torso reads
+    row_shape: tuple[int, ...]
+    row_dtype: Any
+    prepare: Any                              # (K, *shape) observations -> (K, *row_shape)
+
+    @property
+    def image(self) -> bool:
+        return self.kind == "image"
+
+    def torso(self) -> nn.Module | None:
+        """A fresh torso (each network owns its own): None for vectors, the CNN for images."""
+        return ImageTorso(self.row_shape, self.width) if self.image else None
+
+    def wrap(self, net: nn.Module) -> nn.Module:
+        """``net`` reading encoded observations: itself for vectors, torso -> net for images."""
+        torso = self.torso()
+        return net if torso is None else nn.Sequential(torso, net)
+
+
+def obs_encoder(space: dict, algo: str, features: int = 64, images: bool = True) -> ObsEncoder:
+    """The encoder for ``space``: one-hot rows (Discrete), flat float32 rows (Box vectors), or,
+    for images (``is_image``), uint8 rows and a CNN torso of ``features`` outputs. ``images``
+    False: the learner cannot take image observations (a clear error instead)."""
+    kind = space.get("type")
+    if kind == "discrete":
+        n = int(space["n"])
+        if n > MAX_ONE_HOT:
+            raise LearnerConfigError(f"{algo}: a Discrete observation of {n} values is one-hot encoded "
+                             f"and must have at most {MAX_ONE_HOT} (use a tabular learner)")
+        return ObsEncoder("vector", n, (n,), np.float32, OneHot(n))
+    if kind != "box":
+        raise LearnerConfigError(f"{algo} needs Box or Discrete observations, got {space}")
+    if is_image(space):
+        if not images:
+            raise LearnerConfigError(f"{algo} does not take image observations (a uint8 Box "
+                             f"{list(space['shape'])}); ippo, iql-deep and isac do")
+        shape = tuple(int(d) for d in space["shape"])
+        return ObsEncoder("image", features, shape, np.uint8, Pixels(shape))
+    width = int(np.prod(space["shape"]))
+    return ObsEncoder("vector", width, (width,), np.float32, Flat(width))
+
+
+class Flat:
+    """Box observations as flat float32 rows (a copy: observations may be read-only). A
+    class, not a closure, so the recovery checkpoint records it by its class name."""
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+
+    def __call__(self, obs: Any) -> np.ndarray:
+        return np.array(obs, np.float32).reshape(-1, self.width)
+
+
+class OneHot:
+    """Discrete observations as one-hot float32 rows."""
+
+    def __init__(self, n: int) -> None:
+        self.eye = np.eye(n, dtype=np.float32)
+
+    def __call__(self, obs: Any) -> np.ndarray:
+        return self.eye[np.asarray(obs, np.int64).reshape(-1)]
+
+
+class Pixels:
+    """Image observations as uint8 H x W x C rows, unchanged (the torso scales them)."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape = shape
+
+    def __call__(self, obs: Any) -> np.ndarray:
+        return np.array(obs, np.uint8).reshape(-1, *self.shape)
+
+
+class ImageTorso(nn.Module):
+    """A small CNN: uint8 H x W x C -> [0, 1], channels first, two strided convolutions (the
+    first two of the Nature DQN's, padded so images from 2 x 2 up fit), an average pool to
+    4 x 4 (any image size gives the same width) and a linear layer to ``features``."""
+
+    def __init__(self, shape: tuple[int, ...], features: int) -> None:
+        super().__init__()
+        channels = int(shape[2])
+        self.conv = nn.Sequential(
+            nn.Conv2d(channels, 16, 8, stride=4, padding=3), nn.ReLU(),
+            nn.Conv2d(16, 32, 4, stride=2, padding=2), nn.ReLU(),
+            nn.AdaptiveAvgPool2d((4, 4)), nn.Flatten())
+        self.out = nn.Sequential(nn.Linear(32 * 4 * 4, features), nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(torch.float32).div(255.0).permute(0, 3, 1, 2)
+        return self.out(self.conv(x))
+
+
+# -- networks --------------------------------------------------------------------------------
 def mlp(sizes: list[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
     for k in range(len(sizes) - 1):
@@ -40,13 +158,15 @@ def mlp(sizes: list[int]) -> nn.Sequential:
 class SquashedGaussianActor(nn.Module):
     """a = tanh(u), u = mu(s) + sigma(s) * xi, xi ~ N(0, I) (seed 002 eq. 59, SAC's actor)."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int) -> None:
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int,
+                 torso: nn.Module | None = None) -> None:
         super().__init__()
         self.body = mlp([obs_dim, hidden, hidden, 2 * act_dim])
+        self.torso = torso if torso is not None else nn.Identity()
         self.act_dim = act_dim
 
     def dist(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, log_std = self.body(s).split(self.act_dim, dim=-1)
+        mu, log_std = self.body(self.torso(s)).split(self.act_dim, dim=-1)
         return mu, log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
 
     def sample(self, s: torch.Tensor, gen: torch.Generator | None = None
@@ -81,12 +201,21 @@ def tanh_log_jacobian(u: torch.Tensor) -> torch.Tensor:
 class Critic(nn.Module):
     """Q(s, a) for a (squashed) action vector a; s may be the global state."""
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int) -> None:
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int,
+                 torso: nn.Module | None = None) -> None:
         super().__init__()
         self.body = mlp([obs_dim + act_dim, hidden, hidden, 1])
+        self.torso = torso if torso is not None else nn.Identity()
 
     def forward(self, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        return self.body(torch.cat([s, a], dim=-1)).squeeze(-1)
+        return self.body(torch.cat([self.torso(s), a], dim=-1)).squeeze(-1)
+
+
+def step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One optimiser step on ``loss``."""
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
 
 
 @torch.no_grad()

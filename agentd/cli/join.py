@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 from agentd.runtime.control import JoinOptions
 
 
 def add_join_flags(parser: argparse.ArgumentParser, serves: str) -> None:
     parser.add_argument("--join", "--connect", dest="join", required=True,
-                        metavar="tcp://HOST:PORT", help="the coordinator's control endpoint")
+                        metavar="tcp://HOST:PORT", help="the coordinator's control endpoint, "
+                        "or @FILE: the endpoint in FILE (coordinator.json) once it is written")
     parser.add_argument("--keys", default=None, metavar="KEYDIR",
                         help="secure mode: CURVE keys (public.toml and this process's secret; "
                              "made by 'agentd keys new')")
@@ -30,8 +34,24 @@ def add_join_flags(parser: argparse.ArgumentParser, serves: str) -> None:
 
 
 def join_options(args: argparse.Namespace) -> JoinOptions:
-    return JoinOptions(args.join, args.bind, args.advertise, args.keys, args.insecure,
+    return JoinOptions(endpoint_of(args.join, args.join_timeout), args.bind, args.advertise, args.keys, args.insecure,
                        args.run_dir, args.join_timeout)
+
+
+def endpoint_of(join: str, timeout: float) -> str:
+    """``@FILE``: wait for the coordinator to write its endpoint to FILE (a local launcher
+    starts every process at once, so they import while the coordinator starts)."""
+    if not join.startswith("@"):
+        return join
+    path, deadline = Path(join[1:]), time.monotonic() + timeout
+    while True:
+        try:
+            return json.loads(path.read_text())["endpoint"]
+        except (OSError, ValueError, KeyError, TypeError):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"no coordinator endpoint in {path} after {timeout:.0f} s") \
+                    from None
+            time.sleep(0.01)
 
 
 def run_joining(prog: str, start: Callable[[], int]) -> int:

@@ -7,8 +7,6 @@ import sys
 import time
 from typing import TextIO
 
-from tqdm import tqdm
-
 
 class ProgressBar:
     """Shows steps done of a total, the pace, the time left and the latest episode return."""
@@ -18,6 +16,9 @@ class ProgressBar:
         self.stream = stream or sys.stderr
         self.start = time.monotonic()
         self._last_decile = -1
+        from tqdm import tqdm  # only a run that shows a bar pays for the import
+
+        self._tqdm = tqdm
         self.bar = tqdm(total=self.total, unit=label, file=self.stream, mininterval=0.1,
                         dynamic_ncols=True) if self.stream.isatty() else None
 
@@ -29,7 +30,7 @@ class ProgressBar:
         decile = int(min(done / self.total, 1.0) * 10)
         if decile != self._last_decile:
             self._last_decile = decile
-            line = tqdm.format_meter(done, self.total, time.monotonic() - self.start,
+            line = self._tqdm.format_meter(done, self.total, time.monotonic() - self.start,
                                      ncols=100, unit=self.label, postfix=note or None,
                                      ascii=True)
             self.stream.write(line + "\n")

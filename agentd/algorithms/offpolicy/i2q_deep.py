@@ -42,6 +42,7 @@ class I2qDeep(IqlDeep):
     name = "i2q-deep"
     Params = I2qDeepParams
     wants_state = True
+    takes_images = False        # the forward model predicts next states, not next images
     act_ahead_why = ("off-policy like iql-deep: the forward model, Q_ss and Q train on replayed "
                      "transitions, whichever policy collected them")
 
@@ -69,7 +70,7 @@ class I2qDeep(IqlDeep):
         if not self.ready():
             return out
         torch, p = self.torch, self.params
-        s, a, r, s2, done = self.batch()
+        s, a, r, s2, done = self.sample()
         with torch.no_grad():                                                   # (2)
             f2 = self.predict(s2, self.q(s2).argmax(dim=1))
             y_ss = r + p.gamma * (1.0 - done) * self.value_ss(self.qss_bar, s2, f2)

@@ -11,10 +11,12 @@ are stored (and every ``train_every`` steps), one minibatch of ``batch`` entries
 and every ``target_every`` updates Q_bar <- Q_theta. Behaviour is epsilon-greedy, epsilon
 falling linearly from ``eps_start`` to ``eps_end`` over ``eps_steps`` joint steps. No messages.
 
-Observations: a Box is flattened; a Discrete one is one-hot encoded. Truncation bootstraps
-(a time limit is not the end of the MDP). The recovery checkpoint holds the networks, Adam's
-moments, the filled buffer and its write position, the counters and the RNG state, so a restored
-learner continues exactly where it was. ``ma2ql-deep`` and ``i2q-deep`` build on this class.
+Observations: the core's encoder (a Box vector flattened, a Discrete one one-hot, an image
+through a small CNN in front of Q). Truncation bootstraps (a time limit is not the end of the
+MDP). The checkpoint holds the networks, Adam's moments, the filled buffer and its write
+position, the counters and the RNG states, so a restored learner continues exactly where it
+was. ``ma2ql-deep`` and ``i2q-deep`` build on this class; the replay buffer, the encoder and the
+checkpoints are the off-policy core's (``agentd.algorithms.offpolicy.core``).
 """
 
 from __future__ import annotations
@@ -24,11 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from agentd.algorithms.base import Learner, LearnerConfigError, LearnerSpec, param
-from agentd.algorithms.offpolicy.buffer import ReplayBuffer, rng_state, set_rng_state
+from agentd.algorithms.base import LearnerConfigError, LearnerSpec, param
+from agentd.algorithms.offpolicy.buffer import Fields
+from agentd.algorithms.offpolicy.core import OffPolicyLearner
 from agentd.algorithms.tabular.iql import epsilon_greedy
-
-MAX_ONE_HOT = 4096          # a larger Discrete observation is a job for the tabular learners
 
 
 @dataclass
@@ -73,83 +74,43 @@ def double_dqn_target(q_online_next: Any, q_target_next: Any, r: Any, done: Any,
     return r + gamma * (1.0 - done) * q_target_next.gather(1, best).squeeze(1)
 
 
-class _Flatten:
-    """Box observations as float32 rows (a copy: obs may be read-only); a class, not a
-    closure, so a learner holding it pickles into its recovery checkpoint."""
-
-    def __init__(self, width: int) -> None:
-        self.width = width
-
-    def __call__(self, o: Any) -> np.ndarray:
-        return np.array(o, np.float32).reshape(len(o), self.width)
-
-
-class _OneHot:
-    """Discrete observations as one-hot float32 rows."""
-
-    def __init__(self, n: int) -> None:
-        self.eye = np.eye(n, dtype=np.float32)
-
-    def __call__(self, o: Any) -> np.ndarray:
-        return self.eye[np.asarray(o, np.int64).reshape(-1)]
-
-
-def encoder(space: dict, algo: str) -> tuple[int, Any]:
-    """(input width, obs -> float32 rows) for a Box (flattened) or Discrete (one-hot) space."""
-    if space.get("type") == "box":
-        width = int(np.prod(space["shape"]))
-        return width, _Flatten(width)
-    if space.get("type") == "discrete":
-        n = int(space["n"])
-        if n > MAX_ONE_HOT:
-            raise LearnerConfigError(f"{algo}: a Discrete observation of {n} values is one-hot "
-                                     f"encoded and must have at most {MAX_ONE_HOT} (use the "
-                                     "tabular learner)")
-        return n, _OneHot(n)
-    raise LearnerConfigError(f"{algo} needs Box or Discrete observations, got {space}")
-
-
-class IqlDeep(Learner):
+class IqlDeep(OffPolicyLearner):
     """Agent i's private double DQN on its own action."""
 
     name = "iql-deep"
     Params = DqnParams
-    needs_torch = True
     action_type = "discrete"
     act_ahead = True
     act_ahead_why = ("off-policy double DQN without messages: epsilon-greedy on a Q one update "
                      "older is still a behaviour policy the replay buffer's TD update allows")
 
     def __init__(self, spec: LearnerSpec) -> None:
+        self.n_actions = 0
         super().__init__(spec)
-        import torch
+        self.updates = 0          # gradient steps taken
 
-        from agentd.algorithms import nets
-
-        self.torch, self.nets = torch, nets
-        if len(spec.controls) != 1:
-            raise LearnerConfigError(f"{self.name} controls exactly one env agent")
+    def check_spaces(self, spec: LearnerSpec) -> None:
+        super().check_spaces(spec)
         act = spec.act_spaces[0]
         if act.get("type") != "discrete":
             raise LearnerConfigError(
                 f"{self.name} needs a Discrete action space, got {act.get('type')} (for MPE "
                 "envs leave continuous_actions unset)")
-        p = self.params
         self.n_actions = int(act["n"])
-        self.obs_dim, self.encode = encoder(spec.obs_spaces[0], self.name)
-        self.gen = nets.setup_torch(spec.seed, p.threads)
-        self.build_networks()
-        self.buf = ReplayBuffer(p.buffer, self.obs_dim)
-        self.steps = 0            # joint steps observed
-        self.updates = 0          # gradient steps taken
 
     def build_networks(self) -> None:
         """Q, its target and the optimiser (subclasses add their own networks after these)."""
-        p, nets, torch = self.params, self.nets, self.torch
-        self.q = nets.mlp([self.obs_dim, p.hidden, p.hidden, self.n_actions])
-        self.q_bar = nets.mlp([self.obs_dim, p.hidden, p.hidden, self.n_actions])
+        p, nets, torch, enc = self.params, self.nets, self.torch, self.encoder
+        self.obs_dim, self.encode = enc.width, enc.prepare
+        self.q = enc.wrap(nets.mlp([enc.width, p.hidden, p.hidden, self.n_actions]))
+        self.q_bar = enc.wrap(nets.mlp([enc.width, p.hidden, p.hidden, self.n_actions]))
         self.q_bar.load_state_dict(self.q.state_dict())
         self.opt = torch.optim.Adam(self.q.parameters(), lr=p.lr)
+
+    def buffer_fields(self) -> Fields:
+        row = (self.encoder.row_shape, self.encoder.row_dtype)
+        return {"s": row, "s2": row, "a": ((), np.int64), "r": ((), np.float32),
+                "done": ((), np.float32)}
 
     # -- acting and storing ----------------------------------------------------------------
     def epsilon(self) -> float:
@@ -162,23 +123,19 @@ class IqlDeep(Learner):
             q = self.q(self.torch.as_tensor(self.encode(obs))).numpy()
         return epsilon_greedy(self.rng, q, self.epsilon())
 
-    def observe(self, obs, action, reward, next_obs, terminated, truncated) -> None:
-        self.buf.add(self.encode(obs), np.asarray(action, np.int64).reshape(-1),
-                     np.asarray(reward, np.float32), self.encode(next_obs),
-                     np.asarray(terminated, np.float32))
-        self.steps += 1
+    def entry(self, obs, action, reward, next_obs, terminated) -> dict[str, np.ndarray]:
+        return {"s": self.encode(obs), "s2": self.encode(next_obs),
+                "a": np.asarray(action, np.int64).reshape(-1),
+                "r": np.asarray(reward, np.float32), "done": np.asarray(terminated, np.float32)}
 
     # -- learning --------------------------------------------------------------------------
     def ready(self) -> bool:
-        p = self.params
-        return self.buf.size >= p.start and self.steps % p.train_every == 0
+        return super().ready() and self.steps % self.params.train_every == 0
 
-    def batch(self) -> tuple[Any, ...]:
+    def sample(self) -> tuple[Any, ...]:
         """A uniform minibatch (s, a, r, s', terminated) as tensors."""
-        idx = self.buf.sample(self.rng, self.params.batch)
-        b, t = self.buf, self.torch
-        return (t.as_tensor(b.s[idx]), t.as_tensor(b.a[idx]), t.as_tensor(b.r[idx]),
-                t.as_tensor(b.s2[idx]), t.as_tensor(b.done[idx]))
+        b = self.batch(self.buf.sample(self.params.batch))
+        return b["s"], b["a"], b["r"], b["s2"], b["done"]
 
     def td_target(self, s2: Any, r: Any, done: Any) -> Any:
         with self.torch.no_grad():
@@ -200,7 +157,7 @@ class IqlDeep(Learner):
         out = {"epsilon": self.epsilon()}
         if not self.ready():
             return out
-        s, a, r, s2, done = self.batch()
+        s, a, r, s2, done = self.sample()
         out["q_loss"] = self.q_step(s, a, self.td_target(s2, r, done))
         return out
 
@@ -212,21 +169,8 @@ class IqlDeep(Learner):
         return {"opt": self.opt}
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        nets = self.nets
-        out: dict[str, np.ndarray] = {}
-        for name, module in self.modules().items():
-            out.update(nets.module_arrays(name, module))
-        for name, opt in self.optimisers().items():
-            out.update(nets.optimizer_arrays(name, opt))
-        return {**out, **self.buf.state_dict(), "steps": np.array(self.steps),
-                "updates": np.array(self.updates), "rng": rng_state(self.rng)}
+        return {**super().state_dict(), "updates": np.array(self.updates)}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        nets = self.nets
-        for name, module in self.modules().items():
-            nets.load_module_arrays(name, module, state)
-        for name, opt in self.optimisers().items():
-            nets.load_optimizer_arrays(name, opt, state)
-        self.buf.load_state_dict(state)
-        self.steps, self.updates = int(state["steps"]), int(state["updates"])
-        set_rng_state(self.rng, state["rng"])
+        super().load_state_dict(state)
+        self.updates = int(state["updates"])

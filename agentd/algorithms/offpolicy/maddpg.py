@@ -10,16 +10,21 @@ actions (centralised training, decentralised execution):
     targets Polyak-averaged actors and critics; exploration: Gaussian noise on the squashed
             action (``noise``), clipped to [-1, 1].
 
-Runs of this learner are labelled non-private in config.toml, summary.json and the logs.
+Runs of this learner are labelled non-private in config.toml, summary.json and the logs. The
+replay buffer (of joint entries) and the checkpoints are the off-policy core's; observations are
+vectors (no CNN torso for images).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from agentd.algorithms.base import Learner, LearnerConfigError, LearnerSpec, param
+from agentd.algorithms.base import LearnerConfigError, LearnerSpec, param
+from agentd.algorithms.offpolicy.buffer import Fields
+from agentd.algorithms.offpolicy.core import OffPolicyLearner
 
 
 @dataclass
@@ -51,23 +56,17 @@ class MaddpgParams:
                                      f"{self.batch}, {self.start}, {self.buffer}")
 
 
-class Maddpg(Learner):
+class Maddpg(OffPolicyLearner):
     """N deterministic actors and N centralised critics in one process."""
 
     name = "maddpg"
     Params = MaddpgParams
-    needs_torch = True
     centralised = True
     action_type = "box"
     obs_type = "box"
+    takes_images = False
 
-    def __init__(self, spec: LearnerSpec) -> None:
-        super().__init__(spec)
-        import torch
-
-        from agentd.algorithms import nets
-
-        self.torch, self.nets, p = torch, nets, self.params
+    def check_spaces(self, spec: LearnerSpec) -> None:
         for sp in list(spec.obs_spaces) + list(spec.act_spaces):
             if sp.get("type") != "box":
                 raise LearnerConfigError("maddpg needs Box observation and action spaces (for "
@@ -75,11 +74,14 @@ class Maddpg(Learner):
         self.m = len(spec.act_spaces)
         self.obs_dims = [int(np.prod(sp["shape"])) for sp in spec.obs_spaces]
         self.act_dims = [int(np.prod(sp["shape"])) for sp in spec.act_spaces]
-        self.bounds = [nets.box_bounds(sp) for sp in spec.act_spaces]
+        self.bounds = [self.nets.box_bounds(sp) for sp in spec.act_spaces]
         if len(set(self.obs_dims)) != 1 or len(set(self.act_dims)) != 1:
             raise LearnerConfigError("maddpg: all agents must have the same observation and "
                                      "action shapes")
-        self.gen = nets.setup_torch(spec.seed, p.threads)
+        self.last_squashed: np.ndarray | None = None
+
+    def build_networks(self) -> None:
+        p, nets, torch = self.params, self.nets, self.torch
         od, ad, m = self.obs_dims[0], self.act_dims[0], self.m
         self.actors = [nets.mlp([od, p.hidden, p.hidden, ad]) for _ in range(m)]
         self.critics = [nets.Critic(m * od, m * ad, p.hidden) for _ in range(m)]
@@ -89,14 +91,11 @@ class Maddpg(Learner):
             dst.load_state_dict(src.state_dict())
         self.opt_a = [torch.optim.Adam(a.parameters(), lr=p.lr_actor) for a in self.actors]
         self.opt_c = [torch.optim.Adam(c.parameters(), lr=p.lr_critic) for c in self.critics]
-        cap, K = p.buffer, spec.num_envs
-        self.o = np.zeros((cap, m, od), np.float32)
-        self.o2 = np.zeros((cap, m, od), np.float32)
-        self.a = np.zeros((cap, m, ad), np.float32)
-        self.r = np.zeros((cap, m), np.float32)
-        self.done = np.zeros(cap, np.float32)
-        self.k, self.count, self.size = K, 0, 0
-        self.last_squashed: np.ndarray | None = None
+
+    def buffer_fields(self) -> Fields:
+        m, od, ad = self.m, self.obs_dims[0], self.act_dims[0]
+        return {"o": ((m, od), np.float32), "o2": ((m, od), np.float32),
+                "a": ((m, ad), np.float32), "r": ((m,), np.float32), "done": ((), np.float32)}
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         torch = self.torch
@@ -111,24 +110,17 @@ class Maddpg(Learner):
             out[:, i] = low + 0.5 * (sq[:, i] + 1.0) * (high - low)
         return out.reshape((self.k, self.m, *np.shape(self.bounds[0][0])))
 
-    def observe(self, obs, action, reward, next_obs, terminated, truncated) -> None:
-        pos = (self.count + np.arange(self.k)) % len(self.r)
-        self.o[pos] = np.asarray(obs, np.float32).reshape(self.k, self.m, -1)
-        self.o2[pos] = np.asarray(next_obs, np.float32).reshape(self.k, self.m, -1)
-        self.a[pos] = self.last_squashed
-        self.r[pos] = reward
-        self.done[pos] = terminated
-        self.count += self.k
-        self.size = min(self.size + self.k, len(self.r))
+    def entry(self, obs, action, reward, next_obs, terminated) -> dict[str, np.ndarray]:
+        return {"o": np.asarray(obs, np.float32).reshape(self.k, self.m, -1),
+                "o2": np.asarray(next_obs, np.float32).reshape(self.k, self.m, -1),
+                "a": self.last_squashed, "r": reward, "done": terminated}
 
     def update(self) -> dict[str, float]:
         p, torch = self.params, self.torch
-        if self.size < p.start:
+        if not self.ready():
             return {}
-        idx = self.rng.integers(0, self.size, p.batch)
-        o, o2 = torch.as_tensor(self.o[idx]), torch.as_tensor(self.o2[idx])
-        a, r = torch.as_tensor(self.a[idx]), torch.as_tensor(self.r[idx])
-        done = torch.as_tensor(self.done[idx])
+        b = self.batch(self.buf.sample(p.batch))
+        o, o2, a, r, done = b["o"], b["o2"], b["a"], b["r"], b["done"]
         flat_o, flat_o2 = o.flatten(1), o2.flatten(1)
         with torch.no_grad():
             a2 = torch.stack([torch.tanh(self.t_actors[i](o2[:, i])) for i in range(self.m)], 1)
@@ -152,18 +144,14 @@ class Maddpg(Learner):
             self.nets.polyak(dst, src, p.tau)
         return {"critic_loss": float(np.mean(c_losses)), "q": float(np.mean(qs))}
 
-    def state_dict(self) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
+    def modules(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
         for i in range(self.m):
-            for prefix, mod in (("actor", self.actors), ("critic", self.critics),
-                                ("target_actor", self.t_actors),
-                                ("target_critic", self.t_critics)):
-                out.update(self.nets.module_arrays(f"{prefix}{i}", mod[i]))
+            out.update({f"actor{i}": self.actors[i], f"critic{i}": self.critics[i],
+                        f"target_actor{i}": self.t_actors[i],
+                        f"target_critic{i}": self.t_critics[i]})
         return out
 
-    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
-        for i in range(self.m):
-            for prefix, mod in (("actor", self.actors), ("critic", self.critics),
-                                ("target_actor", self.t_actors),
-                                ("target_critic", self.t_critics)):
-                self.nets.load_module_arrays(f"{prefix}{i}", mod[i], state)
+    def optimisers(self) -> dict[str, Any]:
+        return {**{f"opt_actor{i}": o for i, o in enumerate(self.opt_a)},
+                **{f"opt_critic{i}": o for i, o in enumerate(self.opt_c)}}

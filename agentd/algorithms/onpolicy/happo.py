@@ -61,6 +61,7 @@ class HAPPO(OnPolicyLearner):
     Params = HappoParams
     joint_view = True
     peer_kinds = frozenset({"happo_factor"})
+    takes_images = False        # the critic reads the n encoded observations side by side
 
     @classmethod
     def non_private_reason(cls, params: dict[str, Any]) -> str:

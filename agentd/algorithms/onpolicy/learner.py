@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -84,6 +84,7 @@ class OnPolicyLearner(Learner):
 
     Params = OnPolicyParams
     needs_torch = True
+    takes_images: ClassVar[bool] = True     # its networks can sit behind the CNN torso
     act_ahead = False
     act_ahead_why = ("on-policy: the rollout after an update must be sampled from the updated "
                      "policy (its stored log-probabilities are the ratio's denominator); acting "
@@ -98,7 +99,9 @@ class OnPolicyLearner(Learner):
 
         self.torch, self.nets, self.policy, p = torch, nets, policy, self.params
         obs_space, act_space = self._spaces(spec)
-        self.obs_dim, self.encode = policy.obs_encoder(obs_space)
+        # the encoder the off-policy core picks too: vectors as rows, images through a CNN
+        self.obs_enc = nets.obs_encoder(obs_space, self.name, p.hidden, self.takes_images)
+        self.obs_dim, self.encode = self.obs_enc.width, self.obs_enc.prepare
         self.gen = nets.setup_torch(spec.seed, p.threads)
         self.actor, self.critic = self.build_networks(act_space)
         self.head = self.actor.head
@@ -126,12 +129,14 @@ class OnPolicyLearner(Learner):
         """(actor, critic): pi(a|o) and V(o) on this agent's encoded observation."""
         p, policy = self.params, self.policy
         return (policy.Actor(self.obs_dim, act_space, p.hidden, p.layers, p.activation,
-                             p.layer_norm, p.log_std_init),
-                policy.ValueNet(self.obs_dim, p.hidden, p.layers, p.activation, p.layer_norm))
+                             p.layer_norm, p.log_std_init, self.obs_enc.torso()),
+                policy.ValueNet(self.obs_dim, p.hidden, p.layers, p.activation, p.layer_norm,
+                                self.obs_enc.torso()))
 
     def rollout_fields(self) -> dict[str, tuple[tuple[int, ...], Any]]:
         act_dtype = np.int64 if self.head.discrete else np.float32
-        return {"obs": ((self.obs_dim,), np.float32), "act": (self.head.act_shape, act_dtype),
+        return {"obs": (self.obs_enc.row_shape, self.obs_enc.row_dtype),
+                "act": (self.head.act_shape, act_dtype),
                 "logp": ((), np.float32), "dist": ((self.head.dist_dim,), np.float32),
                 "value": ((), np.float64), "next_value": ((), np.float64),
                 "reward": ((), np.float64), "terminated": ((), bool), "done": ((), bool)}

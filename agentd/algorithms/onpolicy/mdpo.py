@@ -76,6 +76,7 @@ class MDPO(DPO):
     name = "mdpo"
     Params = MdpoParams
     peer_kinds = frozenset({"latent"})
+    takes_images = False        # the latent model predicts next observation vectors
 
     @classmethod
     def permitted_kinds(cls, params: dict[str, Any]) -> frozenset[str]:

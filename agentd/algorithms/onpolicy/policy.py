@@ -1,4 +1,5 @@
-"""Torch parts of the on-policy learners: MLPs, policy heads, the value net, encoders.
+"""Torch parts of the on-policy learners: MLPs, policy heads, the value net (observation
+encoders are ``agentd.algorithms.nets.obs_encoder``'s, shared with the off-policy core).
 
 A policy head turns the actor body's features into a distribution and keeps everything about
 that distribution in one place: the parameters a rollout stores (``dist``: logits, or mean and
@@ -48,6 +49,12 @@ def body(n_in: int, hidden: int, layers: int, activation: str, layer_norm: bool)
             mods.append(nn.LayerNorm(hidden))
         width = hidden
     return nn.Sequential(*mods)
+
+
+def with_torso(torso: nn.Module | None, net: nn.Module) -> nn.Module:
+    """``net`` behind an observation encoder's torso (the CNN of image observations), or
+    ``net`` itself (vectors: no torso)."""
+    return net if torso is None else nn.Sequential(torso, net)
 
 
 class CategoricalHead(nn.Module):
@@ -127,9 +134,10 @@ class Actor(nn.Module):
     """pi(a|o): an MLP body and a policy head."""
 
     def __init__(self, obs_dim: int, act_space: dict, hidden: int, layers: int,
-                 activation: str, layer_norm: bool, log_std_init: float) -> None:
+                 activation: str, layer_norm: bool, log_std_init: float,
+                 torso: nn.Module | None = None) -> None:
         super().__init__()
-        self.body = body(obs_dim, hidden, layers, activation, layer_norm)
+        self.body = with_torso(torso, body(obs_dim, hidden, layers, activation, layer_norm))
         if act_space["type"] == "discrete":
             self.head: CategoricalHead | GaussianHead = CategoricalHead(hidden, int(act_space["n"]))
         else:
@@ -143,43 +151,13 @@ class ValueNet(nn.Module):
     """V(o) (normalised units when the learner normalises value targets)."""
 
     def __init__(self, obs_dim: int, hidden: int, layers: int, activation: str,
-                 layer_norm: bool) -> None:
+                 layer_norm: bool, torso: nn.Module | None = None) -> None:
         super().__init__()
-        self.body = body(obs_dim, hidden, layers, activation, layer_norm)
+        self.body = with_torso(torso, body(obs_dim, hidden, layers, activation, layer_norm))
         self.out = ortho_linear(hidden, 1, 1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(self.body(x)).squeeze(-1)
-
-
-def obs_encoder(space: dict) -> tuple[int, object]:
-    """(input width, encode): Discrete observations become one-hot rows, Box ones flat floats."""
-    if space["type"] == "discrete":
-        n = int(space["n"])
-        return n, OneHot(n)
-    dim = int(np.prod(space["shape"]))
-    return dim, Flat(dim)
-
-
-class OneHot:
-    """Discrete observations as one-hot float rows (a class, not a closure: it pickles into
-    a recovery checkpoint)."""
-
-    def __init__(self, n: int) -> None:
-        self.eye = np.eye(n, dtype=np.float32)
-
-    def __call__(self, obs: np.ndarray) -> np.ndarray:
-        return self.eye[np.asarray(obs, dtype=np.int64).reshape(-1)]
-
-
-class Flat:
-    """Box observations as flat float32 rows."""
-
-    def __init__(self, dim: int) -> None:
-        self.dim = dim
-
-    def __call__(self, obs: np.ndarray) -> np.ndarray:
-        return np.asarray(obs, dtype=np.float32).reshape(-1, self.dim)
 
 
 def discrete_to_env(a: np.ndarray) -> np.ndarray:
