@@ -114,3 +114,23 @@ def test_inherited_fields_keep_their_parents_meaning():
     docs = field_docs(PRParams)
     assert set(docs) == {f.name for f in dataclasses.fields(PRParams)}
     assert all(docs.values())
+
+
+@pytest.mark.parametrize("algo", ["dac", "pr", "random"])
+def test_config_toml_records_every_resolved_param(algo, tmp_path):
+    import tomllib
+
+    from agentd.algorithms import load_learner_class
+    from agentd.config import resolve, to_toml
+
+    given = {"gamma": 0.9} if algo != "random" else {}
+    config = resolve({}, {"algo": algo, "params": given or None})
+    written = tomllib.loads(to_toml(config)).get("params", {})
+    params_cls = load_learner_class(algo).Params
+    fields = [f.name for f in dataclasses.fields(params_cls)]
+    assert sorted(written) == sorted(fields)
+    for name in fields:
+        expected = given.get(name, getattr(params_cls(), name))
+        assert written[name] == expected, name
+    again = resolve(tomllib.loads(to_toml(config)), {})   # the file re-makes the same run
+    assert again.params == written and again.algo == algo
