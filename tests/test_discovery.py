@@ -85,9 +85,9 @@ def test_algos_dac_lists_every_param_with_default_range_and_meaning():
 
 
 def test_a_tabular_learner_is_described_without_torch():
-    res = subprocess.run([sys.executable, "-c",
-                          "import sys\nfrom agentd.cli.algos_cmd import run\nrun(['dac'])\n"
-                          "print('torch loaded:', 'torch' in sys.modules)"],
+    code = ("import sys\nfrom agentd.cli.algos_cmd import run\nrun(['dac'])\n"
+            "print('torch loaded:', 'torch' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code],
                          capture_output=True, text=True, timeout=120, check=False)
     assert res.returncode == 0, res.stderr
     assert res.stdout.rstrip().endswith("torch loaded: False")
