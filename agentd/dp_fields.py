@@ -27,11 +27,6 @@ def validate(c: Any, require: Require) -> None:
             c.dp_accountant)
     if c.dp_sigma > 0:
         require_declared(c, require)
-        # A restarted agent's accountant would start again from zero and its noise generator
-        # from its first draw (noise reused across messages): refused until both carry over.
-        require(c.max_restarts == 0, "max_restarts",
-                "0 in a DP run (the accountant and the noise stream do not carry across an "
-                "agent restart yet)", c.max_restarts)
     noised = sorted(k.name for k in REGISTRY.values() if k.plane == "peer" and k.released)
     for kind, table in c.dp_kinds.items():
         require(c.dp_sigma > 0, "dp_kinds", "per-kind overrides only with dp_sigma > 0", kind)

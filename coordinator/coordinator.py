@@ -41,7 +41,7 @@ from coordinator.rundir import (
     derive_seed,
     write_json,
 )
-from coordinator.summary import report, write_summary
+from coordinator.summary import fold_tally, report, tallies_due, write_summary
 from protocols import COORDINATOR, ENVSERVER, UNASSIGNED, Guard, Message, process_name
 from protocols.errors import Oversize
 from topologies import build, mixing_matrix
@@ -95,16 +95,16 @@ class Coordinator:
         self.run_dir = Path(c.run_dir)
         private_dir(private_dir(self.run_dir) / "logs")
         self.n_procs = process_count(c)
+        msglog = MessageLog("coordinator")    # the file once the socket is bound
         self.transport = Transport(COORDINATOR, Guard(COORDINATOR, max_bytes=c.max_msg_bytes),
-                                   None, self.keys, c.insecure)
+                                   msglog, self.keys, c.insecure)
         try:
             self.link = self.transport.bind_router(self.bind, "control")
         except Exception:
             self.transport.close()
             raise
-        self.transport.msglog = MessageLog(
-            "coordinator", self.run_dir / "logs" / "coordinator.log", private=is_private(c),
-            meta={"secure": self.transport.secure, "insecure": c.insecure})
+        msglog.attach(self.run_dir / "logs" / "coordinator.log", private=is_private(c),
+                      meta={"secure": self.transport.secure, "insecure": c.insecure})
         self.run_id = new_run_id()
         self.collector = Collector(self.run_dir, self._send_to, c.max_msg_bytes)
         self.graph = build(c.topology if self.n_procs > 1 else "complete", self.n_procs,
@@ -151,7 +151,8 @@ class Coordinator:
             while True:
                 for _ in self.transport.poll(100):
                     for msg, ident in self.transport.recv_all(self.link):
-                        self.on_message(msg, ident)
+                        with self.transport.handling("control", msg, passing=(RunEnded,)):
+                            self.on_message(msg, ident)
                 self.housekeeping()
                 self.transport.flush()
         except RunEnded as end:
@@ -441,6 +442,16 @@ class Coordinator:
         if not self.not_shipping(proc, msg):
             self.collector.on_chunk(name_of(proc.id), msg.body)
 
+    def on_tally(self, proc: Proc, msg: Message) -> None:
+        """An agent's counters after the ack (``coordinator.summary.fold_tally``)."""
+        if self.not_from(proc, msg, "agent"):
+            return
+        if not self.collector.accepting or proc.stats is None:
+            self.refuse(proc, msg, "out_of_phase", "a tally comes after the ack")
+            return
+        proc.stats = fold_tally(proc.stats, msg.body["stats"])
+        self.tallies.discard(proc.id)
+
     def not_shipping(self, proc: Proc, msg: Message) -> bool:
         """File transfer is for the end of the run, or for a process that said it is failing;
         any other time it is refused (and counted with the transfer's refusals)."""
@@ -491,10 +502,11 @@ class Coordinator:
             for _ in self.transport.poll(50):
                 for msg, ident in self.transport.recv_all(self.link):
                     proc = self.procs.get(ident)
-                    if proc is not None and msg.kind == "bye":
-                        proc.stats = msg.body["stats"]
-                    elif proc is not None and msg.kind == "episodes":
-                        self.on_episodes(proc, msg)
+                    with self.transport.handling("control", msg):
+                        if proc is not None and msg.kind == "bye":
+                            proc.stats = msg.body["stats"]
+                        elif proc is not None and msg.kind == "episodes":
+                            self.on_episodes(proc, msg)
 
     def collect_files(self, status: str) -> dict[str, Any]:
         """Pull the files of processes that wrote them on another disk; list what is missing.
@@ -505,19 +517,25 @@ class Coordinator:
                     if p.id is not None and (p.stats or {}).get("files") == "ship"}
         silence = 2 * self.config.heartbeat_timeout
         started = time.monotonic()
+        self.tallies = tallies_due(self.procs.values()) if status == "done" else set()
         self.collector.accepting = True
         while True:
             self._give_up_late(shippers, started, silence)
+            if self.tallies and time.monotonic() - started > silence:
+                log.warning("no tally from agents %s: summary.json counts their messages up "
+                            "to their bye only", sorted(self.tallies))
+                self.tallies.clear()
             waiting = (shippers - set(self.collector.shipments)) | set(self.collector.busy())
-            if not waiting:
+            if not waiting and not self.tallies:
                 break
             for _ in self.transport.poll(100):
                 for msg, ident in self.transport.recv_all(self.link):
                     proc = self.procs.get(ident) or self._reconnected(msg.src, ident)
                     if proc is not None:
                         proc.last_seen = time.monotonic()
-                        if msg.kind in ("files", "file_chunk", "security"):
-                            HANDLERS[msg.kind](self, proc, msg)
+                        if msg.kind in ("files", "file_chunk", "security", "tally"):
+                            with self.transport.handling("control", msg):
+                                HANDLERS[msg.kind](self, proc, msg)
         shipped = {s.name: {"files": len(s.done), "bytes": s.bytes}
                    for s in self.collector.shipments.values()}
         if shipped:
@@ -583,6 +601,7 @@ HANDLERS: dict[str, Callable[[Coordinator, Proc, Message], None]] = {
     "files": Coordinator.on_files,
     "file_chunk": Coordinator.on_file_chunk,
     "bye": Coordinator.on_bye,
+    "tally": Coordinator.on_tally,
 }
 SENDS_ONLY = frozenset({"welcome", "ack", "turn", "stop", "peer_moved", "env_moved",
                         "file_get", "files_done"})

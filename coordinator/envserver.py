@@ -13,24 +13,17 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
 
-from agentd.algorithms import load_learner_class
-from agentd.envs import make_env
 from agentd.envs.base import EnvError, StepResult, VecEnv
-from agentd.runtime.control import (
-    ControlPlane,
-    JoinOptions,
-    RunFailed,
-    open_transport,
-    process_facts,
-)
+from agentd.runtime.control import ControlPlane, RunFailed, process_facts
 from agentd.runtime.localplane import LocalConn, LocalListener
-from agentd.runtime.runfiles import RunFiles, fail_and_ship, ship
 from agentd.runtime.transport import Link, Transport
-from protocols import ENVSERVER, Guard, Message, peer_identity
+from protocols import Message, peer_identity
+from protocols.spaces import action_problem
 
 log = logging.getLogger("agentd.envserver")
 
@@ -69,28 +62,38 @@ class EnvServer:
     def run(self) -> str:
         while len(self.route) < len(self.controls):
             for msg, ident, link in self._serve():
-                agent = self._agent_of(msg, ident)
-                if msg.kind == "join" and agent is not None and link is self.link:
-                    self.route[agent] = ident
-                    self.resume_at = max(self.resume_at, int(msg.body.get("t", 0)))
-                    self._claim(msg.body.get("token"), agent)
-                else:
-                    self._drop("unknown_sender", ident)
+                with self._boundary(link, msg):
+                    self._on_join(msg, ident, link)
         self.started = time.monotonic()
         self._first_reply()
         while self.t_step < self.steps_total:
             for msg, ident, link in self._serve():
-                if msg.kind == "act":
-                    self._on_act(msg, ident, link)
-                elif msg.kind == "join" and link is self.link:
-                    self._on_rejoin(msg, ident)
-                else:
-                    self._drop("wrong_plane", ident)
+                with self._boundary(link, msg):
+                    if msg.kind == "act":
+                        self._on_act(msg, ident, link)
+                    elif msg.kind == "join" and link is self.link:
+                        self._on_rejoin(msg, ident)
+                    else:
+                        self._drop("wrong_plane", ident)
             if len(self.acts) == len(self.controls):
                 self._step()
         self.ended = time.monotonic()
         self._report_pace(final=True)     # a short run may end before its first report
         return "done"
+
+    def _boundary(self, link: Link, msg: Message) -> AbstractContextManager[None]:
+        """The last line of defence around handling one message: what a handler raises (other
+        than the run's own end) is a counted rejection, not the end of the env server."""
+        return self.t.handling(link.plane, msg, passing=(RunFailed, StopRequested))
+
+    def _on_join(self, msg: Message, ident: bytes | None, link: Link) -> None:
+        agent = self._agent_of(msg, ident)
+        if msg.kind == "join" and agent is not None and link is self.link:
+            self.route[agent] = ident
+            self.resume_at = max(self.resume_at, int(msg.body.get("t", 0)))
+            self._claim(msg.body.get("token"), agent)
+        else:
+            self._drop("unknown_sender", ident)
 
     def _first_reply(self) -> None:
         """Reset the env copies and send the first observations. A restarted env server
@@ -200,10 +203,11 @@ class EnvServer:
         if not link.local:
             self.route[agent] = ident   # a reconnected agent is answered on its new connection
         a = body["a"]
-        want = (self.env.num_envs, len(self.controls[agent]))
-        if a.shape[:2] != want:
-            raise RunFailed(f"agent {agent} sent actions of shape {a.shape}; expected "
-                            f"{want} + the action shape")
+        problem = action_problem(a, [self.env.act_spaces[c] for c in self.controls[agent]],
+                                  self.env.num_envs)
+        if problem:       # an admitted agent's bad action is its problem, not the run's
+            self._drop(problem, ident)
+            return
         self.acts[agent] = a
 
     def _on_rejoin(self, msg: Message, ident: bytes | None) -> None:
@@ -221,9 +225,12 @@ class EnvServer:
         self.t.flush()
 
     def _drop(self, reason: str, ident: bytes | None) -> None:
-        """A well-formed env message that does not fit the run: counted and logged."""
-        self.rejected[reason] = self.rejected.get(reason, 0) + 1
-        log.warning("envserver dropped a message (%s) from %r", reason, ident)
+        """A well-formed env message that does not fit the run: counted, and logged (the
+        first 5 of each reason, then every 1000th: a flood does not flood stderr)."""
+        count = self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        if count <= 5 or count % 1000 == 0:
+            log.warning("envserver dropped a message (%s) from %r (%d so far)", reason, ident,
+                        count)
 
     def _step(self) -> None:
         actions: list[Any] = [None] * self.env.n_agents
@@ -307,81 +314,3 @@ def _gather(per_agent: list[np.ndarray], ctrl: list[int]) -> np.ndarray:
     if len(ctrl) == 1:
         return per_agent[ctrl[0]][:, None]
     return np.stack([per_agent[c] for c in ctrl], axis=1)
-
-
-def run_envserver(opts: JoinOptions) -> int:
-    """Entry point of ``agentd envserver``: build the env, serve the run, ship its files.
-    Returns the exit code. (Bad keys or an insecure bind raise before anything joins.)"""
-    transport, link, endpoint, _ = open_transport("envserver", opts, None, "env")
-    server: EnvServer | None = None
-    control: ControlPlane | None = None
-    files: RunFiles | None = None
-    listener: LocalListener | None = None
-    try:
-        control = ControlPlane(transport, opts.connect)
-        control.hello("envserver", endpoint, None)
-        info = control.wait_welcome(opts.join_timeout)
-        cfg = info["config"]
-        control.interval, control.timeout = cfg["heartbeat_interval"], cfg["heartbeat_timeout"]
-        transport.guard = Guard(ENVSERVER, max_bytes=cfg["max_msg_bytes"])
-        files = RunFiles.choose(info, "envserver", opts.run_dir)
-        files.capture_output()
-        assert transport.msglog is not None
-        transport.msglog.attach(files.log_path,
-                                private=not load_learner_class(cfg["algo"]).non_private_reason(
-                                    cfg["params"]),
-                                meta={**transport.security_meta(),
-                                      "insecure": transport.insecure or cfg["insecure"]})
-        env = _build_env(cfg, info)
-        listener = _local_listener(cfg)
-        control.send("env_ready", {"spaces": {"obs": env.obs_spaces, "act": env.act_spaces,
-                                              "shared_reward": env.shared_reward,
-                                              "agents": env.agent_names},
-                                   **({"local": listener.offer()} if listener else {})})
-        server = EnvServer(transport, control, link, info, env, listener)
-        try:
-            server.run()
-        except StopRequested:
-            pass
-        transport.set_hot([])          # the run loop is over: bye, ack and files are control
-        control.send("bye", {"stats": {**server.stats(), "files": files.mode}})
-        transport.flush()
-        control.wait_ack(2 * cfg["heartbeat_timeout"])
-        if not files.shared:
-            ship(files, control, 2 * cfg["heartbeat_timeout"] + 10.0)
-        return 0
-    except RunFailed as exc:
-        log.error("envserver: %s", exc)
-        fail_and_ship(transport, control, files, str(exc))
-        return 1
-    except Exception as exc:
-        log.exception("envserver crashed")
-        fail_and_ship(transport, control, files, f"{type(exc).__name__}: {exc}")
-        return 1
-    finally:
-        transport.close()
-        if listener is not None:
-            listener.close()
-
-
-def _local_listener(cfg: dict[str, Any]) -> LocalListener | None:
-    """The local env plane's listening socket, unless the config says ZeroMQ only."""
-    if cfg.get("env_plane", "auto") == "zmq":
-        return None
-    try:
-        return LocalListener()
-    except OSError as exc:
-        log.warning("no local env plane (every agent stays on ZeroMQ): %s", exc)
-        return None
-
-
-def _build_env(cfg: dict[str, Any], info: dict[str, Any]) -> VecEnv:
-    try:
-        return make_env(cfg["env"], n_agents=cfg["n"], num_envs=cfg["num_envs"],
-                        episode_len=cfg["episode_len"], seed=info["seeds"]["env_model"],
-                        env_kwargs=cfg["env_args"], obs_mode=cfg.get("obs", "local"))
-    except EnvError as exc:
-        raise RunFailed(f"env '{cfg['env']}': {exc}") from None
-    except Exception as exc:  # noqa: BLE001 - user env code may raise anything
-        raise RunFailed(f"env '{cfg['env']}' could not be built: {type(exc).__name__}: "
-                        f"{exc}") from None

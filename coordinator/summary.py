@@ -1,12 +1,13 @@
 """The end of a run on the coordinator's side: summary.json, the learning curve, the line on
 stdout. Everything here reads what the processes reported in their ``bye`` (their transport
-counters, steps, DP accounts) and what the coordinator kept (metrics, restarts, its own
-counters)."""
+counters, steps, DP accounts; an agent's counters as its ``tally`` after the ack updated them)
+and what the coordinator kept (metrics, restarts, its own counters)."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ from coordinator.rundir import (
 from topologies import spectral_gap
 
 if TYPE_CHECKING:
-    from coordinator.coordinator import Coordinator
+    from coordinator.coordinator import Coordinator, Proc
 
 log = logging.getLogger("agentd.coordinator")
 
@@ -50,6 +51,23 @@ def security_summary(coord: Coordinator, agents: dict[str, dict],
     spoofed = sum(s.get("rejected", {}).get("spoofed", 0) for s in everyone)
     return {"handshakes_failed": totals, "handshakes_failed_by_process": by_proc,
             "spoofed": spoofed}
+
+
+def tallies_due(procs: Iterable[Proc]) -> set[int]:
+    """Agents that said bye (and were acked): each sends a tally of its counters after the
+    ack, with the messages it exchanged after its bye."""
+    return {p.id for p in procs if p.role == "agent" and p.id is not None
+            and p.stats is not None and "error" not in p.stats and not p.stats.get("missing")}
+
+
+def fold_tally(stats: dict[str, Any], tally: dict[str, Any]) -> dict[str, Any]:
+    """An agent's bye stats with its tally in: the counters (and DP account) as they stood
+    after the ack, so summary.json counts what the logs hold, post-bye answers included, and
+    ``after_bye``: per plane, the messages sent and received after the bye."""
+    before, after = stats.get("planes", {}), tally.get("planes", {})
+    post = {plane: {k: after[plane][k] - before.get(plane, {}).get(k, 0)
+                    for k in ("msgs_sent", "msgs_recv")} for plane in after}
+    return {**stats, **tally, "after_bye": post}
 
 
 def write_summary(coord: Coordinator, status: str, reason: str,

@@ -1,27 +1,28 @@
 """I2Q vs IQL on the deterministic L-stage game of seed 003 (research §2), ten games per L.
 
 Each game is an ``lstage`` env with its own seed (node rewards U(-1, 1) drawn from it). Both
-algorithms run with the official code's tabular settings: alpha 0.1, epsilon 0.5 (fixed),
-gamma 1, Q initialised to 0 (ties broken at random), 100k env transitions (``--transitions``),
-taken as K = 4 env copies per joint step. Every ``--every`` transitions the agents' greedy joint
-policy is rolled out from the root (the game is deterministic, so one rollout is exact) and
-divided by the game's optimum (exhaustive recursion); a run's score is the mean of its last 10
-evaluations, as in the official code's curves.
+algorithms are the ``i2q`` learner with its defaults -- the official code's tabular settings:
+alpha 0.1, epsilon 0.5 (fixed), gamma 1, each agent backing up from its own replay buffer (10
+minibatches of 100 every 50 stored transitions, from 10k on), Q and Q_ss initialised
+U(-0.5, 0.5) -- and IQL is that learner with ``ideal = false`` (Q on the sampled s', the
+official code's IQL switch). ``--param KEY=VALUE`` changes a setting for both (e.g.
+``--param replay_batches=0 --param q_init=0``: one online backup per transition from zero
+tables). 100k env transitions (``--transitions``), taken as K = 4 env copies per joint step.
+Every ``--every`` transitions the agents' greedy joint policy is rolled out from the root (the
+game is deterministic, so one rollout is exact) and divided by the game's optimum (exhaustive
+recursion); a run's score is the mean of its last 10 evaluations, as in the official code's
+curves.
 
 Runs use ``agentd.launch.inprocess`` (the agents' own learners, live order, no sockets). ``--check
 RUN_DIR`` scores a live run instead (``agentd launch --n 2 --algo i2q --env lstage ...``): the
 greedy joint policy of its agents' final Q tables, divided by the optimum (the run's own
 summary shows the return of its epsilon = 0.5 behaviour, which is not the greedy one).
 
-``--replay`` learns as the official code does instead: each agent backs up from its own
-replay buffer (10 minibatches of 100 every 50 stored transitions, from 10k on), Q and Q_ss
-initialised U(-0.5, 0.5) (``REPLAY``). Both algorithms get the same replay: IQL is then the
-``i2q`` learner with ``ideal = false`` (Q on the sampled s', the official code's IQL switch).
-
 Usage::
 
     python examples/i2q_lstage.py --L 3 4 5 --games 10 --out docs/i2q_lstage
-    python examples/i2q_lstage.py --replay --L 3 4 --games 10 --out docs/i2q_lstage
+    python examples/i2q_lstage.py --param replay_batches=0 --param q_init=0 --L 4 --games 10 \
+        --out /tmp/i2q_online
     python examples/i2q_lstage.py --check RUN_DIR
     python examples/i2q_lstage.py --report docs/i2q_lstage.jsonl     # table + plot again
 """
@@ -38,10 +39,6 @@ import numpy as np
 
 from agentd.launch.inprocess import build_env, make_learners, run_in_process
 
-PARAMS = {"alpha": 0.1, "epsilon": 0.5, "gamma": 1.0}
-REPLAY = {"q_init": 0.5, "replay_batches": 10, "replay_batch": 100, "replay_every": 50,
-          "replay_start": 10_000, "replay_capacity": 100_000}
-
 
 def greedy_return(env, tables: list[np.ndarray]) -> float:
     """The exact return of the agents' greedy joint policy (the game's own scorer, the one
@@ -50,12 +47,10 @@ def greedy_return(env, tables: list[np.ndarray]) -> float:
 
 
 def run_one(algo: str, L: int, game: int, transitions: int, k: int, every: int,
-            replay: bool = False) -> dict:
+            extra: dict | None = None) -> dict:
     env = build_env("lstage", 2, num_envs=k, episode_len=L, seed=game, env_args={"L": L})
-    learner, params = algo, dict(PARAMS)
-    if replay:      # the same buffer and schedule for both; IQL is i2q's ideal = false
-        learner, params = "i2q", {**params, **REPLAY, "ideal": algo == "i2q"}
-    learners = make_learners(learner, env, 2, topology="line", seed=game, params=params)
+    params = {**(extra or {}), "ideal": algo == "i2q"}     # IQL is i2q's ideal = false
+    learners = make_learners("i2q", env, 2, topology="line", seed=game, params=params)
     opt = env.known_returns()["optimal_return"]
     curve: list[tuple[int, float]] = []
 
@@ -132,8 +127,8 @@ def main() -> None:
     ap.add_argument("--num-envs", type=int, default=4)
     ap.add_argument("--every", type=int, default=1_000)
     ap.add_argument("--out", type=Path, default=Path("docs/i2q_lstage"))
-    ap.add_argument("--replay", action="store_true",
-                    help="learn from a private replay buffer, as the official code (REPLAY)")
+    ap.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                    help="an i2q parameter for both algorithms (repeatable)")
     ap.add_argument("--check", type=Path, help="score a live run directory instead")
     ap.add_argument("--report", type=Path,
                     help="only print the table and plot of a saved .jsonl (beside it)")
@@ -146,13 +141,15 @@ def main() -> None:
         print(report(runs))
         plot(runs, args.report)
         return
+    extra = {k: tomllib.loads(f"v = {v}")["v"] for k, v in
+             (kv.split("=", 1) for kv in args.param)}
     runs = []
     with open(args.out.with_suffix(".jsonl"), "w") as f:
         for L in args.L:
             for game in range(args.games):
                 for algo in ("i2q", "iql"):
                     r = run_one(algo, L, game, args.transitions, args.num_envs, args.every,
-                               args.replay)
+                                extra)
                     f.write(json.dumps(r) + "\n")
                     f.flush()
                     print(f"L={L} game {game} {algo}: {r['score']:.3f} [{r['seconds']:.0f} s]",

@@ -7,21 +7,25 @@ their logits, the published full-information setting) -- and each seed it report
 reward per step over the last 10% of episodes, with a 95% t-interval over seeds, the episode
 at which the seed-mean first reaches -1.1 per step, and seed 0's learned policy.
 
-Defaults are the official exact LOLA setting (alshedivat/lola: lr 1, lr_correction 1,
-gamma 0.96, 200 updates, N(0, 1) initial logit differences), translated to two logits per
-state (``lr`` = ``eta`` = 0.5). Runs are in one process (``ipd_runs``); see the README.
+Every hyper-parameter is the learners' default (the official exact LOLA setting,
+alshedivat/lola: lr 1, lr_correction 1, gamma 0.96, N(0, 1) initial logit differences,
+translated to two logits per state) unless ``--lr`` / ``--eta`` say otherwise; 200 updates.
+Runs are in one process (``ipd_runs``); see the README.
 
     python examples/lola_ipd.py                                  # exact, 10 seeds
     python examples/lola_ipd.py --estimator dice --num-envs 64 --seeds 0 1 2 3 4 \\
         --out docs/lola_ipd_dice.png
     python examples/lola_ipd.py --estimator dice --num-envs 64 --seeds 0 1 2 3 4 \\
         --lr 0.1 --eta 0.15 --out docs/lola_ipd_dice_small_steps.png
+    python examples/lola_ipd.py --estimator dice --num-envs 64 --seeds 0 1 2 3 4 \\
+        --modes model --param model_decay=0.5 --out /tmp/lola_decay.png
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +35,8 @@ ALGOS = ("naive-pg", "lola")
 
 
 def one(algo: str, mode: str, seed: int, args: argparse.Namespace) -> dict:
-    params = {"opponent": mode, "estimator": args.estimator, "lr": args.lr}
-    if algo == "lola":
-        params["eta"] = args.eta
+    params = {"opponent": mode, "estimator": args.estimator, **steps(args, algo),
+              **dict(parse_param(kv) for kv in args.param)}
     env, learners = new_pair(algo, seed, params, num_envs=args.num_envs)
     per_agent = play(env, learners, args.episodes, seed)
     rewards = np.array([[s["reward_per_step"] for s in agent] for agent in per_agent])
@@ -41,6 +44,29 @@ def one(algo: str, mode: str, seed: int, args: argparse.Namespace) -> dict:
     if mode == "shared":
         out["model_error"] = float(np.mean([s["model_error"] for s in per_agent[0][-20:]]))
     return out
+
+
+def parse_param(item: str) -> tuple[str, object]:
+    """KEY=VALUE with a TOML value (a number stays a number)."""
+    key, _, raw = item.partition("=")
+    try:
+        return key, tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key, raw
+
+
+def steps(args: argparse.Namespace, algo: str) -> dict:
+    """The step sizes given on the command line (the learners' defaults otherwise)."""
+    given = {"lr": args.lr, "eta": args.eta if algo == "lola" else None}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def step_sizes(args: argparse.Namespace) -> str:
+    """'lr X, eta Y' as the lola runs use them."""
+    from agentd.algorithms import load_learner_class
+
+    p = load_learner_class("lola").Params(**steps(args, "lola"))
+    return f"lr {p.lr}, eta {p.eta}"
 
 
 def summarise(name: str, runs: list[dict], episodes: int) -> str:
@@ -84,8 +110,8 @@ def plot(results: dict[tuple[str, str], list[dict]], args: argparse.Namespace) -
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel("reward per step (both agents)")
-    fig.suptitle(f"ipd, {args.estimator} gradients, K = {args.num_envs}, lr {args.lr}, eta "
-                 f"{args.eta}: mean and 95% CI over seeds", fontsize=10)
+    fig.suptitle(f"ipd, {args.estimator} gradients, K = {args.num_envs}, {step_sizes(args)}: "
+                 "mean and 95% CI over seeds", fontsize=10)
     fig.tight_layout()
     fig.savefig(args.out, dpi=110)
 
@@ -97,8 +123,12 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["model", "shared"])
     parser.add_argument("--estimator", default="exact", choices=["exact", "dice"])
     parser.add_argument("--num-envs", type=int, default=1)
-    parser.add_argument("--lr", type=float, default=0.5, help="step size (both algorithms)")
-    parser.add_argument("--eta", type=float, default=0.5, help="LOLA's look-ahead step size")
+    parser.add_argument("--lr", type=float, help="step size (both algorithms; default: the "
+                        "learners')")
+    parser.add_argument("--eta", type=float, help="LOLA's look-ahead step size (default: the "
+                        "learner's)")
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="another learner parameter for both algorithms (repeatable)")
     parser.add_argument("--out", type=Path, default=Path("docs/lola_ipd.png"))
     args = parser.parse_args()
     results: dict[tuple[str, str], list[dict]] = {}
@@ -108,7 +138,7 @@ def main() -> None:
             for algo in ALGOS:
                 results.setdefault((algo, mode), []).append(one(algo, mode, seed, args))
         print(f"  seed {seed} done ({time.monotonic() - started:.0f} s)", flush=True)
-    print(f"\nipd, {args.estimator} gradients, K = {args.num_envs}, lr {args.lr}, eta {args.eta}, "
+    print(f"\nipd, {args.estimator} gradients, K = {args.num_envs}, {step_sizes(args)}, "
           f"{args.episodes} episodes of 150 steps, seeds {args.seeds}; final = mean reward per "
           "step over the last 10% of episodes, ± 95% CI over seeds")
     for (algo, mode), runs in results.items():

@@ -44,8 +44,8 @@ import numpy as np
 
 from agentd.launch.inprocess import build_env, make_learners, run_in_process
 
-# one setting, the same for both; --param overrides (the README's run: see Usage)
-PARAMS = {"alpha": 0.1, "epsilon": 0.1, "gamma": 0.95}
+# every hyper-parameter is the learner's own default unless --param / --ma2ql-param says
+# otherwise (the README's run: see Usage)
 
 
 def evaluate(env, tables: list[np.ndarray], gamma: float) -> dict[str, float]:
@@ -63,15 +63,17 @@ def evaluate(env, tables: list[np.ndarray], gamma: float) -> dict[str, float]:
 def run_one(algo: str, seed: int, steps: int, k: int, turn_len: int, every: int,
             extra: dict | None = None) -> dict:
     env = build_env("stochastic-game", 3, num_envs=k, episode_len=30, seed=seed)
-    params = {**PARAMS, **(extra or {}), **({"turn_len": turn_len} if algo == "ma2ql" else {})}
+    turn = {"turn_len": turn_len} if algo == "ma2ql" and turn_len else {}
+    params = {**(extra or {}), **turn}
     learners = make_learners(algo, env, 3, seed=seed, params=params)
+    gamma = learners[0].params.gamma
     curve: list[dict] = []
     last = [None]
 
     def on_step(t: int) -> None:
         if t % every:
             return
-        ev = evaluate(env, [lr.q for lr in learners], PARAMS["gamma"])
+        ev = evaluate(env, [lr.q for lr in learners], gamma)
         pol = ev.pop("policy")
         ev["changed"] = float(np.mean(pol != last[0])) if last[0] is not None else 1.0
         last[0] = pol
@@ -99,7 +101,10 @@ def check_run(run_dir: Path, tol: float) -> None:
     for i in range(cfg["n"]):
         with np.load(run_dir / "checkpoints" / f"agent-{i}.npz") as saved:
             tables.append(saved["q"])
-    gamma = float(cfg.get("params", {}).get("gamma", 0.95))
+    from agentd.algorithms import load_learner_class
+
+    default = load_learner_class(cfg["algo"]).Params().gamma
+    gamma = float(cfg.get("params", {}).get("gamma", default))
     ev = evaluate(env, tables, gamma)
     print(f"{run_dir}: normalised greedy return {ev['norm']:.3f}; best-response gain "
           f"(discounted, gamma {gamma}) {ev['gain_disc']:.4f}; (30-step, / optimum) "
@@ -138,7 +143,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--steps", type=int, default=150_000, help="joint steps per run")
     ap.add_argument("--num-envs", type=int, default=4)
-    ap.add_argument("--turn-len", type=int, default=5_000)
+    ap.add_argument("--turn-len", type=int, default=None,
+                    help="joint steps per ma2ql turn (default: the learner's)")
     ap.add_argument("--every", type=int, default=2_500, help="joint steps between evaluations")
     ap.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                     help="a learner parameter for both algorithms (repeatable)")

@@ -127,13 +127,18 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(5)))
     parser.add_argument("--tasks", type=int, default=200,
                         help="meta-training tasks (chains); 200 = one pass over meta-train")
-    parser.add_argument("--chain", type=int, default=2, help="L, inner steps per task")
+    parser.add_argument("--chain", type=int, help="L, inner steps per task (default: the "
+                        "learners')")
     parser.add_argument("--noise", type=float, default=0.25, help="payoff noise half-width")
     parser.add_argument("--modes", nargs="+", default=["model", "shared"])
     parser.add_argument("--out", type=Path, default=Path("docs/meta_mapg_ipd.png"))
     parser.add_argument("--from-runs", type=Path, nargs="+", metavar="RUN",
                         help="only print the reward per chain step of these live runs")
     args = parser.parse_args()
+    if args.chain is None:
+        from agentd.algorithms import load_learner_class
+
+        args.chain = load_learner_class("meta-mapg").Params().chain
     if args.from_runs:
         print("\n".join(from_run(run) for run in args.from_runs))
         return

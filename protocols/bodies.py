@@ -71,6 +71,24 @@ _STATS_KNOWN = {"files": FILES_MODE, "planes": DictOf(PLANE, PLANE_STATS, len(PL
 # free-form JSON (bounded) that goes into summary.json as it came.
 STATS = Obj(_STATS_KNOWN, optional=frozenset(_STATS_KNOWN), extra=_FREE, max_extra=128)
 
+# -- admission: what a welcome tells an agent or the env server (``info``) --------------
+_AGENT = Int(0, (1 << 31) - 1)
+_CONTROLS = ListOf(_AGENT, 1 << 16)
+_WELCOME_KNOWN = {
+    "config": Json(max_depth=8, max_len=1 << 16), "run_dir": PATH, "run_id": Str(256),
+    "n_procs": Int(0, (1 << 31) - 1), "rejoin": COUNT,
+    # an agent's
+    "seed": Int(), "neighbours": DictOf(_AGENT, Opt(ENDPOINT), 1 << 16),
+    "weights": DictOf(_AGENT, Num(), 1 << 16), "env_endpoint": Opt(ENDPOINT),
+    "controls": _CONTROLS, "view": _CONTROLS,
+    "graph_edges": ListOf(Tup((_AGENT, _AGENT)), 1 << 24), "spaces": Opt(SPACES),
+    "env_local": Opt(LOCAL_OFFER),
+    # the env server's
+    "seeds": DictOf(Str(64), Int(), 16), "controllers": DictOf(_AGENT, _CONTROLS, 1 << 16),
+    "views": DictOf(_AGENT, _CONTROLS, 1 << 16)}
+WELCOME_INFO = Obj(_WELCOME_KNOWN, optional=frozenset(_WELCOME_KNOWN) - {
+    "config", "run_dir", "run_id", "n_procs"}, extra=_FREE, max_extra=8)
+
 # -- the run-directory transfer ------------------------------------------------------------
 MAX_MANIFEST = 4096      # entries a 'files' message may list (the collector caps lower)
 RUN_PATH = Str(255)

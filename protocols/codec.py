@@ -94,31 +94,51 @@ class Codec:
     def unpack(data: bytes, max_objects: int | None = None) -> Any:
         """Decode one msgpack value. ``max_objects`` caps the maps, lists and arrays it may
         hold (default: one per 4 bytes of input, at least 65,536): a 16 MiB frame of empty
-        lists would otherwise become a gigabyte of Python objects."""
-        budget = _Budget(max(1 << 16, len(data) // 4) if max_objects is None else max_objects)
+        lists would otherwise become a gigabyte of Python objects. What they hold is capped
+        too, at ``ITEMS_PER_OBJECT`` times that (a map's key and value count one each; no
+        single container may hold more): 16 MiB of short strings in one list would otherwise
+        become ~330 MB of str objects."""
+        cap = max(1 << 16, len(data) // 4) if max_objects is None else max_objects
+        budget = _Budget(cap)
         try:
             return msgpack.unpackb(data, ext_hook=budget.ext, list_hook=budget.take,
-                                   object_hook=budget.take, raw=False, strict_map_key=False)
+                                   object_hook=budget.take, raw=False, strict_map_key=False,
+                                   max_array_len=budget.items, max_map_len=budget.items // 2)
         except MalformedFrame:
             raise
+        except ValueError as exc:
+            if "exceeds max_" in str(exc):       # one container over the items cap
+                raise MalformedFrame(f"more items in one container than a message of this "
+                                     f"kind may hold ({exc})") from None
+            raise MalformedFrame(f"not valid msgpack: ValueError: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - msgpack raises many unrelated types on garbage
             raise MalformedFrame(f"not valid msgpack: {type(exc).__name__}: {exc}") from None
 
 
-class _Budget:
-    """Counts the containers and arrays one decode makes; past the cap it stops the decode."""
+ITEMS_PER_OBJECT = 8
 
-    __slots__ = ("left",)
+
+class _Budget:
+    """Counts the containers and arrays one decode makes, and the items in the containers;
+    past either cap it stops the decode."""
+
+    __slots__ = ("items", "left")
 
     def __init__(self, cap: int) -> None:
         self.left = cap
+        self.items = ITEMS_PER_OBJECT * cap
 
     def take(self, obj: Any) -> Any:
+        self.left -= 1
+        self.items -= 2 * len(obj) if type(obj) is dict else len(obj)
+        if self.left < 0 or self.items < 0:
+            raise MalformedFrame("more maps, lists and arrays, or more items in them, than a "
+                                 "message of this kind may hold")
+        return obj
+
+    def ext(self, code: int, data: bytes) -> Any:
         self.left -= 1
         if self.left < 0:
             raise MalformedFrame("more maps, lists and arrays than a message of this kind may "
                                  "hold")
-        return obj
-
-    def ext(self, code: int, data: bytes) -> Any:
-        return self.take(_ext_hook(code, data))
+        return _ext_hook(code, data)

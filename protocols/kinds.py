@@ -102,7 +102,8 @@ register(Kind("hello", "control", {"role": Str(32), "pid": B.OS_PID, "host": B.H
                                    "endpoint": Opt(B.ENDPOINT), "want_id": Opt(B.PROC_ID),
                                    "caps": B.CAPS},
               doc="a process asks to join: role agent|envserver, its bound endpoint"))
-register(Kind("welcome", "control", {"id": B.PROC_ID, "info": DICT}, max_objects=None,
+register(Kind("welcome", "control", {"id": B.PROC_ID, "info": B.WELCOME_INFO},
+              max_objects=None,
               doc="admission: id, neighbours and endpoints, row of W, config, seed"))
 register(Kind("env_ready", "control", {"spaces": B.SPACES, "local": B.LOCAL_OFFER},
               frozenset(["local"]), max_objects=1 << 18,
@@ -120,6 +121,10 @@ register(Kind("error", "control", {"message": B.TEXT, "files": B.FILES_MODE},
               doc="a process reports a fatal error (files: 'shared' or 'ship', see bye)"))
 register(Kind("bye", "control", {"stats": B.STATS}, doc="a process finished; its final stats"))
 register(Kind("ack", "control", {}, doc="coordinator confirms a bye: safe to close"))
+register(Kind("tally", "control", {"stats": B.STATS},
+              doc="agent -> coordinator after the ack: its transport counters (and DP account) "
+                  "again, now with the messages it sent and received after its bye (answers to "
+                  "neighbours still finishing their last step, e.g. deep-PR values)"))
 register(Kind("turn", "control", {"order": ListOf(B.PROC_ID, 1 << 16), "turn_len": INT},
               doc="coordinator -> agents of an alternating learner (MA2QL): agent order[k] "
                   "learns in joint steps [k turn_len, (k+1) turn_len), round after round"))

@@ -60,3 +60,34 @@ def obs_dtype(space: dict) -> np.dtype:
     if space["type"] == "discrete":
         return np.dtype(np.int64)
     return np.dtype(space.get("dtype", "float32"))
+
+
+def action_problem(a: np.ndarray, spaces: list[dict], num_envs: int) -> str:
+    """Why ``a`` cannot be this agent's actions ("" if it can): shape (num_envs, one column
+    per controlled env agent, + the action shape), integers in range for a Discrete space,
+    finite floats for a Box. On every step of the env server: whole-array checks first."""
+    if a.ndim < 2 or a.shape[0] != num_envs or a.shape[1] != len(spaces):
+        return "bad_action_shape"
+    kinds = {space["type"] for space in spaces}
+    if kinds == {"discrete"}:
+        if a.ndim != 2:
+            return "bad_action_shape"
+        if a.dtype.kind not in "iu":
+            return "bad_action_dtype"
+        # one reduction: seen unsigned, a negative action is larger than any n
+        unsigned = a.view(f"u{a.dtype.itemsize}") if a.dtype.kind == "i" else a
+        if a.size and unsigned.max() >= min(int(s["n"]) for s in spaces) and any(
+                unsigned[:, j].max() >= int(s["n"]) for j, s in enumerate(spaces)):
+            return "bad_action_value"
+        return ""
+    if len(spaces) > 1 and len(kinds) > 1:       # mixed spaces: one column at a time
+        return next((why for j, s in enumerate(spaces)
+                     if (why := action_problem(a[:, j:j + 1], [s], num_envs))), "")
+    shape = tuple(int(d) for d in spaces[0]["shape"])
+    if any(tuple(int(d) for d in s["shape"]) != shape for s in spaces) or a.shape[2:] != shape:
+        return "bad_action_shape"
+    if a.dtype.kind not in "iuf":
+        return "bad_action_dtype"
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        return "bad_action_value"
+    return ""

@@ -189,8 +189,13 @@ def test_a_restored_act_ahead_snapshot_continues_exactly_like_the_original(algo)
 
     env = build_env("spread", 2, episode_len=5, seed=1, obs_mode="state")
     params = {"batch": 8, "start": 8, "hidden": 8, "buffer": 64}
-    cores = [AgentCore({"config": {"episode_len": 5, "act_ahead": "on"}, "controls": [i]}, lr)
-             for i, lr in enumerate(make_learners(algo, env, 2, seed=4, params=params))]
+
+    def build():
+        return [AgentCore({"config": {"episode_len": 5, "act_ahead": "on"}, "controls": [i]},
+                          lr) for i, lr in enumerate(make_learners(algo, env, 2, seed=4,
+                                                                   params=params))]
+
+    cores = build()
     obs = env.reset(2)
     flags = np.zeros(1, dtype=bool)
     bodies = [step_body(0, obs, obs, np.zeros((2, 1)), flags, flags, False, [i])
@@ -199,7 +204,7 @@ def test_a_restored_act_ahead_snapshot_continues_exactly_like_the_original(algo)
     saved = [recovery.snapshot(c) for c in cores]
     first, fed = _drive(cores, env, bodies, 11)
     states = [c.learner.state_dict() for c in cores]
-    again = [recovery.load(s) for s in saved]
+    again = [recovery.load(s, f) for s, f in zip(saved, build())]
     assert all(c.act_ahead for c in again)
     second, _ = _drive(again, None, bodies, 11, fed=fed)
     assert all(np.array_equal(a, b) for x, y in zip(first, second) for a, b in zip(x, y))

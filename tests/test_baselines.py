@@ -67,6 +67,29 @@ def test_coma_critic_holds_the_others_actions_fixed_and_ignores_its_own():
     assert values.shape == (2, 2)
 
 
+def test_coma_critic_steps_once_per_time_step_last_first_then_the_actors_once():
+    rollout, k = 5, 3
+    coma = load_learner_class("coma")(central_spec(params={"rollout": rollout}, num_envs=k))
+    seen, actor_steps = [], []
+    critic_values = coma.critic_values
+    coma.critic_values = lambda mb: (seen.append(mb["obs"].clone()), critic_values(mb))[1]
+    step = coma.opt_actor.step
+    coma.opt_actor.step = lambda: (actor_steps.append(1), step())[1]
+    rng = np.random.default_rng(0)
+    obs, by_time = rng.integers(0, 3, (k, 2)), []
+    for t in range(rollout):
+        by_time.append(sorted(map(tuple, coma.encode(obs).reshape(k, -1).tolist())))
+        nxt = rng.integers(0, 3, (k, 2))
+        coma.act(obs)
+        coma.observe(obs, None, np.full((k, 2), float(t)), nxt, np.zeros(k, bool),
+                     np.zeros(k, bool))
+        obs = nxt
+    scalars = coma.update()
+    assert scalars["critic_steps"] == rollout and len(actor_steps) == 1
+    # one critic step per time step, last first, each on that step's k rows
+    assert [sorted(map(tuple, x.reshape(k, -1).tolist())) for x in seen] == by_time[::-1]
+
+
 # ---- HAPPO ----------------------------------------------------------------------------------
 
 def happo_iteration(rollout=20):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import struct
 import time
+import tracemalloc
 
 import msgpack
 import numpy as np
@@ -97,8 +98,26 @@ def test_a_frame_of_a_million_empty_lists_is_refused_before_it_is_built():
     body = b"\xdc" + (250).to_bytes(2, "big") + inner * 250
     head = codec.pack(header(k="metrics"))
     frame = struct.pack("<H", len(head)) + head + body
-    with pytest.raises(MalformedFrame, match="more maps, lists and arrays"):
+    with pytest.raises(MalformedFrame, match="than a message of this kind may hold"):
         Guard(COORDINATOR).incoming([frame], "control")
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_16_mib_of_short_strings_is_refused_before_it_is_built(nested):
+    """One list of 5.6 M two-character strings (or 700 lists of 8,000, each under the
+    per-container cap) decoded to ~330 MB of str objects: the items are capped too."""
+    strings = [["ab"] * 8000 for _ in range(700)] if nested else ["ab"] * ((16 << 20) // 3)
+    head = codec.pack(header(k="metrics"))
+    body = codec.pack({"step": 1, "scalars": {"x": strings}})
+    frame = struct.pack("<H", len(head)) + head + body
+    tracemalloc.start()
+    try:
+        with pytest.raises(MalformedFrame, match="than a message of this kind may hold"):
+            Guard(COORDINATOR, max_bytes=32 << 20).incoming([frame], "control")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, peak
 
 
 @pytest.fixture
@@ -215,3 +234,43 @@ def test_a_frame_over_the_cap_is_dropped_by_the_socket_and_the_drop_counted():
     finally:
         ctx.destroy(linger=0)
         server.close()
+
+
+def test_an_admitted_agents_bad_action_is_named_not_fatal():
+    """The env server refused (and counted) what once ended the run (RunFailed)."""
+    from protocols.spaces import action_problem
+
+    discrete, box = {"type": "discrete", "n": 3}, {"type": "box", "shape": [2], "low": 0.0,
+                                                  "high": 1.0, "dtype": "float32"}
+    assert action_problem(np.zeros((4, 1), np.int64), [discrete], 4) == ""
+    assert action_problem(np.zeros((4, 1, 2), np.float32), [box], 4) == ""
+    for a, spaces, why in [
+        (np.zeros((4, 2), np.int64), [discrete], "bad_action_shape"),
+        (np.zeros((3, 1), np.int64), [discrete], "bad_action_shape"),
+        (np.zeros(4, np.int64), [discrete], "bad_action_shape"),
+        (np.zeros((4, 1, 1), np.int64), [discrete], "bad_action_shape"),
+        (np.zeros((4, 1), np.float64), [discrete], "bad_action_dtype"),
+        (np.full((4, 1), 3, np.int64), [discrete], "bad_action_value"),
+        (np.full((4, 1), -1, np.int64), [discrete], "bad_action_value"),
+        (np.zeros((4, 1, 3), np.float32), [box], "bad_action_shape"),
+        (np.zeros((4, 1, 2), bool), [box], "bad_action_dtype"),
+        (np.full((4, 1, 2), np.nan, np.float32), [box], "bad_action_value"),
+    ]:
+        assert action_problem(a, spaces, 4) == why, (a.shape, a.dtype, why)
+
+
+def test_a_welcomes_info_is_checked_field_by_field():
+    from protocols.kinds import lookup
+
+    welcome = lookup("welcome")
+    base = {"config": {"algo": "dac"}, "run_dir": "/r", "run_id": "x", "n_procs": 3}
+    welcome.check_body({"id": 1, "info": {**base, "neighbours": {0: "tcp://h:1", 2: None},
+                                          "weights": {0: 0.5, 1: 0.5}, "controls": [1],
+                                          "graph_edges": [[0, 1], [1, 2]], "seed": 7}})
+    for bad in ({"n_procs": "3"}, {"neighbours": {"0": "tcp://h:1"}},
+                {"weights": {0: float("nan")}}, {"graph_edges": [[0, 1, 2]]},
+                {"controls": [-1]}, {"config": {"x": b"bytes"}}, {"spaces": {"obs": 1}}):
+        with pytest.raises(SchemaMismatch):
+            welcome.check_body({"id": 1, "info": {**base, **bad}})
+    with pytest.raises(SchemaMismatch):
+        welcome.check_body({"id": 1, "info": {"config": {}}})

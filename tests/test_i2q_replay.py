@@ -15,6 +15,7 @@ from agentd.algorithms.offpolicy.buffer import rng_state, set_rng_state
 from agentd.algorithms.tabular.i2q import I2Q
 from agentd.algorithms.tabular.iql import IQL
 
+ONLINE = {"replay_batches": 0, "replay_start": 0, "q_init": 0.0}    # hand-checkable
 REPLAY_ONE = {"replay_batches": 1, "replay_batch": 3, "replay_every": 1, "replay_capacity": 1}
 
 
@@ -23,7 +24,7 @@ def learner(cls=I2Q, num_envs=1, **params):
                            obs_spaces=[{"type": "discrete", "n": 30}],
                            act_spaces=[{"type": "discrete", "n": 3}], controls=[0],
                            num_envs=num_envs, seed=0,
-                           params={"alpha": 0.5, "gamma": 1.0, **params}))
+                           params={**ONLINE, "alpha": 0.5, **params}))
 
 
 def feed(lr, s, a, r, s2, terminated=False):
@@ -80,10 +81,23 @@ def test_replay_rounds_fall_every_replay_every_stored_transitions_from_replay_st
     assert lr.stored == 200 and len(lr.state_dict()["buf_a"]) == 200
 
 
-def test_defaults_keep_the_online_learner_and_ideal_false_is_iql():
+def test_defaults_are_the_official_replay_setting():
+    from agentd.algorithms.tabular.i2q import I2qParams
+
+    p = I2qParams()
+    assert (p.alpha, p.epsilon, p.gamma) == (0.1, 0.5, 1.0)
+    assert (p.replay_batches, p.replay_batch, p.replay_every, p.replay_start,
+            p.replay_capacity, p.q_init) == (10, 100, 50, 10_000, 100_000, 0.5)
+
+
+def test_online_mode_backs_up_once_and_ideal_false_is_iql():
     stream = [(1, 0, 1.0, 4, True), (0, 0, 0.0, 1, False), (0, 0, -5.0, 2, False),
               (0, 2, 0.5, 6, False), (6, 2, 2.0, 20, True), (0, 0, 0.0, 1, False)]
-    plain, online_iql, iql = learner(), learner(ideal=False), learner(IQL)
+    plain, online_iql = learner(), learner(ideal=False)
+    iql = IQL(LearnerSpec(agent_id=0, n_agents=1, neighbours=[], weights={0: 1.0},
+                          obs_spaces=[{"type": "discrete", "n": 30}],
+                          act_spaces=[{"type": "discrete", "n": 3}], controls=[0],
+                          num_envs=1, seed=0, params={"alpha": 0.5, "gamma": 1.0}))
     assert not np.any(plain.q) and plain.stored == 0 and len(plain.buf_a) == 0
     for tr in stream:
         feed(plain, *tr)

@@ -4,6 +4,7 @@ take it (and give the same run as over ZeroMQ, replayed exactly)."""
 from __future__ import annotations
 
 import os
+import select
 import socket
 import struct
 import threading
@@ -12,6 +13,7 @@ import time
 import pytest
 from conftest import read_json
 
+from agentd.runtime import localplane
 from agentd.runtime.localplane import (
     HEADER,
     LocalClosed,
@@ -42,6 +44,16 @@ def listener():
         yield lst
     finally:
         lst.close()
+
+
+def _accept(listener, timeout=5.0):
+    """What the listener has once its descriptor is readable (the env server polls it)."""
+    deadline = time.monotonic() + timeout
+    got = listener.accept(1 << 20)
+    while got == "no_connection" and time.monotonic() < deadline:
+        select.select([listener], [], [], 0.05)
+        got = listener.accept(1 << 20)
+    return got
 
 
 def test_frames_arrive_whole_and_in_order(pair):
@@ -98,7 +110,7 @@ def test_a_connection_gets_its_token_to_the_listener(listener):
     assert same_machine(offer)
     conn, token = connect(offer, 1 << 20)
     try:
-        got = listener.accept(1 << 20)
+        got = _accept(listener)
         assert not isinstance(got, str)
         server, seen = got
         assert seen.hex() == token
@@ -116,9 +128,38 @@ def test_a_connection_without_its_token_is_refused(listener):
         sock.connect(listener.path)
         sock.sendall(b"short")
         sock.shutdown(socket.SHUT_WR)
-        assert listener.accept(1 << 20) == "no_token"
+        assert _accept(listener) == "no_token"
     finally:
         sock.close()
+
+
+def test_a_silent_connection_never_stalls_the_listener(listener, monkeypatch):
+    """Connections that send nothing cost accept() nothing; they are refused once their
+    time is up, or when newer ones push them out; a good connection still gets through."""
+    monkeypatch.setattr(localplane, "TOKEN_WAIT", 0.5)
+    monkeypatch.setattr(localplane, "MAX_WAITING", 3)
+    silent = []
+    try:
+        for _ in range(4):
+            silent.append(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+            silent[-1].connect(listener.path)
+        started = time.monotonic()
+        seen = [listener.accept(1 << 20) for _ in range(20)]
+        assert time.monotonic() - started < 0.2          # no wait for a token
+        assert seen.count("no_token") == 1               # the oldest of four, pushed out
+        conn, token = connect(listener.offer(), 1 << 20)
+        got = _accept(listener)
+        assert got == "no_token"                         # the next oldest makes room
+        got = _accept(listener)
+        assert not isinstance(got, str) and got[1].hex() == token
+        got[0].close()
+        conn.close()
+        time.sleep(0.6)
+        assert [_accept(listener, 0.5) for _ in range(2)] == ["no_token"] * 2
+        assert listener.accept(1 << 20) == "no_connection" and not listener.waiting
+    finally:
+        for s in silent:
+            s.close()
 
 
 def test_the_socket_leaves_no_file_and_its_name_is_gone_with_it():
@@ -148,12 +189,7 @@ def test_another_user_is_refused(listener):
         finally:
             os._exit(code)
     try:
-        got = listener.accept(1 << 20)
-        deadline = time.monotonic() + 5
-        while got == "no_connection" and time.monotonic() < deadline:
-            time.sleep(0.05)
-            got = listener.accept(1 << 20)
-        assert got == "foreign_uid"
+        assert _accept(listener) == "foreign_uid"
     finally:
         _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0

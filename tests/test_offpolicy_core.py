@@ -137,9 +137,10 @@ def test_a_deep_learner_and_its_buffer_survive_a_recovery_checkpoint():
     buffer, networks and draws."""
     env, learners = _learners("iql-deep")
     run_in_process(env, learners, 12)
-    core = AgentCore({"config": {"episode_len": 5}, "controls": [0]}, learners[0])
+    info = {"config": {"episode_len": 5}, "controls": [0]}
+    core = AgentCore(info, learners[0])
     saved = recovery.snapshot(core)
-    back = recovery.load(saved).learner
+    back = recovery.load(saved, AgentCore(info, _learners("iql-deep")[1][0])).learner
     assert back is not learners[0] and back.buf.count == learners[0].buf.count == 12
     before = learners[0].state_dict()
     assert all(np.array_equal(before[k], back.state_dict()[k]) for k in before)

@@ -234,7 +234,8 @@ def test_welcome_then_heartbeat_in_one_batch_is_not_refused():
                 assert msg.kind == "hello"
                 ident = who
         assert ident is not None
-        coord.send(server, "welcome", UNASSIGNED, {"id": 3, "info": {}}, to=ident)
+        info = {"config": {}, "run_dir": "/r", "run_id": "r", "n_procs": 4}
+        coord.send(server, "welcome", UNASSIGNED, {"id": 3, "info": info}, to=ident)
         coord.send(server, "heartbeat", 3, {}, to=ident)
         time.sleep(0.3)                       # both queued before the agent looks
         assert control.wait_welcome(10)["id"] == 3

@@ -323,7 +323,8 @@ def test_i2q_keeps_the_plain_q_parameters():
 def i2q_learner(**params):
     from agentd.algorithms.tabular.i2q import I2Q
 
-    return I2Q(spec(discrete(30), discrete(3), {"alpha": 0.5, "gamma": 1.0, **params}))
+    online = {"replay_batches": 0, "replay_start": 0, "q_init": 0.0}    # hand-checkable
+    return I2Q(spec(discrete(30), discrete(3), {**online, "alpha": 0.5, **params}))
 
 
 def test_i2q_qss_backup_and_ideal_next_state_by_hand():

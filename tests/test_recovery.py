@@ -55,9 +55,12 @@ def test_a_restored_snapshot_continues_exactly_like_the_original(algo):
     (networks, optimiser moments, buffers, rollouts, RNGs, consensus bookkeeping)."""
     env_id, obs_mode, params = LEARNERS[algo]
     env = build_env(env_id, 2, episode_len=5, seed=1, obs_mode=obs_mode)
-    learners = make_learners(algo, env, 2, seed=4, params=params)
-    cores = [AgentCore({"config": {"episode_len": 5}, "controls": [i]}, lr)
-             for i, lr in enumerate(learners)]
+
+    def build():
+        return [AgentCore({"config": {"episode_len": 5}, "controls": [i]}, lr)
+                for i, lr in enumerate(make_learners(algo, env, 2, seed=4, params=params))]
+
+    cores = build()
     obs = env.reset(2)
     flags = np.zeros(1, dtype=bool)
     bodies = [_body(0, obs, obs, np.zeros((2, 1)), flags, flags, False, [i]) for i in range(2)]
@@ -65,7 +68,7 @@ def test_a_restored_snapshot_continues_exactly_like_the_original(algo):
     saved = [recovery.snapshot(c) for c in cores]
     first, fed = _drive(cores, env, bodies, 11)
     states = [c.learner.state_dict() for c in cores]
-    again = [recovery.load(s) for s in saved]
+    again = [recovery.load(s, f) for s, f in zip(saved, build())]
     second, _ = _drive(again, None, bodies, 11, fed=fed)
     assert all(np.array_equal(a, b) for x, y in zip(first, second) for a, b in zip(x, y))
     for before, core in zip(states, again):
@@ -82,17 +85,21 @@ def _rejoined_after_a_gap(algo, env, before, gap, params=None, turns=None):
     """Two agents stepped ``before`` steps; agent 1 snapshotted, the run goes on ``gap``
     steps, and the snapshot rejoins at the current step (acting only). Returns the cores of
     the run that never stopped, the rejoined core and the step replies seen."""
-    cores = [AgentCore({"config": {"episode_len": 5}, "controls": [i]}, lr)
-             for i, lr in enumerate(make_learners(algo, env, 2, seed=4, params=params))]
-    for core in cores if turns else []:
-        core.learner.set_turns(turns)
+    def build():
+        built = [AgentCore({"config": {"episode_len": 5}, "controls": [i]}, lr)
+                 for i, lr in enumerate(make_learners(algo, env, 2, seed=4, params=params))]
+        for core in built if turns else []:
+            core.learner.set_turns(turns)
+        return built
+
+    cores = build()
     obs = env.reset(2)
     flags = np.zeros(1, dtype=bool)
     bodies = [_body(0, obs, obs, np.zeros((2, 1)), flags, flags, False, [i]) for i in range(2)]
     bodies = _drive(cores, env, bodies, before)[1][-1]
     saved = recovery.snapshot(cores[1])
     _, seen = _drive(cores, env, bodies, gap)
-    back = recovery.load(saved)
+    back = recovery.load(saved, build()[1])
     back.resume_after_gap()
     back.on_step(seen[-1][1])            # rejoins at the current step: acts only
     return cores, back, seen
@@ -136,62 +143,70 @@ def test_every_learner_snapshots_and_loads():
                         obs_mode="state" if cls.wants_state else "local")
         learners = make_learners(algo, env, 2, seed=1)
         run_in_process(env, learners, 12)
-        for lr in learners:
-            core = AgentCore({"config": {"episode_len": 5}, "controls": lr.spec.controls}, lr)
-            back = recovery.load(recovery.snapshot(core)).learner.state_dict()
+        for lr, fresh in zip(learners, make_learners(algo, env, 2, seed=1)):
+            info = {"config": {"episode_len": 5}, "controls": lr.spec.controls}
+            core = AgentCore(info, lr)
+            back = recovery.load(recovery.snapshot(core), AgentCore(info, fresh))
+            back = back.learner.state_dict()
             state = lr.state_dict()
             assert back.keys() == state.keys(), algo
             assert all(np.array_equal(back[k], state[k]) for k in state), algo
 
 
+def _dac_info(env):
+    """A one-agent welcome (what a restarted agent builds its fresh learner from)."""
+    return {"config": {"algo": "dac", "episode_len": 5, "params": {}, "num_envs": 1, "seed": 0},
+            "spaces": {"obs": env.obs_spaces, "act": env.act_spaces, "shared_reward": True},
+            "controls": [0], "id": 0, "n_procs": 1, "neighbours": [], "weights": {}, "seed": 1}
+
+
 def test_recovery_files_are_written_atomically_and_pruned(tmp_path):
     env = build_env("random-mdp", 1, episode_len=5, seed=1)
-    core = AgentCore({"config": {"episode_len": 5}, "controls": [0]},
-                     make_learners("dac", env, 1)[0])
+    info = _dac_info(env)
+    core = recovery.fresh_core(info)
     writer = recovery.RecoveryWriter(tmp_path, every=10)
     for step in (10, 20, 30):
         core.steps_done = step
         writer.save(core)
     writer.wait()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["recovery-20.pkl", "recovery-30.pkl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["recovery-20.npz", "recovery-30.npz"]
     # a write cut short leaves only a .part file, which is never taken for a checkpoint
-    (tmp_path / "recovery-40.pkl.part").write_bytes(b"half a pickle")
-    assert recovery.latest(tmp_path).name == "recovery-30.pkl"
-    assert recovery.restore(recovery.latest(tmp_path)).steps_done == 30
-    (tmp_path / "recovery-50.pkl").write_bytes(b"not a checkpoint")
+    (tmp_path / "recovery-40.npz.part").write_bytes(b"half a checkpoint")
+    assert recovery.latest(tmp_path).name == "recovery-30.npz"
+    assert recovery.restore(recovery.latest(tmp_path), recovery.fresh_core(info)
+                            ).steps_done == 30
+    (tmp_path / "recovery-50.npz").write_bytes(b"not a checkpoint")
     with pytest.raises(recovery.RecoveryError, match="not a readable recovery checkpoint"):
-        recovery.restore(tmp_path / "recovery-50.pkl")
+        recovery.restore(tmp_path / "recovery-50.npz", recovery.fresh_core(info))
     with pytest.raises(recovery.RecoveryError, match="SHA-256"):
-        recovery.restore(tmp_path / "recovery-30.pkl", sha256="0" * 64)
+        recovery.restore(tmp_path / "recovery-30.npz", recovery.fresh_core(info),
+                         sha256="0" * 64)
     stats = writer.stats(step_s=0.004)
     assert stats["checkpoints"] == 3 and stats["stall_ms_max"] >= stats["stall_ms_mean"] > 0
 
 
 def test_a_restart_skips_an_unusable_checkpoint_for_the_next_older_one(tmp_path, caplog):
     env = build_env("random-mdp", 1, episode_len=5, seed=1)
-    core = AgentCore({"config": {"episode_len": 5}, "controls": [0]},
-                     make_learners("dac", env, 1)[0])
+    info = _dac_info(env)
+    core = recovery.fresh_core(info)
     directory = tmp_path / "checkpoints" / "agent-0"
     writer = recovery.RecoveryWriter(directory, every=10)
     for step in (10, 20):
         core.steps_done = step
         writer.save(core)
     writer.wait()
-    newest = directory / "recovery-20.pkl"
+    newest = directory / "recovery-20.npz"
     newest.write_bytes(newest.read_bytes()[:100])       # a disk error cut it short
-    back, record = recovery.rejoin_core(tmp_path, 0, {})
+    back, record = recovery.rejoin_core(tmp_path, 0, info)
     assert back.steps_done == 10 and record["skipped"] == 1
-    assert record["checkpoint"] == "checkpoints/agent-0/restored-10.pkl"
-    assert record["sha256"] == recovery.sha256_bytes((directory / "restored-10.pkl").read_bytes())
-    assert "recovery-20.pkl is unusable" in caplog.text
+    assert record["checkpoint"] == "checkpoints/agent-0/restored-10.npz"
+    assert record["sha256"] == recovery.sha256_bytes((directory / "restored-10.npz").read_bytes())
+    assert "recovery-20.npz is unusable" in caplog.text
     # the record restores the same file in a replay
-    assert recovery.core_for_replay(tmp_path, record, {}).steps_done == 10
+    assert recovery.core_for_replay(tmp_path, record, info).steps_done == 10
     # none usable: the initial state, and the record says how many were skipped
-    (directory / "recovery-10.pkl").unlink()    # (restored-10.pkl is a link to it)
-    (directory / "recovery-10.pkl").write_bytes(b"not a checkpoint")
-    info = {"config": {"algo": "dac", "episode_len": 5, "params": {}, "num_envs": 1, "seed": 0},
-            "spaces": {"obs": env.obs_spaces, "act": env.act_spaces, "shared_reward": True},
-            "controls": [0], "id": 0, "n_procs": 1, "neighbours": [], "weights": {}, "seed": 1}
+    (directory / "recovery-10.npz").unlink()    # (restored-10.npz is a link to it)
+    (directory / "recovery-10.npz").write_bytes(b"not a checkpoint")
     fresh, record = recovery.rejoin_core(tmp_path, 0, info)
     assert record["checkpoint"] is None and record["skipped"] == 2 and fresh.steps_done == 0
     assert "none of its 2 recovery checkpoint(s) is usable" in caplog.text
@@ -391,7 +406,7 @@ def test_a_killed_env_server_restarts_and_truncates_the_episodes_in_flight(runs,
            if "truncated" in r]
     assert sorted(r["env"] for r in cut) == [0, 1] and {r["step"] for r in cut} == \
         {record["step"]}
-    assert [p.name for p in (run_dir / "checkpoints" / "agent-0").glob("recovery-*.pkl")]
+    assert [p.name for p in (run_dir / "checkpoints" / "agent-0").glob("recovery-*.npz")]
     assert not (run_dir / "checkpoints" / "agent-1").exists()   # no --recovery-every
     # the agents lost at most the transition of the step the server died in (one that had
     # not received it yet), and still replay exactly

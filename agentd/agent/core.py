@@ -93,7 +93,7 @@ class AgentCore:
         self.early_replies = 0  # step replies that came before this agent's update had run
 
     # Fields younger than the recovery format, with their values in a core that predates
-    # them: a snapshot (the core pickled whole, ``agentd.agent.recovery``) written before
+    # them: a snapshot (the core walked whole into arrays and a skeleton, ``agentd.agent.recovery``) written before
     # they existed still restores and replays.
     LATER_FIELDS: ClassVar[dict[str, Any]] = {
         "gap_from": None, "act_ahead": False, "acted": False, "held": None, "next": None,

@@ -14,30 +14,26 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from agentd.agent.core import AgentCore, Effect, build_learner, drive
+from agentd.agent.pipeline import agent_pipeline
 from agentd.agent.recovery import RecoveryWriter, rejoin_core
 from agentd.algorithms import load_learner_class
 from agentd.algorithms.base import Outgoing, set_keepalive
-from agentd.privacy.accountant import agent_report
-from agentd.privacy.dp import DpLayer, DpSettings
-from agentd.runtime.control import (
-    ControlPlane,
-    JoinOptions,
-    RunFailed,
-    open_transport,
-    process_facts,
-)
+from agentd.runtime.control import ControlPlane, JoinOptions, RunFailed, process_facts
 from agentd.runtime.faults import CrashAt
+from agentd.runtime.lifecycle import Joined, Role, Served, run_process
 from agentd.runtime.localplane import connect as connect_local
 from agentd.runtime.localplane import same_machine
-from agentd.runtime.runfiles import RunFiles, fail_and_ship, ship
+from agentd.runtime.runfiles import RunFiles
 from agentd.runtime.transport import Link, Transport
-from protocols import ENVSERVER, Guard, peer_identity, process_name
+from protocols import ENVSERVER, peer_identity
+from protocols.spaces import action_problem
 
 log = logging.getLogger("agentd.agent.process")
 
@@ -54,12 +50,10 @@ class Agent:
         self.neighbours = {int(j): ep for j, ep in info["neighbours"].items()}
         core, restart = self._core(info, files)
         learner = core.learner
-        transport.me = self.id
-        transport.guard = Guard(self.id, self.neighbours, learner.peer_kinds,
-                                config["max_msg_bytes"], learner.peer_shapes())
-        settings = DpSettings.from_config(config)
-        if settings is not None:
-            transport.dp = DpLayer.for_agent(settings, config["seed"], self.id)
+        self.pipeline = pipeline = agent_pipeline(config, self.id, list(self.neighbours), learner,
+                                                  int(info.get("rejoin") or 0), files.log_path)
+        transport.enter_run(pipeline.guard, pipeline.policy)
+        settings = pipeline.dp_settings
         assert transport.msglog is not None
         transport.msglog.attach(files.log_path, f"agent {self.id}",
                                 private=not learner.non_private_reason(config["params"]),
@@ -70,6 +64,10 @@ class Agent:
             transport.msglog.note("restart", restart)
         self.restart = restart
         self.core = core
+        # what the env server accepts (protocols.spaces.action_problem): our own learner's
+        # mistake fails here, named, instead of a step the env server waits on forever
+        self.act_spaces = [info["spaces"]["act"][c] for c in info["controls"]]
+        self.num_envs: int = config["num_envs"]
         self.learner = learner
         self.controls: list[int] = info["controls"]
         self.algo: str = config["algo"]
@@ -137,6 +135,7 @@ class Agent:
         self.last_t = 0                   # the last step reply's t
         self.peer_timeout = float(config.get("peer_timeout", 0.0))
         self.silent_edges = 0             # (step, neighbour) waits given up on
+        self.bye_releases: Counter | None = None   # the DP releases its bye reported
 
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> str:
@@ -225,14 +224,23 @@ class Agent:
                       lambda effects: self.perform([e for e in effects if e.what == "peer"]))
         self.t.flush()
 
+    def _check_action(self, a: Any) -> None:
+        problem = action_problem(a, self.act_spaces, self.num_envs)
+        if problem:
+            raise RunFailed(f"agent {self.id}'s learner chose actions the env server would "
+                               f"refuse ({problem}): {a.dtype} {list(a.shape)}, expected "
+                               f"({self.num_envs}, {len(self.act_spaces)}) + the action shape "
+                               f"of {self.act_spaces[0]}")
+
     def perform(self, effects: list[Effect]) -> None:
         for e in effects:
             if e.what == "act":
+                self._check_action(e.body["a"])
                 self.t.send_logged_first(self._env_out, "act", ENVSERVER, e.body, e.step)
             elif e.what == "peer":
                 self.send_peer(Outgoing(e.kind, e.dst, e.body), e.step)
             elif e.what == "metrics":
-                self.control.send("metrics", self.with_epsilon(e.body), e.step)
+                self.control.send("metrics", self.pipeline.with_epsilon(e.body), e.step)
             elif e.what == "checkpoint":
                 self.checkpoint(e.step)
             elif e.what == "recovery":
@@ -246,26 +254,6 @@ class Agent:
                         out.dst)
             return
         self.t.send(link, out.kind, out.dst, out.body, step)
-
-    def dp_report(self, live: bool = False) -> dict[str, Any] | None:
-        """This agent's ε per out-edge and over all of them, so far (None without DP)."""
-        dp = self.t.dp
-        if dp is None:
-            return None
-        s = dp.settings
-        tick = None if live else (lambda: self.control.send("heartbeat", {}))
-        return {**agent_report(dp.releases, s.delta, s.accountant, live, tick), "delta": s.delta,
-                "accountant": s.accountant, "exact_fields": dict(dp.exact),
-                "sigma": {k: v.sigma for k, v in s.kinds.items()},
-                "clip": {k: v.clip for k, v in s.kinds.items()}}
-
-    def with_epsilon(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Metrics with the privacy spent so far: ``dp_epsilon`` and ``dp_epsilon_to_J``."""
-        report = self.dp_report(live=True)
-        if report is None:
-            return body
-        eps = {f"dp_epsilon_to_{j}": e["epsilon"] for j, e in report["edges"].items()}
-        return {**body, "scalars": {**body["scalars"], "dp_epsilon": report["epsilon"], **eps}}
 
     def check_peer_wait(self) -> None:
         waiting = self.core.waiting()
@@ -295,15 +283,31 @@ class Agent:
         np.savez(path, **self.learner.state_dict())
         return path
 
+    def tally(self) -> dict[str, Any]:
+        """After the ack: the counters again, with what went out and came in after the bye
+        (the summary counts it, as the audit counts the logs); the DP account too if that
+        traffic released anything."""
+        dp = self.pipeline.dp
+        # first: the accountant sends heartbeats between its runs, and they count
+        report = self.pipeline.dp_report(tick=lambda: self.control.send("heartbeat", {})) \
+            if dp is not None and dp.releases != self.bye_releases else None
+        stats = self.t.summary()
+        stats["planes"]["control"]["msgs_sent"] += 1       # the tally itself, about to leave
+        stats["msgs_sent"] += 1
+        return stats if report is None else {**stats, "dp": report}
+
     def final_stats(self) -> dict[str, Any]:
         self.recovery.wait()
+        dp = self.pipeline.dp
+        self.bye_releases = Counter(dp.releases) if dp is not None else None
         steps = max(self.core.steps_done, 1)
         step_s = (self.last_step_at - self.first_step_at) / steps
         return {**self.t.summary(), **process_facts(), "steps": self.core.steps_done,
                 "algo": self.algo, "controls": self.controls,
                 "peer_bytes_last_step": self.last_step_peer_bytes, "files": self.files.mode,
                 "recovery": self.recovery.stats(step_s), "restart": self.restart,
-                "peer_timeouts": self.silent_edges, "dp": self.dp_report(),
+                "peer_timeouts": self.silent_edges,
+                "dp": self.pipeline.dp_report(tick=lambda: self.control.send("heartbeat", {})),
                 "act_ahead": self.core.act_ahead,
                 "env_plane": "local" if self.env_local is not None else "zmq",
                 "early_replies": self.core.early_replies}
@@ -312,51 +316,31 @@ class Agent:
 def run_agent(opts: JoinOptions, want_id: int | None) -> int:
     """Entry point of ``agentd agent``: join a run, learn, report, ship its files, leave.
     Returns the exit code. (Bad keys or an insecure bind raise before anything joins.)"""
-    transport, _, endpoint, want_id = open_transport("agent", opts, want_id, "peer")
-    control: ControlPlane | None = None
-    files: RunFiles | None = None
-    try:
-        control = ControlPlane(transport, opts.connect)
-        control.hello("agent", endpoint, want_id)
-        info = control.wait_welcome(opts.join_timeout)
-        cfg = info["config"]
-        control.interval, control.timeout = cfg["heartbeat_interval"], cfg["heartbeat_timeout"]
-        if transport.secure and info["id"] != want_id:
-            raise RunFailed(f"admitted as agent {info['id']}, but this process holds the key "
-                            f"of agent {want_id}")
-        if load_learner_class(cfg["algo"]).turn_schedule(cfg["params"], info["n_procs"],
-                                                         int(cfg["seed"])) is not None:
-            info["turn"] = control.wait_turn(opts.join_timeout)
-        files = RunFiles.choose(info, f"agent-{info['id']}", opts.run_dir)
-        files.capture_output()
-        if load_learner_class(cfg["algo"]).needs_torch:   # ~1 s or more on a busy machine
-            transport.me = info["id"]
-            control.send("heartbeat", {})
-            import torch  # noqa: F401 - loaded here, between two heartbeats
-            control.send("heartbeat", {})
-        if float(cfg.get("dp_sigma", 0.0)) > 0:   # ~1.5-3 s: between two heartbeats too
-            transport.me = info["id"]
-            control.send("heartbeat", {})
-            import dp_accounting  # noqa: F401
-            control.send("heartbeat", {})
-        agent = Agent(transport, control, info, files)
-        outcome = agent.run()
-        transport.set_hot([])
-        if outcome == "done":
-            agent.checkpoint()
-        control.send("bye", {"stats": agent.final_stats()})
-        transport.flush()
-        control.wait_ack(2 * cfg["heartbeat_timeout"], agent.serve_finished)
-        if not files.shared:
-            ship(files, control, 2 * cfg["heartbeat_timeout"] + 10.0)
-        return 0
-    except RunFailed as exc:
-        log.error("%s: %s", process_name(transport.me), exc)
-        fail_and_ship(transport, control, files, str(exc))
-        return 1
-    except Exception as exc:
-        log.exception("%s crashed", process_name(transport.me))
-        fail_and_ship(transport, control, files, f"{type(exc).__name__}: {exc}")
-        return 1
-    finally:
-        transport.close()
+    return run_process(Role("agent", "peer", _admitted, _serve), opts, want_id)
+
+
+def _admitted(joined: Joined) -> str:
+    """Once admitted: the turn schedule, if the learner takes turns (sent right behind the
+    welcome); the files go under agent-<id>."""
+    info, cfg = joined.info, joined.config
+    if load_learner_class(cfg["algo"]).turn_schedule(cfg["params"], info["n_procs"],
+                                                     int(cfg["seed"])) is not None:
+        info["turn"] = joined.control.wait_turn(joined.join_timeout)
+    return f"agent-{info['id']}"
+
+
+def _serve(joined: Joined, files: RunFiles) -> Served:
+    """Build the learner (the slow imports between heartbeats), run, checkpoint at the end."""
+    control, cfg = joined.control, joined.config
+    if load_learner_class(cfg["algo"]).needs_torch:   # ~1 s or more on a busy machine
+        control.send("heartbeat", {})
+        import torch  # noqa: F401 - loaded here, between two heartbeats
+        control.send("heartbeat", {})
+    if float(cfg.get("dp_sigma", 0.0)) > 0:   # ~1.5-3 s: between two heartbeats too
+        control.send("heartbeat", {})
+        import dp_accounting  # noqa: F401
+        control.send("heartbeat", {})
+    agent = Agent(joined.transport, control, joined.info, files)
+    if agent.run() == "done":
+        agent.checkpoint()
+    return Served(agent.final_stats(), agent.serve_finished, agent.tally)

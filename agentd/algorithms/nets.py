@@ -97,7 +97,7 @@ def obs_encoder(space: dict, algo: str, features: int = 64, images: bool = True)
 
 class Flat:
     """Box observations as flat float32 rows (a copy: observations may be read-only). A
-    class, not a closure, so a learner holding it pickles into its recovery checkpoint."""
+    class, not a closure, so the recovery checkpoint records it by its class name."""
 
     def __init__(self, width: int) -> None:
         self.width = width

@@ -15,6 +15,7 @@ COMMANDS = {
     "keys": ("agentd.cli.keys_cmd", "make or show CURVE keys for secure runs"),
     "topology": ("topologies.show", "show a topology: edges, mixing matrix, spectral gap"),
     "audit": ("agentd.cli.audit_cmd", "audit a run's message logs: traffic, rejections, leakage"),
+    "attack": ("agentd.cli.attack_cmd", "attack a run's message logs: what a neighbour learns"),
     "replay": ("agentd.cli.replay_cmd", "replay one agent alone from its message log"),
     "plot": ("agentd.cli.plot_cmd", "plot several runs or replays on one figure"),
     "consensus": ("agentd.cli.consensus_cmd", "consensus diagnostic from a run's checkpoints"),

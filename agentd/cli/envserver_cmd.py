@@ -14,6 +14,6 @@ def run(argv: list[str]) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_join_flags(parser, "agents")
     args = parser.parse_args(argv)
-    from coordinator.envserver import run_envserver
+    from coordinator.envprocess import run_envserver
 
     return run_joining("agentd envserver", lambda: run_envserver(join_options(args)))

@@ -7,21 +7,38 @@ coordinator to stop the run in order (forwarding the signal) and cleans up whate
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 from agentd.algorithms import load_learner_class
 from agentd.config import RunConfig, process_count, to_toml
+from agentd.launch.supervisor import LaunchError, Supervisor
 from agentd.runtime.keys import new_keys
 
+__all__ = ["LaunchError", "Launcher", "LocalChild"]
 
-class LaunchError(RuntimeError):
-    """The run could not be started."""
+
+class LocalChild:
+    """A child process of this launcher, as the supervisor sees it (``Member``)."""
+
+    def __init__(self, name: str, start: Callable[[], subprocess.Popen]) -> None:
+        self.name, self._start = name, start
+        self.proc = start()
+
+    def poll(self) -> tuple[int | None, int | None]:
+        return self.proc.pid, self.proc.poll()
+
+    def restart(self) -> None:
+        self.proc = self._start()
+
+    def send_signal(self, signum: int) -> None:
+        try:
+            os.kill(self.proc.pid, signum)
+        except ProcessLookupError:
+            pass
 
 
 class Launcher:
@@ -34,17 +51,24 @@ class Launcher:
         self.pin_cpus = pin_cpus
         self.secure = secure
         self.run_dir = Path(config.run_dir)
-        self.children: list[tuple[str, subprocess.Popen]] = []
-        self.args: dict[str, list[str]] = {}      # how each child was started
-        self.restarts: dict[str, int] = {}
-        self._stop_signal: int | None = None
+        self.supervisor = Supervisor(self.run_dir, config.max_restarts)
 
-    def spawn(self, name: str, args: list[str], inherit: bool = False) -> subprocess.Popen:
-        cmd = [sys.executable, "-m", "agentd", *args]
-        self.args[name] = args
+    @property
+    def children(self) -> list[LocalChild]:
+        return self.supervisor.members      # type: ignore[return-value]
+
+    def spawn(self, name: str, args: list[str], inherit: bool = False) -> LocalChild:
         # Pinned, a process and its ZeroMQ I/O thread share a core, so waking the I/O thread on
-        # each send stays on-core: +27% joint steps/s at n = 5 on a 2-core VM.
+        # each send stays on-core: +27% joint steps/s at n = 5 on a 2-core VM. (A restarted
+        # child keeps its core.)
         pin = self._next_cpu() if self.pin_cpus else None
+        child = LocalChild(name, lambda: self._popen(name, args, inherit, pin))
+        self.supervisor.members.append(child)
+        return child
+
+    def _popen(self, name: str, args: list[str], inherit: bool, pin: int | None
+               ) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", "agentd", *args]
         preexec = (lambda: os.sched_setaffinity(0, {pin})) if pin is not None else None
         if inherit:
             proc = subprocess.Popen(cmd, start_new_session=True,
@@ -54,7 +78,6 @@ class Launcher:
                 proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
                                         start_new_session=True,
                                         preexec_fn=preexec)  # noqa: PLW1509 - no threads here
-        self.children.append((name, proc))
         return proc
 
     def _next_cpu(self) -> int:
@@ -66,8 +89,7 @@ class Launcher:
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         config_path = self.run_dir / "config.toml"
         config_path.write_text(to_toml(self.config))
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._on_signal)
+        self.supervisor.catch_signals()
         try:
             security = self._security_flags()
             marker = self.run_dir / "coordinator.json"
@@ -85,10 +107,10 @@ class Launcher:
                 else []
             for i in range(process_count(self.config)):
                 self.spawn(f"agent-{i}", ["agent", *joining, "--id", str(i), *preload])
-            self._wait_endpoint(coord)
-            return self._wait(coord)
+            self.supervisor.wait_endpoint(coord, timeout=30.0)
+            return self.supervisor.wait(coord)
         finally:
-            self.cleanup()
+            self.supervisor.cleanup()
 
     def _security_flags(self) -> list[str]:
         """--secure: a throw-away key directory inside the run directory, for every child."""
@@ -97,70 +119,3 @@ class Launcher:
             new_keys(keys, process_count(self.config))
             return ["--keys", str(keys)]
         return ["--insecure"] if self.config.insecure else []
-
-    def _on_signal(self, signum: int, _frame: object) -> None:
-        self._stop_signal = signum
-
-    def _wait_endpoint(self, coord: subprocess.Popen, timeout: float = 30.0) -> str:
-        path = self.run_dir / "coordinator.json"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if path.exists():
-                return json.loads(path.read_text())["endpoint"]
-            if coord.poll() is not None:
-                raise LaunchError(f"the coordinator exited with code {coord.returncode} "
-                                  "before it was ready")
-            if self._stop_signal:
-                raise LaunchError("interrupted while starting")
-            time.sleep(0.02)
-        raise LaunchError(f"the coordinator did not start within {timeout:.0f} s")
-
-    def _wait(self, coord: subprocess.Popen) -> int:
-        forwarded = False
-        while coord.poll() is None:
-            if self._stop_signal and not forwarded:
-                coord.send_signal(self._stop_signal)   # the coordinator stops the run in order
-                forwarded = True
-            if not forwarded:
-                self._supervise()
-            time.sleep(0.05)
-        return coord.returncode
-
-    def _supervise(self) -> None:
-        """Restart an agent or the env server that died (up to max_restarts each): it rejoins
-        the coordinator, which lets it in under its old id. A clean exit (0) is the end of
-        its run, never restarted."""
-        for k, (name, proc) in enumerate(self.children):
-            code = proc.poll()
-            if name == "coordinator" or code in (None, 0):
-                continue
-            if self.restarts.get(name, 0) >= self.config.max_restarts:
-                continue
-            self.restarts[name] = self.restarts.get(name, 0) + 1
-            print(f"agentd launch: {name} (pid {proc.pid}) exited with code {code}; "
-                  f"restart {self.restarts[name]} of {self.config.max_restarts}",
-                  file=sys.stderr, flush=True)
-            self.children.pop(k)
-            self.spawn(name, self.args[name])
-            return     # the list changed: look again on the next round
-
-    def cleanup(self, grace: float = 3.0) -> None:
-        """Wait briefly for children to leave, then terminate, then kill, each by its PID."""
-        deadline = time.monotonic() + grace
-        for _, proc in self.children:
-            try:
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            alive = [p for _, p in self.children if p.poll() is None]
-            for proc in alive:
-                try:
-                    os.kill(proc.pid, sig)
-                except ProcessLookupError:
-                    pass
-            for proc in alive:
-                try:
-                    proc.wait(timeout=2.0)
-                except subprocess.TimeoutExpired:
-                    pass

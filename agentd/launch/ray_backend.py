@@ -22,16 +22,14 @@ actor only starts it, reports on it and stops it.
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agentd.config import RunConfig, process_count, to_toml
-from agentd.launch.local import LaunchError
+from agentd.launch.supervisor import LaunchError, Supervisor, Unreachable
 from agentd.runtime.keys import REGISTRY_FILE, name_of, new_keys
 from agentd.runtime.netaddr import is_loopback
 from agentd.runtime.runfiles import MARKER
@@ -110,10 +108,9 @@ class RayLauncher:
         self.ray = import_ray()
         self.actors: list[tuple[str, Any]] = []
         self.tag = uuid.uuid4().hex[:12]             # names the actors' directories on their nodes
-        self.restarts: dict[str, int] = {}
+        self.supervisor = Supervisor(self.run_dir, config.max_restarts, tick=0.1, look_every=0.5)
         self.group: Any = None
         self._started_ray = False
-        self._stop_signal: int | None = None
         self.key_delivery = "none" if not secure else "unknown"
 
     # -- the run -----------------------------------------------------------------------------
@@ -123,21 +120,22 @@ class RayLauncher:
         self.config.run_dir = str(self.run_dir)
         config_path = self.run_dir / "config.toml"
         config_path.write_text(to_toml(self.config))
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, self._on_signal)
+        self.supervisor.catch_signals()
         try:
             self._connect()
             security = self._key_files()
             self._say_how_keys_travel()
             coord = self._start_coordinator(config_path, security)
-            endpoint = self._wait_endpoint(coord)
+            endpoint = self.supervisor.wait_endpoint(
+                coord, self.opts.timeout, 0.05, self.run_dir / "logs" / "coordinator.out")
             run_id = (self.run_dir / MARKER).read_text().strip()
             bundles = self._place(process_count(self.config) + 1)
             names = ["envserver"] + [name_of(i) for i in range(process_count(self.config))]
             for index, name in enumerate(names):
                 self._start_member(name, index, bundles, endpoint, run_id, security)
             self._record_placement()
-            return self._wait(coord)
+            echo = _Tail(self.run_dir / "logs" / "coordinator.out")   # it runs on this node
+            return self.supervisor.wait(coord, echo.flush)
         finally:
             self.cleanup()
 
@@ -206,7 +204,7 @@ class RayLauncher:
                 "--run-dir", "{home}/run",
                 "--join-timeout", f"{self.config.join_timeout + 30.0:g}"]
         # Ray restarts a lost actor (its process with it) up to max_restarts times; a process
-        # that dies under a live actor is restarted by _supervise. The coordinator counts both.
+        # that dies under a live actor is restarted by the supervisor. The coordinator counts both.
         self._actor(name, security, strategy, argv, out=None, run=(str(self.run_dir), run_id),
                     cwd=None, restarts=self.config.max_restarts)
 
@@ -220,7 +218,9 @@ class RayLauncher:
             name, files, self.opts.workdir, self.tag, argv, out, run, cwd)
         self.ray.get(host.poll.remote())     # started (or the error of its constructor)
         self.actors.append((name, host))
-        return host
+        member = ActorMember(name, host, self.ray, patient=name == "coordinator")
+        self.supervisor.members.append(member)
+        return member
 
     def _record_placement(self) -> None:
         """RUN/placement.json: which node (IP and Ray node id) each process runs on."""
@@ -251,65 +251,15 @@ class RayLauncher:
                 f"{len(self.ray.nodes())} node(s)); lower --ray-cpus or use --ray-strategy PACK")
         return self.group
 
-    def _wait_endpoint(self, coord: Any) -> str:
-        import json
-
-        path = self.run_dir / "coordinator.json"
-        deadline = time.monotonic() + self.opts.timeout
-        while time.monotonic() < deadline:
-            if path.exists():
-                return json.loads(path.read_text())["endpoint"]
-            _, code, _ = self.ray.get(coord.poll.remote())
-            if code is not None:
-                raise LaunchError(f"the coordinator exited with code {code} before it was "
-                                  f"ready (see {self.run_dir / 'logs' / 'coordinator.out'})")
-            if self._stop_signal:
-                raise LaunchError("interrupted while starting")
-            time.sleep(0.05)
-        raise LaunchError(f"the coordinator did not start within {self.opts.timeout:.0f} s")
-
-    def _wait(self, coord: Any) -> int:
-        """Until the coordinator ends; its output is echoed here (it runs on this node)."""
-        echo = _Tail(self.run_dir / "logs" / "coordinator.out")
-        forwarded, next_look = False, 0.0
-        while True:
-            _, code, _ = self.ray.get(coord.poll.remote())
-            echo.flush()
-            if code is not None:
-                return code
-            if self._stop_signal and not forwarded:
-                self.ray.get(coord.send_signal.remote(self._stop_signal))
-                forwarded = True
-            if not forwarded and time.monotonic() >= next_look:
-                self._supervise()
-                next_look = time.monotonic() + 0.5
-            time.sleep(0.1)
-
-    def _supervise(self) -> None:
-        """Restart a process that died under its live actor (up to max_restarts each), as the
-        local launcher does; it rejoins under its id. A lost actor is Ray's to restart, and an
-        unreachable one is skipped: the coordinator's heartbeats decide the run's fate."""
-        from ray.exceptions import GetTimeoutError, RayActorError
-
-        for name, host in self.actors[1:]:
-            try:
-                pid, code, _ = self.ray.get(host.poll.remote(), timeout=5.0)
-            except (RayActorError, GetTimeoutError):
-                continue
-            if code in (None, 0) or self.restarts.get(name, 0) >= self.config.max_restarts:
-                continue
-            self.restarts[name] = self.restarts.get(name, 0) + 1
-            print(f"agentd launch: {name} (pid {pid}) exited with code {code}; restart "
-                  f"{self.restarts[name]} of {self.config.max_restarts}", file=sys.stderr,
-                  flush=True)
-            host.restart.remote()
-
-    def _on_signal(self, signum: int, _frame: object) -> None:
-        self._stop_signal = signum
-
     def cleanup(self, grace: float = 3.0) -> None:
-        """Stop every process this run started, then its actors and placement group."""
+        """Stop every process this run started (the supervisor's grace, SIGTERM, SIGKILL;
+        then each actor confirms its own and deletes its keys), then the actors and the
+        placement group."""
         ray = self.ray
+        try:
+            self.supervisor.cleanup(grace, poll_s=0.1)   # as a local run: grace, TERM, KILL
+        except Exception as exc:   # noqa: BLE001 - the actors' own stop below still runs
+            print(f"ray: could not stop every process from here ({exc})", file=sys.stderr)
         stops = [host.stop.remote(grace) for _, host in self.actors]
         try:
             ray.get(stops, timeout=grace + 10.0)
@@ -323,6 +273,39 @@ class RayLauncher:
             remove_placement_group(self.group)
         if self._started_ray:
             ray.shutdown()
+
+
+class ActorMember:
+    """A process under its Ray actor, as the supervisor sees it (``Member``). A lost actor is
+    Ray's to restart, and an unreachable one is skipped -- except the coordinator's
+    (``patient``): it is waited for, and losing it ends the launch with Ray's error."""
+
+    def __init__(self, name: str, host: Any, ray: Any, patient: bool = False) -> None:
+        self.name, self.host, self.ray, self.patient = name, host, ray, patient
+
+    def poll(self) -> tuple[int | None, int | None]:
+        from ray.exceptions import GetTimeoutError, RayActorError
+
+        if self.patient:
+            pid, code, _ = self.ray.get(self.host.poll.remote())
+            return pid, code
+        try:
+            pid, code, _ = self.ray.get(self.host.poll.remote(), timeout=5.0)
+        except (RayActorError, GetTimeoutError) as exc:
+            raise Unreachable(str(exc)) from None
+        return pid, code
+
+    def restart(self) -> None:
+        self.host.restart.remote()
+
+    def send_signal(self, signum: int) -> None:
+        """Best effort: an actor that is gone took its process with it."""
+        from ray.exceptions import GetTimeoutError, RayActorError
+
+        try:
+            self.ray.get(self.host.send_signal.remote(signum), timeout=5.0)
+        except (RayActorError, GetTimeoutError):
+            pass
 
 
 class _Tail:

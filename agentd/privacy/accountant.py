@@ -120,7 +120,6 @@ def from_logs(run_dir: Path) -> dict[str, Any] | None:
     log's meta record and every peer message the agent logged as sent. None if DP was off."""
     from agentd.privacy.dp import DpSettings
     from agentd.runtime.msglog import open_log
-    from protocols.kinds import REGISTRY
 
     reports: dict[int, dict[str, Any]] = {}
     settings = None
@@ -130,17 +129,33 @@ def from_logs(run_dir: Path) -> dict[str, Any] | None:
         if not log.meta.get("dp"):
             continue
         settings = DpSettings.from_meta(log.meta["dp"])
-        counts: Counter = Counter()
-        for rec in log:
-            if rec.direction != "out" or rec.plane != "peer" or rec.header is None:
-                continue
-            spec = REGISTRY.get(rec.kind or "")
-            if spec is not None and spec.released:
-                counts[(rec.header["d"], settings.kinds[spec.name].sigma)] += 1
-            if spec is not None and spec.exact:
-                exact[spec.name] += 1
+        counts, own_exact = logged_releases(path, settings)
+        exact.update(own_exact)
         reports[int(path.stem.removeprefix("agent-"))] = agent_report(
             counts, settings.delta, settings.accountant)
     if settings is None:
         return None
     return run_report(reports, settings.delta, settings.accountant, exact)
+
+
+def logged_releases(path: Path, settings: Any) -> tuple[Counter, Counter]:
+    """The releases an agent's log says it sent, per (destination, sigma), and its messages
+    with exact fields per kind: the audit's count, and a restarted agent's account to go on
+    from (every process of the agent appended to this log; a crash loses at most the records
+    of the step in flight, whose releases the receivers' logs still show)."""
+    from agentd.runtime.msglog import open_log
+    from protocols.kinds import REGISTRY
+
+    counts: Counter = Counter()
+    exact: Counter = Counter()
+    if not path.exists():
+        return counts, exact
+    for rec in open_log(path):
+        if rec.direction != "out" or rec.plane != "peer" or rec.header is None:
+            continue
+        spec = REGISTRY.get(rec.kind or "")
+        if spec is not None and spec.released:
+            counts[(rec.header["d"], settings.kinds[spec.name].sigma)] += 1
+        if spec is not None and spec.exact:
+            exact[spec.name] += 1
+    return counts, exact

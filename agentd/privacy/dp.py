@@ -1,8 +1,9 @@
 """Differential privacy on the peer send path: clip each released array, add seeded Gaussian
 noise, and count every release for the accountant (DESIGN §10).
 
-A layer around the transport's send, like the guard and the logger, never code inside a
-learner. For each permitted kind the registry (``protocols.kinds``) declares which float arrays
+A layer of the transport's pipeline (``agentd.runtime.layers``), between the guard and the
+codec: it noises what the guard let through, before it is encoded and logged; never code
+inside a learner. For each permitted kind the registry (``protocols.kinds``) declares which float arrays
 are released and their sensitivity unit. The layer clips every unit (a row, or the whole
 array) to L2 norm ``C`` and adds N(0, (σ·C)²) to every element, from a generator seeded by the
 run seed and the agent id: the noised message is what goes on the wire and into the sender's
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from agentd.runtime.layers import Down, Layer, Parcel
 from protocols.kinds import REGISTRY
 
 DP_STREAM = 0xD1FF   # separates the noise stream from every other use of the run seed
@@ -85,8 +87,12 @@ def clip_units(rows: np.ndarray, clip: float) -> np.ndarray:
 
 
 @dataclass
-class DpLayer:
-    """One agent's noise: a seeded generator, the settings, and the releases per out-edge."""
+class DpLayer(Layer):
+    """One agent's noise: a seeded generator, the settings, and the releases per out-edge.
+    On the send side it noises every peer message and counts the releases that went out;
+    it does nothing to what is received."""
+
+    on_receive = False
 
     settings: DpSettings
     rng: np.random.Generator
@@ -95,8 +101,33 @@ class DpLayer:
     exact: Counter = field(default_factory=Counter)
 
     @classmethod
-    def for_agent(cls, settings: DpSettings, seed: int, agent: int) -> DpLayer:
-        return cls(settings, np.random.default_rng([seed, agent, DP_STREAM]))
+    def for_agent(cls, settings: DpSettings, seed: int, agent: int,
+                  incarnation: int = 0) -> DpLayer:
+        """The layer of an agent's process; a restarted agent (``incarnation`` k >= 1) draws
+        from a stream of its own, so no noise its earlier processes sent is drawn again (a
+        neighbour could difference two messages noised alike)."""
+        stream = [seed, agent, DP_STREAM, *([incarnation] if incarnation else [])]
+        return cls(settings, np.random.default_rng(stream))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The accountant's state: the releases per (out-edge, sigma) and the exact fields."""
+        return {"releases": [[int(d), float(s), int(n)] for (d, s), n in self.releases.items()],
+                "exact": dict(self.exact)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Continue the account of ``state`` (a restarted agent: what it had released)."""
+        self.releases = Counter({(int(d), float(s)): int(n) for d, s, n in state["releases"]})
+        self.exact = Counter({str(k): int(n) for k, n in state["exact"].items()})
+
+    def send(self, batch: list[Parcel], down: Down) -> list[Parcel]:
+        for p in batch:
+            if p.link.plane == "peer":
+                p.body = self.privatise(p.kind, p.body)
+        sent = down(batch)
+        for p in sent:
+            if p.link.plane == "peer":
+                self.sent(p.kind, p.dst)
+        return sent
 
     def privatise(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
         """A new body with every released array clipped and noised (the input is not touched:

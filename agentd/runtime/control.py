@@ -60,7 +60,7 @@ class ControlPlane:
                         self.link, until=lambda m: m.kind in ("welcome", "stop")):
                     self.last_heard = time.monotonic()
                     if msg.kind == "welcome":
-                        self.transport.me = self.transport.guard.me = msg.body["id"]
+                        self.transport.assign(msg.body["id"])
                         return {"id": msg.body["id"], **msg.body["info"]}
                     if msg.kind == "stop":
                         raise RunFailed(f"not admitted: {msg.body['reason']}")

@@ -15,7 +15,8 @@ writes a random token first and then sends the same token in its ``join`` over i
 env link -- authenticated by CURVE in secure mode, the routing identity in plaintext, exactly
 as before. The env server binds the connection to the agent whose join carried its token; a
 connection from another user (``SO_PEERCRED``), without a token, or with one no join claims
-is closed and counted. Anything that fails on the way (no such path, another host, a closed
+is closed and counted. Tokens are read off the loop (``LocalListener``): a connection that
+sends nothing never stalls a round. Anything that fails on the way (no such path, another host, a closed
 connection) leaves that agent on ZeroMQ, logged; the run never depends on the fast path.
 """
 
@@ -23,14 +24,19 @@ from __future__ import annotations
 
 import os
 import secrets
+import select
 import socket
 import struct
+import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 HEADER = struct.Struct("<I")       # the length of the frame that follows
 TOKEN_BYTES = 16
+TOKEN_WAIT = 2.0          # seconds a new connection has to send its token (off the loop)
+MAX_WAITING = 64          # connections owing their token at once; the oldest goes first
 READ_CHUNK = 1 << 16
 
 
@@ -146,56 +152,123 @@ class LocalConn:
 
 
 class LocalListener:
-    """The env server's listening socket, under a random abstract name ("\\0agentd-env-...")."""
+    """The env server's listening socket, under a random abstract name ("\\0agentd-env-...").
+
+    Tokens are read off the env server's loop: a new connection waits in an epoll set until
+    its token is whole (or ``TOKEN_WAIT`` passes, or ``MAX_WAITING`` newer ones push it out),
+    and ``fileno`` is that set's descriptor, so the loop wakes only when there is something to
+    take. A connection that sends nothing costs the loop nothing."""
 
     def __init__(self) -> None:
         self.path = f"\0agentd-env-{os.getpid()}-{secrets.token_hex(8)}"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.epoll: select.epoll | None = None
         try:
             self.sock.bind(self.path)
             self.sock.listen(256)
+            self.sock.setblocking(False)
+            self.epoll = select.epoll()
+            self.epoll.register(self.sock.fileno(), select.EPOLLIN)
         except OSError:
             self.close()
             raise
-        self.sock.setblocking(False)
+        self.waiting: dict[int, _Waiting] = {}     # fd -> a connection owing its token
+        self.refused: deque[str] = deque()         # reasons not yet reported
 
     def fileno(self) -> int:
-        return self.sock.fileno()
+        assert self.epoll is not None
+        return self.epoll.fileno()
 
     def pending(self) -> bool:
-        return False
+        return bool(self.refused)
 
     def offer(self) -> dict[str, Any]:
         return {"path": self.path, **machine()}
 
     def accept(self, max_bytes: int) -> tuple[LocalConn, bytes] | str:
-        """The next connection and its token, or the reason it was refused (closed here)."""
+        """A connection whose token is whole and the token, the reason one was refused
+        (closed here), or "no_connection" when neither is ready. Never waits."""
+        self._expire(time.monotonic())
+        for _ in range(2 * MAX_WAITING):
+            if self.refused:
+                return self.refused.popleft()
+            assert self.epoll is not None
+            events = self.epoll.poll(0, 1)
+            if not events:
+                return "no_connection"
+            fd = events[0][0]
+            got = self._new() if fd == self.sock.fileno() else self._read(fd)
+            if isinstance(got, tuple):
+                return LocalConn(got[0], max_bytes), got[1]
+            if got is not None:
+                return got
+        return self.refused.popleft() if self.refused else "no_connection"
+
+    def _new(self) -> str | None:
         try:
             sock, _ = self.sock.accept()
-        except (BlockingIOError, OSError):
-            return "no_connection"
+        except OSError:
+            return None
         creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
         _pid, uid, _gid = struct.unpack("3i", creds)
         if uid != os.getuid():
             sock.close()
             return "foreign_uid"
-        sock.settimeout(2.0)       # the agent writes its token right after connecting
-        token = b""
+        if len(self.waiting) >= MAX_WAITING:       # the oldest waited longest: it goes
+            self._drop(min(self.waiting, key=lambda fd: self.waiting[fd].deadline))
+        sock.setblocking(False)
+        assert self.epoll is not None
+        self.epoll.register(sock.fileno(), select.EPOLLIN)
+        self.waiting[sock.fileno()] = _Waiting(sock, time.monotonic() + TOKEN_WAIT)
+        return None
+
+    def _read(self, fd: int) -> tuple[socket.socket, bytes] | str | None:
+        w = self.waiting.get(fd)
+        if w is None:
+            return None
         try:
-            while len(token) < TOKEN_BYTES:
-                chunk = sock.recv(TOKEN_BYTES - len(token))
-                if not chunk:
-                    break
-                token += chunk
+            chunk = w.sock.recv(TOKEN_BYTES - len(w.token))
+        except BlockingIOError:
+            return None
         except OSError:
-            pass
-        if len(token) < TOKEN_BYTES:
-            sock.close()
-            return "no_token"
-        return LocalConn(sock, max_bytes), token
+            chunk = b""
+        if not chunk:
+            self._drop(fd)
+            return self.refused.popleft()
+        w.token += chunk
+        if len(w.token) < TOKEN_BYTES:
+            return None
+        self._forget(fd)
+        return w.sock, w.token
+
+    def _expire(self, now: float) -> None:
+        for fd in [fd for fd, w in self.waiting.items() if w.deadline <= now]:
+            self._drop(fd)
+
+    def _drop(self, fd: int) -> None:
+        self._forget(fd).sock.close()
+        self.refused.append("no_token")
+
+    def _forget(self, fd: int) -> _Waiting:
+        assert self.epoll is not None
+        self.epoll.unregister(fd)
+        return self.waiting.pop(fd)
 
     def close(self) -> None:
+        for fd in list(self.waiting):
+            self._forget(fd).sock.close()
+        if self.epoll is not None:
+            self.epoll.close()
         self.sock.close()
+
+
+@dataclass
+class _Waiting:
+    """A same-user connection that has not sent its whole token yet."""
+
+    sock: socket.socket
+    deadline: float
+    token: bytes = b""
 
 
 def connect(offer: dict[str, Any], max_bytes: int) -> tuple[LocalConn, str]:

@@ -144,9 +144,7 @@ def ship(files: RunFiles, control: ControlPlane, silence: float) -> bool:
     files.release_output()
     transport = control.transport
     transport.set_hot([])                # chunk requests come on the control link
-    if transport.msglog is not None:     # the log is complete: what follows is not logged
-        transport.msglog.close()
-        transport.msglog = None
+    transport.end_log()                  # the log is complete: what follows is not logged
     manifest = files.manifest()
     allowed = {path for path, _, _ in manifest}
     control.send("files", {"files": manifest})

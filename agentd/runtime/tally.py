@@ -34,6 +34,8 @@ class PlaneStats:
     refused_out: Counter = field(default_factory=Counter)
     handshakes_failed: Counter = field(default_factory=Counter)
     disconnects: int = 0     # connections closed after their handshake (see Tally.handshake)
+    # refusals that only the transport's last line of defence caught (agentd.runtime.layers)
+    catch_all: int = 0
 
 
 class Tally:
@@ -85,7 +87,7 @@ class Tally:
                       "bytes_sent": s.bytes_sent, "bytes_recv": s.bytes_recv,
                       "rejected": dict(s.rejected), "refused_out": dict(s.refused_out),
                       "handshakes_failed": dict(s.handshakes_failed),
-                      "disconnects": s.disconnects}
+                      "disconnects": s.disconnects, "catch_all": s.catch_all}
                   for p, s in self.stats.items()}
         total: dict[str, Any] = {k: sum(planes[p][k] for p in PLANES)
                                  for k in ("msgs_sent", "msgs_recv", "bytes_sent", "bytes_recv")}
@@ -97,6 +99,7 @@ class Tally:
         total["rejected"] = dict(rejected)
         total["handshakes_failed"] = dict(handshakes)
         total["handshake_peers"] = dict(self.handshake_peers)
+        total["catch_all"] = sum(s.catch_all for s in self.stats.values())
         total.update(meta)
         total["planes"] = planes
         return total

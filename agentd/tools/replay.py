@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from agentd.agent.core import AgentCore, Effect, build_learner, drive
-from agentd.agent.recovery import core_for_replay
+from agentd.agent.recovery import RecoveryError, core_for_replay
 from agentd.runtime.msglog import open_log
 
 
@@ -170,7 +170,10 @@ def replay(run_dir: Path, agent: int, perturbation: Perturbation | None = None) 
     res.peer_items = sum(i.plane == "peer" for i in log.items)
     for item in perturbation.apply(log.items):
         if item.plane == "restart":      # the live agent restarted from this checkpoint
-            core = core_for_replay(run_dir, item.body, log.info)
+            try:
+                core = core_for_replay(run_dir, item.body, log.info)
+            except RecoveryError as exc:
+                raise ReplayError(f"agent {agent}'s restart cannot be replayed: {exc}") from None
             res.restarts += 1
             continue
         effects: list[Effect] = []
@@ -225,7 +228,7 @@ def _agreement(res: ReplayResult) -> float:
 
 def compare_state(state: dict[str, np.ndarray], checkpoint: Path) -> dict[str, bool]:
     """Per array: is the replayed state bit-for-bit the one the live run checkpointed?"""
-    with np.load(checkpoint) as saved:
+    with np.load(checkpoint, allow_pickle=False) as saved:
         names = set(saved.files) | set(state)
         return {name: name in saved.files and name in state and
                 saved[name].dtype == state[name].dtype and

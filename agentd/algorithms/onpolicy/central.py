@@ -29,7 +29,7 @@ def same_space(a: dict, b: dict) -> bool:
 
 class PerAgent:
     """Encode (K, m, ...) observations agent by agent into (K, m, d) rows (a class, not a
-    closure: it pickles into a recovery checkpoint)."""
+    closure: the recovery checkpoint records it by its class name)."""
 
     def __init__(self, encode_one: object, m: int) -> None:
         self.encode_one, self.m = encode_one, m

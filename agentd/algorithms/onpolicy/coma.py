@@ -10,7 +10,13 @@ of each of its own actions with the others' actions held fixed; the actor of age
 The critic learns TD(lambda) targets for Q(s, u) from the shared core's GAE, with
 Q(s', u') of a joint action u' drawn from the current policies bootstrapping each transition.
 Q lives in the core's normalised value units, so A^i is the counterfactual advantage divided
-by the running return scale (a constant factor per iteration). One gradient step per rollout.
+by the running return scale (a constant factor per iteration).
+
+Per rollout, as the paper's Algorithm 1 (and EPyMARL's ``critic_train_mode: seq``): the
+critic first takes one gradient step per time step of the rollout, last step first, each on
+that step's K rows, towards targets computed with the critic the rollout was collected with
+(the paper's target network, here refreshed every rollout); then the actors take one step on
+the whole batch with advantages from the updated critic.
 """
 
 from __future__ import annotations
@@ -69,6 +75,29 @@ class COMA(CentralisedOnPolicy):
         with self.torch.no_grad():
             u = self.head.sample(self.actor(self.torch.as_tensor(next_x)), self.gen)
         return self.q_values(next_x, u)
+
+    def training_batch(self) -> dict[str, np.ndarray]:
+        batch = super().training_batch()
+        batch["time"] = np.repeat(np.arange(self.store.t), self.store.num_envs)
+        return batch
+
+    def step_minibatch(self, mb: dict[str, Any]) -> dict[str, float]:
+        from agentd.algorithms.onpolicy.losses import value_loss
+
+        p, step_of = self.params, mb["time"]
+        v_losses = []
+        for t in step_of.unique().flip(0):           # the critic: one step per time step
+            rows = {k: mb[k][step_of == t] for k in ("obs", "act", "value_n", "ret_n")}
+            v_loss = value_loss(self.critic_values(rows), rows["value_n"], rows["ret_n"],
+                                p.value_clip)
+            self._step(self.opt_critic, self.critic, v_loss)
+            v_losses.append(v_loss.item())
+        dist = self.actor(mb["obs"])                # then the actors, on the updated critic
+        entropy = self.head.entropy(dist).mean()
+        pi_loss, info = self.policy_loss(mb, dist, self.head.log_prob(dist, mb["act"]))
+        self._step(self.opt_actor, self.actor, pi_loss - p.ent_coef * entropy)
+        return {"policy_loss": pi_loss.item(), "value_loss": float(np.mean(v_losses)),
+                "critic_steps": float(len(v_losses)), "entropy": entropy.item(), **info}
 
     def critic_values(self, mb: dict[str, Any]) -> Any:
         q = self.critic(mb["obs"], mb["act"])

@@ -270,9 +270,7 @@ class OnPolicyLearner(Learner):
     def batch_kl(self, t: dict[str, Any]) -> float:
         """D_KL^avg(pi_old || pi_new) over the whole batch, after the epochs."""
         with self.torch.no_grad():
-            dist = self.actor(t["obs"])
-            log_ratio = self.head.log_prob(dist, t["act"]) - t["logp"]
-            return float(self.head.kl(t["dist"], dist, log_ratio).mean())
+            return float(self.head.kl(t["dist"], self.actor(t["obs"])).mean())
 
     # -- checkpoints -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:

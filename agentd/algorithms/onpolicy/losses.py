@@ -43,11 +43,14 @@ def dpo_loss(logp: torch.Tensor, logp_old: torch.Tensor, adv: torch.Tensor, kl: 
     or sqrt(E[KL]) (``"mean"``, the slides' sqrt(D_KL^avg))."""
     ratio = torch.exp(logp - logp_old)
     surrogate = scale * (ratio * adv).mean()
+    return -surrogate + beta_sqrt * sqrt_kl_term(kl, sqrt_of) + beta_kl * kl.mean()
+
+
+def sqrt_kl_term(kl: torch.Tensor, sqrt_of: str) -> torch.Tensor:
+    """DPO's sqrt-KL term: E[sqrt(KL)] per sample (``"sample"``) or sqrt(E[KL]) (``"mean"``)."""
     if sqrt_of == "sample":
-        sqrt_term = torch.sqrt(kl.clamp_min(0.0) + SQRT_EPS).mean()
-    else:
-        sqrt_term = torch.sqrt(kl.mean().clamp_min(0.0) + SQRT_EPS)
-    return -surrogate + beta_sqrt * sqrt_term + beta_kl * kl.mean()
+        return torch.sqrt(kl.clamp_min(0.0) + SQRT_EPS).mean()
+    return torch.sqrt(kl.mean().clamp_min(0.0) + SQRT_EPS)
 
 
 def a2c_loss(logp: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:

@@ -94,4 +94,4 @@ class MAT(CentralisedOnPolicy):
     def batch_kl(self, t: dict[str, Any]) -> float:
         with self.torch.no_grad():
             dist = self.mat(t["obs"], t["act"])
-            return float(self.head.kl(t["dist"], dist, dist).mean())
+            return float(self.head.kl(t["dist"], dist).mean())

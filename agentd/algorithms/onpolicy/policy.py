@@ -8,8 +8,9 @@ log-std), sampling, log-probabilities, entropy and the KL from an old distributi
 * ``CategoricalHead`` (Discrete actions): logits; KL exact, sum_a p_old (log p_old - log p_new).
 * ``GaussianHead`` (Box actions): a diagonal Gaussian over the *unsquashed* action u with a
   state-independent log-std; the env receives u clipped to [-1, 1] and mapped affinely onto the
-  Box (``BoxMap``), and log-probabilities are of u (as in CleanRL / SB3). KL *sampled*: the
-  non-negative estimator (r - 1) - log r, r = pi_new(u)/pi_old(u), at the stored u ~ pi_old.
+  Box (``BoxMap``), and log-probabilities are of u (as in CleanRL / SB3). KL exact, the
+  closed form of two diagonal Gaussians summed over the action's dimensions (as DPO's
+  reference code takes it, ``torch.distributions.kl_divergence`` per dimension, summed).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class CategoricalHead(nn.Module):
         logp = dist.log_softmax(-1)
         return -(logp.exp() * logp).sum(-1)
 
-    def kl(self, old: torch.Tensor, new: torch.Tensor, log_ratio: torch.Tensor) -> torch.Tensor:
+    def kl(self, old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
         """KL(pi_old(.|s) || pi_new(.|s)) per sample, exact."""
         logp_old, logp_new = old.log_softmax(-1), new.log_softmax(-1)
         return (logp_old.exp() * (logp_old - logp_new)).sum(-1)
@@ -120,10 +121,13 @@ class GaussianHead(nn.Module):
         _, log_std = self._split(dist)
         return (log_std + 0.5 + _LOG_SQRT_2PI).sum(-1)
 
-    def kl(self, old: torch.Tensor, new: torch.Tensor, log_ratio: torch.Tensor) -> torch.Tensor:
-        """KL(pi_old || pi_new) per sample, estimated at the stored action u ~ pi_old:
-        (r - 1) - log r with log r = log pi_new(u) - log pi_old(u) (unbiased, >= 0)."""
-        return torch.expm1(log_ratio) - log_ratio
+    def kl(self, old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+        """KL(pi_old(.|s) || pi_new(.|s)) per sample, exact: summed over dimensions,
+        log(s1/s0) + (s0^2 + (m0 - m1)^2) / (2 s1^2) - 1/2."""
+        (m0, log_s0), (m1, log_s1) = self._split(old), self._split(new)
+        var_ratio = torch.exp(2.0 * (log_s0 - log_s1))
+        mean_term = ((m0 - m1) * torch.exp(-log_s1)) ** 2
+        return (log_s1 - log_s0 + 0.5 * (var_ratio + mean_term - 1.0)).sum(-1)
 
 
 class Actor(nn.Module):

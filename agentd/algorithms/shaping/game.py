@@ -73,9 +73,15 @@ def dice_values(batch: dict[str, np.ndarray], gamma: float, baseline: bool = Tru
     """Both agents' DiCE surrogates on a batch of K logged episodes (arrays (H, K)):
     ``state`` (my seat), ``own``/``other`` actions, ``reward``/``reward_other``.
 
-    With ``baseline`` each step's dependency also gets the leave-one-out mean (over the other
-    K - 1 episodes) of the discounted reward-to-go as a control variate (Mao et al.'s DiCE
-    baseline term); its value is 0 and it leaves every expectation unchanged."""
+    With ``baseline`` the objective also gets Mao et al.'s (2019) DiCE baseline term
+
+        sum_t (1 - box(w_t)) * box(W_{<t}) * b_t,
+
+    w_t the step's own log-probabilities, W_{<t} all those before it, b_t the leave-one-out
+    mean (over the other K - 1 episodes) of the discounted reward-to-go. Its value is 0 and it
+    leaves every expectation unchanged; the box(W_{<t}) factor makes it a control variate of
+    the second-order terms too (LOLA's shaping term), not only of the first-order gradient as
+    the original DiCE baseline (1 - box(w_t)) * b_t is."""
     state, own = torch.as_tensor(batch["state"]), torch.as_tensor(batch["own"])
     other = torch.as_tensor(batch["other"])
     horizon, k = state.shape
@@ -88,7 +94,9 @@ def dice_values(batch: dict[str, np.ndarray], gamma: float, baseline: bool = Tru
         if baseline and k > 1:
             to_go = torch.flip(torch.cumsum(torch.flip(disc * reward, [0]), 0), [0])
             loo = (to_go.sum(1, keepdim=True) - to_go) / (k - 1)
-            objective = objective + ((1 - magic_box(nodes)) * loo).sum(0).mean()
+            before = deps - nodes                         # log-probs strictly before t
+            term = (1 - magic_box(nodes)) * magic_box(before) * loo
+            objective = objective + term.sum(0).mean()
         return objective
 
     def values(theta_self: Tensor, theta_other: Tensor) -> tuple[Tensor, Tensor]:

@@ -8,9 +8,18 @@ to first order in the opponent's naive step Delta theta_other = eta * grad_other
 
 ``estimator = exact`` is LOLA-Ex (values of the 5-state chain in closed form on the fitted
 payoffs); ``estimator = dice`` estimates every derivative, the second-order one included,
-with DiCE on the K episodes just played (one batch, no look-ahead rollouts). The opponent's
-policy and its learning step come from the private opponent model (the step predicted by
-applying the naive gradient to the model), or from its true logits with ``opponent = shared``.
+with DiCE on the K episodes just played (one batch; Mao et al.'s baseline, ``game``). The
+opponent's policy and its learning step come from the private opponent model (the step
+predicted by applying the naive gradient to the model), or from its true logits with
+``opponent = shared``.
+
+Not done: the official LOLA-DiCE look-ahead, which re-samples episodes under the opponent's
+predicted parameters theta_2' = theta_2 + eta grad_2 V_2 and takes the outer gradient there.
+In a live run both agents play the real env with their real policies, so an agent cannot
+sample episodes against theta_2' (the opponent would have to play extra episodes with it, a
+second protocol); a private agent could only re-sample in its fitted model of the game, whose
+values the exact estimator already gives in closed form. The first-order form above is the
+LOLA paper's own (its eq. for LOLA-PG), estimated on the episodes actually played.
 """
 
 from __future__ import annotations
@@ -30,6 +39,10 @@ class LolaParams(ShapingParams):
 
     eta: float = param(0.5, ge=0.0)
     """the opponent's assumed step size in the look-ahead (official lr_correction 1)"""
+    model_decay: float = param(0.0, ge=0.0, le=1.0)
+    """opponent model: factor by which past counts are kept at each episode (0: re-fitted to
+    the last episode alone; a longer memory lags the opponent's policy, which moves every
+    episode: with DiCE, K 64, 5 seeds, 0 / 0.25 / 0.5 cooperated in 3 / 2 / 1, README)"""
 
 
 class Lola(ShapingLearner):

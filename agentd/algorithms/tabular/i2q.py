@@ -19,9 +19,10 @@ Tables: Q is dense (S x A_i); Q_ss, N and M are sparse (only observed transition
 L-stage tree of depth 5 (66,430 nodes) fits. A non-deterministic env is a config error: the
 ideal next state of an action is not a state the agent can pick there.
 
-Two ways to learn (parameters below). Online (``replay_batches = 0``, the default): each
-transition is backed up once, when it happens, in (1)-(3) order. Replay (``replay_batches >
-0``, the official code's tabular setting): every transition goes into the agent's own buffer
+Two ways to learn (parameters below). Replay (the default, the official code's tabular
+setting: ``replay_batches = 10``, ``replay_start = 10000``, ``q_init = 0.5``; with the online
+default it had before, 6 of 10 L = 4 games ended at the optimum, and the four that missed
+reached it with replay): every transition goes into the agent's own buffer
 (its own (s, a_i, r, s'), never shared) and updates N, M and the last-seen reward at once; the
 backups come only from the buffer: each time another ``replay_every`` transitions have been
 stored (from ``replay_start`` on), ``replay_batches`` minibatches of ``replay_batch``
@@ -31,7 +32,9 @@ before the minibatch, then (2) on the new Q_ss and (3) from the Q of before the 
 pair drawn twice is set once, by its last draw). ``q_init`` > 0 draws Q, and each Q_ss entry
 when its transition is first observed, from U(-q_init, q_init). ``ideal = false`` turns (2)
 off: Q learns on the sampled s', which is IQL with the same buffer and schedule (the official
-code's IQL baseline is this switch too); with replay, Q_ss is then not learned at all.
+code's IQL baseline is this switch too); with replay, Q_ss is then not learned at all. Online
+(``replay_batches = 0``): each transition is backed up once, when it happens, in (1)-(3)
+order.
 """
 
 from __future__ import annotations
@@ -46,21 +49,28 @@ from agentd.algorithms.tabular.iql import IQL, QParams
 
 @dataclass
 class I2qParams(QParams):
-    """Tabular Q-learning's parameters (the L-stage settings of the official code: alpha 0.1,
-    epsilon 0.5, gamma 1; its replay: replay_batches 10, replay_batch 100, replay_every 50,
-    replay_start 10000, q_init 0.5)."""
+    """Tabular Q-learning's parameters with the official code's L-stage settings as defaults
+    (alpha 0.1, epsilon 0.5, gamma 1; its replay: replay_batches 10, replay_batch 100,
+    replay_every 50, replay_start 10000, q_init 0.5)."""
+
+    gamma: float = param(1.0, ge=0.0, le=1.0)
+    """discount factor (I2Q's envs are deterministic and episodic: lstage, matrix)"""
+    alpha: float = param(0.1, gt=0.0, le=1.0)
+    """step size of the Q and Q_ss updates"""
+    epsilon: float = param(0.5, ge=0.0, le=1.0)
+    """probability of a uniformly random action (exploration)"""
 
     ideal: bool = param(True, choices=(True, False))
     """learn Q on the ideal next state s'* (false: on the sampled s', i.e. IQL)"""
-    q_init: float = param(0.0, ge=0.0)
+    q_init: float = param(0.5, ge=0.0)
     """half-width of the uniform initial values of Q and of new Q_ss entries (0: zeros)"""
-    replay_batches: int = param(0, ge=0)
+    replay_batches: int = param(10, ge=0)
     """minibatches replayed per replay round (0: no buffer, one online backup per transition)"""
     replay_batch: int = param(100, ge=1)
     """transitions per replayed minibatch"""
     replay_every: int = param(50, ge=1)
     """a replay round each time this many more transitions have been stored"""
-    replay_start: int = param(0, ge=0)
+    replay_start: int = param(10_000, ge=0)
     """no replay round before this many transitions have been stored"""
     replay_capacity: int = param(100_000, ge=1)
     """transitions the private buffer keeps (the oldest are overwritten)"""

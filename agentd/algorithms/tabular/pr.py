@@ -68,6 +68,7 @@ class PR(IQL):
         self.t = 0                                          # own step counter (= qid)
         self.pushed = 0                                     # the last step pushed
         self.received: dict[int, dict[int, dict[int, np.ndarray]]] = {}   # t -> j -> s -> row
+        self.silent: tuple[int, frozenset[int]] = (-1, frozenset())   # given up on at step t
 
     def needed_states(self, states: list[int]) -> list[int]:
         out = set(states)
@@ -99,7 +100,20 @@ class PR(IQL):
         if self._batch is None:
             return frozenset()
         got = self.received.get(self.t, {})
-        return frozenset(j for j in self.neighbours if j not in got)
+        gone = self.silent[1] if self.silent[0] == self.t else frozenset()
+        return frozenset(j for j in self.neighbours if j not in got and j not in gone)
+
+    def peers_silent(self, silent: frozenset[int]) -> bool:
+        """Go ahead without neighbours silent past ``peer_timeout`` (one restarting): their
+        pull terms are left out of this step's update."""
+        self.silent = (self.t, frozenset(silent))
+        return True
+
+    def on_gap(self, steps: int) -> None:
+        """Restored after ``steps`` joint steps without this agent: the step counter (the
+        messages' qid) skips them, so the next push is of the neighbours' current step."""
+        super().on_gap(steps)
+        self.t += max(steps, 0)
 
     def q_tilde(self, rows: dict[int, np.ndarray], s: int, a: int) -> float:
         """Q~j(s,a) = (1 - lam) Q^j(s,a) + lam mean over A_eps(s) of Q^j(s~,a)."""
