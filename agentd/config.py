@@ -338,15 +338,31 @@ def non_private_reason(c: RunConfig) -> str:
     return load_learner_class(c.algo).non_private_reason(c.params)
 
 
+def resolved_params(c: RunConfig) -> dict[str, Any]:
+    """Every learner parameter the run uses, defaults included (config.toml records them, so
+    a run re-made from its config.toml keeps its values when a default changes); a field
+    without a value (None: TOML has none) is left out."""
+    from agentd.algorithms import load_learner_class
+    from agentd.algorithms.base import parse_params
+
+    learner = load_learner_class(c.algo)
+    if learner.Params is None:
+        return dict(c.params)
+    parsed = parse_params(learner.Params, c.params, c.algo)
+    full = {f.name: getattr(parsed, f.name) for f in dataclasses.fields(parsed)}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in full.items() if v is not None}
+
+
 def to_toml(c: RunConfig) -> str:
-    """The resolved config as TOML (written to the run directory)."""
+    """The resolved config as TOML (written to the run directory); ``[params]`` holds every
+    learner parameter, defaults included."""
     lines: list[str] = []
     reason = non_private_reason(c)
     if reason:
         lines += [f"# {line}" for line in textwrap.wrap(f"NON-PRIVATE RUN: {reason}", 90)]
         lines.append("private = false")
     tables = []
-    for key, value in c.to_dict().items():
+    for key, value in {**c.to_dict(), "params": resolved_params(c)}.items():
         if isinstance(value, dict):
             tables.append((key, value))
         else:

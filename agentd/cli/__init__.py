@@ -20,6 +20,8 @@ COMMANDS = {
     "plot": ("agentd.cli.plot_cmd", "plot several runs or replays on one figure"),
     "consensus": ("agentd.cli.consensus_cmd", "consensus diagnostic from a run's checkpoints"),
     "env": ("agentd.cli.env_cmd", "env check ENV: will this PettingZoo env run under agentd?"),
+    "algos": ("agentd.cli.algos_cmd", "list the learners (--algo); algos NAME: its parameters"),
+    "envs": ("agentd.cli.envs_cmd", "list the built-in envs (--env) and how to pass others"),
 }
 
 USAGE = "usage: agentd COMMAND [options]   (agentd COMMAND --help for its options)\n\n" + \

@@ -5,16 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 
+from agentd.cli.catalog import EXTERNAL_ENV, algo_names, env_names
 from agentd.config import ConfigError, RunConfig, load_toml, parse_assignments, resolve
 
 FLAG_HELP = {
     "topology": "communication graph: ring, line, star, complete, grid, random, small-world, "
                 "edgelist (default ring)",
     "n": "number of agents (default 5)",
-    "algo": "learner: dac, iql, central-q, random, pr, dac-deep, isac, maddpg, naive-pg, lola, "
-            "meta-pg, meta-mapg (default dac)",
-    "env": "random-mdp (default), digital, spread, ipd, or a PettingZoo ParallelEnv as "
-           "module:callable, e.g. mpe2.simple_spread_v3:parallel_env",
+    "algo": f"learner: {algo_names()} (default {RunConfig.algo}; agentd algos [NAME] for each "
+            "one's spaces and parameters)",
+    "env": f"{env_names()} (default {RunConfig.env}; agentd envs for each one), or "
+           f"{EXTERNAL_ENV}",
     "obs": "what each agent observes: auto (what the learner wants), local (its own "
            "observation) or state (the env's global state) (default auto)",
     "steps": "joint steps per env copy (default 20000)",
