@@ -24,6 +24,7 @@ from agentd.config import (
     is_private,
     non_private_reason,
     process_count,
+    resolved_params,
     run_graph,
 )
 
@@ -60,7 +61,7 @@ class RunPlan:
 
     seed: int                          # the run seed (the learners' shared seed)
     algo: str
-    params: dict[str, Any]
+    params: dict[str, Any]             # every learner parameter, defaults included
     steps: int
     act_ahead: str                     # on | off (auto, resolved, becomes one of them)
     n_procs: int
@@ -139,7 +140,7 @@ def plan(config: RunConfig) -> RunPlan:
                   reset_seed=derive_seed(c.seed, "env_reset"), args=dict(c.env_args),
                   obs=c.obs)
     return RunPlan(
-        seed=c.seed, algo=c.algo, params=dict(c.params), steps=c.steps,
+        seed=c.seed, algo=c.algo, params=resolved_params(c), steps=c.steps,
         act_ahead=c.act_ahead, n_procs=n_procs,
         topology=graph.name,
         graph_seed=derive_seed(c.seed, "graph"),
