@@ -34,53 +34,24 @@ from agentd.runtime.msglog import MessageLog
 from agentd.runtime.runfiles import new_run_id, private_dir, write_marker
 from agentd.runtime.transport import Transport
 from agentd.tools.progress import ProgressBar
-from coordinator.collect import Collector, free_space, limits, missing_files
+from coordinator.admission import Admission
+from coordinator.collect import Collector
+from coordinator.ending import Ending
+from coordinator.procs import Proc, RunEnded
 from coordinator.restarts import Restarts
 from coordinator.rundir import (
     MetricsFile,
-    consensus_after_run,
     write_json,
 )
-from coordinator.summary import fold_tally, report, tallies_due, write_summary
-from protocols import COORDINATOR, ENVSERVER, UNASSIGNED, Guard, Message, process_name
-from protocols.errors import Oversize
+from protocols import COORDINATOR, Guard, Message
 
 log = logging.getLogger("agentd.coordinator")
 
-
-@dataclass
-class Proc:
-    """A process that said hello."""
-
-    identity: bytes
-    role: str
-    pid: int
-    host: str
-    endpoint: str | None
-    want_id: int | None
-    last_seen: float
-    hello_src: int = UNASSIGNED      # the src its hello carried (its id, in secure mode)
-    id: int | None = None
-    stats: dict[str, Any] | None = None
-    handshakes: dict[str, Any] | None = None   # its latest report of failed handshakes
-    failing: bool = False            # it reported an error: it may ship its files now
-    security_reports: int = 0
-
-    def name(self) -> str:
-        who = process_name(self.id) if self.id is not None else self.role
-        return f"{who} (pid {self.pid} on {self.host})"
-
-
-class RunEnded(Exception):
-    """Raised inside the loop to end the run with a status and a reason."""
-
-    def __init__(self, status: str, reason: str) -> None:
-        super().__init__(reason)
-        self.status, self.reason = status, reason
+__all__ = ["HANDLERS", "SENDS_ONLY", "Coordinator", "Proc", "RunEnded"]
 
 
 @dataclass
-class Coordinator:
+class Coordinator(Admission, Ending):
     """One run's coordinator; ``serve`` returns the process exit code."""
 
     config: RunConfig
@@ -233,57 +204,6 @@ class Coordinator:
         return proc
 
     # -- admission --------------------------------------------------------------------------
-    def on_hello(self, msg: Message, ident: bytes) -> None:
-        b = msg.body
-        proc = Proc(ident, b["role"], b["pid"], b["host"], b["endpoint"], b["want_id"],
-                    time.monotonic(), msg.src)
-        agents = [p for p in self.procs.values() if p.role == "agent"]
-        if self.restarts.is_rejoin(proc):
-            self.restarts.rejoin(proc)
-            return
-        refuse = self._key_refusal(proc) if self.transport.secure else None
-        if refuse:
-            self.transport.count_rejection("control", refuse[0], refuse[1])
-            self.refused.add(ident)
-            self.send(proc, "stop", {"reason": refuse[1]})
-            return
-        if proc.role == "envserver" and self.env_proc is not None:
-            refuse = "this run already has an env server"
-        elif proc.role == "agent" and (len(agents) >= self.n_procs or self.admitted):
-            refuse = f"this run is full ({self.n_procs} agent processes)"
-        elif proc.role not in ("agent", "envserver"):
-            refuse = f"unknown role {proc.role!r}"
-        if refuse:
-            log.warning("refused %s: %s", proc.name(), refuse)
-            self.send(proc, "stop", {"reason": refuse})
-            return
-        self.procs[ident] = proc
-        if self.transport.secure and proc.role == "agent":
-            proc.want_id = proc.hello_src       # admitted under its key's id, nothing else
-        if proc.role == "envserver":
-            self.env_proc = proc
-            proc.id = ENVSERVER
-            self.send(proc, "welcome", {"id": ENVSERVER, "info": self.env_info()})
-        self.try_admit()
-
-    def _key_refusal(self, proc: Proc) -> tuple[str, str] | None:
-        """Secure mode: (reason, why) if a hello cannot be admitted under its key. (The guard
-        has refused, as spoofed, any hello whose src, role or id is not the key's owner.)"""
-        key = process_name(proc.hello_src)
-        if proc.hello_src >= self.n_procs:
-            return "not_in_run", f"{key} is not in this run ({self.n_procs} agent processes)"
-        if any(p.hello_src == proc.hello_src for p in self.procs.values()):
-            return "duplicate", f"{key} has already joined"
-        return None
-
-    def env_info(self) -> dict[str, Any]:
-        c = self.config
-        return {"config": c.to_dict(), "run_dir": str(self.run_dir.resolve()),
-                "run_id": self.run_id, "n_procs": self.n_procs,
-                "seeds": {"env_model": self.plan.env.model_seed,
-                          "env_reset": self.plan.env.reset_seed},
-                "controllers": self.controllers, "views": self.views}
-
     def refuse(self, proc: Proc, msg: Message, reason: str, why: str) -> bool:
         """Count and warn about a control message this process may not send (True)."""
         self.transport.count_rejection("control", reason, f"'{msg.kind}' from {proc.name()}: "
@@ -299,16 +219,6 @@ class Coordinator:
             return self.refuse(proc, msg, "wrong_role", f"only the {role} sends it")
         return False
 
-    def on_env_ready(self, proc: Proc, msg: Message) -> None:
-        if self.not_from(proc, msg, "envserver"):
-            return
-        self.env_local = msg.body.get("local")
-        if self.admitted:       # a restarted env server: the agents move to it
-            self.restarts.moved_env()
-            return
-        self.spaces = msg.body["spaces"]
-        self.try_admit()
-
     def on_env_restarted(self, proc: Proc, msg: Message) -> None:
         if self.not_from(proc, msg, "envserver"):
             return
@@ -319,42 +229,6 @@ class Coordinator:
         self.restarts.env_restarted(msg.body)
         for env in range(msg.body["truncated"]):
             self.metrics.truncated(msg.body["step"], env, "envserver restart")
-
-    def try_admit(self) -> None:
-        agents = [p for p in self.procs.values() if p.role == "agent"]
-        if self.admitted or self.spaces is None or len(agents) < self.n_procs:
-            return
-        self.assign_ids(agents)
-        for proc in agents:   # in plaintext it learns its id from this very message
-            try:
-                self.send(proc, "welcome", {"id": proc.id, "info": self.agent_info(proc.id)},
-                          dst=proc.hello_src)
-            except Oversize as exc:
-                raise RunEnded("failed", f"cannot admit {proc.name()}: {exc}") from None
-        schedule = self.plan.turns
-        if schedule is not None:    # right behind the welcome: the agent waits for it
-            for proc in agents:
-                self.send(proc, "turn", schedule)
-        self.admitted = True
-        self.restarts.write_endpoints()
-
-    def assign_ids(self, agents: list[Proc]) -> None:
-        free = list(range(self.n_procs))
-        for proc in agents:
-            if proc.want_id in free:
-                proc.id = proc.want_id
-                free.remove(proc.want_id)
-        for proc in agents:
-            if proc.id is None:
-                proc.id = free.pop(0)
-
-    def agent_info(self, i: int) -> dict[str, Any]:
-        by_id = {p.id: p for p in self.procs.values() if p.role == "agent"}
-        return {**self.plan.agent_info(i), "config": self.config.to_dict(),
-                "run_dir": str(self.run_dir.resolve()), "run_id": self.run_id,
-                "neighbours": {j: by_id[j].endpoint for j in self.plan.agents[i].neighbours},
-                "env_endpoint": self.env_proc.endpoint, "spaces": self.spaces,
-                "env_local": self.env_local}
 
     # -- during the run ---------------------------------------------------------------------
     def on_heartbeat(self, proc: Proc, msg: Message) -> None:
@@ -419,162 +293,6 @@ class Coordinator:
                          for reason, n in reasons.items())
         peers = ", ".join(f"{p} ({n})" for p, n in msg.body["peers"][:3])
         log.warning("%s reports failed handshakes: %s; from %s", proc.name(), text, peers)
-
-    def on_files(self, proc: Proc, msg: Message) -> None:
-        if self.not_shipping(proc, msg):
-            return
-        c, name = self.config, name_of(proc.id)
-        shippers = 1 + len(self.collector.busy())
-        lim = limits(c.steps, c.checkpoint_every, proc.stats, free_space(self.run_dir),
-                     shippers)
-        self.collector.announce(name, msg.body["files"], lim, 2 * c.heartbeat_timeout)
-
-    def on_file_chunk(self, proc: Proc, msg: Message) -> None:
-        if not self.not_shipping(proc, msg):
-            self.collector.on_chunk(name_of(proc.id), msg.body)
-
-    def on_tally(self, proc: Proc, msg: Message) -> None:
-        """An agent's counters after the ack (``coordinator.summary.fold_tally``)."""
-        if self.not_from(proc, msg, "agent"):
-            return
-        if not self.collector.accepting or proc.stats is None:
-            self.refuse(proc, msg, "out_of_phase", "a tally comes after the ack")
-            return
-        proc.stats = fold_tally(proc.stats, msg.body["stats"])
-        self.tallies.discard(proc.id)
-
-    def not_shipping(self, proc: Proc, msg: Message) -> bool:
-        """File transfer is for the end of the run, or for a process that said it is failing;
-        any other time it is refused (and counted with the transfer's refusals)."""
-        if self.not_from(proc, msg, None):
-            return True
-        if self.collector.accepting or proc.failing:
-            return False
-        self.collector.refuse(name_of(proc.id), "out_of_phase", f"'{msg.kind}' during the run")
-        return self.refuse(proc, msg, "out_of_phase", "file transfer is for the end of the run")
-
-    def on_bye(self, proc: Proc, msg: Message) -> None:
-        if self.not_from(proc, msg, None):
-            return
-        proc.stats = msg.body["stats"]
-        members = [p for p in self.procs.values() if p.id is not None]
-        if self.admitted and all(p.stats is not None for p in members):
-            raise RunEnded("done", "")
-
-    # -- the end ----------------------------------------------------------------------------
-    def finish(self, status: str, reason: str) -> int:
-        if status != "done":
-            self.stop_everyone(reason)
-        for proc in self.procs.values():
-            if proc.id is not None:
-                self.send(proc, "ack", {})
-        self.transport.flush()
-        if self.progress is not None:
-            self.progress.close()
-        files = self.collect_files(status)
-        consensus = consensus_after_run(self.run_dir, self.metrics) if status == "done" \
-            else None
-        summary = write_summary(self, status, reason, consensus, files)
-        self.metrics.close()
-        self.transport.close()
-        report(self.run_dir, summary)
-        return {"done": 0, "interrupted": 130}.get(status, 1)
-
-    def stop_everyone(self, reason: str) -> None:
-        """Tell every live process to stop and collect the byes that come within a moment."""
-        for proc in self.procs.values():
-            if proc.id is None:   # said hello, never admitted: it leaves without a bye
-                self.send(proc, "stop", {"reason": reason})
-        waiting = [p for p in self.procs.values() if p.id is not None and p.stats is None]
-        for proc in waiting:
-            self.send(proc, "stop", {"reason": reason})
-        deadline = time.monotonic() + min(3.0, self.config.heartbeat_timeout)
-        while time.monotonic() < deadline and any(p.stats is None for p in waiting):
-            for _ in self.transport.poll(50):
-                for msg, ident in self.transport.recv_all(self.link):
-                    proc = self.procs.get(ident)
-                    with self.transport.handling("control", msg):
-                        if proc is not None and msg.kind == "bye":
-                            proc.stats = msg.body["stats"]
-                        elif proc is not None and msg.kind == "episodes":
-                            self.on_episodes(proc, msg)
-
-    def collect_files(self, status: str) -> dict[str, Any]:
-        """Pull the files of processes that wrote them on another disk; list what is missing.
-        Every shipper has ``2 x heartbeat_timeout`` to announce its files and each shipment
-        its own deadline (``coordinator.collect``): heartbeats keep a process known to be
-        alive, they do not keep the collection waiting."""
-        shippers = {name_of(p.id) for p in self.procs.values()
-                    if p.id is not None and (p.stats or {}).get("files") == "ship"}
-        silence = 2 * self.config.heartbeat_timeout
-        started = time.monotonic()
-        self.tallies = tallies_due(self.procs.values()) if status == "done" else set()
-        self.collector.accepting = True
-        while True:
-            self._give_up_late(shippers, started, silence)
-            if self.tallies and time.monotonic() - started > silence:
-                log.warning("no tally from agents %s: summary.json counts their messages up "
-                            "to their bye only", sorted(self.tallies))
-                self.tallies.clear()
-            waiting = (shippers - set(self.collector.shipments)) | set(self.collector.busy())
-            if not waiting and not self.tallies:
-                break
-            for _ in self.transport.poll(100):
-                for msg, ident in self.transport.recv_all(self.link):
-                    proc = self.procs.get(ident) or self._reconnected(msg.src, ident)
-                    if proc is not None:
-                        proc.last_seen = time.monotonic()
-                        if msg.kind in ("files", "file_chunk", "security", "tally"):
-                            with self.transport.handling("control", msg):
-                                HANDLERS[msg.kind](self, proc, msg)
-        shipped = {s.name: {"files": len(s.done), "bytes": s.bytes}
-                   for s in self.collector.shipments.values()}
-        if shipped:
-            log.info("collected %d files (%d bytes) from %d processes in %.1f s",
-                     sum(v["files"] for v in shipped.values()),
-                     sum(v["bytes"] for v in shipped.values()), len(shipped),
-                     time.monotonic() - started)
-        return {"shipped": shipped,
-                "missing": missing_files(self.run_dir, self.expected_files(status)),
-                **self.collector.report()}
-
-    def _give_up_late(self, shippers: set[str], started: float, silence: float) -> None:
-        """Stop waiting for a shipper that is gone, silent, never announced in time, or whose
-        shipment is past its deadline or has stalled."""
-        now = time.monotonic()
-        for name in sorted(shippers - set(self.collector.shipments)):
-            proc = self._by_name(name)
-            if proc is None or now - proc.last_seen > silence or now - started > silence:
-                log.error("%s did not announce its files", proc.name() if proc else name)
-                self.collector.refuse(name, "never_announced", f"nothing within {silence:.0f} s")
-                shippers.discard(name)
-        for name in self.collector.busy():
-            proc = self._by_name(name)
-            why = "it went silent" if proc is None or now - proc.last_seen > silence else \
-                self.collector.overdue(name, now, silence)
-            if why:
-                log.error("%s: giving up the files still coming: %s", name, why)
-                self.collector.abandon(name, why)
-                shippers.discard(name)
-
-    def expected_files(self, status: str) -> dict[str, list[str]]:
-        """What the run directory should hold for each admitted process."""
-        expected = {}
-        shipments = {s.name: s for s in self.collector.shipments.values()}
-        for proc in self.procs.values():
-            if proc.id is None:
-                continue
-            name, stats = name_of(proc.id), proc.stats or {}
-            paths = [f"logs/{name}.log"]
-            if stats.get("files") == "ship":
-                paths.append(f"logs/{name}.out")
-            if proc.role == "agent" and status == "done":
-                paths.append(f"checkpoints/{name}.npz")
-            if name in shipments:
-                paths += [p for p in shipments[name].files if p not in paths]
-            expected[proc.name()] = paths
-        return expected
-
 
 # The control kinds the coordinator receives from an admitted process, each with its handler
 # (``hello``, from a process not admitted yet, goes to ``on_hello`` first). Every other
