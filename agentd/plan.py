@@ -24,9 +24,9 @@ from agentd.config import (
     is_private,
     non_private_reason,
     process_count,
-    resolved_params,
     run_graph,
 )
+from agentd.configfile import resolved_params
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ in a shared run directory (a ``logs`` that points elsewhere, a ``.part`` that do
 followed: such a component is refused. Every refusal is counted by reason and listed (the first
 ``LISTED``) in summary.json.
 
-The limits a shipment must fit are ``coordinator.shiplimits``'s.
+The limits a shipment must fit are ``coordinator.shiplimits``'s. It stays whole past ~300
+lines: a shipment's checks, from its manifest to its last chunk, are one protocol.
 """
 
 from __future__ import annotations

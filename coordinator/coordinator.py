@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from agentd.config import RunConfig, to_toml
+from agentd.config import RunConfig
+from agentd.configfile import to_toml
 from agentd.plan import RunPlan, plan
 from agentd.runtime.keys import Keys, name_of
 from agentd.runtime.msglog import MessageLog

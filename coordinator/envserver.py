@@ -7,6 +7,9 @@ env agents it controls. It reports finished episodes and its pace to the coordin
 Agents on its machine send their actions and get their replies over the local env plane (a
 Unix socket each, ``agentd.runtime.localplane``) once their ``join`` has claimed the connection; the
 others, and everything else, over ZeroMQ.
+
+It stays whole past ~300 lines: the step barrier, the replies and the restarts of env copies
+share the round's state and are read together.
 """
 
 from __future__ import annotations

@@ -121,7 +121,8 @@ def test_config_toml_records_every_resolved_param(algo, tmp_path):
     import tomllib
 
     from agentd.algorithms import load_learner_class
-    from agentd.config import resolve, to_toml
+    from agentd.config import resolve
+    from agentd.configfile import to_toml
 
     given = {"gamma": 0.9} if algo != "random" else {}
     config = resolve({}, {"algo": algo, "params": given or None})

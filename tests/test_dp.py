@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from conftest import read_json
 
-from agentd.config import ConfigError, resolve, to_toml
+from agentd.config import ConfigError, resolve
+from agentd.configfile import to_toml
 from agentd.privacy.accountant import agent_report, epsilon
 from agentd.privacy.dp import DpLayer, DpSettings, KindNoise, clip_units, units
 from agentd.runtime.msglog import open_log

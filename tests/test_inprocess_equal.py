@@ -29,7 +29,8 @@ import numpy as np
 import pytest
 
 from agentd.algorithms import ALGORITHMS
-from agentd.config import load_toml, resolve
+from agentd.config import resolve
+from agentd.configfile import load_toml
 from agentd.launch.inprocess import run_planned
 from agentd.plan import plan
 from agentd.runtime.msglog import open_log

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agentd.config import ConfigError, resolve, to_toml
+from agentd.config import ConfigError, resolve
+from agentd.configfile import to_toml
 from agentd.envs import EnvError, make_env
 from agentd.envs.ipd import IPD, PAYOFF, task_ids, task_payoff
 

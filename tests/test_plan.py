@@ -14,7 +14,8 @@ import sys
 import numpy as np
 import pytest
 
-from agentd.config import derive_seed, load_toml, resolve
+from agentd.config import derive_seed, resolve
+from agentd.configfile import load_toml
 from agentd.launch.inprocess import env_of, learners_of
 from agentd.launch.local import Launcher
 from agentd.plan import plan

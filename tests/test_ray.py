@@ -108,7 +108,8 @@ def test_a_run_spreads_over_the_nodes_and_is_whole_on_the_coordinators_host(clus
     assert summary["steps_done"] == 200
     # one plan: the coordinator's plan.json is the Ray launcher's, the local launcher's and
     # the in-process runner's plan of the same config
-    from agentd.config import load_toml, resolve
+    from agentd.config import resolve
+    from agentd.configfile import load_toml
     from agentd.launch.local import Launcher
     from agentd.launch.ray_backend import RayLauncher, RayOptions
     from agentd.plan import plan

@@ -13,7 +13,8 @@ from pettingzoo.utils.env import ParallelEnv
 
 from agentd.algorithms import ALGORITHMS
 from agentd.algorithms.base import Learner
-from agentd.config import ConfigError, resolve, to_toml
+from agentd.config import ConfigError, resolve
+from agentd.configfile import to_toml
 from agentd.envs import EnvError, make_env
 from agentd.envs.spread import parallel_env as spread_parallel_env
 from agentd.runtime.msglog import open_log

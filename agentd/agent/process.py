@@ -7,6 +7,8 @@ the env server's ``step`` reply arrives -> ``observe`` -> ``outbox`` messages go
 right after ``observe`` (the core pauses until it is sent) and the update runs while the env
 server steps (see ``agentd.agent.core``). Heartbeats and the coordinator's ``stop`` are
 served by the same poll loop, so a silent neighbour or a dead run never hangs the agent.
+It stays whole past ~300 lines: the agent's loop, its message handlers and its end are one
+state machine over one transport, read top to bottom.
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ its arrays) -- that is the stall, measured -- and a background thread encodes it
 ``recovery-T.npz.part``, fsyncs it and renames it over ``recovery-T.npz`` (atomic on POSIX): a
 crash at any moment leaves the previous complete file. Older recovery files are pruned (the two
 newest stay); a file a restart restored is linked as ``restored-T.npz`` first, so a replay
-finds it.
+finds it. (It stays whole past ~300 lines: writing, finding and restoring a checkpoint are
+one file format's two ends.)
 """
 
 from __future__ import annotations

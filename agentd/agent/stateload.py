@@ -1,5 +1,6 @@
 """Loading a state tree (``agentd.agent.statetree``) into a freshly built object: the
-skeleton and the fresh object are walked together; the first difference is refused."""
+skeleton and the fresh object are walked together; the first difference is refused. (It
+stays whole past ~300 lines: every node kind's check is one case of the same walk.)"""
 
 from __future__ import annotations
 

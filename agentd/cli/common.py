@@ -6,7 +6,8 @@ import argparse
 import sys
 
 from agentd.cli.catalog import EXTERNAL_ENV, algo_names, env_names
-from agentd.config import ConfigError, RunConfig, load_toml, parse_assignments, resolve
+from agentd.config import ConfigError, RunConfig, resolve
+from agentd.configfile import load_toml, parse_assignments
 
 FLAG_HELP = {
     "topology": "communication graph: ring, line, star, complete, grid, random, small-world, "

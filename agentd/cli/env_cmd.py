@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from agentd.config import ConfigError, parse_assignments
+from agentd.config import ConfigError
+from agentd.configfile import parse_assignments
 
 
 def run(argv: list[str]) -> int:

@@ -5,6 +5,7 @@ With ``obs_mode="state"`` every agent observes the env's global state (PettingZo
 
 pettingzoo and gymnasium are imported only inside the functions that need them, so that
 importing this module (e.g. for ``split_factory_spec`` during config validation) stays cheap.
+It stays whole past ~300 lines: the adapter's spaces, resets and steps are one contract.
 """
 
 from __future__ import annotations

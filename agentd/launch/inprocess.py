@@ -30,7 +30,8 @@ import numpy as np
 
 from agentd.agent.core import AgentCore, build_learner, drive
 from agentd.algorithms.base import Learner
-from agentd.config import RunConfig, to_toml
+from agentd.config import RunConfig
+from agentd.configfile import to_toml
 from agentd.envs import make_env
 from agentd.envs.base import StepResult, VecEnv
 from agentd.plan import RunPlan, plan

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agentd.algorithms import load_learner_class
-from agentd.config import RunConfig, to_toml
+from agentd.config import RunConfig
+from agentd.configfile import to_toml
 from agentd.launch.supervisor import LaunchError, Supervisor
 from agentd.plan import RunPlan, plan
 from agentd.runtime.keys import new_keys

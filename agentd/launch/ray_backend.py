@@ -17,6 +17,9 @@ actor only starts it, reports on it and stops it.
   and no ``RAY_USE_TLS``, the launcher warns before it sends them, and placement.json records
   how they travelled (``key_delivery``). ``--insecure`` opts out of CURVE on purpose and is
   recorded like any insecure run.
+
+It stays whole past ~300 lines: placement, key delivery and the actors' lifecycle are one
+sequence, each step needing the one before.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentd.config import RunConfig, to_toml
+from agentd.config import RunConfig
+from agentd.configfile import to_toml
 from agentd.launch.supervisor import LaunchError, Supervisor, Unreachable
 from agentd.plan import RunPlan, plan
 from agentd.runtime.keys import REGISTRY_FILE, name_of, new_keys

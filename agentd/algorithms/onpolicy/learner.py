@@ -13,6 +13,7 @@ rows are in, ``update`` trains and empties the store:
     self.after_update(kl)                 # DPO adapts its betas here
 
 Subclasses override ``policy_loss`` (and ``training_batch`` / ``after_update`` if they need to).
+It stays whole past ~300 lines: it is the on-policy family's one core.
 """
 
 from __future__ import annotations
