@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentd import dp_fields
+from protocols.guard import DEFAULT_MAX_BYTES
 
 if TYPE_CHECKING:
     from agentd.algorithms.base import Learner
@@ -183,7 +184,11 @@ def validate(c: RunConfig) -> None:
     _require(c.heartbeat_timeout >= 2 * c.heartbeat_interval, "heartbeat_timeout",
              "at least twice heartbeat_interval", c.heartbeat_timeout)
     _require(c.join_timeout > 0, "join_timeout", "seconds > 0", c.join_timeout)
-    _require(c.max_msg_bytes >= 1024, "max_msg_bytes", "an integer >= 1024", c.max_msg_bytes)
+    # the sockets' frame cap (ZMQ_MAXMSGSIZE) is set when a process binds, before it knows
+    # its run: a larger message cap would let the guard admit frames the sockets drop
+    _require(1024 <= c.max_msg_bytes <= DEFAULT_MAX_BYTES, "max_msg_bytes",
+             f"an integer from 1024 to {DEFAULT_MAX_BYTES} (16 MiB, the sockets' frame cap)",
+             c.max_msg_bytes)
     _require(bool(re.fullmatch(r"[\w.\-:\[\]]+", c.host)), "host", "an interface address",
              c.host)
     dp_fields.validate(c, _require)

@@ -274,3 +274,14 @@ def test_a_welcomes_info_is_checked_field_by_field():
             welcome.check_body({"id": 1, "info": {**base, **bad}})
     with pytest.raises(SchemaMismatch):
         welcome.check_body({"id": 1, "info": {"config": {}}})
+
+
+def test_a_message_cap_above_the_sockets_frame_cap_is_a_config_error():
+    """The sockets drop frames over 16 MiB (ZMQ_MAXMSGSIZE, set before a process knows its
+    run); a larger --max-msg-bytes would let the guard admit what the sockets drop."""
+    from agentd.config import ConfigError, resolve
+    from protocols.guard import DEFAULT_MAX_BYTES
+
+    assert resolve({}, {"max_msg_bytes": DEFAULT_MAX_BYTES}).max_msg_bytes == DEFAULT_MAX_BYTES
+    with pytest.raises(ConfigError, match="max_msg_bytes.*16 MiB"):
+        resolve({}, {"max_msg_bytes": DEFAULT_MAX_BYTES + 1})

@@ -28,6 +28,7 @@ from agentd.runtime.sockets import Link
 from agentd.runtime.tally import Tally
 from protocols import REGISTRY, Codec, Guard, Message, ProtocolError, encode
 from protocols.errors import Oversize
+from protocols.guard import DEFAULT_MAX_BYTES
 
 # a refused frame is kept in the log up to 4 KiB: enough to inspect, not to fill the disk
 REJECTED_KEPT = 4096
@@ -267,7 +268,11 @@ class TallyLayer(Layer):
 def oversize_advice(kind: str, size: int, cap: int) -> str:
     """What to tell a user whose control or env message would be refused as too large."""
     need = 1 << max(20, (size - 1).bit_length())
+    smaller = (", or use fewer agents or smaller spaces" if kind in ("welcome", "env_ready")
+               else "")
+    if need > DEFAULT_MAX_BYTES:      # past the sockets' frame cap: no flag can carry it
+        return (f"the '{kind}' message is {size:,} bytes, over the largest message a run can "
+                f"carry ({DEFAULT_MAX_BYTES:,} bytes, the sockets' frame cap){smaller}")
     return (f"the '{kind}' message is {size:,} bytes, over the message size cap of {cap:,} "
             f"bytes; raise it with --max-msg-bytes {need} (or max_msg_bytes = {need} in the "
-            "config file)" + (", or use fewer agents or smaller spaces" if kind in
-                              ("welcome", "env_ready") else ""))
+            f"config file){smaller}")
