@@ -99,6 +99,7 @@ class Coordinator(Admission, Ending):
         self._last_hb = 0.0
         self._signal: str | None = None
         self.restarts = Restarts(self)
+        self.tallies: set[int] = set()   # agents whose tally (after the ack) is still due
 
     @property
     def endpoint(self) -> str:

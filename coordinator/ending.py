@@ -45,6 +45,9 @@ class Ending:
         if not self.collector.accepting or proc.stats is None:
             self.refuse(proc, msg, "out_of_phase", "a tally comes after the ack")
             return
+        if proc.id not in self.tallies:      # one tally per agent that said bye, no more
+            self.refuse(proc, msg, "unexpected", "its tally is not due (one per agent)")
+            return
         proc.stats = fold_tally(proc.stats, msg.body["stats"])
         self.tallies.discard(proc.id)
 

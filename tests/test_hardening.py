@@ -285,3 +285,18 @@ def test_a_message_cap_above_the_sockets_frame_cap_is_a_config_error():
     assert resolve({}, {"max_msg_bytes": DEFAULT_MAX_BYTES}).max_msg_bytes == DEFAULT_MAX_BYTES
     with pytest.raises(ConfigError, match="max_msg_bytes.*16 MiB"):
         resolve({}, {"max_msg_bytes": DEFAULT_MAX_BYTES + 1})
+
+
+def test_a_tally_not_due_is_refused_not_a_crash(attacked):
+    """Found by fuzz/run.py: a tally in the end-of-run phase before the coordinator counted
+    which were due (and a second tally from the same agent) is a counted refusal."""
+    assert agent_says(attacked, "bye", {"stats": {}}) == "accepted"
+    attacked.end_of_run()
+    tally = {"stats": {"planes": {}}}
+    assert agent_says(attacked, "tally", tally) == "accepted"      # handled, refused inside
+    assert attacked.coord.transport.stats["control"].rejected["unexpected"] == 1
+    attacked.coord.tallies = {0}
+    assert agent_says(attacked, "tally", tally) == "accepted"
+    assert agent_says(attacked, "tally", tally) == "accepted"
+    assert attacked.coord.transport.stats["control"].rejected["unexpected"] == 2
+    assert attacked.summary()["status"] == "done"
