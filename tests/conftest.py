@@ -13,6 +13,20 @@ from pathlib import Path
 import pytest
 import zmq
 
+# The slow tier: files whose live multi-process runs take a minute or more each. The README's
+# test command runs everything; `python -m pytest -q -m "not slow"` is the quick tier.
+SLOW_FILES = frozenset({
+    "test_inprocess_equal.py", "test_attacks_live.py", "test_replay.py", "test_recovery.py",
+    "test_multihost.py", "test_ray.py", "test_transfer_live.py", "test_onpolicy_live.py",
+    "test_deep_run.py", "test_dp_restart.py", "test_links.py", "test_launch.py",
+})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)
+
 AGENTD = [sys.executable, "-m", "agentd"]
 
 

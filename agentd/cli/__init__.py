@@ -53,4 +53,10 @@ def main(argv: list[str] | None = None) -> None:
         os.makedirs(profile_dir, exist_ok=True)
         prof.dump_stats(os.path.join(profile_dir, f"{command}-{os.getpid()}.prof"))
         raise SystemExit(code)
-    raise SystemExit(entry(rest))
+    try:
+        code = entry(rest)
+        sys.stdout.flush()
+    except BrokenPipeError:          # `agentd algos | head`: the reader has gone, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
+    raise SystemExit(code)
