@@ -23,6 +23,7 @@ import numpy as np
 
 from agentd.tools.attack_data import RunLogs
 from agentd.tools.attack_features import (
+    MIN_SAMPLES,
     Samples,
     attacker_state,
     message_for,
@@ -30,8 +31,6 @@ from agentd.tools.attack_features import (
     raw_features,
 )
 from agentd.tools.attack_stats import accuracy_advantage, sklearn
-
-MIN_SAMPLES = 20
 
 
 def _labels(logs: RunLogs, s: Samples) -> np.ndarray:

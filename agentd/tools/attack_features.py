@@ -11,6 +11,7 @@ import numpy as np
 from agentd.tools.attack_data import RunLogs
 
 MAX_WIDTH = 256     # numbers per kind kept as features (the rest of a long array is cut)
+MIN_SAMPLES = 20    # fewer samples than this and an attack says it cannot score
 
 
 @dataclass

@@ -22,6 +22,7 @@ import numpy as np
 
 from agentd.tools.attack_data import RunLogs
 from agentd.tools.attack_features import (
+    MIN_SAMPLES,
     Samples,
     attacker_state,
     message_for,
@@ -30,8 +31,6 @@ from agentd.tools.attack_features import (
 )
 from agentd.tools.attack_membership import pr_query_membership
 from agentd.tools.attack_stats import r2, r2_advantage, rank_advantage, sklearn
-
-MIN_SAMPLES = 20
 
 
 def _rewards(logs: RunLogs, agent: int, s: Samples) -> np.ndarray:
