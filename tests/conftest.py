@@ -135,3 +135,15 @@ def runs():
         yield r
     finally:
         r.cleanup()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Small autograd graphs run far faster on one thread than on contended cores (the
+    LOLA / DiCE tests); torch is imported only by the tests that ask for this."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -142,17 +142,6 @@ def test_dac_deep_consensus_reaches_the_network_average_on_a_fixed_beta_sequence
 
 # ---- opponent shaping: exact LOLA ---------------------------------------------------------------
 
-@pytest.fixture
-def one_torch_thread():
-    """Small autograd graphs run far faster on one thread than on contended cores."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_exact_lola_cooperates_on_the_ipd_where_naive_learners_defect(one_torch_thread):
     """The official exact setting (lr = eta = 0.5 on two logits per state, gamma 0.96, 200
     updates, both agents learning): LOLA ends near mutual cooperation (-1 per step), naive

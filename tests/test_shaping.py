@@ -235,15 +235,6 @@ def test_dice_lola_step_points_like_the_exact_one():
     assert cos_corr > 0.5, cos_corr
 
 
-@pytest.fixture
-def one_torch_thread():
-    """Small autograd graphs run far faster on one thread than on contended cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_dice_lola_correction_at_the_operating_point(one_torch_thread):
     """The sampled LOLA correction (the shaping term, LOLA step minus naive step) against the
     exact one where the learner runs: K = 64 episodes of H = 150 steps, gamma 0.96, on 24
