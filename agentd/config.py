@@ -77,7 +77,9 @@ class RunConfig:
     dp_clip: float = 1.0              # DP: L2 norm each released row/array is clipped to
     dp_delta: float = 1e-5            # DP: the delta of the reported epsilon
     dp_accountant: str = "pld"        # DP accountant: pld (tight) | rdp (upper bound)
-    dp_kinds: dict[str, Any] = field(default_factory=dict)  # per-kind {sigma, clip} overrides
+    dp_sample_rate: float = 1.0       # DP: Poisson rate q of releases carrying values (1: all)
+    dp_broadcast: str = "off"         # DP: on: one noised release shared by its copies
+    dp_kinds: dict[str, Any] = field(default_factory=dict)  # per-kind {sigma, clip, q} overrides
     act_ahead: str = "auto"           # act before the update: auto (the learner's say) | on | off
     env_plane: str = "auto"           # act/step: auto (a Unix socket on one machine) | zmq
 

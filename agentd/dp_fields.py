@@ -14,6 +14,7 @@ from agentd.algorithms import LearnerConfigError, load_learner_class
 from protocols.kinds import REGISTRY
 
 ACCOUNTANTS = ("pld", "rdp")
+BROADCAST = ("off", "on")
 
 Require = Callable[[bool, str, str, Any], None]   # require(ok, field, allowed, value) raises
 
@@ -25,6 +26,13 @@ def validate(c: Any, require: Require) -> None:
     require(0 < c.dp_delta < 1, "dp_delta", "a probability in (0, 1)", c.dp_delta)
     require(c.dp_accountant in ACCOUNTANTS, "dp_accountant", f"one of {', '.join(ACCOUNTANTS)}",
             c.dp_accountant)
+    require(0 < c.dp_sample_rate <= 1, "dp_sample_rate", "a probability in (0, 1]",
+            c.dp_sample_rate)
+    require(c.dp_broadcast in BROADCAST, "dp_broadcast", f"one of {', '.join(BROADCAST)}",
+            c.dp_broadcast)
+    for name, value, off in (("dp_sample_rate", c.dp_sample_rate, 1.0),
+                             ("dp_broadcast", c.dp_broadcast, "off")):
+        require(c.dp_sigma > 0 or value == off, name, "set only with dp_sigma > 0", value)
     if c.dp_sigma > 0:
         require_declared(c, require)
     noised = sorted(k.name for k in REGISTRY.values() if k.plane == "peer" and k.released)
@@ -32,11 +40,12 @@ def validate(c: Any, require: Require) -> None:
         require(c.dp_sigma > 0, "dp_kinds", "per-kind overrides only with dp_sigma > 0", kind)
         require(kind in noised, "dp_kinds", f"a table per kind, kinds: {', '.join(noised)}",
                 kind)
-        require(isinstance(table, dict) and set(table) <= {"sigma", "clip"}, f"dp_kinds.{kind}",
-                "a table with sigma and/or clip", table)
+        require(isinstance(table, dict) and set(table) <= {"sigma", "clip", "q"},
+                f"dp_kinds.{kind}", "a table with sigma, clip and/or q", table)
         for key, value in table.items():
             require(isinstance(value, int | float) and not isinstance(value, bool)
-                    and value > 0, f"dp_kinds.{kind}.{key}", "a number > 0", value)
+                    and value > 0 and (key != "q" or value <= 1), f"dp_kinds.{kind}.{key}",
+                    "a probability in (0, 1]" if key == "q" else "a number > 0", value)
 
 
 def require_declared(c: Any, require: Require) -> None:

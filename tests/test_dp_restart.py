@@ -31,11 +31,12 @@ def test_each_incarnation_draws_its_own_noise_and_the_first_is_unchanged():
 def test_the_account_state_round_trips():
     settings = DpSettings({"pr_values": KindNoise(2.0, 1.0)}, 1e-5)
     a = DpLayer.for_agent(settings, 0, 0)
-    a.releases.update({(1, 2.0): 5, (2, 2.0): 3})
+    a.releases.update({(1, 2.0, 1.0): 5, (2, 2.0, 0.5): 3})
+    a.distinct.update({(2.0, 1.0): 5, (2.0, 0.5): 3})
     a.exact.update({"pr_values": 8})
     b = DpLayer.for_agent(settings, 0, 0, 1)
     b.load_state(a.state_dict())
-    assert b.releases == a.releases and b.exact == a.exact
+    assert b.releases == a.releases and b.distinct == a.distinct and b.exact == a.exact
 
 
 def _pid(run_dir, i):

@@ -142,7 +142,7 @@ def test_the_dp_layer_noises_peer_bodies_and_counts_only_releases_that_went_out(
     out = layer.send([parcel(body=body, dst=1), parcel(body=body, dst=2)], lambda b: b[:1])
     assert len(out) == 1 and not np.array_equal(out[0].body["values"], body["values"])
     assert np.array_equal(body["values"], np.ones((2, 2), dtype=np.float32))   # not touched
-    assert layer.releases == {(1, 1.0): 1}
+    assert layer.releases == {(1, 1.0, 1.0): 1} and layer.distinct == {(1.0, 1.0): 1}
     assert layer.on_receive is False         # left out of the receive chain
 
 
@@ -242,7 +242,7 @@ def test_the_composed_pipeline_over_real_sockets(tmp_path):
         assert peer.catch_all == 1 and peer.rejected["unhandled"] == 1
         assert sum(peer.rejected.values()) == 1 + len(malformed)
         assert sender.stats["peer"].refused_out == {"not_a_neighbour": 1}
-        assert dp.releases == {(0, 0.5): 2}
+        assert dp.releases == {(0, 0.5, 1.0): 2}
         assert receiver.summary()["catch_all"] == 1
         assert receiver.security_meta() == {"secure": False, "insecure": False}
     finally:

@@ -66,6 +66,8 @@ def test_pr_update_by_hand_two_agents_three_states():
 def test_lam_zero_uses_the_exact_state_only():
     me = PR(spec(params={"lam": 0.0, "beta": 0.5, "alpha": 0.5, "gamma": 0.0}))
     step(me, s=1, a=0, r=0.0, s_next=1)
+    # it releases only what its neighbours' update reads: the visited state's row
+    np.testing.assert_array_equal(me.outbox()[0].body["states"], [1])
     push(me, 1, qid=1, q_rows={0: [100.0, 0.0], 1: [2.0, 0.0], 2: [-100.0, 0.0]})
     me.update()
     # td = 0, pull = 0 - 2 -> Q = 0 + 0.5 * 2 = 1, whatever the adjacent rows say

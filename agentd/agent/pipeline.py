@@ -36,10 +36,12 @@ class AgentPipeline:
         dp, s = self.dp, self.dp_settings
         if dp is None or s is None:
             return None
-        return {**agent_report(dp.releases, s.delta, s.accountant, live, None if live else tick),
+        return {**agent_report(dp.releases, s.delta, s.accountant, live,
+                               None if live else tick, dp.distinct),
                 "delta": s.delta, "accountant": s.accountant, "exact_fields": dict(dp.exact),
                 "sigma": {k: v.sigma for k, v in s.kinds.items()},
-                "clip": {k: v.clip for k, v in s.kinds.items()}}
+                "clip": {k: v.clip for k, v in s.kinds.items()},
+                "q": {k: v.q for k, v in s.kinds.items()}, "broadcast": s.broadcast}
 
     def with_epsilon(self, body: dict[str, Any]) -> dict[str, Any]:
         """Metrics with the privacy spent so far: ``dp_epsilon`` and ``dp_epsilon_to_J``."""
@@ -63,7 +65,8 @@ def agent_pipeline(config: dict[str, Any], me: int, neighbours: list[int],
     if settings is not None:
         dp = DpLayer.for_agent(settings, config["seed"], me, rejoin)
         if rejoin and log_path is not None:
-            releases, exact = logged_releases(log_path, settings)
-            dp.load_state({"releases": [[d, s, n] for (d, s), n in releases.items()],
+            releases, exact, distinct = logged_releases(log_path, settings)
+            dp.load_state({"releases": [[d, s, q, n] for (d, s, q), n in releases.items()],
+                           "distinct": [[s, q, n] for (s, q), n in distinct.items()],
                            "exact": dict(exact)})
     return AgentPipeline(guard, dp, settings)

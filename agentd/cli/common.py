@@ -48,6 +48,12 @@ FLAG_HELP = {
                "(default 1.0)",
     "dp-delta": "differential privacy: delta of the reported epsilon (default 1e-5)",
     "dp-accountant": "differential privacy accountant: pld (default, tight) or rdp",
+    "dp-sample-rate": "differential privacy: Poisson rate q at which a release carries the "
+                      "values (otherwise the noise alone; the accountant counts the "
+                      "amplification; default 1: every release)",
+    "dp-broadcast": "differential privacy: on: a release the learner sends to several "
+                    "neighbours is noised once and counts once for the agent; off (default): "
+                    "each copy noised on its own",
     "act-ahead": "auto (default: on where the learner allows it), on or off: an agent sends "
                  "its next action before its update (with the policy of the previous update), "
                  "so the env server steps while the agents update",
@@ -59,7 +65,8 @@ TYPES = {"n": int, "steps": int, "episode-len": int, "num-envs": int, "seed": in
          "rows": int, "p": float, "k": int, "rewire": float, "heartbeat-timeout": float,
          "checkpoint-every": int, "max-msg-bytes": int, "recovery-every": int,
          "max-restarts": int, "rejoin-timeout": float, "peer-timeout": float,
-         "dp-sigma": float, "dp-clip": float, "dp-delta": float}
+         "dp-sigma": float, "dp-clip": float, "dp-delta": float,
+         "dp-sample-rate": float}
 
 
 def add_run_flags(parser: argparse.ArgumentParser) -> None:

@@ -71,7 +71,11 @@ class PR(IQL):
         self.silent: tuple[int, frozenset[int]] = (-1, frozenset())   # given up on at step t
 
     def needed_states(self, states: list[int]) -> list[int]:
+        """The rows a neighbour's update reads: the visited states', and their adjacency's
+        only when lam > 0 (release only what the receiver uses)."""
         out = set(states)
+        if self.params.lam == 0.0:
+            return sorted(out)
         for s in states:
             out.update(adjacency(s, self.q.shape[0], self.params.eps))
         return sorted(out)
