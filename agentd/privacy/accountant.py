@@ -51,7 +51,6 @@ def _event(sigma: float, q: float) -> Any:
 
 @lru_cache(maxsize=4096)
 def _epsilon(releases: Releases, delta: float, method: str) -> float:
-    import dp_accounting
     from dp_accounting.pld import pld_privacy_accountant
     from dp_accounting.rdp import rdp_privacy_accountant
 
@@ -80,7 +79,7 @@ def _rdp_of_one(sigma: float, q: float) -> Any:
     from dp_accounting.rdp import rdp_privacy_accountant as rdp
 
     orders = rdp.DEFAULT_RDP_ORDERS
-    return rdp._compute_rdp_poisson_subsampled_gaussian(q, sigma, orders)   # noqa: SLF001
+    return rdp._compute_rdp_poisson_subsampled_gaussian(q, sigma, orders)
 
 
 @lru_cache(maxsize=4096)
