@@ -47,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -125,9 +126,11 @@ def released(run_dir: Path, kind: str, field: str) -> tuple[dict[int, Counter], 
 def sigma_for(target: float, n: int, q: float) -> float:
     """The smallest σ (within 1 %) whose ε over ``n`` releases at rate q is <= target."""
     lo, hi = 0.05, 1e4
-    while hi / lo > 1.01:
-        mid = math.sqrt(lo * hi)
-        lo, hi = (mid, hi) if epsilon({(mid, q): n}, DELTA) > target else (lo, mid)
+    with warnings.catch_warnings():     # PLD overflows harmlessly far below the target's σ
+        warnings.simplefilter("ignore", RuntimeWarning)
+        while hi / lo > 1.01:
+            mid = math.sqrt(lo * hi)
+            lo, hi = (mid, hi) if epsilon({(mid, q): n}, DELTA) > target else (lo, mid)
     return hi
 
 
@@ -295,6 +298,23 @@ def plot(rows: list[dict], out: Path) -> None:
     fig.savefig(out, dpi=100)
 
 
+def lever_table(releases_per_edge: int, degree: int) -> str:
+    """What each lever buys in σ at a per-agent ε target, from the accountant alone: the
+    noise multiplier an agent needs, and σ/q, the noise per unit of signal a receiver sees
+    (a release carries the values with probability q, so their expected size is q·C)."""
+    lines = [f"releases per edge {releases_per_edge}, degree {degree}, delta {DELTA:g}"]
+    for target in (10.0, 1.0):
+        for name, n, q in [("per-copy noise, q = 1", releases_per_edge * degree, 1.0),
+                           ("broadcast, q = 1", releases_per_edge, 1.0),
+                           ("broadcast, q = 0.5", releases_per_edge, 0.5),
+                           ("broadcast, q = 0.1", releases_per_edge, 0.1),
+                           ("broadcast, q = 0.02", releases_per_edge, 0.02)]:
+            sigma = sigma_for(target, n, q)
+            lines.append(f"  eps <= {target:4g}  {name:22s} sigma {sigma:8.2f}  "
+                         f"sigma/q {sigma / q:8.2f}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--studies", nargs="+", choices=sorted(STUDIES), default=list(STUDIES))
@@ -306,7 +326,13 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="launches at a time (default 2)")
     parser.add_argument("--plot-only", action="store_true", help="redraw from the .jsonl")
     parser.add_argument("--out", type=Path, required=True, help="figure (rows go to .jsonl)")
+    parser.add_argument("--levers", type=int, nargs=2, metavar=("RELEASES", "DEGREE"),
+                        help="only print what each lever buys in sigma for RELEASES per edge "
+                             "and DEGREE neighbours (the accountant alone, no runs)")
     args = parser.parse_args()
+    if args.levers:
+        print(lever_table(*args.levers))
+        return
     rows_file = args.out.with_suffix(".jsonl")
     if not args.plot_only:
         rows: list[dict] = []
