@@ -8,7 +8,7 @@ The configurations are fixed here, before any run (``docs/privacy.md`` lists the
   ``pr`` on ``digital`` (n = 5 ring; reference IQL, pr with beta = 0), ``dac-deep`` on
   ``spread`` (n = 3 ring, batch consensus; reference isac), ``mdpo`` with
   ``share_latent=true`` on ``stochastic-game`` (n = 3 ring; reference mdpo without it);
-* budgets: pr 3,000 steps; dac-deep 1,000 steps (updates from step 400); mdpo 300 steps x 4
+* budgets: pr 2,000 steps; dac-deep 1,000 steps (updates from step 400); mdpo 300 steps x 4
   env copies (rollout 30, model_steps 20, pred_steps 10); seeds 0, 1, 2;
 * per learner and seed, in this order (pr all six; dac-deep all but levers+q; mdpo no DP,
   reference and the two levers rows; the machine's budget allows no more):
@@ -63,8 +63,8 @@ from protocols.kinds import REGISTRY
 DELTA = 1e-5
 PILOT_SEED = 99
 STUDIES = {
-    "pr": {"args": ["--algo", "pr", "--env", "digital", "--n", "5", "--steps", "3000"],
-           "reference": ["--algo", "pr", "--env", "digital", "--n", "5", "--steps", "3000",
+    "pr": {"args": ["--algo", "pr", "--env", "digital", "--n", "5", "--steps", "2000"],
+           "reference": ["--algo", "pr", "--env", "digital", "--n", "5", "--steps", "2000",
                          "--param", "beta=0"],
            "kind": "pr_values", "field": "values", "bound": math.sqrt(2) * 1.5 / (1 - 0.8),
            "configs": ("no DP", "reference", "plain, eps<=10", "levers, eps<=10",
