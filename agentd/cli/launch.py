@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from agentd.cli.common import add_run_flags, config_from_args
-from agentd.config import RunConfig
+from agentd.config import ConfigError, RunConfig
 
 RAY_FLAGS = ("ray_address", "ray_strategy", "ray_cpus", "ray_timeout", "ray_workdir")
 
@@ -86,6 +86,9 @@ def run(argv: list[str]) -> int:
             return _launch_on_ray(config, args)
         return Launcher(config, quiet=args.quiet, pin_cpus=args.pin_cpus,
                         secure=args.secure).run()
+    except ConfigError as exc:        # found by the launcher's precheck: nothing started
+        print(f"agentd: config error: {exc}", file=sys.stderr)
+        return 2
     except LaunchError as exc:
         print(f"agentd launch: {exc}", file=sys.stderr)
         return 1

@@ -34,6 +34,7 @@ from agentd.config import RunConfig
 from agentd.configfile import to_toml
 from agentd.envs import make_env
 from agentd.envs.base import StepResult, VecEnv
+from agentd.launch.precheck import precheck
 from agentd.plan import RunPlan, plan
 from coordinator.envserver import step_body
 from protocols.codec import Codec
@@ -218,7 +219,8 @@ def launch_in_process(config: RunConfig) -> int:
     seeds.json, metrics.jsonl (one record per episode), summary.json and the checkpoints."""
     from coordinator.rundir import return_figures, write_json
 
-    p = plan(config)
+    refuse_live_only(config)
+    p = precheck(config)
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(to_toml(config))

@@ -33,6 +33,7 @@ from typing import Any
 
 from agentd.config import RunConfig
 from agentd.configfile import to_toml
+from agentd.launch.precheck import precheck
 from agentd.launch.supervisor import LaunchError, Supervisor, Unreachable
 from agentd.plan import RunPlan, plan
 from agentd.runtime.keys import REGISTRY_FILE, name_of, new_keys
@@ -104,7 +105,9 @@ class RayLauncher:
                  secure: bool = True, run_plan: RunPlan | None = None) -> None:
         check_options(opts)
         self.config, self.opts, self.quiet, self.secure = config, opts, quiet, secure
-        self.plan = run_plan or plan(config)      # which processes to place
+        # which processes to place, checked before Ray starts (a ConfigError: no actor, no
+        # run directory)
+        self.plan = precheck(config, run_plan or plan(config))
         self.run_dir = Path(config.run_dir).absolute()
         self.address = opts.address or os.environ.get("RAY_ADDRESS")
         if self.address is None:

@@ -89,9 +89,15 @@ def _describe(env: Any) -> str:
     return f"{env.n_agents} agents: " + "; ".join(kinds)
 
 
-def _size(env: Any, max_bytes: int) -> Finding:
+def welcome_size(env: Any) -> int:
+    """About how many bytes the env's env_ready and each welcome take (its spaces and the
+    rest); ``agentd.launch.precheck`` checks it against the run's cap too."""
     spaces = {"obs": env.obs_spaces, "act": env.act_spaces, "agents": env.agent_names}
-    size = len(Codec().pack({"spaces": spaces})) + WELCOME_OVERHEAD
+    return len(Codec().pack({"spaces": spaces})) + WELCOME_OVERHEAD
+
+
+def _size(env: Any, max_bytes: int) -> Finding:
+    size = welcome_size(env)
     ok = size <= max_bytes
     detail = f"env_ready/welcome about {size:,} bytes of a {max_bytes:,}-byte cap"
     if not ok:
