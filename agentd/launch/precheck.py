@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
+from pathlib import Path
 from typing import Any
 
 from agentd.agent.core import build_learner
@@ -26,8 +27,10 @@ from agentd.config import ConfigError, RunConfig
 from agentd.envs import make_env
 from agentd.envs.base import EnvError, VecEnv
 from agentd.plan import RunPlan, plan
-from agentd.tools.env_check import welcome_size
+from agentd.runtime.layers import oversize_advice
+from agentd.runtime.localplane import machine
 from protocols.codec import Codec
+from protocols.envelope import encode
 
 __all__ = ["precheck"]
 
@@ -43,7 +46,7 @@ def precheck(config: RunConfig, run_plan: RunPlan | None = None) -> RunPlan:
             spaces = {"obs": env.obs_spaces, "act": env.act_spaces,
                       "shared_reward": env.shared_reward}
             _check_types(config, learner, spaces)
-            _check_size(config, env)
+            _check_size(config, p, env)
         finally:
             with contextlib.suppress(Exception):
                 env.close()
@@ -97,12 +100,25 @@ def _kind_name(kind: str) -> str:
     return {"discrete": "discrete", "box": "continuous (Box)"}.get(kind, kind)
 
 
-def _check_size(c: RunConfig, env: VecEnv) -> None:
-    size = welcome_size(env)
-    if size > c.max_msg_bytes:
-        raise ConfigError(f"'max_msg_bytes' = {c.max_msg_bytes} is too small for env "
-                          f"{c.env!r}: its spaces make a welcome of about {size:,} bytes "
-                          "(raise it with --max-msg-bytes)")
+def _check_size(c: RunConfig, p: RunPlan, env: VecEnv) -> None:
+    """The env server's env_ready and the busiest agent's welcome, encoded as they will be
+    (with endpoints on this run's host), against the message cap. The runtime still checks
+    every message it sends; this finds the too-small cap before anything starts."""
+    codec = Codec()
+    spaces = {"obs": env.obs_spaces, "act": env.act_spaces,
+              "shared_reward": env.shared_reward, "agents": env.agent_names}
+    endpoint, run_dir = f"tcp://{c.host}:65535", str(Path(c.run_dir).absolute())
+    local = None if c.env_plane == "zmq" else \
+        {"path": f"\0agentd-env-{2**22}-{'0' * 16}", **machine()}
+    busiest = max(p.agents, key=lambda a: len(a.neighbours))
+    welcome = {"id": busiest.id, "info": {
+        **p.agent_info(busiest.id), "config": c.to_dict(), "run_dir": run_dir,
+        "run_id": "0" * 24, "neighbours": {j: endpoint for j in busiest.neighbours},
+        "env_endpoint": endpoint, "spaces": spaces, "env_local": local}}
+    for kind, body in (("env_ready", {"spaces": spaces, "local": local}), ("welcome", welcome)):
+        size = len(encode(codec, kind, 0, 0, 0, 0, body))
+        if size > c.max_msg_bytes:
+            raise ConfigError(f"'max_msg_bytes': {oversize_advice(kind, size, c.max_msg_bytes)}")
 
 
 def _build_learners(c: RunConfig, p: RunPlan, spaces: dict[str, Any]) -> None:
