@@ -50,13 +50,15 @@ class Launcher:
 
     def __init__(self, config: RunConfig, quiet: bool = False, pin_cpus: bool = False,
                  secure: bool = False, run_plan: RunPlan | None = None,
-                 catch_signals: bool = True) -> None:
+                 catch_signals: bool = False) -> None:
         self.config = config
         self.plan = run_plan or plan(config)      # which processes to start
         self.quiet = quiet
         self.pin_cpus = pin_cpus
         self.secure = secure
-        self.catch_signals = catch_signals        # False: stop() (another thread) stops it
+        # True (the CLI): Ctrl-C and SIGTERM stop the run in order; else stop() does
+        self.catch_signals = catch_signals
+        self.checked = False
         self.run_dir = Path(config.run_dir)
         self.supervisor = Supervisor(self.run_dir, config.max_restarts)
 
@@ -95,7 +97,7 @@ class Launcher:
     def run(self) -> int:
         """Check the run (``precheck``: a ``ConfigError`` before anything starts), start its
         processes and wait for it; the coordinator's exit code."""
-        precheck(self.config, self.plan)
+        self.check()
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         config_path = self.run_dir / "config.toml"
         config_path.write_text(to_toml(self.config))
@@ -122,6 +124,12 @@ class Launcher:
             return self.supervisor.wait(coord)
         finally:
             self.supervisor.cleanup()
+
+    def check(self) -> None:
+        """``precheck`` the run, once: a ``ConfigError`` before anything starts."""
+        if not self.checked:
+            precheck(self.config, self.plan)
+            self.checked = True
 
     def stop(self, signum: int = signal.SIGINT) -> None:
         """Ask the run to stop in order, as Ctrl-C does (safe from another thread)."""

@@ -102,9 +102,11 @@ class RayLauncher:
     """Owns the Ray actors of one run, and the placement group they live in."""
 
     def __init__(self, config: RunConfig, opts: RayOptions, quiet: bool = False,
-                 secure: bool = True, run_plan: RunPlan | None = None) -> None:
+                 secure: bool = True, run_plan: RunPlan | None = None,
+                 catch_signals: bool = False) -> None:
         check_options(opts)
         self.config, self.opts, self.quiet, self.secure = config, opts, quiet, secure
+        self.catch_signals = catch_signals     # True (the CLI): Ctrl-C stops the run in order
         # which processes to place, checked before Ray starts (a ConfigError: no actor, no
         # run directory)
         self.plan = precheck(config, run_plan or plan(config))
@@ -129,7 +131,8 @@ class RayLauncher:
         self.config.run_dir = str(self.run_dir)
         config_path = self.run_dir / "config.toml"
         config_path.write_text(to_toml(self.config))
-        self.supervisor.catch_signals()
+        if self.catch_signals:
+            self.supervisor.catch_signals()
         try:
             self._connect()
             security = self._key_files()
