@@ -5,6 +5,7 @@ warning -- for the local launcher, the in-process backend and the Ray launcher."
 from __future__ import annotations
 
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -148,3 +149,28 @@ def test_the_launchers_raise_config_error_from_python_before_any_directory(tmp_p
     assert "refused: 'env'" in res.stdout and "ray imported: False" in res.stdout, \
         res.stdout + res.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_the_troubleshooting_page_shows_each_error_as_it_is(tmp_path):
+    """Every `$ agentd launch ...` of docs/troubleshooting.md's errors section prints the
+    line the page shows under it, and starts nothing."""
+    import shlex
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "troubleshooting.md").read_text()
+    section = page.split("## Errors before a run starts", 1)[1].split("\n## ", 1)[0]
+    lines = section.splitlines()
+    shown = [(line[2:], lines[k + 1]) for k, line in enumerate(lines)
+             if line.startswith("$ agentd launch ")]
+    assert len(shown) >= 10
+    for k, (command, expected) in enumerate(shown):
+        run_dir = tmp_path / f"run{k}"
+        args = shlex.split(command)[2:]
+        res = subprocess.run([sys.executable, "-m", "agentd", "launch", *args, "--run-dir",
+                              str(run_dir)], capture_output=True, text=True, timeout=120,
+                             check=False)
+        def size_free(text: str) -> str:     # a welcome's size depends on the run dir's path
+            return re.sub(r"message is [\d,]+ bytes", "message is N bytes", text)
+
+        assert res.returncode == 2, (command, res.stderr)
+        assert size_free(res.stderr.strip()) == size_free(expected), (command, res.stderr)
+        assert not run_dir.exists()

@@ -24,7 +24,7 @@ from agentd.agent.core import build_learner
 from agentd.algorithms import load_learner_class
 from agentd.algorithms.base import Learner, LearnerConfigError
 from agentd.config import ConfigError, RunConfig
-from agentd.envs import make_env
+from agentd.envs import ENVS, make_env
 from agentd.envs.base import EnvError, VecEnv
 from agentd.plan import RunPlan, plan
 from agentd.runtime.layers import oversize_advice
@@ -91,9 +91,11 @@ def _check_types(c: RunConfig, learner: type[Learner], spaces: dict[str, Any]) -
         if what == "actions" and c.env.startswith("mpe2.") and wants in ("discrete", "box"):
             hint += (". An MPE env switches with --env-arg continuous_actions="
                      + ("false" if wants == "discrete" else "true"))
+        which = "agentd algos lists each learner's actions and obs" if c.env in ENVS else \
+            f"agentd env check {c.env} names a learner that fits"
         raise ConfigError(
             f"'algo' {c.algo!r} needs {_kind_name(wants)} {what}; env {c.env!r} has {shown} "
-            f"{what}{hint}. agentd algos shows each learner's actions and obs")
+            f"{what}{hint}. {which}")
 
 
 def _kind_name(kind: str) -> str:
