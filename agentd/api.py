@@ -175,9 +175,9 @@ def start(config: RunConfig | dict[str, Any] | str | Path | None = None, *,
         from agentd.launch.precheck import precheck
 
         refuse_live_only(resolved)
-        precheck(resolved)
+        checked = precheck(resolved)
         stopped = threading.Event()
-        handle._go(lambda: launch_in_process(resolved, stopped.is_set), stopped.set,
+        handle._go(lambda: launch_in_process(resolved, stopped.is_set, checked), stopped.set,
                    handle_signals)
     elif backend == "ray":
         from agentd.launch.ray_backend import RayLauncher, RayOptions

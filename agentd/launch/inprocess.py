@@ -218,15 +218,17 @@ class _Stopped(Exception):
     """``stop()`` said so at this joint step."""
 
 
-def launch_in_process(config: RunConfig, stop: Callable[[], bool] | None = None) -> int:
+def launch_in_process(config: RunConfig, stop: Callable[[], bool] | None = None,
+                      checked: RunPlan | None = None) -> int:
     """Run the config's plan in this process; the run directory gets config.toml, plan.json,
     seeds.json, metrics.jsonl (one record per episode), summary.json and the checkpoints.
     ``stop`` is asked after every joint step: True ends the run as interrupted (exit code
-    130, a summary saying so and no checkpoints), as Ctrl-C ends a live one."""
+    130, a summary saying so and no checkpoints), as Ctrl-C ends a live one. ``checked``:
+    the plan ``precheck`` already returned for this config (it is not checked again)."""
     from coordinator.rundir import return_figures, write_json
 
     refuse_live_only(config)
-    p = precheck(config)
+    p = checked or precheck(config)
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(to_toml(config))
