@@ -11,13 +11,13 @@ directory at the end (``logged=False``): it carries the logs themselves.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from protocols import bodies as B
 from protocols.arrays import FLOATS, INTS, NUMERIC, Arr
-from protocols.errors import DuplicateKind, SchemaMismatch, UnknownKind
+from protocols.errors import DuplicateKind, UnknownKind
 from protocols.schema import (
     Bool,
     Bytes,
@@ -28,8 +28,8 @@ from protocols.schema import (
     Opt,
     Str,
     Val,
-    check_fields,
 )
+from protocols.typed import compile_check
 
 __all__ = ["FLOATS", "INTS", "NUMERIC", "PLANES", "REGISTRY", "UNITS", "Arr", "Kind", "Val",
            "lookup", "peer_kinds", "register"]
@@ -56,11 +56,17 @@ class Kind:
     # maps, lists and arrays a body may decode to (None: one per 4 bytes of the frame); the
     # decoder stops past it, before a small frame becomes a great many Python objects
     max_objects: int | None = 4096
+    # the body's check, compiled to a msgspec type when the kind is registered
+    _check: Callable[[Any], None] | None = field(default=None, init=False, repr=False,
+                                                  compare=False)
 
     def check_body(self, body: Any) -> None:
-        if type(body) is not dict:
-            raise SchemaMismatch(f"'{self.name}' body must be a map, got {type(body).__name__}")
-        check_fields(self.name, body, self.fields, self.optional)
+        """Refuse (SchemaMismatch) a body that is not exactly what the schema declares."""
+        check = self._check
+        if check is None:
+            check = compile_check(self.name, self.fields, self.optional)
+            object.__setattr__(self, "_check", check)
+        check(body)
 
 
 REGISTRY: dict[str, Kind] = {}
@@ -77,6 +83,7 @@ def register(kind: Kind) -> Kind:
         if unit not in UNITS or not isinstance(spec, Arr) or not spec.dtypes <= FLOATS:
             raise ValueError(f"kind '{kind.name}': released field '{name}' must be a float "
                              f"array with a unit in {UNITS}")
+    object.__setattr__(kind, "_check", compile_check(kind.name, kind.fields, kind.optional))
     REGISTRY[kind.name] = kind
     return kind
 
