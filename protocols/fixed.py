@@ -161,21 +161,26 @@ class _Plan:
 _DECODE: dict[tuple[str, bytes], _Plan] = {}
 
 
-def decode_head(head: bytes | memoryview, versions: int | tuple[int, ...] = (VERSION,)
-                ) -> dict[str, Any]:
-    """The header map of a fixed-layout frame (the same keys a msgpack header has), of one
-    of ``versions`` (a version or a tuple of them)."""
-    if type(versions) is int:
-        versions = (versions,)
-    if len(head) < HEAD.size:
-        raise MalformedFrame(f"fixed-layout frame of {len(head)} bytes is shorter than its "
+def head(part: bytes | memoryview, versions: int | tuple[int, ...] = (VERSION,)
+         ) -> tuple[int, str, int, int, int, int]:
+    """(version, kind, src, dst, step, seq) of a fixed-layout frame's header."""
+    if len(part) < HEAD.size:
+        raise MalformedFrame(f"fixed-layout frame of {len(part)} bytes is shorter than its "
                              f"{HEAD.size}-byte header")
-    _, v, code, src, dst, step, seq = HEAD.unpack_from(head)
-    if v not in versions:
+    _, v, code, src, dst, step, seq = HEAD.unpack_from(part)
+    if v != versions if type(versions) is int else v not in versions:
         raise MalformedFrame(f"protocol version {v}, expected {VERSION}")
     kind = KIND_OF.get(code)
     if kind is None:
         raise MalformedFrame(f"unknown fixed-layout kind code {code}")
+    return v, kind, src, dst, step, seq
+
+
+def decode_head(part: bytes | memoryview, versions: int | tuple[int, ...] = (VERSION,)
+                ) -> dict[str, Any]:
+    """The header map of a fixed-layout frame (the same keys a msgpack header has), of one
+    of ``versions`` (a version or a tuple of them)."""
+    v, kind, src, dst, step, seq = head(part, versions)
     return {"v": v, "k": kind, "s": src, "d": dst, "t": step, "q": seq}
 
 
