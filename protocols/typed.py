@@ -148,5 +148,9 @@ def compile_check(name: str, fields: Mapping[str, Field],
             convert(body, tp, strict=True, dec_hook=hook, builtin_types=_RAW)
         except ValidationError as exc:
             raise SchemaMismatch(f"'{name}' body: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - e.g. an array where a map belongs: msgspec
+            # takes it for a mapping and its .keys() raises AttributeError
+            raise SchemaMismatch(f"'{name}' body does not fit its schema: "
+                                 f"{type(exc).__name__}: {exc}") from None
 
     return check

@@ -63,6 +63,10 @@ def test_compiled_check_agrees_with_the_field_checks(kind, data):
     ("hello", {"role": "agent", "pid": 1, "host": "h", "endpoint": "tcp://h:1\n",
                "want_id": None, "caps": {}}),
     ("act", {"t": 0, "a": np.zeros((1, 1), ">i8")}),
+    # an array where a map belongs: msgspec takes it for a mapping and raises AttributeError
+    # (found by fuzz/run.py); a refusal like any other
+    ("security", {"counts": np.zeros(3), "peers": []}),
+    ("bye", {"stats": {"planes": np.zeros(3)}}),
 ])
 def test_what_msgspec_would_convert_is_refused(kind, body):
     assert verdicts(kind, body) == (False, False)
