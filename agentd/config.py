@@ -111,6 +111,7 @@ def resolve(file_values: dict[str, Any], cli_values: dict[str, Any]) -> RunConfi
             else:
                 merged[key] = value
     config = RunConfig(**{k: _coerce(k, v) for k, v in merged.items()})
+    _canonical_plugins(config)
     if "episode_len" not in merged:     # an env may have its own default (ipd: 150)
         from agentd.envs import ENVS
 
@@ -125,6 +126,20 @@ def resolve(file_values: dict[str, Any], cli_values: dict[str, Any]) -> RunConfi
     if not config.run_dir:
         config.run_dir = str(Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
     return config
+
+
+def _canonical_plugins(c: RunConfig) -> None:
+    """A plug-in learner or env named by its entry point is recorded as its module:attr, so
+    every process and host of the run loads the very class (and factory) resolved here."""
+    from agentd.algorithms import canonical_algo
+    from agentd.algorithms.base import LearnerConfigError
+    from agentd.envs import canonical_env
+
+    try:
+        c.algo = canonical_algo(c.algo)
+    except LearnerConfigError as exc:
+        raise ConfigError(f"'algo': {exc}") from None
+    c.env = canonical_env(c.env)
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -218,12 +233,11 @@ def run_graph(c: RunConfig) -> Any:
 
 
 def _validate_algo_env(c: RunConfig) -> None:
-    from agentd.algorithms import ALGORITHMS, load_learner_class
+    from agentd.algorithms import load_learner_class
     from agentd.algorithms.base import LearnerConfigError, parse_params
     from agentd.envs import check_env_id
     from agentd.envs.base import EnvError
 
-    _require(c.algo in ALGORITHMS, "algo", f"one of {', '.join(ALGORITHMS)}", c.algo)
     try:
         check_env_id(c.env)
     except EnvError as exc:

@@ -32,7 +32,7 @@ from protocols.schema import (
 )
 
 __all__ = ["FLOATS", "INTS", "NUMERIC", "PLANES", "REGISTRY", "UNITS", "Arr", "Kind", "Val",
-           "lookup", "peer_kinds", "register"]
+           "lookup", "peer_kind", "peer_kinds", "register"]
 PLANES = ("control", "env", "peer")
 UNITS = ("row", "array")
 
@@ -79,6 +79,25 @@ def register(kind: Kind) -> Kind:
                              f"array with a unit in {UNITS}")
     REGISTRY[kind.name] = kind
     return kind
+
+
+def peer_kind(name: str, fields: Mapping[str, Field], *, doc: str,
+              released: Mapping[str, str] | None = None, exact: tuple[str, ...] = (),
+              optional: frozenset[str] = frozenset()) -> Kind:
+    """Register a peer-plane kind: the public way for a learner (a plug-in's too) to add a
+    message of its own, at import time of its module. The guard then checks it like any
+    built-in kind; ``released`` / ``exact`` declare what a DP run clips and noises / sends as
+    it is. Registering the identical definition again returns the one registered (a module
+    imported twice); a different kind under a taken name is DuplicateKind."""
+    kind = Kind(name, "peer", dict(fields), frozenset(optional), doc=doc,
+                released=dict(released or {}), exact=tuple(exact))
+    have = REGISTRY.get(name)
+    if have is not None and have == kind:
+        return have
+    if have is not None:
+        raise DuplicateKind(f"message kind '{name}' is already registered ({have.plane} plane: "
+                            f"{have.doc[:60]!r}); give the new kind a name of its own")
+    return register(kind)
 
 
 def lookup(name: Any) -> Kind:

@@ -41,7 +41,15 @@ from agentd.algorithms.params import (  # noqa: F401 - learners import these fro
     param,
     parse_params,
 )
-from protocols.kinds import REGISTRY
+from protocols.kinds import (  # noqa: F401 - a learner declares its own peer kinds with these
+    FLOATS,
+    INTS,
+    NUMERIC,
+    REGISTRY,
+    Arr,
+    peer_kind,
+)
+from protocols.schema import Int, Num  # noqa: F401 - scalar fields of a peer kind
 from protocols.spaces import box_bounds  # noqa: F401 - learners read Box bounds here
 
 SPACE_TYPES = ("discrete", "box", "any")   # what an action_type / obs_type may say
