@@ -22,12 +22,18 @@ from agentd.algorithms.base import Learner, LearnerConfigError
 from agentd.algorithms.params import _declared
 from agentd.envs.registry import ENVS, EnvRow
 
+PLUGINS = ('plug-ins: a package installed with entry points in the groups "agentd.learners" '
+           '(learners) and "agentd.envs" (PettingZoo env factories) adds them by name; '
+           "--algo also takes package.module:Class")
 EXTERNAL_ENV = ("any PettingZoo ParallelEnv as module:callable, e.g. "
                 "mpe2.simple_spread_v3:parallel_env (agentd env check MODULE:CALLABLE)")
 
 
 def family(algo: str) -> str:
-    """The package a registered learner lives in: tabular, offpolicy, onpolicy or shaping."""
+    """The package a registered learner lives in: tabular, offpolicy, onpolicy or shaping;
+    "plug-in" for a learner outside agentd (an entry point, or package.module:Class)."""
+    if algo not in ALGORITHMS:
+        return "plug-in"
     module = ALGORITHMS[algo].split(":")[0]
     return module.removeprefix("agentd.algorithms.").split(".")[0]
 
@@ -70,7 +76,8 @@ class AlgoRow:
 
 
 def load_row(name: str) -> AlgoRow:
-    """The row of a registered learner; a deep one without torch shows as "needs torch"."""
+    """The row of a registered learner or a plug-in; a deep one without torch shows as "needs
+    torch", a plug-in that cannot be imported as the error that stopped it."""
     try:
         return AlgoRow(name, family(name), load_learner_class(name))
     except LearnerConfigError as exc:
@@ -152,6 +159,12 @@ def describe_params(name: str) -> str:
         lines.append(f"  {p.name:<16} {p.type:<6} default {p.default!r}{rng}\n"
                      f"  {'':<16} {p.meaning or '(undocumented)'}")
     return "\n".join(lines)
+
+
+def describe_plugin_env(name: str, spec: str) -> str:
+    """An installed plug-in env: its name and the factory it stands for."""
+    return (f"{name:<16} plug-in: {spec}\n{'':<17}a PettingZoo ParallelEnv factory "
+            f"(agentd env check {name})")
 
 
 def describe_env(row: EnvRow, default_episode_len: int) -> str:
