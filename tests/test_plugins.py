@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -164,3 +165,41 @@ def test_a_host_without_the_plugin_fails_at_join_naming_module_and_host(runs, si
     assert coord.wait(timeout=120) != 0
     error = read_json(run_dir / "summary.json")["error"]
     assert "agentd_plugin_example.learner" in error and repr(host) in error, error
+
+
+def test_a_plugin_agent_killed_mid_run_is_restored_and_replays_exactly(runs, site, tmp_path):
+    """Recovery works for a plug-in as for a built-in: agent 1 killed after some episodes,
+    restarted from its recovery checkpoint (its gossip clock skips the lost steps: on_gap),
+    the run ends, and the replay with the restore in it is exact."""
+    run_dir = tmp_path / "killed"
+    proc = runs.start(["launch", "--run-dir", str(run_dir), "--quiet", "--algo", "gossip-q",
+                       "--env", "beacon", "--n", "3", "--steps", "1200", "--episode-len", "20",
+                       "--recovery-every", "20", "--max-restarts", "1"], run_dir,
+                      env=env_with(site))
+    wait_for(lambda: _episodes(run_dir) >= 12 or proc.poll() is not None, 120, "12 episodes")
+    pid = _agent_pid(run_dir, 1)
+    assert proc.poll() is None and pid is not None
+    os.kill(pid, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, out.decode()
+    s = read_json(run_dir / "summary.json")
+    assert s["status"] == "done" and s["restart_counts"] == {"agent-1": 1}
+    sys.path.insert(0, str(site))
+    try:
+        res = replay(run_dir, 1)
+    finally:
+        sys.path.remove(str(site))
+    assert res.restarts == 1 and res.first_divergence is None
+    assert all(compare_state(res.state, run_dir / "checkpoints" / "agent-1.npz").values())
+
+
+def _agent_pid(run_dir: Path, i: int) -> int | None:
+    try:
+        return read_json(run_dir / "endpoints.json")["agents"][str(i)]["pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _episodes(run_dir: Path) -> int:
+    path = run_dir / "metrics.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0

@@ -123,5 +123,13 @@ class GossipQ(Learner):
         self._batch = None
         return {"td_abs": float(np.abs(td).mean())}
 
+    def on_gap(self, steps: int) -> None:
+        """Restored from a recovery checkpoint after the run went on ``steps`` joint steps
+        without this agent: its step counter (the messages' t) skips them, so it gossips at
+        the step its neighbours are at."""
+        self.t += max(steps, 0)
+        self._batch = None
+        self.received = {t: got for t, got in self.received.items() if t >= int(self.t)}
+
     def state_dict(self) -> dict[str, np.ndarray]:
         return {"q": self.q, "t": self.t}
