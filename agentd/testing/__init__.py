@@ -39,7 +39,15 @@ from agentd.testing.checks import (
     check_spaces,
     check_wire,
 )
-from agentd.testing.run import Budget, RunError, choose_env, launch_argv, live_run, small_params
+from agentd.testing.run import (
+    Budget,
+    RunError,
+    choose_env,
+    in_process_args,
+    launch_argv,
+    live_run,
+    small_params,
+)
 
 __all__ = [
     "RUN_CHECKS",
@@ -57,6 +65,8 @@ __all__ = [
     "check_spaces",
     "check_wire",
     "conformance_run",
+    "in_process_args",
+    "small_params",
 ]
 
 SMALL_RUN = Budget()        # 300 joint steps of 2 env copies, episodes of 20
@@ -117,8 +127,7 @@ def check_learner(algo: str, root: Path, *, env: str | None = None, n: int | Non
     cls = load_learner_class(algo)
     report = Report(f"learner {algo!r}")
     report.problems["declarations"] = check_declarations(cls)
-    talks = bool(cls.permitted_kinds(dict(params or {})))
-    extra = [*args, *(["--act-ahead", "off"] if in_process and talks else [])]
+    extra = [*args, *(in_process_args(algo, params or {}) if in_process else [])]
     report.run_dir = conformance_run(algo, Path(root), env=env, n=n, params=params, args=extra,
                                      budget=budget, pythonpath=pythonpath)
     for name, check in RUN_CHECKS.items():

@@ -206,6 +206,9 @@ def check_in_process(run_dir: Path) -> list[str]:
         for rec in open_log(run_dir / "logs" / f"agent-{i}.log"):
             if rec.direction == "out" and rec.kind == "act":
                 live.setdefault(int(rec.body["t"]), {})[i] = rec.body["a"]
+    episodes = _summary(run_dir)["episodes"]
+    if episodes != len(res.returns):
+        out.append(f"{episodes} episodes ended live, {len(res.returns)} in process")
     steps = [live[t] for t in sorted(live)]
     if len(steps) != len(res.actions):
         out.append(f"{len(steps)} live steps, {len(res.actions)} in process")

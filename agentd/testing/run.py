@@ -42,12 +42,23 @@ class Budget:
     topology: str = "complete"      # on 2 or 3 agents the ring and the line are this graph
 
 
-def small_params(algo: str, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """``SMALL`` for the fields of the learner's Params, then ``given`` over them."""
+def small_params(algo: str, given: Mapping[str, Any] | None = None,
+                 small: Mapping[str, Any] = SMALL) -> dict[str, Any]:
+    """``small`` (budget values by parameter name) for the fields of the learner's Params,
+    then ``given`` over them."""
     cls = load_learner_class(algo)
     fields = {f.name for f in dataclasses.fields(cls.Params)} \
         if cls.Params is not None and dataclasses.is_dataclass(cls.Params) else set()
-    return {**{k: v for k, v in SMALL.items() if k in fields}, **(given or {})}
+    return {**{k: v for k, v in small.items() if k in fields}, **(given or {})}
+
+
+def in_process_args(algo: str, params: Mapping[str, Any]) -> list[str]:
+    """Launch flags for a live run the in-process backend can equal: act-ahead off for a
+    learner that talks to neighbours (with act-ahead a neighbour's next-step message may
+    reach its inbox before its own update, an order of learner calls the in-process runner,
+    synchronous, does not play)."""
+    return ["--act-ahead", "off"] if load_learner_class(algo).permitted_kinds(
+        dict(params)) else []
 
 
 def choose_env(algo: str, params: Mapping[str, Any], budget: Budget,
