@@ -36,9 +36,14 @@ def _agents(run_dir: Path) -> range:
     return range(_summary(run_dir)["processes"])
 
 
-@functools.lru_cache(maxsize=2)
 def _audit(run_dir: str) -> dict[str, Any]:
-    """The audit of a run (read once for the wire and DP checks of the same run)."""
+    """The audit of a run, read once for the wire and the DP checks of the same run (a run
+    made again in the same directory has another summary.json, so it is audited again)."""
+    return _audit_of(run_dir, (Path(run_dir) / "summary.json").stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _audit_of(run_dir: str, stamp: int) -> dict[str, Any]:
     return audit_run(Path(run_dir))
 
 
