@@ -326,11 +326,10 @@ def _admitted(joined: Joined) -> str:
     welcome); the files go under agent-<id>."""
     info, cfg = joined.info, joined.config
     try:                  # a plug-in this host cannot import fails here, at join
-        learner = learner_on_this_host(cfg["algo"])
+        learner_on_this_host(cfg["algo"])
     except LearnerConfigError as exc:
         raise RunFailed(str(exc)) from None
-    if learner.turn_schedule(cfg["params"], info["n_procs"],
-                                                     int(cfg["seed"])) is not None:
+    if info["takes_turns"]:     # the plan says so (agents' welcomes always carry it)
         info["turn"] = joined.control.wait_turn(joined.join_timeout)
     return f"agent-{info['id']}"
 
