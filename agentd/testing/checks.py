@@ -168,15 +168,17 @@ def check_spaces(run_dir: Path) -> list[str]:
 
 
 def check_dp(run_dir: Path) -> list[str]:
-    """Every peer kind the run sent that carries float arrays declares what a DP run does
-    with them (``released`` or ``exact`` in its registration), so a DP run can account for
-    it; and the learner's ``dp_releases`` covers exactly its permitted kinds."""
+    """In a private run, every peer kind sent that carries float arrays declares what a DP
+    run does with them (``released`` or ``exact`` in its registration), so a DP run can
+    account for it (a run labelled non-private, e.g. happo's factors, makes no DP claim);
+    and the learner's ``dp_releases`` covers exactly its permitted kinds."""
     out = []
     config = _config(run_dir)
     cls = load_learner_class(config["algo"])
     params = config.get("params", {})
     releases = cls.dp_releases(params)
-    for kind in _audit(str(run_dir))["peer"]["kinds_seen"]:
+    private = not cls.non_private_reason(params)
+    for kind in _audit(str(run_dir))["peer"]["kinds_seen"] if private else ():
         spec = REGISTRY.get(kind)
         floats = [name for name, f in (spec.fields.items() if spec else ())
                   if isinstance(f, Arr) and f.dtypes & FLOATS]
