@@ -203,3 +203,41 @@ def _agent_pid(run_dir: Path, i: int) -> int | None:
 def _episodes(run_dir: Path) -> int:
     path = run_dir / "metrics.jsonl"
     return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def test_peer_kind_registers_once_and_refuses_a_taken_name():
+    from agentd.algorithms.base import FLOATS, Arr, Int, peer_kind
+    from protocols.errors import DuplicateKind
+    from protocols.kinds import REGISTRY
+
+    fields = {"t": Int(0), "x": Arr(FLOATS, (1,))}
+    try:
+        kind = peer_kind("test_plugins_kind", fields, doc="a test kind", released={"x": "row"})
+        assert REGISTRY["test_plugins_kind"] is kind and kind.plane == "peer"
+        assert peer_kind("test_plugins_kind", dict(fields), doc="a test kind",
+                         released={"x": "row"}) is kind          # the module imported again
+        with pytest.raises(DuplicateKind, match="'test_plugins_kind' is already registered"):
+            peer_kind("test_plugins_kind", fields, doc="another meaning")
+        with pytest.raises(DuplicateKind, match="'consensus' is already registered"):
+            peer_kind("consensus", fields, doc="a plug-in's clash with a built-in")
+        with pytest.raises(ValueError, match="released field 'y'"):
+            peer_kind("test_plugins_bad", fields, doc="no such field", released={"y": "row"})
+    finally:
+        REGISTRY.pop("test_plugins_kind", None)
+
+
+def test_names_resolve_to_what_a_run_records(site, monkeypatch):
+    from agentd.algorithms import canonical_algo, load_learner_class
+    from agentd.config import ConfigError, resolve
+
+    monkeypatch.syspath_prepend(str(site))
+    assert canonical_algo("dac") == "dac" and canonical_algo(SPEC) == SPEC
+    assert canonical_algo("gossip-q") == SPEC
+    assert load_learner_class("gossip-q") is load_learner_class(SPEC)
+    c = resolve({}, {"algo": "gossip-q", "env": "beacon", "n": 3})
+    assert (c.algo, c.env) == (SPEC, ENV_SPEC)
+    with pytest.raises(ConfigError, match=r"installed plug-ins: gossip-q; or a plug-in "
+                                          r"learner as package.module:Class"):
+        resolve({}, {"algo": "gossip"})
+    with pytest.raises(ConfigError, match=r"the class follows a ':'"):
+        resolve({}, {"algo": "agentd_plugin_example.learner.GossipQ"})
