@@ -5,6 +5,7 @@ host that cannot import it fails at join, naming the module and the host."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import AGENTD, read_json, wait_for
 
+from agentd.tools.audit import audit_run
 from agentd.tools.replay import compare_state, replay
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "plugin"
@@ -53,6 +55,7 @@ def env_with(*paths: Path) -> dict[str, str]:
                              if p]])}
 
 
+@pytest.mark.slow
 def test_the_example_packages_own_tests_pass_installed(site, tmp_path):
     """Its tests (the conformance kit, by entry-point name, DP run included) in a process
     that has it installed."""
@@ -167,6 +170,7 @@ def test_a_host_without_the_plugin_fails_at_join_naming_module_and_host(runs, si
     assert "agentd_plugin_example.learner" in error and repr(host) in error, error
 
 
+@pytest.mark.slow
 def test_a_plugin_agent_killed_mid_run_is_restored_and_replays_exactly(runs, site, tmp_path):
     """Recovery works for a plug-in as for a built-in: agent 1 killed after some episodes,
     restarted from its recovery checkpoint (its gossip clock skips the lost steps: on_gap),
@@ -191,6 +195,26 @@ def test_a_plugin_agent_killed_mid_run_is_restored_and_replays_exactly(runs, sit
         sys.path.remove(str(site))
     assert res.restarts == 1 and res.first_divergence is None
     assert all(compare_state(res.state, run_dir / "checkpoints" / "agent-1.npz").values())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs ray (agentd[ray])")
+def test_a_plugin_runs_on_the_ray_backend_and_replays_exactly(runs, site, tmp_path,
+                                                             monkeypatch):
+    """On a local Ray instance, whose workers have the plug-in on their path as the driver
+    does: the run ends, every agent replays exactly, only gossip_q crossed."""
+    run_dir = tmp_path / "ray"
+    proc = runs.start(["launch", "--backend", "ray", "--ray-cpus", "0.25", "--ray-strategy",
+                       "PACK", "--quiet", "--algo", "gossip-q", "--env", "beacon", "--n", "3",
+                       "--steps", "100", "--episode-len", "20", "--run-dir", str(run_dir)],
+                      run_dir, env=env_with(site))
+    out, _ = proc.communicate(timeout=400)
+    assert proc.returncode == 0, out.decode()[-3000:]
+    monkeypatch.syspath_prepend(str(site))
+    for agent in range(3):
+        res = replay(run_dir, agent)
+        assert res.first_divergence is None and res.actions_compared == 100
+    assert audit_run(run_dir)["peer"]["kinds_seen"] == ["gossip_q"]
 
 
 def _agent_pid(run_dir: Path, i: int) -> int | None:
