@@ -13,7 +13,6 @@ host, loads that very class; a built-in name always means the built-in.
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import importlib.util
 import re
 
@@ -61,6 +60,8 @@ def is_spec(algo: str) -> bool:
 def plugin_learners() -> dict[str, str]:
     """Installed plug-in learners: entry-point name -> ``module:Class`` (group
     ``agentd.learners``), built-in names left out (a built-in name means the built-in)."""
+    import importlib.metadata  # only when a name is not a built-in one
+
     found: dict[str, str] = {}
     for ep in importlib.metadata.entry_points(group=LEARNER_GROUP):
         if ep.name not in ALGORITHMS:

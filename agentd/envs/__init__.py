@@ -15,7 +15,6 @@ digital the observation already is the global state, so both modes are the same 
 
 from __future__ import annotations
 
-import importlib.metadata
 from typing import Any
 
 from agentd.envs.base import OBS_MODES, EnvError, StepResult, VecEnv
@@ -41,6 +40,8 @@ def _unknown(env_id: str) -> EnvError:
 def plugin_envs() -> dict[str, str]:
     """Installed plug-in envs: entry-point name -> ``module:callable`` (group
     ``agentd.envs``), built-in names left out (a built-in name means the built-in)."""
+    import importlib.metadata  # only when a name is not a built-in one
+
     found: dict[str, str] = {}
     for ep in importlib.metadata.entry_points(group=ENV_GROUP):
         if ep.name not in ENVS:
