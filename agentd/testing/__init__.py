@@ -154,7 +154,7 @@ def check_env(env: str, root: Path, *, n: int | None = None,
     if spec not in ENVS:
         from agentd.tools.env_check import check_env as contract
 
-        findings, agents = contract(spec, dict(env_args or {}))
+        findings, agents, _ = contract(spec, dict(env_args or {}))
         report.problems["contract"] = [f"{f.name}: {f.detail}" for f in findings if not f.ok]
         if report.problems["contract"]:
             return _finish(report, raise_on_problem)
