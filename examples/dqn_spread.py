@@ -1,4 +1,4 @@
-"""The deep Q-learners of seed 003 on MPE simple_spread with discrete actions (n = 3, ring).
+"""The deep Q-learners (IQL, MA2QL, I2Q) on MPE simple_spread with discrete actions (n = 3, ring).
 
 ``iql-deep``, ``ma2ql-deep`` and ``i2q-deep`` (and ``random`` for scale), a few seeds each, at
 the small budget a shared 2-core machine allows (``--steps`` joint steps of 25-step episodes).

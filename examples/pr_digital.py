@@ -8,7 +8,7 @@ and seed it runs ``agentd launch`` with periodic checkpoints and reports
   run's own improvement (first episode whose 20-episode average reaches
   initial + 0.95 (final - initial); Digital's returns start high — every reward has mean ~0.5 —
   so "95% of the final return" alone would be met at once);
-* the policy-consensus MSE curve (seed 000 Fig. 2), computed offline from the checkpoints.
+* the policy-consensus MSE curve (Wang et al. 2023, Fig. 2), computed offline from the checkpoints.
 
 Usage (the full study is long on 2 cores; --quick runs 3 seeds of the n = 5 ring only)::
 

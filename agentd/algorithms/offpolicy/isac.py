@@ -1,7 +1,7 @@
 """Independent soft actor-critic (isac): one agent's SAC on its own action, no messages. The
 base dac-deep (``agentd.algorithms.offpolicy.dac_deep``) adds the log-ratio consensus to.
 
-Agent i keeps, privately: a squashed-Gaussian actor pi_theta(a|s) (seed 002 eq. 59), a critic
+Agent i keeps, privately: a squashed-Gaussian actor pi_theta(a|s) (Li & Jia 2021, eq. 59), a critic
 Q_phi(s, a) and its Polyak-averaged target, and the off-policy core's replay buffer of
 (s, u, r, s', terminated) with the behaviour's log-density log pi_old(u|s) of the pre-tanh
 action u. Per joint step, once ``start`` entries are stored, one minibatch B (drawn when the

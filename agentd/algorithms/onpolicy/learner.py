@@ -37,7 +37,7 @@ from agentd.algorithms.onpolicy.rollout import (
 
 @dataclass
 class OnPolicyParams:
-    """Shared hyper-parameters; defaults follow DPO's reference code (research notes §3)."""
+    """Shared hyper-parameters; defaults follow DPO's reference code (PKU-RL/DPO)."""
 
     rollout: int = param(200, ge=1)
     """joint steps per iteration (the batch is rollout x num_envs transitions)"""

@@ -1,4 +1,4 @@
-"""MAT: the multi-agent transformer (seed 001; Wen et al. 2022). NOT private: one centralised
+"""MAT: the multi-agent transformer (Wen et al. 2022). NOT private: one centralised
 process, like ``maddpg``, in the centralised mode.
 
 An encoder over the agents' observations gives per-agent values V(o^i | o); a decoder chooses

@@ -1,4 +1,4 @@
-"""Centralised Q-learning baseline (seed 002 §V): one learner acting for all N agents.
+"""Centralised Q-learning baseline (Li & Jia 2021, §V): one learner acting for all N agents.
 
 The N agents are merged into one "global agent" whose action is the joint action, so the
 table is Q[S, |A^1| x ... x |A^N|] and grows exponentially with N. This is a non-private

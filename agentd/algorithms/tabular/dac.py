@@ -1,4 +1,4 @@
-"""Tabular decentralized actor-critic: seed 002 (Li & Jia), Algorithm 1.
+"""Tabular decentralized actor-critic (Li & Jia 2021, Algorithm 1).
 
 Agent i keeps a critic Q^i[S, A^i] and action preferences zeta^i[S, A^i] with
 pi^i(s, ·) = softmax(zeta^i(s, ·)) (eq. 6). After each joint transition (s, a, r, s'):
@@ -24,7 +24,7 @@ from agentd.algorithms.tabular.table import TabularLearner, discrete_sizes
 
 @dataclass
 class DACParams:
-    """Hyper-parameters of tabular DAC (seed 002, Algorithm 1).
+    """Hyper-parameters of tabular DAC (Li & Jia 2021, Algorithm 1).
 
     The paper gives no step sizes. alpha = 0.5, beta = 0.1 learned fastest on random-mdp with
     N = 4 and 5 agents (episode return ~0 -> ~70 within 20k joint steps); alpha = 0.1,

@@ -1,4 +1,4 @@
-"""Independent Q-learning (seed 003's IQL baseline): each agent learns Q^i[S, A^i] alone.
+"""Independent Q-learning (the IQL baseline of MA2QL and I2Q): each agent learns Q^i[S, A^i] alone.
 
     Q(s, a^i) += alpha [ r + gamma max_a' Q(s', a') - Q(s, a^i) ]     (no bootstrap if terminal)
 
