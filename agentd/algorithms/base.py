@@ -231,6 +231,12 @@ class Learner:
     def act(self, obs: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def act_eval(self, obs: np.ndarray) -> np.ndarray:
+        """The action of the saved policy under evaluation (``agentd evaluate``): greedy where
+        the learner defines it (argmax of Q, the mode of its distribution), else as it acts
+        in training. Nothing is learned or stored."""
+        return self.act(obs)
+
     def observe(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray,
                 next_obs: np.ndarray, terminated: np.ndarray, truncated: np.ndarray) -> None:
         """Record the transition batch of this step (K copies)."""

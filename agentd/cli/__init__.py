@@ -17,6 +17,7 @@ COMMANDS = {
     "audit": ("agentd.cli.audit_cmd", "audit a run's message logs: traffic, rejections, leakage"),
     "attack": ("agentd.cli.attack_cmd", "attack a run's message logs: what a neighbour learns"),
     "replay": ("agentd.cli.replay_cmd", "replay one agent alone from its message log"),
+    "evaluate": ("agentd.cli.evaluate_cmd", "play a run's saved policies and report returns"),
     "plot": ("agentd.cli.plot_cmd", "plot several runs or replays on one figure"),
     "consensus": ("agentd.cli.consensus_cmd", "consensus diagnostic from a run's checkpoints"),
     "env": ("agentd.cli.env_cmd", "env check ENV: will this PettingZoo env run under agentd?"),

@@ -150,6 +150,12 @@ class Isac(OffPolicyLearner):
         a = np.tanh(u_np)
         return (self.low + 0.5 * (a + 1.0) * (self.high - self.low)).astype(np.float32)
 
+    def act_eval(self, obs: np.ndarray) -> np.ndarray:
+        with self.torch.no_grad():
+            mu, _ = self.actor.dist(self.torch.as_tensor(self.encoder.prepare(obs)))
+        a = np.tanh(mu.numpy())                 # the squashed Gaussian's mean action
+        return (self.low + 0.5 * (a + 1.0) * (self.high - self.low)).astype(np.float32)
+
     def entry(self, obs, action, reward, next_obs, terminated) -> dict[str, np.ndarray]:
         if self.pending_act is None:
             raise RuntimeError(f"{self.name}: observe before act")

@@ -159,6 +159,11 @@ class OnPolicyLearner(Learner):
                         "dist": dist.numpy(), "value": self.value_of(x, a)}
         return self.to_env(a.numpy())
 
+    def act_eval(self, obs: np.ndarray) -> np.ndarray:
+        with self.torch.no_grad():
+            dist = self.actor(self.torch.as_tensor(self.encode(obs)))
+        return self.to_env(self.head.mode(dist).numpy())
+
     def value_of(self, x: np.ndarray, a: Any) -> np.ndarray:
         """The critic's value stored with an action: V(o) (COMA: Q(s, u) of the joint u)."""
         return self._value_of_obs(x)

@@ -68,6 +68,9 @@ class MAT(CentralisedOnPolicy):
             v = self.mat.encode(self.torch.as_tensor(x))[1].numpy().astype(np.float64)
         return self.vnorm.denormalise(v) if self.vnorm is not None else v
 
+    def act_eval(self, obs: np.ndarray) -> np.ndarray:
+        return self.act(obs)      # decoded agent by agent as in training
+
     def act(self, obs: np.ndarray) -> np.ndarray:
         x = self.encode(obs)
         with self.torch.no_grad():

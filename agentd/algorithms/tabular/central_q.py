@@ -79,6 +79,9 @@ class CentralQ(IQL):
         joint = epsilon_greedy(self.rng, self.q[obs[:, 0]], self.params.epsilon)
         return self.joint_actions(joint)
 
+    def act_eval(self, obs: np.ndarray) -> np.ndarray:
+        return self.joint_actions(self.q[obs[:, 0]].argmax(axis=1))
+
     def observe(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray,
                 next_obs: np.ndarray, terminated: np.ndarray, truncated: np.ndarray) -> None:
         team_reward = reward[:, 0] if self.spec.shared_reward else reward.mean(axis=1)

@@ -83,6 +83,9 @@ class DAC(TabularLearner):
         index = (self._cdf[obs] <= u).sum(axis=1)
         return np.minimum(index, self.q.shape[1] - 1)
 
+    def act_eval(self, obs: np.ndarray) -> np.ndarray:
+        return self._pi[obs].argmax(axis=1)     # the softmax policy's most likely action
+
     def _sample(self, s: int) -> int:
         index = int(np.searchsorted(self._cdf[s], self.rng.random(), side="right"))
         return min(index, self.q.shape[1] - 1)

@@ -117,6 +117,9 @@ class IQL(TabularLearner):
         self.act_step += 1
         return epsilon_greedy(self.rng, self.q[obs], eps)
 
+    def act_eval(self, obs: np.ndarray) -> np.ndarray:
+        return self.q[obs].argmax(axis=1)       # the greedy policy the summary scores
+
     def on_gap(self, steps: int) -> None:
         # The epsilon schedule runs on the joint step. ``steps`` counts from the last step we
         # acted on to the reply we resume at, which we act on ourselves: one fewer act missed.
