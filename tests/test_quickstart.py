@@ -77,6 +77,9 @@ def test_quickstart_commands_run(runs, tmp_path):
         elif argv[1] == "replay":
             assert "actions: identical to the log at all" in text, text
             assert "bit-for-bit identical to the checkpoint" in text, text
+        elif argv[1] == "evaluate":
+            assert "episodes of the saved policies" in text, text
+            assert (tmp_path / argv[2] / "evaluation.json").exists()
         elif argv[1] == "audit":
             assert "only permitted peer kinds left any agent: YES" in text, text
         elif argv[1] == "plot":
