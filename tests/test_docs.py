@@ -52,3 +52,21 @@ def test_readme_stays_short_and_speaks_for_itself():
     found = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in pages
              for m in re.finditer(r"seed 00\d|DESIGN §|research notes", p.read_text())]
     assert not found, found
+
+
+def test_each_learner_page_shows_a_command_the_config_accepts():
+    """The first command on every learner's page resolves to a valid run config (the checks
+    ``agentd launch`` makes before starting anything)."""
+    import argparse
+    import tomllib
+
+    from agentd.algorithms import ALGORITHMS
+    from agentd.cli.common import add_run_flags, config_from_args
+    papers = tomllib.loads((ROOT / "docs" / "algorithms" / "papers.toml").read_text())
+    assert set(papers) <= set(ALGORITHMS)
+    for name in ALGORITHMS:
+        parser = argparse.ArgumentParser()
+        add_run_flags(parser)
+        flags = ["--algo", name, *papers.get(name, {}).get("example", "").split()]
+        config = config_from_args(parser.parse_args(flags))     # exits 2 on a config error
+        assert config.algo == name
