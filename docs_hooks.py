@@ -59,6 +59,11 @@ def on_files(files: Any, config: Any) -> Any:
 
 def help_text(command: str) -> str:
     """What ``agentd COMMAND --help`` prints (the command's own parser)."""
+    return command_output(command, ["--help"])
+
+
+def command_output(command: str, argv: list[str]) -> str:
+    """What ``agentd COMMAND ARGV`` prints, run in this process."""
     import importlib
 
     from agentd.cli import COMMANDS
@@ -66,10 +71,8 @@ def help_text(command: str) -> str:
     entry = getattr(module, "topology_main", None) or module.run
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
-        entry(["--help"])
-    text = out.getvalue()
-    # argparse wraps to the terminal; a fixed width keeps the page the same on every machine
-    return text.rstrip()
+        entry(argv)
+    return out.getvalue().rstrip()
 
 
 def config_fields() -> list[tuple[str, str, str, str]]:
@@ -106,6 +109,9 @@ def cli_page() -> str:
     for command in COMMANDS:
         parts.append(f"## agentd {command}\n")
         parts.append(f"```\n$ agentd {command} --help\n{help_text(command)}\n```\n")
+    for command in ("algos", "envs"):
+        parts.append(f"## What `agentd {command}` lists\n")
+        parts.append(f"```\n$ agentd {command}\n{command_output(command, [])}\n```\n")
     parts.append("## Run configuration (`config.toml`)\n")
     parts.append("A config file (`--config FILE.toml`) uses these names; `--param KEY=VALUE` "
                  "fills `[params]`, `--env-arg KEY=VALUE` fills `[env_args]`; flags override "
