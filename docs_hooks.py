@@ -153,6 +153,7 @@ def algo_page(name: str, paper: dict[str, Any]) -> str:
     out += [f"| {k} | {_cell(str(v))} |" for k, v in facts]
     if paper.get("sends"):
         out.append(f"\n{paper['sends']}\n")
+    out += messages_section({*kinds, *re.findall(r"`(\w+)`", paper.get("sends", ""))})
     out.append("\n## Parameters\n")
     if cls.Params is None:
         out.append("None.\n")
@@ -172,6 +173,22 @@ def algo_page(name: str, paper: dict[str, Any]) -> str:
                    f" The full write-up, with the command that makes the figure: "
                    f"[{FAMILIES[fam]}]({fam}.md).\n")
     return "\n".join(out) + "\n"
+
+
+def messages_section(kinds: set[str]) -> list[str]:
+    """The peer kinds a learner may send, as the registry of kinds declares them."""
+    from protocols.kinds import REGISTRY
+    kinds = sorted(k for k in kinds if k in REGISTRY and REGISTRY[k].plane == "peer")
+    if not kinds:
+        return []
+    out = ["## Messages\n", "| kind | what it carries | fields | released under DP |",
+           "|---|---|---|---|"]
+    for k in kinds:
+        kind = REGISTRY[k]
+        released = ", ".join(f"`{f}` (per {u})" for f, u in kind.released.items()) or "—"
+        out.append(f"| `{k}` | {_cell(kind.doc)} | {', '.join(f'`{f}`' for f in kind.fields)} "
+                   f"| {released} |")
+    return [*out, ""]
 
 
 def _cell(text: str) -> str:
