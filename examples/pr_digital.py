@@ -12,7 +12,7 @@ and seed it runs ``agentd launch`` with periodic checkpoints and reports
   is too short for that measure, and the report says so;
 * the policy-consensus MSE curve (Wang et al. 2023, Fig. 2), computed offline from the checkpoints.
 
-Usage (the full study is long on 2 cores; --quick is a first look of about a minute: the
+Usage (the full study is long on 2 cores; --quick is a first look of about 1.5 min of CPU: the
 n = 5 ring, 2 seeds, 2,000 steps)::
 
     python examples/pr_digital.py --quick --out pr_digital.png
@@ -129,7 +129,7 @@ def main() -> None:
     parser.add_argument("--topologies", nargs="+", default=["ring"])
     parser.add_argument("--steps", type=int, default=20000)
     parser.add_argument("--quick", action="store_true",
-                        help="a first look in about a minute: n=5 ring, 2 seeds, 2000 steps")
+                        help="a first look (about 1.5 min of CPU): n=5 ring, 2 seeds, 2000 steps")
     parser.add_argument("--out", type=Path, default=Path("pr_digital.png"))
     args = parser.parse_args()
     if args.quick:
