@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import AGENTD, wait_for
 
 from agentd.tools.sweep_report import curve_bands, iqm_ci
 from agentd.tools.sweep_run import MARKER, default_jobs
 from agentd.tools.sweep_spec import SpecError, load_spec
-from conftest import AGENTD, wait_for
 
 TINY = """
 [sweep]
@@ -39,7 +39,8 @@ def write(path: Path, text: str) -> Path:
 def sweep(tmp: Path, spec: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run([*AGENTD, "sweep", str(spec), "--dir", str(tmp / "runs"),
                            "--report-dir", str(tmp / "report"), "--quiet", *args],
-                          capture_output=True, text=True, timeout=timeout, cwd=tmp)
+                          capture_output=True, text=True, timeout=timeout, cwd=tmp,
+                          check=False)
 
 
 def markers(tmp: Path) -> dict[str, dict]:

@@ -174,10 +174,10 @@ def write_report(spec: Spec, rows: list[Row], report_dir: Path, command: str) ->
         header += ["", f"Claim ({spec.source or 'source not given'}): {spec.claim}"]
     if spec.note:
         header += ["", spec.note]
-    header += ["", f"{len(spec.configs)} configuration(s) x "
-               f"{len(rows) // max(1, len(spec.configs))} grid point(s) x {len(spec.seeds)} "
-               f"seeds; backend {spec.backend}; IQM and 95% stratified-bootstrap CI (rliable, "
-               f"{REPS} replications).", "", ""]
+    header += ["", (f"{len(spec.configs)} configuration(s) x "
+                    f"{len(rows) // max(1, len(spec.configs))} grid point(s) x "
+                    f"{len(spec.seeds)} seeds; backend {spec.backend}; IQM and 95% "
+                    f"stratified-bootstrap CI (rliable, {REPS} replications)."), "", ""]
     md.write_text("\n".join(header) + table_md(spec, rows) + "\n")
     with open(report_dir / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
