@@ -226,6 +226,7 @@ def _children_of_sweep(tmp: Path) -> list[int]:
     return out
 
 
+@pytest.mark.slow
 def test_a_killed_sweep_resumes(tmp_path):
     spec = write(tmp_path / "tiny.toml", TINY.format(seeds=3, steps=3000))
     proc = subprocess.Popen([*AGENTD, "sweep", str(spec), "--dir", str(tmp_path / "runs"),
@@ -261,6 +262,7 @@ def test_a_killed_sweep_resumes(tmp_path):
     assert all(len(r["values"]) == 3 for r in report["rows"])
 
 
+@pytest.mark.slow
 def test_a_live_sweep(tmp_path):
     spec = write(tmp_path / "live.toml", """
 [sweep]

@@ -80,7 +80,7 @@ def run(argv: list[str]) -> int:
             return 130
         failed = len(out.failed)
         print(f"sweep done: {out.done} run, {out.skipped} already finished, {failed} failed, "
-              f"wall time {out.wall_s:.1f} s", flush=True)
+              f"wall time {out.wall_s:.1f} s (CPU of the runs {out.cpu_s:.1f} s)", flush=True)
     rows = collect(spec, cells, runs_dir)
     report_dir = args.report_dir or spec.path.parent / "results" / spec.name
     command = "agentd sweep " + " ".join(shlex.quote(a) for a in argv if a != "--report")

@@ -216,7 +216,7 @@ def save_checkpoint(run_dir: Path, i: int, learner: Learner, step: int | None = 
 def launch_in_process(config: RunConfig) -> int:
     """Run the config's plan in this process; the run directory gets config.toml, plan.json,
     seeds.json, metrics.jsonl (one record per episode), summary.json and the checkpoints."""
-    from coordinator.rundir import return_figures, write_json
+    from coordinator.rundir import known_return_figures, return_figures, write_json
 
     p = plan(config)
     run_dir = Path(config.run_dir)
@@ -232,6 +232,8 @@ def launch_in_process(config: RunConfig) -> int:
     with open(run_dir / "metrics.jsonl", "w") as f:
         f.writelines(json.dumps({"episode": k + 1, "step": step, "return": round(ret, 6)}) + "\n" for k, (step, ret) in enumerate(res.returns))
     figures = return_figures([r for _, r in res.returns])
+    # the seed-003 games know their optimum: normalised and greedy returns, as a live run's
+    figures.update(known_return_figures(config, [r for _, r in res.returns], run_dir))
     write_json(run_dir / "summary.json", {
         "status": "done", "backend": "inprocess", "algo": config.algo, "env": config.env,
         "n": config.n, "steps": config.steps, "seed": config.seed, "private": p.private,

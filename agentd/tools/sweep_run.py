@@ -66,6 +66,7 @@ class Outcome:
     done: int = 0
     failed: list[str] = field(default_factory=list)
     wall_s: float = 0.0
+    cpu_s: float = 0.0          # user + system CPU of the runs this sweep ran (and reaped)
 
 
 @dataclass
@@ -93,7 +94,7 @@ class SweepRunner:
         self.running: list[_Child] = []
 
     def run(self, cells: list[Cell]) -> Outcome:
-        started = time.monotonic()
+        started, cpu0 = time.monotonic(), _children_cpu()
         todo = [c for c in cells if not finished(c, self.runs_dir)]
         out = Outcome(skipped=len(cells) - len(todo))
         bar = None if self.quiet else _bar(len(cells), out.skipped)
@@ -120,6 +121,7 @@ class SweepRunner:
             if bar is not None:
                 bar.close()
         out.wall_s = time.monotonic() - started
+        out.cpu_s = _children_cpu() - cpu0
         return out
 
     def _start(self, cell: Cell) -> _Child:
@@ -176,6 +178,13 @@ class SweepRunner:
                 child.proc.kill()
                 child.proc.wait()
         self.running.clear()
+
+
+def _children_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
