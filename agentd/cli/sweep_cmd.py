@@ -25,6 +25,9 @@ def run(argv: list[str]) -> int:
                         help="override every cell's steps (a smaller budget; its own runs)")
     parser.add_argument("--seeds", type=int, default=None, metavar="N",
                         help="override the spec's seeds with 0..N-1")
+    parser.add_argument("--grid", action="append", default=[], metavar="KEY=[V, ...]",
+                        help="override one axis of the spec's grid with these values (a TOML "
+                             "list), e.g. --grid 'env_args.L=[4]' (repeatable)")
     parser.add_argument("--dir", type=Path, default=None,
                         help="where the runs go (default runs/sweeps/NAME)")
     parser.add_argument("--report-dir", type=Path, default=None,
@@ -42,6 +45,8 @@ def run(argv: list[str]) -> int:
         parser.error("--steps must be at least 1")
     if args.seeds is not None and args.seeds < 1:
         parser.error("--seeds must be at least 1")
+    from agentd.config import ConfigError
+    from agentd.configfile import parse_assignments
     from agentd.tools.sweep_spec import SpecError, load_spec
 
     try:
@@ -52,9 +57,15 @@ def run(argv: list[str]) -> int:
             spec.seeds = list(range(args.seeds))
         if args.backend is not None:
             spec.backend = args.backend
+        for key, values in parse_assignments(args.grid, "--grid").items():
+            if key not in spec.grid:
+                raise SpecError(f"--grid {key}: the spec's grid has {sorted(spec.grid)}")
+            if not isinstance(values, list) or not values:
+                raise SpecError(f"--grid {key}: give a non-empty TOML list, e.g. {key}=[1, 2]")
+            spec.grid[key] = values
         runs_dir = args.dir or Path("runs") / "sweeps" / spec.name
         cells = spec.cells(runs_dir)
-    except SpecError as exc:
+    except (SpecError, ConfigError) as exc:
         print(f"agentd sweep: {exc}", file=sys.stderr)
         return 2
     from agentd.tools.sweep_report import collect, table_md, write_report

@@ -95,7 +95,11 @@ class SweepRunner:
 
     def run(self, cells: list[Cell]) -> Outcome:
         started, cpu0 = time.monotonic(), _children_cpu()
-        todo = [c for c in cells if not finished(c, self.runs_dir)]
+        # seed-major: every row gets its first seed before any gets its second, so a sweep
+        # cut short still has comparable rows
+        order = {seed: i for i, seed in enumerate(dict.fromkeys(c.seed for c in cells))}
+        todo = sorted((c for c in cells if not finished(c, self.runs_dir)),
+                      key=lambda c: order[c.seed])
         out = Outcome(skipped=len(cells) - len(todo))
         bar = None if self.quiet else _bar(len(cells), out.skipped)
         old = signal.signal(signal.SIGTERM, _raise_interrupt)
