@@ -36,7 +36,7 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def sweep(tmp: Path, spec: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+def sweep(tmp: Path, spec: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([*AGENTD, "sweep", str(spec), "--dir", str(tmp / "runs"),
                            "--report-dir", str(tmp / "report"), "--quiet", *args],
                           capture_output=True, text=True, timeout=timeout, cwd=tmp,
@@ -138,6 +138,22 @@ def test_bad_spec_on_the_command_line(tmp_path):
     assert missing.returncode == 2 and "does not exist" in missing.stderr
 
 
+def test_grid_override_on_the_command_line(tmp_path):
+    spec = write(tmp_path / "g.toml", "[sweep]\nseeds = 2\nalgos = ['iql']\n[base]\nn = 2\n"
+                                      "[grid]\n'params.gamma' = [0.8, 0.9]\n")
+    res = sweep(tmp_path, spec, "--grid", "params.gamma=[0.5]", "--dry-run")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert len(lines) == 2
+    for seed, line in zip((0, 1), lines, strict=True):
+        assert line.startswith(f"iql/gamma=0.5/seed-{seed}-") and line.endswith("to run"), line
+    for bad, words in (("gamma=[0.5]", "grid has ['params.gamma']"),
+                       ("params.gamma=0.5", "non-empty TOML list"),
+                       ("params.gamma=[2.0]", "must be in")):
+        res = sweep(tmp_path, spec, "--grid", bad, "--dry-run")
+        assert res.returncode == 2 and words in res.stderr, (bad, res.stderr)
+
+
 # -- statistics ------------------------------------------------------------------------------
 def test_iqm_and_ci_against_numpy():
     values = np.array([3.0, -1.0, 7.5, 2.0, 2.5, 10.0, 0.5, 4.0])
@@ -172,6 +188,7 @@ def test_curve_bands_bin_the_returns():
 
 
 # -- real sweeps -----------------------------------------------------------------------------
+@pytest.mark.timeout(900)       # five sweeps of real runs and their reports
 def test_sweep_runs_resumes_and_reports(tmp_path):
     spec = write(tmp_path / "tiny.toml", TINY.format(seeds=5, steps=200))
     first = sweep(tmp_path, spec, "--jobs", "2")
@@ -227,6 +244,7 @@ def _children_of_sweep(tmp: Path) -> list[int]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_a_killed_sweep_resumes(tmp_path):
     spec = write(tmp_path / "tiny.toml", TINY.format(seeds=3, steps=3000))
     proc = subprocess.Popen([*AGENTD, "sweep", str(spec), "--dir", str(tmp_path / "runs"),
