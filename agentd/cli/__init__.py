@@ -23,6 +23,7 @@ COMMANDS = {
     "env": ("agentd.cli.env_cmd", "env check ENV: will this PettingZoo env run under agentd?"),
     "algos": ("agentd.cli.algos_cmd", "list the learners (--algo); algos NAME: its parameters"),
     "envs": ("agentd.cli.envs_cmd", "list the built-in envs (--env) and how to pass others"),
+    "sweep": ("agentd.cli.sweep_cmd", "run a sweep spec: algos x grid x seeds, IQM and CIs"),
 }
 
 USAGE = "usage: agentd COMMAND [options]   (agentd COMMAND --help for its options)\n\n" + \
