@@ -335,7 +335,7 @@ def process_count(c: RunConfig) -> int:
 
 def is_private(c: RunConfig) -> bool:
     """False for a centralised baseline (one process sees every agent's observations and
-    actions, DESIGN §5.4) or a learner whose params make it share private state (e.g.
+    actions; the one centralised mode) or a learner whose params make it share private state (e.g.
     ``opponent = shared``): such runs are labelled in config.toml, summary.json and the logs."""
     return not non_private_reason(c)
 

@@ -113,7 +113,7 @@ def return_figures(returns: list[float]) -> dict[str, Any]:
 
 def known_return_figures(config: Any, returns: list[float],
                          run_dir: Path | None = None) -> dict[str, Any]:
-    """For an env that knows its optimum (the seed-003 games): ``optimal_return``,
+    """For an env that knows its optimum (the games of MA2QL, I2Q and DPO): ``optimal_return``,
     ``random_return`` and ``normalised_return`` = final_return / optimal_return (None when the
     optimum is not positive, where the ratio would mislead). The env is rebuilt here from the
     config's plan (its env model seed) — the same model the env server stepped.

@@ -47,7 +47,7 @@ class Kind:
     optional: frozenset[str] = field(default_factory=frozenset)
     doc: str = ""
     logged: bool = True
-    # Differential privacy (DESIGN §10): the float arrays a DP run clips and noises, each with
+    # Differential privacy (docs/privacy.md): the float arrays a DP run clips and noises, each with
     # its sensitivity unit ("row": each row, or each element of a 1-D array, is clipped on its
     # own; "array": the whole array is), and the fields that carry private data but are sent
     # as they are (integer indices: noise cannot apply), so reports can say what ε misses.
