@@ -31,7 +31,7 @@ def run(argv: list[str]) -> int:
     parser.add_argument("--dir", type=Path, default=None,
                         help="where the runs go (default runs/sweeps/NAME)")
     parser.add_argument("--report-dir", type=Path, default=None,
-                        help="where the table and figure go (default results/NAME beside "
+                        help="where the table and figure go (default: the spec's report_dir, else results/NAME beside "
                              "the spec)")
     parser.add_argument("--report", action="store_true",
                         help="only write the table and figure from the finished runs")
@@ -93,7 +93,7 @@ def run(argv: list[str]) -> int:
         print(f"sweep done: {out.done} run, {out.skipped} already finished, {failed} failed, "
               f"wall time {out.wall_s:.1f} s (CPU of the runs {out.cpu_s:.1f} s)", flush=True)
     rows = collect(spec, cells, runs_dir)
-    report_dir = args.report_dir or spec.path.parent / "results" / spec.name
+    report_dir = args.report_dir or spec.report_dir or spec.path.parent / "results" / spec.name
     command = "agentd sweep " + " ".join(shlex.quote(a) for a in argv if a != "--report")
     paths = write_report(spec, rows, report_dir, command)
     print(table_md(spec, rows))

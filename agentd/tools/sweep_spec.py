@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import itertools
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +42,8 @@ from agentd.config import FIELDS, TABLES, ConfigError, RunConfig, resolve
 from agentd.configfile import load_toml, to_toml
 
 BACKENDS = ("inprocess", "local")
-SWEEP_KEYS = {"name", "seeds", "backend", "metric", "algos", "claim", "source", "note"}
+SWEEP_KEYS = {"name", "seeds", "backend", "metric", "algos", "claim", "source", "note",
+              "report_dir"}
 # fields a sweep sets per cell, or which would make cells interfere
 RESERVED = {"seed", "run_dir"}
 
@@ -92,6 +94,7 @@ class Spec:
     claim: str = ""
     source: str = ""
     note: str = ""
+    report_dir: Path | None = None   # where --report writes (relative to the spec file)
 
     def cells(self, runs_dir: Path) -> list[Cell]:
         """Every cell, configuration-major, seeds innermost; each config resolved."""
@@ -206,7 +209,10 @@ def load_spec(path: str | Path) -> Spec:
                 metric=str(head.get("metric", "final_return")),
                 configs={k: merge(base, v) for k, v in configs.items()}, grid=grid,
                 claim=str(head.get("claim", "")), source=str(head.get("source", "")),
-                note=str(head.get("note", "")))
+                note=str(head.get("note", "")),
+                report_dir=(Path(os.path.normpath(path.parent / str(head["report_dir"])))
+                            if "report_dir" in head
+                            else None))
     if not re.fullmatch(r"[\w.+-]+", spec.name):
         raise SpecError(f"{path}: [sweep] name {spec.name!r}: letters, digits, . + - _")
     return spec
