@@ -78,6 +78,10 @@ def test_listed_by_algos_and_envs_when_installed(site):
     out = subprocess.run([*AGENTD, "algos", "gossip-q"], env=env_with(site),
                          capture_output=True, text=True, timeout=60, check=True).stdout
     assert "every            int    default 10 >= 1" in out
+    out = subprocess.run([*AGENTD, "launch", "--help"], env=env_with(site),
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    flat = " ".join(out.split())
+    assert "gossip-q" in flat and "beacon" in flat   # the help lists installed plug-ins too
 
 
 def test_runs_by_module_and_class_from_a_path_and_replays(runs, tmp_path, monkeypatch):

@@ -39,13 +39,19 @@ def family(algo: str) -> str:
 
 
 def algo_names() -> str:
-    """The registered learners, for ``--algo``'s help (no learner module imported)."""
-    return ", ".join(ALGORITHMS)
+    """The registered learners, then the installed plug-ins' (entry points), for ``--algo``'s
+    help (no learner module imported)."""
+    from agentd.algorithms import plugin_learners
+
+    return ", ".join([*ALGORITHMS, *sorted(plugin_learners())])
 
 
 def env_names() -> str:
-    """The built-in envs, for ``--env``'s help (no env module imported)."""
-    return ", ".join(ENVS)
+    """The built-in envs, then the installed plug-ins' (entry points), for ``--env``'s help
+    (no env module imported)."""
+    from agentd.envs import plugin_envs
+
+    return ", ".join([*ENVS, *sorted(plugin_envs())])
 
 
 def config_field_docs() -> dict[str, str]:
