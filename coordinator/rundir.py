@@ -75,6 +75,10 @@ class MetricsFile:
         self.tb.scalars("consensus", {k: v for k, v in point.items() if k != "step"},
                         point["step"])
 
+    def offset(self) -> int:
+        """Bytes written so far (the journal records it at each phase)."""
+        return self._file.tell()
+
     def close(self) -> None:
         self._file.close()
         self.tb.close()

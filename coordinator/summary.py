@@ -92,7 +92,7 @@ def write_summary(coord: Coordinator, status: str, reason: str,
                "security": security_summary(coord, agents, env_stats), "files": files,
                "peer_bytes_per_edge_per_step": peer_bytes_per_edge_per_step(coord, agents),
                "peer_bytes_per_edge_last_step": peer_bytes_per_edge_last_step(coord, agents),
-               **coord.restarts.summary(),
+               **coord.restarts.summary(), **coord.resume_summary(),
                "consensus": consensus, "dp": dp_summary_block(agents),
                "agents": agents, "envserver": env_stats,
                "coordinator": coord.transport.summary()}

@@ -37,6 +37,9 @@ FLAG_HELP = {
     "max-restarts": "restart a dead agent or env server up to this many times each, then fail "
                     "the run (default 0: a dead process ends the run)",
     "rejoin-timeout": "seconds the coordinator waits for a dead process to rejoin (default 30)",
+    "coordinator-timeout": "seconds every process carries on while the coordinator is "
+                           "unreachable (stepping, learning, queueing its reports) before it "
+                           "fails with CoordinatorLost (default 120)",
     "peer-timeout": "seconds a silent neighbour is waited for before the step goes ahead "
                     "without it (learners that can: dac-deep with running sums; default 0: "
                     "wait)",
@@ -59,6 +62,7 @@ TYPES = {"n": int, "steps": int, "episode-len": int, "num-envs": int, "seed": in
          "rows": int, "p": float, "k": int, "rewire": float, "heartbeat-timeout": float,
          "checkpoint-every": int, "max-msg-bytes": int, "recovery-every": int,
          "max-restarts": int, "rejoin-timeout": float, "peer-timeout": float,
+         "coordinator-timeout": float,
          "dp-sigma": float, "dp-clip": float, "dp-delta": float}
 
 
