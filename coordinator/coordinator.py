@@ -160,6 +160,7 @@ class Coordinator(Admission, Ending, Resume):
                         proc.id not in self.restarts.down_since:
                     self.send(proc, "heartbeat", beat)
         self.end_if_ended()
+        self.alive(now)
         # Before the first step, processes build learners (a deep one imports torch and builds
         # networks: seconds on a loaded machine), so silence is judged against join_timeout.
         limit = self.config.heartbeat_timeout if self.stepping else \

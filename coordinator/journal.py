@@ -79,6 +79,7 @@ class Replayed:
     records: list[dict[str, Any]] = field(default_factory=list)
     torn: int = 0                    # records cut short by the crash (ignored)
     kept_bytes: int = 0              # the journal up to its last whole record
+    mtime: float = 0.0               # when it was last written (or touched: still alive)
 
     def first(self, kind: str) -> dict[str, Any] | None:
         return next((r for r in self.records if r["r"] == kind), None)
@@ -97,10 +98,11 @@ def read_journal(run_dir: Path) -> Replayed:
     path = Path(run_dir) / NAME
     try:
         data = path.read_bytes()
+        mtime = path.stat().st_mtime
     except OSError as exc:
         raise JournalError(f"{run_dir} has no coordinator journal ({exc.strerror}): it was "
                            "not started by a coordinator that keeps one") from None
-    out, offset = Replayed(), 0
+    out, offset = Replayed(mtime=mtime), 0
     lines = data.split(b"\n")
     for i, raw in enumerate(lines):
         last = i >= len(lines) - 2          # the final line, or the empty one after it

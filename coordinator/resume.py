@@ -71,6 +71,7 @@ class Resume:
         self.resumes: list[dict[str, Any]] = []       # this run's coordinator restarts
         self.episode_mark = (-1, 0)                   # (env step, episodes counted there)
         self.resumed_at: float | None = None
+        self._alive_at = 0.0
         self.pending_end: tuple[str, str] | None = None   # resumed after the run had failed
 
     def journal_start(self: Coordinator) -> None:
@@ -79,6 +80,13 @@ class Resume:
 
     def journal_proc(self: Coordinator, kind: str, proc: Proc, **extra: Any) -> None:
         self.journal.write(kind, **proc_record(proc, self.transport.secure), **extra)
+
+    def alive(self: Coordinator, now: float) -> None:
+        """Once a second: the journal's mtime says when the coordinator was last alive (a
+        resumed one reports the time it was down from it)."""
+        if now - self._alive_at >= 1.0:
+            self._alive_at = now
+            os.utime(self.journal.path)
 
     def journal_phase(self: Coordinator, phase: str, reason: str = "") -> None:
         self.journal.write("phase", phase=phase, reason=reason,
@@ -120,9 +128,7 @@ class Resume:
             self.pending_end = (phase["phase"], phase["reason"])
         self.epoch = len(self.resumes) + 1
         self._restore_metrics(metrics)
-        last_alive = max((p.stat().st_mtime for p in (
-            self.run_dir / "journal.jsonl", self.run_dir / "metrics.jsonl",
-            self.run_dir / "logs" / "coordinator.log") if p.exists()), default=time.time())
+        last_alive = j.mtime              # see ``alive``
         record = {"epoch": self.epoch, "pid": os.getpid(), "at": round(time.time(), 3),
                   "down_s": round(max(0.0, time.time() - last_alive), 3),
                   "journal_torn": j.torn, "metrics_torn": metrics_torn,
