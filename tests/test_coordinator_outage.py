@@ -16,7 +16,6 @@ from conftest import is_agentd_process, read_json, wait_for
 from agentd.runtime.msglog import open_log
 from agentd.tools.audit import audit_run
 from agentd.tools.replay import compare_state, replay
-from coordinator.journal import Journal, JournalError, read_journal
 
 N, STEPS, EP = 3, 6000, 50
 RUN = ["--n", str(N), "--steps", str(STEPS), "--episode-len", str(EP), "--seed", "5",
@@ -130,22 +129,59 @@ def test_a_coordinator_that_never_comes_back_ends_every_process_after_the_timeou
     assert not [p for p in others if p.poll() is None]
 
 
-def test_a_torn_last_journal_record_is_ignored_and_counted_and_an_earlier_one_is_an_error(
-        tmp_path):
-    j = Journal(tmp_path)
-    j.write("start", run_id="r", endpoint="tcp://127.0.0.1:1", secure=False, wall=0.0, n=1)
-    j.write("running")
-    j.close()
-    whole = (tmp_path / "journal.jsonl").read_bytes()
-    for torn in (b'1234abcd {"r":"ph', b'00000000 {"r":"phase"}\n', b"garbage"):
-        (tmp_path / "journal.jsonl").write_bytes(whole + torn)
-        got = read_journal(tmp_path)
-        assert got.torn == 1 and [r["r"] for r in got.records] == ["start", "running"]
-        assert (tmp_path / "journal.jsonl").read_bytes() == whole    # cut off the file
-    assert read_journal(tmp_path).torn == 0
-    lines = whole.split(b"\n")
-    (tmp_path / "journal.jsonl").write_bytes(lines[0][:-3] + b"xyz\n" + lines[1] + b"\n")
-    with pytest.raises(JournalError, match="record 1 is damaged and more follow"):
-        read_journal(tmp_path)
-    with pytest.raises(JournalError, match="no coordinator journal"):
-        read_journal(tmp_path / "nothing")
+def _coordinator_pid(run_dir):
+    try:
+        return read_json(run_dir / "endpoints.json")["coordinator"]["pid"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _in_process_returns(algo, steps, seed=5):
+    """The returns of the same run in one process (no sockets, no coordinator): for dac a
+    live run's returns are these exactly (tests/test_recovery.py says how it was checked)."""
+    from agentd.algorithms import load_learner_class
+    from agentd.algorithms.base import LearnerSpec
+    from agentd.launch.inprocess import build_env, make_learners, run_in_process
+    from coordinator.rundir import derive_seed
+
+    env = build_env("random-mdp", N, episode_len=EP, seed=derive_seed(seed, "env_model"))
+    learners = [load_learner_class(algo)(LearnerSpec(
+        **{**lr.spec.__dict__, "seed": derive_seed(seed, "agent", i)}))
+        for i, lr in enumerate(make_learners(algo, env, N))]
+    out = run_in_process(env, learners, steps, reset_seed=derive_seed(seed, "env_reset"))
+    return [r for _, r in out.returns]
+
+
+@pytest.mark.parametrize("secure", [False, True])
+def test_a_launched_run_whose_coordinator_is_killed_twice_finishes_learns_and_replays(
+        runs, tmp_path, secure):
+    run_dir = tmp_path / "twice"
+    steps = 8000
+    proc = runs.start(["launch", "--run-dir", str(run_dir), "--quiet", *RUN, "--steps",
+                       str(steps), *(["--secure"] if secure else [])], run_dir)
+    for at in (10, 70):
+        wait_for(lambda at=at: _episodes(run_dir) >= at or proc.poll() is not None, 120,
+                 f"{at} episodes")
+        assert proc.poll() is None
+        pid = _coordinator_pid(run_dir)
+        _kill_coordinator(run_dir)
+        wait_for(lambda pid=pid: _coordinator_pid(run_dir) not in (None, pid), 60,
+                 "the coordinator to be resumed")
+    out, _ = proc.communicate(timeout=300)
+    text = out.decode()
+    assert proc.returncode == 0, text
+    assert text.count("resuming it from its journal") == 2, text
+    s = read_json(run_dir / "summary.json")
+    assert s["status"] == "done" and s["steps_done"] == steps and s["secure"] is secure
+    assert [r["epoch"] for r in s["coordinator_restarts"]] == [1, 2]
+    assert all(r["down_s"] > 0 for r in s["coordinator_restarts"])
+    # the same run as one without a coordinator at all: every episode, once, the same returns
+    returns = [json.loads(line)["return"] for line in
+               (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert returns == pytest.approx(_in_process_returns("dac", steps), abs=1e-6)
+    assert all(a["steps"] == steps for a in s["agents"].values())
+    edges = audit_run(run_dir)["edges"]
+    assert [e for e in edges if e["plane"] != "control" and e["sent"] != e["received"]] == []
+    for i in range(N):
+        res = replay(run_dir, i)
+        assert res.first_divergence is None and res.actions_compared >= steps
