@@ -50,6 +50,8 @@ class Ending:
             return
         proc.stats = fold_tally(proc.stats, msg.body["stats"])
         self.tallies.discard(proc.id)
+        self.tallied.add(proc.id)
+        self.journal.write("tally", id=proc.id, stats=msg.body["stats"])
 
     def not_shipping(self: Coordinator, proc: Proc, msg: Message) -> bool:
         """File transfer is for the end of the run, or for a process that said it is failing;
@@ -123,7 +125,8 @@ class Ending:
                     if p.id is not None and (p.stats or {}).get("files") == "ship"}
         silence = 2 * self.config.heartbeat_timeout
         started = time.monotonic()
-        self.tallies = tallies_due(self.procs.values()) if status == "done" else set()
+        self.tallies = tallies_due(self.procs.values()) - self.tallied if status == "done" \
+            else set()
         self.collector.accepting = True
         late = {"files": self.on_files, "file_chunk": self.on_file_chunk,
                 "security": self.on_security, "tally": self.on_tally}
@@ -140,6 +143,8 @@ class Ending:
                 for msg, ident in self.transport.recv_all(self.link):
                     proc = self.procs.get(ident) or self._reconnected(msg.src, ident)
                     if proc is not None:
+                        if proc.unheard:
+                            self.back_at_the_end(proc)
                         proc.last_seen = time.monotonic()
                         if msg.kind in ("files", "file_chunk", "security", "tally"):
                             with self.transport.handling("control", msg):

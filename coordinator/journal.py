@@ -12,6 +12,7 @@ One record per line, ``<crc32 hex8> <json>``. Records (``"r"``):
     rejoin    a restarted process took its id over: new pid, host, endpoint   fsync
     restart   a restart record (what a restart lost; summary.json's list)     fsync
     bye       a process's bye and its stats                                   fsync
+    tally     an agent's counters after the ack                               fsync
     phase     ending | done | failed | interrupted (metrics.jsonl offset)     fsync
     resume    a resumed coordinator: epoch, pid, its downtime, the records
               it ignored, the metrics.jsonl offset it kept                    fsync

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from agentd.runtime.keys import name_of
 from coordinator.journal import Journal, Replayed
 from coordinator.procs import Proc, RunEnded
+from coordinator.summary import fold_tally
 
 if TYPE_CHECKING:
     from coordinator.coordinator import Coordinator
@@ -72,6 +73,7 @@ class Resume:
         self.episode_mark = (-1, 0)                   # (env step, episodes counted there)
         self.resumed_at: float | None = None
         self._alive_at = 0.0
+        self.tallied: set[int] = set()    # agents whose tally is in (and journaled)
         self.pending_end: tuple[str, str] | None = None   # resumed after the run had failed
 
     def journal_start(self: Coordinator) -> None:
@@ -111,6 +113,10 @@ class Resume:
             elif r["r"] == "restart":
                 self.restarts.records.append(r["record"])
         byes = {r["id"]: r["stats"] for r in j.all("bye")}
+        for r in j.all("tally"):          # (an agent's counters after the ack)
+            if r["id"] in byes:
+                byes[r["id"]] = fold_tally(byes[r["id"]], r["stats"])
+                self.tallied.add(r["id"])
         for r in procs.values():
             proc = Proc(PLACEHOLDER + str(r["id"]).encode(), r["role"], r["pid"], r["host"],
                         r["endpoint"], r["want_id"], now, r["hello_src"], r["id"],
@@ -172,16 +178,22 @@ class Resume:
         log.info("%s reconnected to the resumed coordinator", proc.name())
 
     def end_if_ended(self: Coordinator) -> None:
-        """Resumed after every bye was in: finish once the processes are back (or a
-        heartbeat timeout has passed: a process gone meanwhile has its bye journaled)."""
+        """Resumed after the run had ended (every bye in, or a failure): finish at once. The
+        processes are acked as they come back (``back_at_the_end``) while their files are
+        collected: a shipper tells a resumed coordinator its files again."""
         if self.pending_end is not None:
             raise RunEnded(*self.pending_end)
         members = [p for p in self.procs.values() if p.id is not None]
-        if self.resumed_at is None or not members or any(p.stats is None for p in members):
-            return
-        back = all(not p.unheard for p in members)
-        if back or time.monotonic() - self.resumed_at > self.config.heartbeat_timeout:
+        if self.resumed_at is not None and members and \
+                all(p.stats is not None for p in members):
             raise RunEnded("done", "")
+
+    def back_at_the_end(self: Coordinator, proc: Proc) -> None:
+        """A process heard again while the files are collected: welcomed back and acked
+        (it may still be waiting for the ack the dead coordinator never sent)."""
+        self.welcome_back(proc)
+        if proc.id is not None:
+            self.send(proc, "ack", {})
 
     # -- counted once -----------------------------------------------------------------------
     def new_episodes(self: Coordinator, step: int, n: int) -> int:

@@ -28,7 +28,11 @@ class RunFailed(RuntimeError):
 
 
 class CoordinatorLost(RunFailed):
-    """The coordinator stayed unreachable longer than ``coordinator_timeout``."""
+    """The coordinator stayed unreachable longer than ``coordinator_timeout`` (or never
+    welcomed this process); the message names the error, as the logs show only messages."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"CoordinatorLost: {message}")
 
 
 # While the coordinator is unreachable, what would go to it waits here (oldest dropped and
@@ -105,7 +109,7 @@ class ControlPlane:
                     if msg.kind == "stop":
                         raise RunFailed(f"not admitted: {msg.body['reason']}")
             self._check_handshake()
-        raise RunFailed(f"no welcome from the coordinator within {timeout:.0f} s")
+        raise CoordinatorLost(f"no welcome from the coordinator within {timeout:.0f} s")
 
     def wait_turn(self, timeout: float) -> dict[str, Any]:
         """Block until the coordinator's turn schedule (sent right behind the welcome)."""
