@@ -185,3 +185,26 @@ def test_a_launched_run_whose_coordinator_is_killed_twice_finishes_learns_and_re
     for i in range(N):
         res = replay(run_dir, i)
         assert res.first_divergence is None and res.actions_compared >= steps
+
+
+def test_an_agent_that_dies_while_the_coordinator_is_down_rejoins_the_resumed_one(
+        runs, tmp_path):
+    """A restart needs the coordinator: the restarted agent's hello waits for the resumed
+    coordinator, which lets it in under its id; the run finishes and replays exactly."""
+    run_dir = tmp_path / "both"
+    proc = runs.start(["launch", "--run-dir", str(run_dir), "--quiet", *RUN, "--steps", "4000",
+                       "--recovery-every", "40", "--max-restarts", "1"], run_dir)
+    wait_for(lambda: _episodes(run_dir) >= 10 or proc.poll() is not None, 120, "10 episodes")
+    agent = read_json(run_dir / "endpoints.json")["agents"]["1"]["pid"]
+    _kill_coordinator(run_dir)
+    os.kill(agent, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=300)
+    text = out.decode()
+    assert proc.returncode == 0, text
+    s = read_json(run_dir / "summary.json")
+    assert s["status"] == "done" and s["restart_counts"] == {"agent-1": 1}
+    assert len(s["coordinator_restarts"]) == 1
+    (record,) = s["restarts"]
+    assert s["agents"]["1"]["steps"] == 4000 - record["lost"]
+    res = replay(run_dir, 1)
+    assert res.restarts == 1 and res.first_divergence is None
