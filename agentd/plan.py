@@ -118,7 +118,8 @@ class RunPlan:
         a = self.agents[i]
         return {"id": a.id, "n_procs": self.n_procs, "seed": a.seed,
                 "weights": dict(a.weights), "controls": list(a.controls), "view": list(a.view),
-                "graph_edges": [list(e) for e in self.edges]}
+                "graph_edges": [list(e) for e in self.edges],
+                "takes_turns": self.turns is not None}
 
 
 def plan(config: RunConfig) -> RunPlan:

@@ -83,6 +83,7 @@ _WELCOME_KNOWN = {
     "controls": _CONTROLS, "view": _CONTROLS,
     "graph_edges": ListOf(Tup((_AGENT, _AGENT)), 1 << 24), "spaces": Opt(SPACES),
     "env_local": Opt(LOCAL_OFFER),
+    "takes_turns": Bool(),   # the plan's: a turn schedule follows the welcome
     # the env server's
     "seeds": DictOf(Str(64), Int(), 16), "controllers": DictOf(_AGENT, _CONTROLS, 1 << 16),
     "views": DictOf(_AGENT, _CONTROLS, 1 << 16)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 
+import msgpack
 import numpy as np
 import pytest
 from conftest import AGENTD
@@ -186,3 +187,47 @@ def test_a_live_runs_logs_are_compressed_and_replay_exactly(runs, tmp_path):
     assert res.returncode == 0, res.stderr
     assert "identical to the log at all 300 steps" in res.stdout
     assert "bit-for-bit identical to the checkpoint" in res.stdout
+
+
+def test_a_chunk_that_inflates_past_any_writers_chunk_ends_the_log_without_inflating_it(
+        tmp_path, monkeypatch):
+    """A decompression bomb appended to a log (a few hundred KiB that inflate to 256 MiB):
+    the reader stops there, as at a torn chunk, holding at most MAX_CHUNK_OUT of it."""
+    import resource
+
+    import zstandard
+
+    path = tmp_path / "agent-0.log"
+    log = MessageLog("agent 0", path)
+    write_steps(log, range(1, 11))
+    log.close()
+    whole = as_tuples(path)
+    # a restart's part of the log: a meta record, then the zstd stream of its chunks - here
+    # one chunk that is a whole frame of 256 MiB of zeros
+    meta = msgpack.packb(["meta", 0.0, {"format": "agentd-msglog", "version": 2,
+                                         "process": "agent 0", "compression": "zstd"}])
+    bomb = zstandard.ZstdCompressor(level=1).compressobj()
+    zeros = bytes(1 << 20)
+    out = b"".join(bomb.compress(zeros) for _ in range(256)) + bomb.flush()
+    assert len(out) < 1 << 20 < msglog.MAX_CHUNK_OUT < 256 << 20
+    with open(path, "ab") as f:
+        f.write(LEN.pack(len(meta)) + meta + LEN.pack(len(out) | CHUNK) + out)
+    inflated = []
+    real = msglog._Capped.write
+
+    def write(self, data):
+        try:
+            return real(self, data)
+        except msglog._Inflated:
+            inflated.append(len(self.buf))
+            raise
+
+    monkeypatch.setattr(msglog._Capped, "write", write)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    log_file = open_log(path)
+    read = [(r.direction, r.plane, r.reason, r.frames, r.kind) for r in log_file]
+    assert read[:-1] == whole and read[-1][0] == "meta"    # the restart's meta record
+    assert log_file.truncated_tail is True
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 2 * msglog.MAX_CHUNK_OUT // 1024, grown_kib
+    assert inflated and inflated[0] <= msglog.MAX_CHUNK_OUT   # stopped by the cap

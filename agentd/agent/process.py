@@ -324,9 +324,8 @@ def run_agent(opts: JoinOptions, want_id: int | None) -> int:
 def _admitted(joined: Joined) -> str:
     """Once admitted: the turn schedule, if the learner takes turns (sent right behind the
     welcome); the files go under agent-<id>."""
-    info, cfg = joined.info, joined.config
-    if load_learner_class(cfg["algo"]).turn_schedule(cfg["params"], info["n_procs"],
-                                                     int(cfg["seed"])) is not None:
+    info = joined.info
+    if info["takes_turns"]:     # the plan says so (agents' welcomes always carry it)
         info["turn"] = joined.control.wait_turn(joined.join_timeout)
     return f"agent-{info['id']}"
 

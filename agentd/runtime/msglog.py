@@ -58,6 +58,11 @@ LEVEL = 1
 FLUSH_BYTES = 1 << 16          # records buffered before a chunk is written regardless
 FLUSH_SECONDS = 1.0            # ... and the longest a record waits in a process that never flushes
 MAX_WINDOW = 1 << 23           # the reader refuses streams that ask for a larger window
+# What one chunk may decompress to: the records buffered before a flush plus the one that
+# crossed FLUSH_BYTES (a message is at most 16 MiB of frames, and a record holds one message).
+# A chunk that inflates past this is not one a writer made (a decompression bomb planted in a
+# log handed to audit or attack): the reader stops there, as at a torn chunk.
+MAX_CHUNK_OUT = FLUSH_BYTES + (1 << 25)
 
 
 class MessageLog:
@@ -199,8 +204,10 @@ def _raw_records(log: LogFile) -> Iterator[list]:
     for chunk, start, end in _items(data):
         if not chunk:                  # a meta record: a new stream follows
             record = msgpack.unpackb(data[start:end], raw=False)
-            stream = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW).decompressobj()
-            records = msgpack.Unpacker(raw=False, max_buffer_size=0)
+            sink = _Capped(MAX_CHUNK_OUT)
+            stream = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW).stream_writer(
+                sink, write_size=1 << 16)
+            records = msgpack.Unpacker(raw=False, max_buffer_size=MAX_CHUNK_OUT)
             if not first:
                 yield record
             first = False
@@ -208,14 +215,38 @@ def _raw_records(log: LogFile) -> Iterator[list]:
         try:
             if stream is None:
                 raise zstandard.ZstdError("a chunk before any meta record")
-            records.feed(stream.decompress(data[start:end]))
+            stream.write(data[start:end])
+            records.feed(sink.take())
             batch = list(records)
-        except (zstandard.ZstdError, ValueError):  # not the chunk its length says: the torn end
+        except (zstandard.ZstdError, ValueError, _Inflated):  # not a chunk a writer made:
+            # torn, corrupt or inflating past MAX_CHUNK_OUT - the log ends at the last good one
             end = -1
             break
         yield from batch
     if end != len(data):
         log.truncated_tail = True
+
+
+class _Inflated(Exception):
+    """A chunk decompressed to more than a writer's chunk can hold."""
+
+
+class _Capped:
+    """The decompressor's output for one chunk, refused past ``cap`` bytes (so a small
+    chunk that inflates to gigabytes costs at most ``cap`` of memory)."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap, self.buf = cap, bytearray()
+
+    def write(self, data: bytes) -> int:
+        if len(self.buf) + len(data) > self.cap:
+            raise _Inflated
+        self.buf += data
+        return len(data)
+
+    def take(self) -> bytes:
+        out, self.buf = bytes(self.buf), bytearray()
+        return out
 
 
 def _private(path: str, flags: int) -> int:
