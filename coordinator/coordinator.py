@@ -13,6 +13,11 @@ as the env server, agent i's key only as agent i (a mismatch is refused and coun
 ``spoofed``). After the barrier, processes that wrote their files on another disk ship them
 here (``coordinator.collect``), so the run directory on this host is complete; what could not
 be collected is listed in ``summary.json``.
+
+It journals what it cannot recompute and, killed, is resumed from the journal
+(``coordinator.resume``). It stays whole past ~300 lines: its loop, its watch over the
+processes and its handlers share the table of processes and are read together (admission, the
+end of a run and the resume are their own modules).
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import time
+from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("agentd.coordinator")
 
-PLACEHOLDER = b"\0journal-"     # a restored process's routing id until it is heard again
+PLACEHOLDER = b"\0journal-"
+COUNTED_STEPS = 1 << 16     # far more than the reports a process keeps to send again     # a restored process's routing id until it is heard again
 
 
 def proc_record(proc: Proc, secure: bool) -> dict[str, Any]:
@@ -70,7 +72,11 @@ class Resume:
         self.journal = Journal(self.run_dir)
         self.epoch = 0
         self.resumes: list[dict[str, Any]] = []       # this run's coordinator restarts
-        self.episode_mark = (-1, 0)                   # (env step, episodes counted there)
+        # env step -> episodes counted there (the latest COUNTED_STEPS steps): a report sent
+        # again is counted once, whatever the order it comes in
+        self.counted: dict[int, int] = {}
+        self.counted_order: deque[int] = deque()
+        self.forgotten_below = -1
         self.resumed_at: float | None = None
         self._alive_at = 0.0
         self.tallied: set[int] = set()    # agents whose tally is in (and journaled)
@@ -155,8 +161,7 @@ class Resume:
             if "return" in r:
                 m.returns.append(float(r["return"]))
                 m.steps.append(int(r["step"]))
-                step, count = self.episode_mark
-                self.episode_mark = (r["step"], count + 1 if r["step"] == step else 1)
+                self._count(int(r["step"]), self.counted.get(int(r["step"]), 0) + 1)
             elif "truncated" in r:
                 m.truncated_episodes += 1
 
@@ -198,13 +203,22 @@ class Resume:
     # -- counted once -----------------------------------------------------------------------
     def new_episodes(self: Coordinator, step: int, n: int) -> int:
         """How many of the ``n`` episodes the env server reports at ``step`` are new (a report
-        sent again to a resumed coordinator is counted once)."""
-        last, counted = self.episode_mark
-        if step < last:
+        sent again to a resumed coordinator is counted once; it may come after later ones
+        that were queued in the socket)."""
+        if step <= self.forgotten_below:
             return 0
-        skip = counted if step == last else 0
-        self.episode_mark = (step, max(n, skip))
-        return max(0, n - skip)
+        counted = self.counted.get(step, 0)
+        self._count(step, max(n, counted))
+        return max(0, n - counted)
+
+    def _count(self: Coordinator, step: int, n: int) -> None:
+        if step not in self.counted:
+            self.counted_order.append(step)
+            if len(self.counted_order) > COUNTED_STEPS:
+                old = self.counted_order.popleft()
+                self.forgotten_below = max(self.forgotten_below, old)
+                self.counted.pop(old, None)
+        self.counted[step] = n
 
     def resume_summary(self: Coordinator) -> dict[str, Any]:
         return {"coordinator_restarts": self.resumes,

@@ -90,7 +90,7 @@ def test_the_run_steps_through_an_outage_and_the_resumed_coordinator_counts_it_o
     assert s["episodes"] == STEPS // EP, s["episodes"]
     steps = [json.loads(line)["step"] for line in
              (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [EP * (k + 1) for k in range(STEPS // EP)]
+    assert sorted(steps) == [EP * (k + 1) for k in range(STEPS // EP)]
     (restart,) = s["coordinator_restarts"]
     assert restart["epoch"] == 1 and restart["journal_torn"] == 1
     assert restart["down_s"] >= 4.0 and s["coordinator_down_s"] == restart["down_s"]
@@ -176,8 +176,9 @@ def test_a_launched_run_whose_coordinator_is_killed_twice_finishes_learns_and_re
     assert [r["epoch"] for r in s["coordinator_restarts"]] == [1, 2]
     assert all(r["down_s"] > 0 for r in s["coordinator_restarts"])
     # the same run as one without a coordinator at all: every episode, once, the same returns
-    returns = [json.loads(line)["return"] for line in
-               (run_dir / "metrics.jsonl").read_text().splitlines()]
+    # (in step order: a report sent again to a resumed coordinator may come after later ones)
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    returns = [r["return"] for r in sorted(lines, key=lambda r: r["step"])]
     assert returns == pytest.approx(_in_process_returns("dac", steps), abs=1e-6)
     assert all(a["steps"] == steps for a in s["agents"].values())
     edges = audit_run(run_dir)["edges"]

@@ -8,7 +8,6 @@ import os
 import resource
 import sys
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 from agentd.runtime.keys import Keys, KeysError, agent_names_with_secrets, load_keys
 from agentd.runtime.msglog import MessageLog
 from agentd.runtime.netaddr import route_to, split_endpoint, with_host
+from agentd.runtime.outage import Outbox
 from agentd.runtime.transport import SEND_TIMEOUT_MS, Link, Transport, hostname
 from protocols import COORDINATOR, ENVSERVER, UNASSIGNED, Guard, Message, process_name
 
@@ -33,17 +33,6 @@ class CoordinatorLost(RunFailed):
 
     def __init__(self, message: str) -> None:
         super().__init__(f"CoordinatorLost: {message}")
-
-
-# While the coordinator is unreachable, what would go to it waits here (oldest dropped and
-# counted past this many); heartbeats still go to the socket, so a coordinator resumed at the
-# same endpoint learns at once who is there.
-QUEUE_MAX = 4096
-# What the coordinator counts once (episodes, restarts, byes): the latest of these are kept
-# and sent again when its epoch changes (a resumed coordinator), since those in flight when it
-# died are lost with it; it drops what it had already counted.
-RESEND = frozenset({"episodes", "env_restarted", "restarted", "bye"})
-RESEND_MAX = 1024
 
 
 class ControlPlane:
@@ -63,26 +52,23 @@ class ControlPlane:
         self._last_sent = 0.0
         self.last_heard = time.monotonic()
         self._reported: dict[str, dict[str, int]] = {}
-        self.outage_since: float | None = None
-        self.queued: deque[tuple[str, dict[str, Any], int]] = deque()
-        self.recent: deque[tuple[str, dict[str, Any], int]] = deque(maxlen=RESEND_MAX)
-        self.epoch = 0                    # the coordinator's, from its heartbeats
-        self.outage = {"outages": 0, "outage_s": 0.0, "queued": 0, "dropped": 0, "resent": 0}
+        self.outbox = Outbox()            # its reports while the coordinator is away
 
     def configure(self, cfg: dict[str, Any]) -> None:
         """The run's heartbeat settings, from the welcome's config."""
         self.interval, self.timeout = cfg["heartbeat_interval"], cfg["heartbeat_timeout"]
         self.coordinator_timeout = float(cfg.get("coordinator_timeout", self.timeout))
 
+    @property
+    def outage_since(self) -> float | None:
+        return self.outbox.since
+
+    @property
+    def epoch(self) -> int:
+        return self.outbox.epoch
+
     def send(self, kind: str, body: dict[str, Any], step: int = 0) -> None:
-        if kind in RESEND:
-            self.recent.append((kind, body, step))
-        if self.outage_since is not None and kind != "heartbeat":
-            if len(self.queued) >= QUEUE_MAX:
-                self.queued.popleft()
-                self.outage["dropped"] += 1
-            self.queued.append((kind, body, step))
-            self.outage["queued"] += 1
+        if self.outbox.hold(kind, body, step):
             return
         self.transport.send(self.link, kind, COORDINATOR, body, step)
         self._last_sent = time.monotonic()
@@ -157,8 +143,7 @@ class ControlPlane:
             raise CoordinatorLost(f"lost the coordinator: unreachable for {silent:.1f} s "
                                   f"(coordinator_timeout {limit:g} s)")
         if self.outage_since is None:
-            self.outage_since = self.last_heard
-            self.outage["outages"] += 1
+            self.outbox.begin(self.last_heard)
             # heartbeats must not wait on a socket nobody reads: past its queue they are
             # counted as not sent (the coordinator learns who is there from the next one)
             self.transport.limit_send_wait(self.link, 0.0)
@@ -168,26 +153,13 @@ class ControlPlane:
 
     def _back(self, epoch: int | None) -> None:
         """The coordinator is heard again: what waited goes out; a new epoch (it was resumed
-        from its journal) gets the latest counted reports again."""
+        from its journal) gets the latest counted reports again (``agentd.runtime.outage``)."""
         now = time.monotonic()
         if self.outage_since is not None:
-            self.outage["outage_s"] = round(self.outage["outage_s"] + now - self.outage_since, 3)
-            self.outage_since = None
             self.transport.limit_send_wait(self.link, SEND_TIMEOUT_MS / 1000)
             log.warning("%s: the coordinator is back; sending the %d reports queued",
-                        process_name(self.transport.me), len(self.queued))
-        resend = []
-        if epoch is not None and epoch != self.epoch:
-            resend = list(self.recent)
-            self.outage["resent"] += len(resend)
-        if epoch is not None:
-            self.epoch = epoch
-        queued, self.queued = list(self.queued), deque()
-        sent = set()
-        for kind, body, step in resend + queued:
-            if id(body) in sent:        # queued and resent: once is enough
-                continue
-            sent.add(id(body))
+                        process_name(self.transport.me), len(self.outbox.queued))
+        for kind, body, step in self.outbox.end(now, epoch):
             self.transport.send(self.link, kind, COORDINATOR, body, step)
             self._last_sent = now
 

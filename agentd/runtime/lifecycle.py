@@ -83,7 +83,7 @@ def run_process(role: Role, opts: JoinOptions, want_id: int | None = None) -> in
         files.capture_output()
         served = role.serve(joined, files)
         transport.set_hot([])          # the run loop is over: bye, ack and files are control
-        control.send("bye", {"stats": {**served.stats, "coordinator_outage": control.outage}})
+        control.send("bye", {"stats": {**served.stats, "coordinator_outage": control.outbox.counts}})
         transport.flush()
         acked = control.wait_ack(2 * cfg["heartbeat_timeout"], served.serve_finished)
         if acked and served.tally is not None:

@@ -159,7 +159,7 @@ def ship(files: RunFiles, control: ControlPlane, silence: float) -> bool:
             continue
         for msg, _ in transport.recv_all(control.link):
             heard = time.monotonic()
-            epoch, queued = control.epoch, any(k == "files" for k, _, _ in control.queued)
+            epoch, queued = control.epoch, any(k == "files" for k, _, _ in control.outbox.queued)
             control.heard(msg)
             if control.epoch != epoch and not queued:
                 control.send("files", {"files": manifest})
