@@ -124,10 +124,11 @@ class Supervisor:
 
     def _resumable(self, code: int, started: float) -> bool:
         """A coordinator that died (not one that ended the run: it writes summary.json
-        first) and has restarts left."""
+        first; nor one that never started it: it had no journal) and has restarts left."""
         summary = self.run_dir / "summary.json"
         ended = summary.exists() and summary.stat().st_mtime >= started - 1.0
-        return code != 0 and not ended and \
+        journaled = (self.run_dir / "journal.jsonl").exists()
+        return code != 0 and journaled and not ended and \
             self.restarts.get("coordinator", 0) < self._coordinator_restarts()
 
     def supervise(self) -> None:
