@@ -130,13 +130,14 @@ class Resume:
             self.procs[proc.identity] = proc
             if proc.role == "envserver":
                 self.env_proc = proc
-        phase = j.last("phase")
+        # how the run ended, if it had ('written' only follows it: the summary was written)
+        phase = next((p for p in reversed(j.all("phase")) if p["phase"] != "written"), None)
         ready = j.last("env_ready")
         if ready is not None:
             self.spaces, self.env_local = ready["spaces"], ready["local"]
         self.admitted = self.stepping = j.first("running") is not None
         self.resumes = [{k: v for k, v in r.items() if k != "r"} for r in j.all("resume")]
-        if phase is not None and phase["phase"] not in ("done", "written"):
+        if phase is not None and phase["phase"] != "done":
             self.pending_end = (phase["phase"], phase["reason"])
         self.epoch = len(self.resumes) + 1
         self._restore_metrics(metrics)
