@@ -66,7 +66,7 @@ class RunConfig:
     rejoin_timeout: float = 30.0      # seconds the coordinator waits for a dead process to rejoin
     peer_timeout: float = 0.0         # silence after which a neighbour is down for that step
     link_schedule: str = ""           # file of 'FROM TO I J' lines: edge I-J down for FROM<=t<TO
-    links_down: list = field(default_factory=list)   # the schedule, read (in config.toml)
+    links_down: list = field(default_factory=list)   # [FROM, TO, I, J] rows read from link_schedule
     heartbeat_interval: float = 0.5   # seconds between heartbeats
     heartbeat_timeout: float = 5.0    # silence after which a process is declared dead
     coordinator_timeout: float = 120.0  # seconds a process carries on without the coordinator

@@ -135,3 +135,53 @@ def test_config_toml_records_every_resolved_param(algo, tmp_path):
         assert written[name] == expected, name
     again = resolve(tomllib.loads(to_toml(config)), {})   # the file re-makes the same run
     assert again.params == written and again.algo == algo
+
+
+def help_entries(help_text: str) -> dict[str, str]:
+    """Each option of a --help text (its first flag) -> its whole help text, one line."""
+    entries: dict[str, str] = {}
+    flag = None
+    for line in help_text.split("\n\n", 2)[-1].splitlines():
+        if line.startswith("  -"):
+            head = line.strip().split("  ", 1)
+            flag = head[0].split()[0].rstrip(",")
+            entries[flag] = head[1].strip() if len(head) > 1 else ""
+        elif flag is not None and line.startswith(" " * 6):
+            entries[flag] = (entries[flag] + " " + line.strip()).strip()
+        else:
+            flag = None
+    return entries
+
+
+def test_launch_help_documents_every_run_config_field_with_its_default(launch_help):
+    """The drift test: every RunConfig field is in `agentd launch --help` -- a flag of its
+    name with RunConfig's default, a table named by its flag, or a file-only field in the
+    epilog -- and has its comment in RunConfig (the flag's help comes from it)."""
+    from agentd.cli.catalog import config_field_docs
+    from agentd.config import RunConfig
+
+    docs = config_field_docs()
+    entries = help_entries(launch_help)
+    epilog = launch_help.split("set in the --config file only:", 1)[1]
+    for f in dataclasses.fields(RunConfig):
+        assert docs.get(f.name), f"RunConfig.{f.name} has no comment"
+        flag = "--" + f.name.replace("_", "-")
+        if flag in entries:
+            assert entries[flag], flag
+            if f.default not in ("", dataclasses.MISSING) and not isinstance(f.default, bool):
+                assert f"default {f.default}" in entries[flag], (flag, entries[flag])
+        else:
+            assert f"[{f.name}]" in launch_help or f"{f.name}: {docs[f.name]}" in epilog, \
+                f"RunConfig.{f.name} is missing from agentd launch --help"
+
+
+def test_launch_help_follows_the_registries():
+    """A learner and an env registered at run time show in the help (it is generated)."""
+    prelude = ("from agentd.algorithms import ALGORITHMS\nfrom agentd.envs.registry import "
+               "ENVS\nimport dataclasses\n"
+               "ALGORITHMS['zz-new'] = ALGORITHMS['dac']\n"
+               "ENVS['zz-env'] = dataclasses.replace(ENVS['matrix'], name='zz-env')")
+    res = agentd("launch", "--help", prelude=prelude)
+    assert res.returncode == 0, res.stderr
+    assert listed(res.stdout, "--algo ALGO", "learner: ")[-1] == "zz-new"
+    assert listed(res.stdout, "--env ENV", "ENV ")[-1] == "zz-env"

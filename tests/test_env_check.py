@@ -63,12 +63,13 @@ def test_a_dotted_spec_without_colon_shows_the_spelling_that_works():
         check_env_id("pettingzoo.butterfly.pistonball_v6.parallel_env")
 
 
-@pytest.mark.parametrize(("cap", "words"), [
-    (4096, "envserver (pid"),            # the env server's env_ready (14,748 bytes)
-    (15000, "cannot admit agent"),       # env_ready fits; the coordinator's welcome does not
+@pytest.mark.parametrize("cap", [
+    4096,        # the env server's env_ready (14,748 bytes) does not fit
+    15000,       # env_ready fits; the coordinator's welcome does not
 ])
-def test_an_oversize_env_ready_or_welcome_names_the_message_and_the_fix(runs, tmp_path, cap,
-                                                                       words):
+def test_an_oversize_env_ready_or_welcome_names_the_message_and_the_fix(runs, tmp_path, cap):
+    """Refused by the launcher's precheck (both messages encoded as they will be sent),
+    before any process or run directory."""
     run_dir = tmp_path / "run"
     proc = runs.start(["launch", "--run-dir", str(run_dir), "--quiet", "--n", "3",
                        "--algo", "random", "--env", "pz_toy:parallel_env", "--env-arg",
@@ -76,7 +77,28 @@ def test_an_oversize_env_ready_or_welcome_names_the_message_and_the_fix(runs, tm
                       env=ENV)
     out, _ = proc.communicate(timeout=120)
     text = out.decode()
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     kind = "env_ready" if cap == 4096 else "welcome"
     assert f"the '{kind}' message is 1" in text and f"cap of {cap:,} bytes" in text
-    assert words in text and "--max-msg-bytes 1048576" in text
+    assert text.startswith("agentd: config error: 'max_msg_bytes'")
+    assert "--max-msg-bytes 1048576" in text and not run_dir.exists()
+
+
+def test_the_command_env_check_recommends_runs(tmp_path):
+    """A ready env's verdict names a learner whose declared spaces fit the env (the toy has
+    Box observations: the default dac would be refused), and that command runs."""
+    import json
+    import shlex
+
+    out = env_check("pz_toy:parallel_env")
+    assert out.returncode == 0, out.stdout + out.stderr
+    line = next(line for line in out.stdout.splitlines() if line.startswith("verdict: ready:"))
+    command = shlex.split(line.removeprefix("verdict: ready: "))
+    assert command[:2] == ["agentd", "launch"] and "--algo" in command
+    assert command[command.index("--algo") + 1] != "dac"
+    run_dir = tmp_path / "run"
+    res = subprocess.run([sys.executable, "-m", "agentd", *command[1:], "--steps", "20",
+                          "--quiet", "--run-dir", str(run_dir)], env=ENV, check=False,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "done"

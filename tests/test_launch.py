@@ -92,11 +92,14 @@ def test_unknown_config_field_and_bad_toml(runs, tmp_path):
     assert res.returncode == 2 and "not valid TOML" in res.stdout
 
 
-def test_unknown_env_module_fails_the_run_with_a_clear_error(runs, tmp_path):
+def test_unknown_env_module_is_refused_with_a_clear_error_before_the_run(runs, tmp_path):
+    """The launcher's precheck builds the env first (tests/test_precheck.py): no process,
+    no run directory."""
     res = runs.launch(tmp_path / "run", "--n", "2", "--env", "no_such_module:make", timeout=60)
-    assert res.returncode == 1
-    s = read_json(tmp_path / "run" / "summary.json")
-    assert s["status"] == "failed" and "no_such_module" in s["error"]
+    assert res.returncode == 2
+    assert res.stdout.startswith("agentd: config error: 'env'")
+    assert "module 'no_such_module' not found" in res.stdout
+    assert not (tmp_path / "run").exists()
 
 
 def test_killed_agent_ends_the_run_with_an_error_naming_it(runs, tmp_path):

@@ -42,6 +42,28 @@ def env_names() -> str:
     return ", ".join(ENVS)
 
 
+def config_field_docs() -> dict[str, str]:
+    """RunConfig field -> the comment written beside it (its documentation, and the help of
+    its flag)."""
+    import io
+    import tokenize
+
+    from agentd.config import RunConfig
+
+    docs: dict[str, str] = {}
+    name = None
+    source = textwrap.dedent(inspect.getsource(RunConfig))
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.NAME and tok.start[1] == 4 and name is None:
+            name = tok.string          # a field's name starts its line, one indent in
+        elif tok.type == tokenize.COMMENT and name is not None:
+            docs[name] = tok.string.lstrip("#").strip()
+        elif tok.type == tokenize.NEWLINE:
+            name = None
+    return {k: v for k, v in docs.items() if k in {f.name for f in
+                                                  dataclasses.fields(RunConfig)}}
+
+
 def declared_flags() -> tuple[str, ...]:
     """The yes/no capabilities the Learner base class declares (``ClassVar[bool]``)."""
     return tuple(name for name, kind in Learner.__annotations__.items()

@@ -29,7 +29,8 @@ def run(argv: list[str]) -> int:
         return 2
     from agentd.tools.env_check import check_env, report
 
-    findings, n_agents = check_env(args.env, kwargs, args.max_msg_bytes, max(1, args.steps))
-    text, ok = report(args.env, findings, args.env_arg, n_agents)
+    findings, n_agents, kinds = check_env(args.env, kwargs, args.max_msg_bytes,
+                                          max(1, args.steps))
+    text, ok = report(args.env, findings, args.env_arg, n_agents, kinds)
     print(text)
     return 0 if ok else 1

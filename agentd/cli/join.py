@@ -38,19 +38,29 @@ def join_options(args: argparse.Namespace) -> JoinOptions:
                        args.run_dir, args.join_timeout)
 
 
-def endpoint_of(join: str, timeout: float) -> str:
+def endpoint_of(join: str, timeout: float, notice_first: float = 2.0,
+                notice_every: float = 5.0) -> str:
     """``@FILE``: wait for the coordinator to write its endpoint to FILE (a local launcher
-    starts every process at once, so they import while the coordinator starts)."""
+    starts every process at once, so they import while the coordinator starts), saying every
+    few seconds what it waits for and until when."""
     if not join.startswith("@"):
         return join
-    path, deadline = Path(join[1:]), time.monotonic() + timeout
+    path, started = Path(join[1:]), time.monotonic()
+    deadline, notice = started + timeout, started + notice_first
     while True:
         try:
             return json.loads(path.read_text())["endpoint"]
         except (OSError, ValueError, KeyError, TypeError):
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline:
                 raise SystemExit(f"no coordinator endpoint in {path} after {timeout:.0f} s") \
                     from None
+            if now >= notice:
+                until = time.strftime("%H:%M:%S %Z", time.localtime(time.time() + deadline - now))
+                print(f"waiting {now - started:.0f} s so far for the coordinator's endpoint in "
+                      f"{path} (written once it listens); waiting until {until}", file=sys.stderr,
+                      flush=True)
+                notice = now + notice_every
             time.sleep(0.01)
 
 

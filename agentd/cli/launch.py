@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from agentd.cli.common import add_run_flags, config_from_args
-from agentd.config import RunConfig
+from agentd.config import ConfigError, RunConfig
 
 RAY_FLAGS = ("ray_address", "ray_strategy", "ray_cpus", "ray_timeout", "ray_workdir")
 
@@ -40,7 +40,8 @@ def _launch_on_ray(config: RunConfig, args: argparse.Namespace) -> int:
                       cpus=1.0 if args.ray_cpus is None else args.ray_cpus,
                       timeout=60.0 if args.ray_timeout is None else args.ray_timeout,
                       workdir=args.ray_workdir)
-    return RayLauncher(config, opts, quiet=args.quiet, secure=not args.insecure).run()
+    return RayLauncher(config, opts, quiet=args.quiet, secure=not args.insecure,
+                       catch_signals=True).run()
 
 
 def _launch_in_process(config: RunConfig) -> int:
@@ -85,7 +86,10 @@ def run(argv: list[str]) -> int:
         if args.backend == "ray":
             return _launch_on_ray(config, args)
         return Launcher(config, quiet=args.quiet, pin_cpus=args.pin_cpus,
-                        secure=args.secure).run()
+                        secure=args.secure, catch_signals=True).run()
+    except ConfigError as exc:        # found by the launcher's precheck: nothing started
+        print(f"agentd: config error: {exc}", file=sys.stderr)
+        return 2
     except LaunchError as exc:
         print(f"agentd launch: {exc}", file=sys.stderr)
         return 1

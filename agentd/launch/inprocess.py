@@ -34,6 +34,7 @@ from agentd.config import RunConfig
 from agentd.configfile import to_toml
 from agentd.envs import make_env
 from agentd.envs.base import StepResult, VecEnv
+from agentd.launch.precheck import precheck
 from agentd.plan import RunPlan, plan
 from coordinator.envserver import step_body
 from protocols.codec import Codec
@@ -213,19 +214,42 @@ def save_checkpoint(run_dir: Path, i: int, learner: Learner, step: int | None = 
 
 
 # -- agentd launch --backend inprocess -------------------------------------------------------
-def launch_in_process(config: RunConfig) -> int:
+class _Stopped(Exception):
+    """``stop()`` said so at this joint step."""
+
+
+def launch_in_process(config: RunConfig, stop: Callable[[], bool] | None = None,
+                      checked: RunPlan | None = None) -> int:
     """Run the config's plan in this process; the run directory gets config.toml, plan.json,
-    seeds.json, metrics.jsonl (one record per episode), summary.json and the checkpoints."""
+    seeds.json, metrics.jsonl (one record per episode), summary.json and the checkpoints.
+    ``stop`` is asked after every joint step: True ends the run as interrupted (exit code
+    130, a summary saying so and no checkpoints), as Ctrl-C ends a live one. ``checked``:
+    the plan ``precheck`` already returned for this config (it is not checked again)."""
     from coordinator.rundir import return_figures, write_json
 
-    p = plan(config)
+    refuse_live_only(config)
+    p = checked or precheck(config)
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(to_toml(config))
     (run_dir / "plan.json").write_text(p.to_json())
     write_json(run_dir / "seeds.json", p.seeds())
     started = time.monotonic()
-    res = run_planned(p, config, run_dir=run_dir)
+
+    def on_step(t: int) -> None:
+        if stop is not None and stop():
+            raise _Stopped(t)
+
+    try:
+        res = run_planned(p, config, on_step=on_step, run_dir=run_dir)
+    except _Stopped as exc:
+        write_json(run_dir / "summary.json", {
+            "status": "interrupted", "error": "stopped", "backend": "inprocess",
+            "algo": config.algo, "env": config.env, "n": config.n, "steps": config.steps,
+            "steps_done": exc.args[0], "seed": config.seed, "private": p.private,
+            "wall_s": round(time.monotonic() - started, 3)})
+        print(f"run interrupted: {run_dir}  after {exc.args[0]} steps  (in-process)", flush=True)
+        return 130
     wall = time.monotonic() - started
     for i, learner in enumerate(res.learners):
         save_checkpoint(run_dir, i, learner)
@@ -234,8 +258,8 @@ def launch_in_process(config: RunConfig) -> int:
     figures = return_figures([r for _, r in res.returns])
     write_json(run_dir / "summary.json", {
         "status": "done", "backend": "inprocess", "algo": config.algo, "env": config.env,
-        "n": config.n, "steps": config.steps, "seed": config.seed, "private": p.private,
-        "wall_s": round(wall, 3), **figures})
+        "n": config.n, "steps": config.steps, "steps_done": config.steps, "seed": config.seed,
+        "private": p.private, "wall_s": round(wall, 3), **figures})
     fmt = (lambda v: "n/a" if v is None else f"{v:.3f}")
     print(f"run done: {run_dir}  episodes {figures['episodes']}  final_return "
           f"{fmt(figures['final_return'])} (initial {fmt(figures['initial_return'])})  "

@@ -8,6 +8,7 @@ coordinator to stop the run in order (forwarding the signal) and cleans up whate
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from pathlib import Path
 from agentd.algorithms import load_learner_class
 from agentd.config import RunConfig
 from agentd.configfile import to_toml
+from agentd.launch.precheck import precheck
 from agentd.launch.supervisor import LaunchError, Supervisor
 from agentd.plan import RunPlan, plan
 from agentd.runtime.keys import new_keys
@@ -49,12 +51,16 @@ class Launcher:
     """Owns the child processes of one local run."""
 
     def __init__(self, config: RunConfig, quiet: bool = False, pin_cpus: bool = False,
-                 secure: bool = False, run_plan: RunPlan | None = None) -> None:
+                 secure: bool = False, run_plan: RunPlan | None = None,
+                 catch_signals: bool = False) -> None:
         self.config = config
         self.plan = run_plan or plan(config)      # which processes to start
         self.quiet = quiet
         self.pin_cpus = pin_cpus
         self.secure = secure
+        # True (the CLI): Ctrl-C and SIGTERM stop the run in order; else stop() does
+        self.catch_signals = catch_signals
+        self.checked = False
         self.run_dir = Path(config.run_dir)
         self.supervisor = Supervisor(self.run_dir, config.max_restarts)
 
@@ -94,10 +100,14 @@ class Launcher:
         return cpus[len(self.children) % len(cpus)]
 
     def run(self) -> int:
+        """Check the run (``precheck``: a ``ConfigError`` before anything starts), start its
+        processes and wait for it; the coordinator's exit code."""
+        self.check()
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
         config_path = self.run_dir / "config.toml"
         config_path.write_text(to_toml(self.config))
-        self.supervisor.catch_signals()
+        if self.catch_signals:
+            self.supervisor.catch_signals()
         try:
             security = self._security_flags()
             marker = self.run_dir / "coordinator.json"
@@ -120,6 +130,16 @@ class Launcher:
             return self.supervisor.wait(coord)
         finally:
             self.supervisor.cleanup()
+
+    def check(self) -> None:
+        """``precheck`` the run, once: a ``ConfigError`` before anything starts."""
+        if not self.checked:
+            precheck(self.config, self.plan)
+            self.checked = True
+
+    def stop(self, signum: int = signal.SIGINT) -> None:
+        """Ask the run to stop in order, as Ctrl-C does (safe from another thread)."""
+        self.supervisor.stop_signal = signum
 
     def _security_flags(self) -> list[str]:
         """--secure: a throw-away key directory inside the run directory, for every child."""

@@ -33,6 +33,7 @@ from typing import Any
 
 from agentd.config import RunConfig
 from agentd.configfile import to_toml
+from agentd.launch.precheck import precheck
 from agentd.launch.supervisor import COORDINATOR_RESTARTS, LaunchError, Supervisor, Unreachable
 from agentd.plan import RunPlan, plan
 from agentd.runtime.keys import REGISTRY_FILE, name_of, new_keys
@@ -101,10 +102,14 @@ class RayLauncher:
     """Owns the Ray actors of one run, and the placement group they live in."""
 
     def __init__(self, config: RunConfig, opts: RayOptions, quiet: bool = False,
-                 secure: bool = True, run_plan: RunPlan | None = None) -> None:
+                 secure: bool = True, run_plan: RunPlan | None = None,
+                 catch_signals: bool = False) -> None:
         check_options(opts)
         self.config, self.opts, self.quiet, self.secure = config, opts, quiet, secure
-        self.plan = run_plan or plan(config)      # which processes to place
+        self.catch_signals = catch_signals     # True (the CLI): Ctrl-C stops the run in order
+        # which processes to place, checked before Ray starts (a ConfigError: no actor, no
+        # run directory)
+        self.plan = precheck(config, run_plan or plan(config))
         self.run_dir = Path(config.run_dir).absolute()
         self.address = opts.address or os.environ.get("RAY_ADDRESS")
         if self.address is None:
@@ -126,7 +131,8 @@ class RayLauncher:
         self.config.run_dir = str(self.run_dir)
         config_path = self.run_dir / "config.toml"
         config_path.write_text(to_toml(self.config))
-        self.supervisor.catch_signals()
+        if self.catch_signals:
+            self.supervisor.catch_signals()
         try:
             self._connect()
             security = self._key_files()

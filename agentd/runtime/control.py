@@ -1,5 +1,9 @@
 """What every runtime process shares: heartbeats both ways, liveness, the welcome handshake,
-and (for hand-started agents and env servers) how a process opens its sockets to join a run."""
+and (for hand-started agents and env servers) how a process opens its sockets to join a run.
+
+It stays whole past ~300 lines: the heartbeats, the watch over the coordinator's silence (its
+outages, ``agentd.runtime.outage``) and every wait for the coordinator share one socket and
+one clock, and are read together."""
 
 from __future__ import annotations
 
@@ -21,6 +25,9 @@ from agentd.runtime.transport import SEND_TIMEOUT_MS, Link, Transport, hostname
 from protocols import COORDINATOR, ENVSERVER, UNASSIGNED, Guard, Message, process_name
 
 log = logging.getLogger("agentd.runtime.control")
+
+
+NOTICE_FIRST, NOTICE_EVERY = 2.0, 5.0   # seconds to the first "still waiting" line, between two
 
 
 class RunFailed(RuntimeError):
@@ -79,8 +86,10 @@ class ControlPlane:
                             "endpoint": endpoint, "want_id": want_id, "caps": caps or {}})
 
     def wait_welcome(self, timeout: float) -> dict[str, Any]:
-        """Block until the coordinator admits us (or refuses, or stays silent too long)."""
-        deadline = time.monotonic() + timeout
+        """Block until the coordinator admits us (or refuses, or stays silent too long),
+        saying every few seconds what we wait for and until when (``_say_waiting``)."""
+        started = time.monotonic()
+        deadline, notice = started + timeout, started + NOTICE_FIRST
         while time.monotonic() < deadline:
             if self.link in self.transport.poll(100):
                 # Stop at the welcome: what follows is addressed to the id it assigns, so the
@@ -95,7 +104,30 @@ class ControlPlane:
                     if msg.kind == "stop":
                         raise RunFailed(f"not admitted: {msg.body['reason']}")
             self._check_handshake()
+            if time.monotonic() >= notice:
+                self._say_waiting(time.monotonic() - started, deadline)
+                notice = time.monotonic() + NOTICE_EVERY
+        if not self.transport.reached(self.endpoint):
+            raise CoordinatorLost(f"nothing answered at {self.endpoint} within {timeout:.0f} s: "
+                                  "no coordinator listens there (is it running, and are the "
+                                  "address and port right?)")
         raise CoordinatorLost(f"no welcome from the coordinator within {timeout:.0f} s")
+
+    def _say_waiting(self, waited: float, deadline: float) -> None:
+        """What a joining process waits for, and until when: nothing listening at the
+        endpoint (a warning), or the coordinator's welcome, which comes once the env server
+        and every agent process of the run have said hello."""
+        left = deadline - time.monotonic()
+        until = f"until {time.strftime('%H:%M:%S %Z', time.localtime(time.time() + left))} " \
+                f"({left:.0f} s left of the join timeout)"
+        if not self.transport.reached(self.endpoint):
+            log.warning("nothing answers at %s after %.0f s: no connection to a coordinator "
+                        "there (is it running, and are the address and port right?); still "
+                        "trying %s", self.endpoint, waited, until)
+        else:
+            log.info("connected to the coordinator at %s; waiting %.0f s so far for its "
+                     "welcome (sent once the env server and every agent process of the run "
+                     "have joined); waiting %s", self.endpoint, waited, until)
 
     def wait_turn(self, timeout: float) -> dict[str, Any]:
         """Block until the coordinator's turn schedule (sent right behind the welcome)."""

@@ -81,6 +81,9 @@ class Sentinel:
         self.ctx = ctx
         self.registry = registry
         self.events: deque[HandshakeEvent] = deque()
+        # endpoints a client socket of this process has a connection to right now (set by
+        # the thread; read by the process's thread to say whether anything answers there)
+        self.connected: set[str] = set()
         self._new: queue.Queue = queue.Queue()
         self._count = itertools.count()
         self._stop = threading.Event()
@@ -189,6 +192,9 @@ class Sentinel:
             except zmq.Again:
                 return
             event, value = int(msg["event"]), int(msg["value"])
+            if not info.server and event in (zmq.EVENT_CONNECTED, zmq.EVENT_DISCONNECTED):
+                (self.connected.add if event == zmq.EVENT_CONNECTED
+                 else self.connected.discard)(info.endpoint)
             if event == zmq.EVENT_ACCEPTED:
                 info.peers[value] = _peer_address(value)
             elif event == zmq.EVENT_DISCONNECTED:

@@ -230,6 +230,11 @@ class Transport(Wire):
             self.tally.handshake(self.sentinel.events.popleft(), self.msglog)
 
     # -- bookkeeping ------------------------------------------------------------------------
+    def reached(self, endpoint: str) -> bool:
+        """Whether a socket of ours that connects to ``endpoint`` has a connection there now
+        (something listens; the handshake is another matter)."""
+        return endpoint in self.sentinel.connected
+
     def handshake_counts(self) -> dict[str, dict[str, int]]:
         """Failed handshakes so far, by plane and reason (planes without any left out)."""
         return self.tally.handshake_counts()

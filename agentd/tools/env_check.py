@@ -34,20 +34,21 @@ class Finding:
 
 
 def check_env(spec: str, env_kwargs: dict[str, Any], max_bytes: int = 16 << 20,
-              steps: int = 5) -> tuple[list[Finding], int]:
-    """Every check that can run (a failed build stops the ones that need the env), and the
-    env's number of agents (0 when it could not be built)."""
+              steps: int = 5) -> tuple[list[Finding], int, dict[str, set[str]]]:
+    """Every check that can run (a failed build stops the ones that need the env), the
+    env's number of agents (0 when it could not be built) and the kinds of its spaces
+    ({"act": {"discrete"}, "obs": {"box"}}; empty when it could not be built)."""
     from agentd.envs.pettingzoo_env import PettingZooVecEnv, load_factory
 
     try:
         factory = load_factory(spec)
     except EnvError as exc:
-        return [Finding("factory", False, str(exc))], 0
+        return [Finding("factory", False, str(exc))], 0, {}
     out = [_api_test(factory, env_kwargs, steps)]
     try:
         envs = [PettingZooVecEnv(factory, 2, steps, env_kwargs, name=spec) for _ in range(2)]
     except EnvError as exc:
-        return [*out, Finding("spaces", False, str(exc))], 0
+        return [*out, Finding("spaces", False, str(exc))], 0, {}
     try:
         out.append(Finding("spaces", True, _describe(envs[0])))
         out.append(_size(envs[0], max_bytes))
@@ -55,7 +56,9 @@ def check_env(spec: str, env_kwargs: dict[str, Any], max_bytes: int = 16 << 20,
     finally:
         for env in envs:
             env.close()
-    return out, envs[0].n_agents
+    kinds = {"act": {a["type"] for a in envs[0].act_spaces},
+             "obs": {o["type"] for o in envs[0].obs_spaces}}
+    return out, envs[0].n_agents, kinds
 
 
 def _api_test(factory: Callable[..., Any], kwargs: dict[str, Any], steps: int) -> Finding:
@@ -158,14 +161,48 @@ def _outside(env: Any, obs: list[np.ndarray], when: str) -> list[str]:
     return out
 
 
+# The learner a ready env's command suggests: the first of these whose declared spaces fit
+# (a tabular learner, else a deep one for Box spaces), else the first registered one that fits.
+PREFERRED = ("dac", "dac-deep", "ippo")
+
+
+def pick_learner(kinds: dict[str, set[str]]) -> str:
+    """A registered, private, decentralised learner whose declared action and observation
+    types fit these space kinds ("" if none can be loaded here)."""
+    from agentd.algorithms import ALGORITHMS, load_learner_class
+    from agentd.algorithms.base import LearnerConfigError
+
+    for name in dict.fromkeys([*PREFERRED, *ALGORITHMS]):
+        try:
+            cls = load_learner_class(name)
+        except LearnerConfigError:      # e.g. a deep learner without PyTorch installed
+            continue
+        if cls.non_private_reason({}):
+            continue
+        if all(cls.action_type in ("any", k) for k in kinds.get("act", ())) and \
+                all(cls.obs_type in ("any", k) for k in kinds.get("obs", ())):
+            return name
+    return ""
+
+
 def report(spec: str, findings: list[Finding], env_args: list[str] | None = None,
-           n_agents: int = 0) -> tuple[str, bool]:
-    """The text a user reads and whether the env passed."""
+           n_agents: int = 0, kinds: dict[str, set[str]] | None = None) -> tuple[str, bool]:
+    """The text a user reads and whether the env passed; a ready env gets a command with a
+    learner whose declared spaces fit it (``pick_learner``)."""
     lines = [f"env check: {spec}"]
-    spec = " ".join([f"--n {n_agents} --env {spec}", *(f"--env-arg {a}" for a in env_args or [])])
+    command = " ".join([f"--n {n_agents} --env {spec}",
+                        *(f"--env-arg {a}" for a in env_args or [])])
     lines += [f"  [{'ok' if f.ok else 'FAIL'}] {f.name}" + (f": {f.detail}" if f.detail else "")
               for f in findings]
     failed = [f.name for f in findings if not f.ok]
-    lines.append("verdict: ready: agentd launch " + spec if not failed else
-                 f"verdict: NOT ready: {len(failed)} problem(s): {', '.join(failed)}")
-    return "\n".join(lines), not failed
+    if failed:
+        lines.append(f"verdict: NOT ready: {len(failed)} problem(s): {', '.join(failed)}")
+        return "\n".join(lines), False
+    algo = pick_learner(kinds or {})
+    lines.append("verdict: ready: agentd launch " + command + (f" --algo {algo}" if algo else ""))
+    if algo:
+        shown = "; ".join(f"{what} {', '.join(sorted((kinds or {}).get(key, ())))}"
+                          for key, what in (("act", "actions"), ("obs", "observations")))
+        lines.append(f"  ({algo}: the first of {', '.join(PREFERRED)} whose declared spaces fit "
+                     f"this env's ({shown}); agentd algos lists every learner's)")
+    return "\n".join(lines), True
