@@ -69,6 +69,7 @@ class RunConfig:
     links_down: list = field(default_factory=list)   # [FROM, TO, I, J] rows read from link_schedule
     heartbeat_interval: float = 0.5   # seconds between heartbeats
     heartbeat_timeout: float = 5.0    # silence after which a process is declared dead
+    coordinator_timeout: float = 120.0  # seconds a process carries on without the coordinator
     join_timeout: float = 60.0        # seconds for all processes to join
     max_msg_bytes: int = 16 << 20     # size cap of one message (guard)
     host: str = "127.0.0.1"           # interface local processes bind to
@@ -199,6 +200,8 @@ def validate(c: RunConfig) -> None:
     _require(c.heartbeat_timeout >= 2 * c.heartbeat_interval, "heartbeat_timeout",
              "at least twice heartbeat_interval", c.heartbeat_timeout)
     _require(c.join_timeout > 0, "join_timeout", "seconds > 0", c.join_timeout)
+    _require(c.coordinator_timeout >= c.heartbeat_timeout, "coordinator_timeout",
+             "seconds >= heartbeat_timeout", c.coordinator_timeout)
     # the sockets' frame cap (ZMQ_MAXMSGSIZE) is set when a process binds, before it knows
     # its run: a larger message cap would let the guard admit frames the sockets drop
     _require(1024 <= c.max_msg_bytes <= DEFAULT_MAX_BYTES, "max_msg_bytes",

@@ -75,6 +75,16 @@ class MetricsFile:
         self.tb.scalars("consensus", {k: v for k, v in point.items() if k != "step"},
                         point["step"])
 
+    def in_step_order(self) -> tuple[list[int], list[float]]:
+        """Steps and returns sorted by step (reports sent again to a resumed coordinator may
+        come after later ones; each line of metrics.jsonl carries its step)."""
+        order = sorted(range(len(self.steps)), key=self.steps.__getitem__)
+        return [self.steps[i] for i in order], [self.returns[i] for i in order]
+
+    def offset(self) -> int:
+        """Bytes written so far (the journal records it at each phase)."""
+        return self._file.tell()
+
     def close(self) -> None:
         self._file.close()
         self.tb.close()

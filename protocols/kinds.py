@@ -128,7 +128,10 @@ register(Kind("env_ready", "control", {"spaces": B.SPACES, "local": B.LOCAL_OFFE
               frozenset(["local"]), max_objects=1 << 18,
               doc="env server -> coordinator: the env is built; its spaces for the welcomes "
                   "and where agents on its machine reach its local env plane"))
-register(Kind("heartbeat", "control", {}, doc="liveness, both ways"))
+register(Kind("heartbeat", "control", {"epoch": Int(0, 1 << 20)}, frozenset(["epoch"]),
+              doc="liveness, both ways; the coordinator's carry its epoch (how many times it "
+                  "was resumed from its journal): a process that sees it change sends again "
+                  "what the coordinator may have lost"))
 register(Kind("metrics", "control", {"step": INT, "scalars": B.SCALARS},
               doc="agent -> coordinator: scalar diagnostics only (numbers or bools; NaN and "
                   "infinity allowed: a diverging learner's loss is worth seeing)"))

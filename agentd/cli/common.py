@@ -26,6 +26,9 @@ FLAG_HELP = {
                       "steps, written atomically (0: none; a restart then starts over)",
     "max-restarts": "restart a dead agent or env server up to this many times each, then fail "
                     "the run (0: a dead process ends the run)",
+    "coordinator-timeout": "seconds every process carries on while the coordinator is "
+                           "unreachable (stepping, learning, queueing its reports) before it "
+                           "fails with CoordinatorLost",
     "peer-timeout": "seconds a silent neighbour is waited for before the step goes ahead "
                     "without it (learners that can: dac-deep with running sums; 0: wait)",
     "link-schedule": "file of 'FROM TO I J' lines: edge I-J is down for steps FROM <= t < TO "
