@@ -32,7 +32,7 @@ from protocols.schema import (
 from protocols.typed import compile_check
 
 __all__ = ["FLOATS", "INTS", "NUMERIC", "PLANES", "REGISTRY", "UNITS", "Arr", "Kind", "Val",
-           "lookup", "peer_kinds", "register"]
+           "lookup", "peer_kind", "peer_kinds", "register"]
 PLANES = ("control", "env", "peer")
 UNITS = ("row", "array")
 
@@ -47,7 +47,7 @@ class Kind:
     optional: frozenset[str] = field(default_factory=frozenset)
     doc: str = ""
     logged: bool = True
-    # Differential privacy (DESIGN §10): the float arrays a DP run clips and noises, each with
+    # Differential privacy (docs/privacy.md): the float arrays a DP run clips and noises, each with
     # its sensitivity unit ("row": each row, or each element of a 1-D array, is clipped on its
     # own; "array": the whole array is), and the fields that carry private data but are sent
     # as they are (integer indices: noise cannot apply), so reports can say what ε misses.
@@ -88,6 +88,25 @@ def register(kind: Kind) -> Kind:
     return kind
 
 
+def peer_kind(name: str, fields: Mapping[str, Field], *, doc: str,
+              released: Mapping[str, str] | None = None, exact: tuple[str, ...] = (),
+              optional: frozenset[str] = frozenset()) -> Kind:
+    """Register a peer-plane kind: the public way for a learner (a plug-in's too) to add a
+    message of its own, at import time of its module. The guard then checks it like any
+    built-in kind; ``released`` / ``exact`` declare what a DP run clips and noises / sends as
+    it is. Registering the identical definition again returns the one registered (a module
+    imported twice); a different kind under a taken name is DuplicateKind."""
+    kind = Kind(name, "peer", dict(fields), frozenset(optional), doc=doc,
+                released=dict(released or {}), exact=tuple(exact))
+    have = REGISTRY.get(name)
+    if have is not None and have == kind:
+        return have
+    if have is not None:
+        raise DuplicateKind(f"message kind '{name}' is already registered ({have.plane} plane: "
+                            f"{have.doc[:60]!r}); give the new kind a name of its own")
+    return register(kind)
+
+
 def lookup(name: Any) -> Kind:
     kind = REGISTRY.get(name) if type(name) is str else None
     if kind is None:
@@ -116,7 +135,10 @@ register(Kind("env_ready", "control", {"spaces": B.SPACES, "local": B.LOCAL_OFFE
               frozenset(["local"]), max_objects=1 << 18,
               doc="env server -> coordinator: the env is built; its spaces for the welcomes "
                   "and where agents on its machine reach its local env plane"))
-register(Kind("heartbeat", "control", {}, doc="liveness, both ways"))
+register(Kind("heartbeat", "control", {"epoch": Int(0, 1 << 20)}, frozenset(["epoch"]),
+              doc="liveness, both ways; the coordinator's carry its epoch (how many times it "
+                  "was resumed from its journal): a process that sees it change sends again "
+                  "what the coordinator may have lost"))
 register(Kind("metrics", "control", {"step": INT, "scalars": B.SCALARS},
               doc="agent -> coordinator: scalar diagnostics only (numbers or bools; NaN and "
                   "infinity allowed: a diverging learner's loss is worth seeing)"))
