@@ -19,7 +19,7 @@ from protocols.kinds import REGISTRY
 from protocols.schema import check_fields
 
 KINDS = sorted(REGISTRY)
-SETTINGS = settings(max_examples=40, deadline=None, database=None,
+SETTINGS = settings(max_examples=20, deadline=None, database=None,
                     suppress_health_check=list(HealthCheck))
 
 
