@@ -69,6 +69,7 @@ class RunConfig:
     links_down: list = field(default_factory=list)   # [FROM, TO, I, J] rows read from link_schedule
     heartbeat_interval: float = 0.5   # seconds between heartbeats
     heartbeat_timeout: float = 5.0    # silence after which a process is declared dead
+    coordinator_timeout: float = 120.0  # seconds a process carries on without the coordinator
     join_timeout: float = 60.0        # seconds for all processes to join
     max_msg_bytes: int = 16 << 20     # size cap of one message (guard)
     host: str = "127.0.0.1"           # interface local processes bind to
@@ -113,6 +114,7 @@ def resolve(file_values: dict[str, Any], cli_values: dict[str, Any]) -> RunConfi
             else:
                 merged[key] = value
     config = RunConfig(**{k: _coerce(k, v) for k, v in merged.items()})
+    _canonical_plugins(config)
     if "episode_len" not in merged:     # an env may have its own default (ipd: 150)
         from agentd.envs import ENVS
 
@@ -127,6 +129,20 @@ def resolve(file_values: dict[str, Any], cli_values: dict[str, Any]) -> RunConfi
     if not config.run_dir:
         config.run_dir = str(Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
     return config
+
+
+def _canonical_plugins(c: RunConfig) -> None:
+    """A plug-in learner or env named by its entry point is recorded as its module:attr, so
+    every process and host of the run loads the very class (and factory) resolved here."""
+    from agentd.algorithms import canonical_algo
+    from agentd.algorithms.base import LearnerConfigError
+    from agentd.envs import canonical_env
+
+    try:
+        c.algo = canonical_algo(c.algo)
+    except LearnerConfigError as exc:
+        raise ConfigError(f"'algo': {exc}") from None
+    c.env = canonical_env(c.env)
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -186,6 +202,8 @@ def validate(c: RunConfig) -> None:
     _require(c.heartbeat_timeout >= 2 * c.heartbeat_interval, "heartbeat_timeout",
              "at least twice heartbeat_interval", c.heartbeat_timeout)
     _require(c.join_timeout > 0, "join_timeout", "seconds > 0", c.join_timeout)
+    _require(c.coordinator_timeout >= c.heartbeat_timeout, "coordinator_timeout",
+             "seconds >= heartbeat_timeout", c.coordinator_timeout)
     # the sockets' frame cap (ZMQ_MAXMSGSIZE) is set when a process binds, before it knows
     # its run: a larger message cap would let the guard admit frames the sockets drop
     _require(1024 <= c.max_msg_bytes <= DEFAULT_MAX_BYTES, "max_msg_bytes",
@@ -220,12 +238,11 @@ def run_graph(c: RunConfig) -> Any:
 
 
 def _validate_algo_env(c: RunConfig) -> None:
-    from agentd.algorithms import ALGORITHMS, load_learner_class
+    from agentd.algorithms import load_learner_class
     from agentd.algorithms.base import LearnerConfigError, parse_params
     from agentd.envs import check_env_id
     from agentd.envs.base import EnvError
 
-    _require(c.algo in ALGORITHMS, "algo", f"one of {', '.join(ALGORITHMS)}", c.algo)
     try:
         check_env_id(c.env)
     except EnvError as exc:
@@ -323,7 +340,7 @@ def process_count(c: RunConfig) -> int:
 
 def is_private(c: RunConfig) -> bool:
     """False for a centralised baseline (one process sees every agent's observations and
-    actions, DESIGN §5.4) or a learner whose params make it share private state (e.g.
+    actions; the one centralised mode) or a learner whose params make it share private state (e.g.
     ``opponent = shared``): such runs are labelled in config.toml, summary.json and the logs."""
     return not non_private_reason(c)
 

@@ -155,7 +155,7 @@ def plan(config: RunConfig) -> RunPlan:
 def seating(c: RunConfig) -> tuple[dict[int, list[int]], dict[int, list[int]]]:
     """(controls, views): per agent process, the env agents it acts for and those whose
     observations and rewards the env server sends it. This is the one centralised mode
-    (DESIGN §5.4): a learner that is ``centralised`` (one process acts for all) or has a
+    (docs/architecture.md): a learner that is ``centralised`` (one process acts for all) or has a
     ``joint_view`` (one process per agent, each seeing all) is sent every env agent's
     observation and reward; every other process sees exactly the agents it controls."""
     learner = load_learner_class(c.algo)

@@ -16,7 +16,8 @@ Runs (``--runs``):
   messages: 128 float64 values and 128 int32 indices per edge and step) from step 500
 
 ``--steps S`` sets the steps of the pursuit and dac-deep runs, ``--default-steps`` those of
-the default run (20,000, the main job).
+the default run (20,000, the main job). ``--levels L ...`` writes each run's records again at
+those zstandard levels (the writer uses ``agentd.runtime.msglog.LEVEL``), chunk for chunk.
 """
 
 from __future__ import annotations
@@ -74,6 +75,37 @@ def log_bytes(path: Path) -> tuple[int, int, int]:
     return len(data), plain, records
 
 
+def relevel(path: Path, level: int) -> int:
+    """Bytes on disk of the same log written at zstandard ``level``: every chunk's records
+    compressed again, chunk for chunk (one stream per meta record, a block flush per chunk,
+    as the writer does), so only the level differs."""
+    data, pos, total = path.read_bytes(), 0, 0
+    stream = out = None
+    while pos + 4 <= len(data):
+        (word,) = _LEN.unpack_from(data, pos)
+        end = pos + 4 + (word & ~CHUNK)
+        if end > len(data):
+            break
+        if word & CHUNK:
+            plain = stream.decompress(data[pos + 4:end])
+            total += 4 + len(out.compress(plain) + out.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK))
+        else:
+            total += end - pos
+            stream = zstandard.ZstdDecompressor().decompressobj()
+            out = zstandard.ZstdCompressor(level=level).compressobj()
+        pos = end
+    return total
+
+
+def report_levels(run_dir: Path, steps: int, levels: list[int]) -> None:
+    """The lever of the compression level, on this run's own records."""
+    logs = sorted((run_dir / "logs").glob("*.log"))
+    plain = sum(log_bytes(p)[1] for p in logs)
+    for level in levels:
+        disk = sum(relevel(p, level) for p in logs)
+        print(f"  zstd level {level:>2}: {disk / steps:>8,.0f} B/step, {disk / plain:.3f} of v1")
+
+
 def launch(name: str, steps: int | None, tmp: Path, tree: Path | None) -> Path:
     run_dir = tmp / f"{name}-{'before' if tree else 'now'}"
     cmd = [sys.executable, "-m", "agentd", "launch", "--quiet", "--run-dir", str(run_dir),
@@ -119,6 +151,8 @@ def main() -> int:
                         help="steps of the default run (default 20000, the main job)")
     parser.add_argument("--baseline", default=None, metavar="REV",
                         help="also run the agentd of commit REV and read its logs")
+    parser.add_argument("--levels", nargs="*", type=int, default=[],
+                        help="also write the same records again at these zstandard levels")
     args = parser.parse_args()
     ratios = {}
     with tempfile.TemporaryDirectory(prefix="agentd-logsize-") as tmp_name:
@@ -129,8 +163,11 @@ def main() -> int:
             before = None
             if tree is not None:
                 before = measure(launch(name, steps, tmp, tree), steps)
-            now = measure(launch(name, steps, tmp, None), steps)
+            run_dir = launch(name, steps, tmp, None)
+            now = measure(run_dir, steps)
             ratios[name] = report(name, steps, now, before)
+            if args.levels:
+                report_levels(run_dir, steps, args.levels)
     print("\nTarget: logs <= 1/4 of the uncompressed size in bytes per joint step.")
     for name, ratio in ratios.items():
         print(f"  {name:<9} {ratio:.3f}  {'met' if ratio <= TARGET else 'NOT MET'}")

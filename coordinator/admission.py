@@ -53,6 +53,7 @@ class Admission:
         if proc.role == "envserver":
             self.env_proc = proc
             proc.id = ENVSERVER
+            self.journal_proc("admit", proc)
             self.send(proc, "welcome", {"id": ENVSERVER, "info": self.env_info()})
         self.try_admit()
 
@@ -78,6 +79,8 @@ class Admission:
         if self.not_from(proc, msg, "envserver"):
             return
         self.env_local = msg.body.get("local")
+        self.journal.write("env_ready", spaces=msg.body["spaces"] if not self.admitted
+                           else self.spaces, local=self.env_local)
         if self.admitted:       # a restarted env server: the agents move to it
             self.restarts.moved_env()
             return
@@ -89,6 +92,9 @@ class Admission:
         if self.admitted or self.spaces is None or len(agents) < self.n_procs:
             return
         self.assign_ids(agents)
+        for proc in agents:
+            self.journal_proc("admit", proc)
+        self.journal.write("running")
         for proc in agents:   # in plaintext it learns its id from this very message
             try:
                 self.send(proc, "welcome", {"id": proc.id, "info": self.agent_info(proc.id)},

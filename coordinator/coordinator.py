@@ -13,6 +13,11 @@ as the env server, agent i's key only as agent i (a mismatch is refused and coun
 ``spoofed``). After the barrier, processes that wrote their files on another disk ship them
 here (``coordinator.collect``), so the run directory on this host is complete; what could not
 be collected is listed in ``summary.json``.
+
+It journals what it cannot recompute and, killed, is resumed from the journal
+(``coordinator.resume``). It stays whole past ~300 lines: its loop, its watch over the
+processes and its handlers share the table of processes and are read together (admission, the
+end of a run and the resume are their own modules).
 """
 
 from __future__ import annotations
@@ -38,8 +43,10 @@ from agentd.tools.progress import ProgressBar
 from coordinator.admission import Admission
 from coordinator.collect import Collector
 from coordinator.ending import Ending
+from coordinator.journal import Replayed
 from coordinator.procs import Proc, RunEnded
 from coordinator.restarts import Restarts
+from coordinator.resume import Resume, read_metrics
 from coordinator.rundir import (
     MetricsFile,
     write_json,
@@ -52,14 +59,16 @@ __all__ = ["HANDLERS", "SENDS_ONLY", "Coordinator", "Proc", "RunEnded"]
 
 
 @dataclass
-class Coordinator(Admission, Ending):
-    """One run's coordinator; ``serve`` returns the process exit code."""
+class Coordinator(Admission, Ending, Resume):
+    """One run's coordinator; ``serve`` returns the process exit code. With ``resumed`` (its
+    journal, read back) it picks up the run a killed coordinator left (``coordinator.resume``)."""
 
     config: RunConfig
     bind: str
     quiet: bool = False
     keys: Keys | None = None
     plan: RunPlan | None = None     # the run's plan (None: the config's, ``agentd.plan``)
+    resumed: Replayed | None = None
     run_dir: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -91,7 +100,9 @@ class Coordinator(Admission, Ending):
         self.env_local: dict[str, Any] | None = None   # the env server's local env plane
         self.admitted = False
         self.stepping = False          # the env server has reported a step
-        self.metrics = MetricsFile(self.run_dir / "metrics.jsonl")
+        metrics_path = self.run_dir / "metrics.jsonl"
+        before = read_metrics(metrics_path) if self.resumed is not None else ([], 0, 0)
+        self.metrics = MetricsFile(metrics_path)
         self.agent_scalars: dict[int, dict[str, float]] = {}
         self.env_rate = 0.0
         self.progress = None if self.quiet else ProgressBar(c.steps)
@@ -100,6 +111,9 @@ class Coordinator(Admission, Ending):
         self._signal: str | None = None
         self.restarts = Restarts(self)
         self.tallies: set[int] = set()   # agents whose tally (after the ack) is still due
+        self.open_journal()
+        if self.resumed is not None:
+            self.restore(self.resumed, before[0], before[2])
 
     @property
     def endpoint(self) -> str:
@@ -111,6 +125,13 @@ class Coordinator(Admission, Ending):
         write_json(self.run_dir / "seeds.json", self.plan.seeds())
         write_json(self.run_dir / "coordinator.json", {"endpoint": self.endpoint})
         write_marker(self.run_dir, self.run_id)
+        self.journal_start()
+
+    def write_resume_files(self) -> None:
+        """A resumed coordinator: the same endpoint, its new pid in endpoints.json."""
+        write_json(self.run_dir / "coordinator.json", {"endpoint": self.endpoint})
+        if self.admitted:
+            self.restarts.write_endpoints()
 
     # -- the loop ---------------------------------------------------------------------------
     def serve(self) -> int:
@@ -136,10 +157,15 @@ class Coordinator(Admission, Ending):
             raise RunEnded("interrupted", f"received {self._signal}")
         if now - self._last_hb >= self.config.heartbeat_interval:
             self._last_hb = now
-            for proc in self.procs.values():   # (not to one that is down: nobody is there)
-                if proc.id is not None and proc.stats is None and \
+            beat = {"epoch": self.epoch} if self.epoch else {}
+            # (not to one that is down or not back since a resume: nobody is there; to one
+            # that said bye too: it waits for the ack, and tells an outage by the silence)
+            for proc in self.procs.values():
+                if proc.id is not None and not proc.unheard and \
                         proc.id not in self.restarts.down_since:
-                    self.send(proc, "heartbeat", {})
+                    self.send(proc, "heartbeat", beat)
+        self.end_if_ended()
+        self.alive(now)
         # Before the first step, processes build learners (a deep one imports torch and builds
         # networks: seconds on a loaded machine), so silence is judged against join_timeout.
         limit = self.config.heartbeat_timeout if self.stepping else \
@@ -178,6 +204,8 @@ class Coordinator(Admission, Ending):
         proc = self.procs.get(ident)
         if proc is None and msg.kind != "hello":
             proc = self._reconnected(msg.src, ident)
+        if proc is not None and proc.unheard:
+            self.welcome_back(proc)
         if proc is None:
             if msg.kind == "hello":
                 self.on_hello(msg, ident)
@@ -195,9 +223,12 @@ class Coordinator(Admission, Ending):
 
     def _reconnected(self, src: int, ident: bytes) -> Proc | None:
         """Secure mode: a known process on a new connection (its routing id is assigned per
-        connection; its key is the same). Answer it there from now on."""
-        if not self.transport.secure or ident in self.refused:
+        connection; its key is the same). Answer it there from now on. (In plaintext, a
+        resumed coordinator knows its processes again by the ids they send as.)"""
+        if ident in self.refused:
             return None
+        if not self.transport.secure:
+            return self.reconnected_after_resume(src, ident) if self.epoch else None
         proc = next((p for p in self.procs.values() if p.hello_src == src), None)
         if proc is not None:
             del self.procs[proc.identity]
@@ -224,6 +255,9 @@ class Coordinator(Admission, Ending):
     def on_env_restarted(self, proc: Proc, msg: Message) -> None:
         if self.not_from(proc, msg, "envserver"):
             return
+        if any(r.get("process") == "envserver" and r["step"] == msg.body["step"]
+               for r in self.restarts.records):
+            return          # sent again to a resumed coordinator: counted already
         if msg.body["truncated"] > self.config.num_envs:
             self.refuse(proc, msg, "bad_value", f"{msg.body['truncated']} env copies "
                         f"truncated, the run has {self.config.num_envs}")
@@ -257,7 +291,8 @@ class Coordinator(Admission, Ending):
                         f"lengths; at most one episode per env copy ({self.config.num_envs})")
             return
         self.stepping = True
-        for ret, length in zip(msg.body["returns"], msg.body["lengths"]):
+        new = self.new_episodes(msg.body["step"], len(returns))
+        for ret, length in list(zip(returns, lengths))[len(returns) - new:]:
             self.metrics.episode(msg.body["step"], float(ret), int(length), self.agent_scalars)
         self.show_progress(msg.body["step"])
 
@@ -273,6 +308,9 @@ class Coordinator(Admission, Ending):
         if msg.body["agent"] != proc.id:
             self.refuse(proc, msg, "bad_value", f"it speaks for agent {msg.body['agent']}")
             return
+        if any(r["process"] == f"agent-{proc.id}" and r.get("resumed_step") ==
+               msg.body["resumed_step"] for r in self.restarts.records):
+            return          # sent again to a resumed coordinator: counted already
         self.restarts.resumed(proc, msg.body)
 
     def on_error(self, proc: Proc, msg: Message) -> None:

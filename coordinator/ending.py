@@ -50,6 +50,8 @@ class Ending:
             return
         proc.stats = fold_tally(proc.stats, msg.body["stats"])
         self.tallies.discard(proc.id)
+        self.tallied.add(proc.id)
+        self.journal.write("tally", id=proc.id, stats=msg.body["stats"])
 
     def not_shipping(self: Coordinator, proc: Proc, msg: Message) -> bool:
         """File transfer is for the end of the run, or for a process that said it is failing;
@@ -64,17 +66,20 @@ class Ending:
     def on_bye(self: Coordinator, proc: Proc, msg: Message) -> None:
         if self.not_from(proc, msg, None):
             return
-        proc.stats = msg.body["stats"]
+        if proc.stats is None:        # (a bye sent again to a resumed coordinator: once)
+            proc.stats = msg.body["stats"]
+            self.journal.write("bye", id=proc.id, stats=proc.stats)
         members = [p for p in self.procs.values() if p.id is not None]
         if self.admitted and all(p.stats is not None for p in members):
             raise RunEnded("done", "")
 
     # -- the end ----------------------------------------------------------------------------
     def finish(self: Coordinator, status: str, reason: str) -> int:
+        self.journal_phase(status, reason)
         if status != "done":
             self.stop_everyone(reason)
         for proc in self.procs.values():
-            if proc.id is not None:
+            if proc.id is not None and not proc.unheard:
                 self.send(proc, "ack", {})
         self.transport.flush()
         if self.progress is not None:
@@ -83,6 +88,8 @@ class Ending:
         consensus = consensus_after_run(self.run_dir, self.metrics) if status == "done" \
             else None
         summary = write_summary(self, status, reason, consensus, files)
+        self.journal_phase("written", reason)
+        self.journal.close()
         self.metrics.close()
         self.transport.close()
         report(self.run_dir, summary)
@@ -93,7 +100,8 @@ class Ending:
         for proc in self.procs.values():
             if proc.id is None:   # said hello, never admitted: it leaves without a bye
                 self.send(proc, "stop", {"reason": reason})
-        waiting = [p for p in self.procs.values() if p.id is not None and p.stats is None]
+        waiting = [p for p in self.procs.values()
+                   if p.id is not None and p.stats is None and not p.unheard]
         for proc in waiting:
             self.send(proc, "stop", {"reason": reason})
         deadline = time.monotonic() + min(3.0, self.config.heartbeat_timeout)
@@ -102,8 +110,9 @@ class Ending:
                 for msg, ident in self.transport.recv_all(self.link):
                     proc = self.procs.get(ident)
                     with self.transport.handling("control", msg):
-                        if proc is not None and msg.kind == "bye":
+                        if proc is not None and msg.kind == "bye" and proc.stats is None:
                             proc.stats = msg.body["stats"]
+                            self.journal.write("bye", id=proc.id, stats=proc.stats)
                         elif proc is not None and msg.kind == "episodes":
                             self.on_episodes(proc, msg)
 
@@ -116,7 +125,8 @@ class Ending:
                     if p.id is not None and (p.stats or {}).get("files") == "ship"}
         silence = 2 * self.config.heartbeat_timeout
         started = time.monotonic()
-        self.tallies = tallies_due(self.procs.values()) if status == "done" else set()
+        self.tallies = tallies_due(self.procs.values()) - self.tallied if status == "done" \
+            else set()
         self.collector.accepting = True
         late = {"files": self.on_files, "file_chunk": self.on_file_chunk,
                 "security": self.on_security, "tally": self.on_tally}
@@ -133,6 +143,8 @@ class Ending:
                 for msg, ident in self.transport.recv_all(self.link):
                     proc = self.procs.get(ident) or self._reconnected(msg.src, ident)
                     if proc is not None:
+                        if proc.unheard:
+                            self.back_at_the_end(proc)
                         proc.last_seen = time.monotonic()
                         if msg.kind in ("files", "file_chunk", "security", "tally"):
                             with self.transport.handling("control", msg):

@@ -7,7 +7,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from agentd.algorithms import load_learner_class
+from agentd.algorithms import learner_on_this_host
+from agentd.algorithms.base import LearnerConfigError
 from agentd.envs import make_env
 from agentd.envs.base import EnvError, VecEnv
 from agentd.runtime.control import JoinOptions, RunFailed
@@ -36,6 +37,10 @@ class _EnvRole:
         return run_process(Role("envserver", "env", self.admitted, self.serve, self.close), opts)
 
     def admitted(self, joined: Joined) -> str:
+        try:              # a plug-in this host cannot import fails here, at join
+            learner_on_this_host(joined.config["algo"])
+        except LearnerConfigError as exc:
+            raise RunFailed(str(exc)) from None
         joined.transport.enter_run(Guard(ENVSERVER, max_bytes=joined.config["max_msg_bytes"]))
         return "envserver"
 
@@ -44,7 +49,7 @@ class _EnvRole:
             joined.info
         assert transport.msglog is not None
         transport.msglog.attach(files.log_path,
-                                private=not load_learner_class(cfg["algo"]).non_private_reason(
+                                private=not learner_on_this_host(cfg["algo"]).non_private_reason(
                                     cfg["params"]),
                                 meta={**transport.security_meta(),
                                       "insecure": transport.insecure or cfg["insecure"]})
@@ -83,7 +88,9 @@ def _build_env(cfg: dict[str, Any], info: dict[str, Any]) -> VecEnv:
                         episode_len=cfg["episode_len"], seed=info["seeds"]["env_model"],
                         env_kwargs=cfg["env_args"], obs_mode=cfg.get("obs", "local"))
     except EnvError as exc:
-        raise RunFailed(f"env '{cfg['env']}': {exc}") from None
+        import socket
+
+        raise RunFailed(f"env '{cfg['env']}' on host {socket.gethostname()!r}: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - user env code may raise anything
         raise RunFailed(f"env '{cfg['env']}' could not be built: {type(exc).__name__}: "
                         f"{exc}") from None

@@ -25,6 +25,7 @@ class Proc:
     handshakes: dict[str, Any] | None = None   # its latest report of failed handshakes
     failing: bool = False            # it reported an error: it may ship its files now
     security_reports: int = 0
+    unheard: bool = False            # restored from the journal, not heard from since
 
     def name(self) -> str:
         who = process_name(self.id) if self.id is not None else self.role

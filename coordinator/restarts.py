@@ -83,6 +83,7 @@ class Restarts:
         del c.procs[old.identity]
         proc.id = pid
         c.procs[proc.identity] = proc
+        c.journal_proc("rejoin", proc)
         log.warning("%s rejoined in place of pid %d (restart %d of %d)", proc.name(), old.pid,
                     self.count[pid], c.config.max_restarts)
         if proc.role == "envserver":
@@ -113,12 +114,14 @@ class Restarts:
     def resumed(self, proc: Proc, body: dict[str, Any]) -> None:
         """A restarted agent has its first step: how many steps its restart lost."""
         self.records.append({"process": f"agent-{proc.id}", **body, "pid": proc.pid})
+        self.coord.journal.write("restart", record=self.records[-1])
         log.warning("agent %d resumed at step %d from %s (env step %d): %d steps lost",
                     proc.id, body["resumed_step"], body["checkpoint"] or "its initial state",
                     body["env_step"], body["lost"])
 
     def env_restarted(self, body: dict[str, Any]) -> None:
         self.records.append({"process": "envserver", **body})
+        self.coord.journal.write("restart", record=self.records[-1])
         log.warning("the env server resumed at step %d; %d episodes in flight were truncated",
                     body["step"], body["truncated"])
 

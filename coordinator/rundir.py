@@ -75,6 +75,16 @@ class MetricsFile:
         self.tb.scalars("consensus", {k: v for k, v in point.items() if k != "step"},
                         point["step"])
 
+    def in_step_order(self) -> tuple[list[int], list[float]]:
+        """Steps and returns sorted by step (reports sent again to a resumed coordinator may
+        come after later ones; each line of metrics.jsonl carries its step)."""
+        order = sorted(range(len(self.steps)), key=self.steps.__getitem__)
+        return [self.steps[i] for i in order], [self.returns[i] for i in order]
+
+    def offset(self) -> int:
+        """Bytes written so far (the journal records it at each phase)."""
+        return self._file.tell()
+
     def close(self) -> None:
         self._file.close()
         self.tb.close()
@@ -113,7 +123,7 @@ def return_figures(returns: list[float]) -> dict[str, Any]:
 
 def known_return_figures(config: Any, returns: list[float],
                          run_dir: Path | None = None) -> dict[str, Any]:
-    """For an env that knows its optimum (the seed-003 games): ``optimal_return``,
+    """For an env that knows its optimum (the games of MA2QL, I2Q and DPO): ``optimal_return``,
     ``random_return`` and ``normalised_return`` = final_return / optimal_return (None when the
     optimum is not positive, where the ratio would mislead). The env is rebuilt here from the
     config's plan (its env model seed) — the same model the env server stepped.

@@ -75,6 +75,7 @@ def write_summary(coord: Coordinator, status: str, reason: str,
                   files: dict[str, Any] | None = None) -> dict[str, Any]:
     """summary.json of the run, and its learning curve next to it."""
     c = coord.config
+    steps, returns = coord.metrics.in_step_order()
     agents = {str(p.id): p.stats or {"pid": p.pid, "host": p.host, "missing": True}
               for p in sorted(coord.procs.values(), key=lambda p: (p.id is None, p.id or 0))
               if p.role == "agent" and p.id is not None}
@@ -86,20 +87,19 @@ def write_summary(coord: Coordinator, status: str, reason: str,
                "steps_done": (env_stats or {}).get("steps", 0),
                "steps_per_s": (env_stats or {}).get("steps_per_s", coord.env_rate),
                "wall_s": round(time.monotonic() - coord.started, 2),
-               **return_figures(coord.metrics.returns), "private": is_private(c),
-               **known_return_figures(c, coord.metrics.returns, coord.run_dir),
+               **return_figures(returns), "private": is_private(c),
+               **known_return_figures(c, returns, coord.run_dir),
                "secure": coord.transport.secure, "insecure": c.insecure,
                "security": security_summary(coord, agents, env_stats), "files": files,
                "peer_bytes_per_edge_per_step": peer_bytes_per_edge_per_step(coord, agents),
                "peer_bytes_per_edge_last_step": peer_bytes_per_edge_last_step(coord, agents),
-               **coord.restarts.summary(),
+               **coord.restarts.summary(), **coord.resume_summary(),
                "consensus": consensus, "dp": dp_summary_block(agents),
                "agents": agents, "envserver": env_stats,
                "coordinator": coord.transport.summary()}
     write_json(coord.run_dir / "summary.json", summary)
     try:
-        plot_learning_curve(coord.run_dir / "learning_curve.png", coord.metrics.steps,
-                            coord.metrics.returns,
+        plot_learning_curve(coord.run_dir / "learning_curve.png", steps, returns,
                             f"{c.algo} on {c.env}, n={c.n}, {coord.graph.name}, seed {c.seed}")
     except Exception as exc:  # noqa: BLE001 - a missing plot must not hide the outcome
         log.warning("could not draw the learning curve: %s", exc)

@@ -1,4 +1,4 @@
-"""The deep Q-learners of seed 003 on MPE simple_spread with discrete actions (n = 3, ring).
+"""The deep Q-learners (IQL, MA2QL, I2Q) on MPE simple_spread with discrete actions (n = 3, ring).
 
 ``iql-deep``, ``ma2ql-deep`` and ``i2q-deep`` (and ``random`` for scale), a few seeds each, at
 the small budget a shared 2-core machine allows (``--steps`` joint steps of 25-step episodes).
@@ -68,12 +68,12 @@ def plot(runs: list[dict], out: Path) -> None:
         for r in (r for r in runs if r["algo"] == algo):
             x = np.array([s for s, _ in r["returns"]])
             y = np.array([v for _, v in r["returns"]])
-            w = 20                                            # episodes per moving average
+            w = max(1, min(20, len(y)))           # episodes per moving average (fewer: all)
             smooth = np.convolve(y, np.ones(w) / w, mode="valid")
             ax.plot(x[w - 1:], smooth, color=colours[algo], alpha=0.7,
                     label=algo if r["seed"] == runs[0]["seed"] else None)
     ax.set_xlabel("joint steps")
-    ax.set_ylabel("episode return (20-episode mean)")
+    ax.set_ylabel("episode return (20-episode mean, or fewer)")
     ax.set_title("MPE simple_spread, 3 agents, discrete actions, ring")
     ax.legend()
     fig.tight_layout()

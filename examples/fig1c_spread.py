@@ -6,7 +6,7 @@ mean return of the first and last 10% of episodes (mean ± sd over seeds) and, f
 the consensus bytes per edge per step, and draws the learning curves (20-episode average,
 mean ± sd over seeds).
 
-The env defaults to ``spread``, the seed's variant (each agent its own landmark, shared reward =
+The env defaults to ``spread``, Li & Jia's variant (each agent its own landmark, shared reward =
 mean over agents of minus the distance to its landmark, minus 1 per collision). ``--env
 mpe2.simple_spread_v3:parallel_env`` runs the original MPE task instead.
 
@@ -17,7 +17,7 @@ Usage (about 3 minutes per run on 2 cores at the default budget)::
     python examples/fig1c_spread.py --algos isac isac+pr0.3 --env mpe2.simple_spread_v3:parallel_env
 
 ``ALGO:full`` runs dac-deep's full-buffer consensus; ``ALGO+prW`` enables the deep
-policy-reciprocity plug-in with weight W (seed 000, Algorithm 2).
+policy-reciprocity plug-in with weight W (Wang et al. 2023, Algorithm 2).
 """
 
 from __future__ import annotations

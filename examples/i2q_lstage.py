@@ -1,4 +1,4 @@
-"""I2Q vs IQL on the deterministic L-stage game of seed 003 (research §2), ten games per L.
+"""I2Q vs IQL on the deterministic L-stage game of I2Q (Jiang & Lu 2022), ten games per L.
 
 Each game is an ``lstage`` env with its own seed (node rewards U(-1, 1) drawn from it). Both
 algorithms are the ``i2q`` learner with its defaults -- the official code's tabular settings:
@@ -24,7 +24,7 @@ Usage::
     python examples/i2q_lstage.py --param replay_batches=0 --param q_init=0 --L 4 --games 10 \
         --out /tmp/i2q_online
     python examples/i2q_lstage.py --check RUN_DIR
-    python examples/i2q_lstage.py --report docs/i2q_lstage.jsonl     # table + plot again
+    python examples/i2q_lstage.py --report docs/i2q_lstage.jsonl     # table + plot again (of a run above)
 """
 
 from __future__ import annotations

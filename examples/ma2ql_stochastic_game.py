@@ -1,4 +1,4 @@
-r"""MA2QL vs IQL (tabular) on the cooperative stochastic game of seed 003, with a Nash check.
+r"""MA2QL vs IQL (tabular) on the cooperative stochastic game of MA2QL (Su et al. 2022), with a Nash check.
 
 The game (``stochastic-game``: 30 states, 3 agents, 5 actions, 30-step episodes from state 0)
 has a known model, so every evaluation is exact: the agents' greedy policies argmax_a Q_i(s, a)

@@ -1,4 +1,4 @@
-"""Meta-MAPG vs Meta-PG on ipd tasks with payoff noise (seed 004, Fig. 3).
+"""Meta-MAPG vs Meta-PG on ipd tasks with payoff noise (Kim et al. 2021, Fig. 3).
 
 Two meta-agents of the same algorithm meta-train their initial logits on the ``meta-train``
 tasks (payoff noise U(-0.25, 0.25), chain of L inner steps per task, exact gradients), then

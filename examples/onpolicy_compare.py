@@ -1,4 +1,4 @@
-"""IPPO vs DPO (or any learners: the seed-001 baselines too) on one env, several seeds, equal
+"""IPPO vs DPO (or any learners: the centralised baselines too) on one env, several seeds, equal
 budget.
 
 Sweeps run the agents' own learners in one process (``agentd.launch.inprocess``: the same learner

@@ -1,4 +1,5 @@
-"""Seed 000 on the Digital env: IQL vs IQL + policy reciprocity, through real agent processes.
+"""Policy reciprocity (Wang et al. 2023) on the Digital env: IQL vs IQL + PR, through real agent
+processes.
 
 IQL here is ``--algo pr --param beta=0`` (PR with beta = 0 is IQL exactly, same alpha, gamma,
 epsilon), so the only difference between the curves is the reciprocity pull. For each setting
@@ -7,12 +8,15 @@ and seed it runs ``agentd launch`` with periodic checkpoints and reports
 * final_return (mean of the last 10% of episodes) and the episodes needed to reach 95% of the
   run's own improvement (first episode whose 20-episode average reaches
   initial + 0.95 (final - initial); Digital's returns start high — every reward has mean ~0.5 —
-  so "95% of the final return" alone would be met at once);
-* the policy-consensus MSE curve (seed 000 Fig. 2), computed offline from the checkpoints.
+  so "95% of the final return" alone would be met at once); a run of fewer than 20 episodes
+  is too short for that measure, and the report says so;
+* the policy-consensus MSE curve (Wang et al. 2023, Fig. 2), computed offline from the checkpoints.
 
-Usage (the full study is long on 2 cores; --quick runs 3 seeds of the n = 5 ring only)::
+Usage (the full study is long on 2 cores; --quick is a first look of about 1.5 min of CPU: the
+n = 5 ring, 2 seeds, 2,000 steps)::
 
     python examples/pr_digital.py --quick --out pr_digital.png
+    python examples/pr_digital.py --n 5 --seeds 0 1 2 --out docs/pr_digital_n5.png
     python examples/pr_digital.py --n 5 10 --seeds 0 1 2 3 4 --betas 0 0.05 --topologies ring
     python examples/pr_digital.py --n 5 --betas 0 0.02 0.05 0.1 --topologies line ring complete
 """
@@ -41,13 +45,21 @@ def launch(run_dir: Path, n: int, topology: str, beta: float, seed: int, steps: 
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
 
 
-def episodes_to_95(returns: np.ndarray, window: int = 20) -> int:
+WINDOW = 20    # episodes averaged for the episodes-to-95% measure and the plot
+
+
+def episodes_to_95(returns: np.ndarray, window: int = WINDOW) -> int | None:
+    """Episodes until the ``window``-episode average first reaches 95% of the run's own
+    improvement; None when the run has fewer than ``window`` episodes (too short to say) or
+    the average never gets there (the last episodes alone can lift the goal above it)."""
+    if len(returns) < window:
+        return None
     smooth = np.convolve(returns, np.ones(window) / window, mode="valid")
     tenth = max(1, len(returns) // 10)
     initial, final = returns[:tenth].mean(), returns[-tenth:].mean()
     goal = initial + 0.95 * (final - initial)
     reached = np.nonzero(smooth >= goal)[0] if final > initial else np.array([len(smooth)])
-    return int(reached[0]) + window
+    return int(reached[0]) + window if len(reached) else None
 
 
 def one(tmp: Path, n: int, topology: str, beta: float, seed: int, steps: int) -> dict:
@@ -64,11 +76,16 @@ def one(tmp: Path, n: int, topology: str, beta: float, seed: int, steps: int) ->
 def report(key: tuple, runs: list[dict]) -> str:
     n, topology, beta = key
     finals = [r["final"] for r in runs]
-    to95 = [r["to95"] for r in runs]
+    to95 = [r["to95"] for r in runs if r["to95"] is not None]
     cons = [r["consensus"][-1]["mse"] for r in runs if r["consensus"]]
+    shortest = min(len(r["returns"]) for r in runs)
+    speed = (f"{np.mean(to95):6.1f} ± {np.std(to95):5.1f}" if len(to95) == len(runs) else
+             f"n/a (a run of {shortest} episodes; needs {WINDOW})" if shortest < WINDOW else
+             f"n/a (not reached in {len(runs) - len(to95)} of {len(runs)} runs)")
+    consensus = f"{np.mean(cons):.4f}" if cons else "n/a (no checkpoints)"
     return (f"n={n:<3} {topology:<9} beta={beta:<5} final {np.mean(finals):6.2f} ± "
-            f"{np.std(finals):4.2f}  episodes-to-95% {np.mean(to95):6.1f} ± {np.std(to95):5.1f}"
-            f"  consensus MSE (end) {np.mean(cons):.4f}  bytes/edge/step "
+            f"{np.std(finals):4.2f}  episodes-to-95% {speed}"
+            f"  consensus MSE (end) {consensus}  bytes/edge/step "
             f"{runs[0]['bytes_edge_step']:.0f}")
 
 
@@ -82,9 +99,10 @@ def plot(results: dict[tuple, list[dict]], out: Path) -> None:
     for (n, topology, beta), runs in results.items():
         label = f"n={n} {topology} " + ("IQL" if beta == 0 else f"PR beta={beta}")
         length = min(len(r["returns"]) for r in runs)
-        sm = np.array([np.convolve(r["returns"][:length], np.ones(20) / 20, mode="valid")
-                       for r in runs])
-        x = np.arange(sm.shape[1]) + 20
+        window = max(1, min(WINDOW, length))
+        sm = np.array([np.convolve(r["returns"][:length], np.ones(window) / window,
+                                   mode="valid") for r in runs])
+        x = np.arange(sm.shape[1]) + window
         ax1.plot(x, sm.mean(axis=0), label=label)
         ax1.fill_between(x, sm.mean(axis=0) - sm.std(axis=0), sm.mean(axis=0) + sm.std(axis=0),
                          alpha=0.2)
@@ -92,7 +110,7 @@ def plot(results: dict[tuple, list[dict]], out: Path) -> None:
             steps = [p["step"] for p in runs[0]["consensus"]]
             mse = np.mean([[p["mse"] for p in r["consensus"]] for r in runs], axis=0)
             ax2.plot(steps, mse, label=label)
-    ax1.set(xlabel="episode", ylabel="return (20-episode average)",
+    ax1.set(xlabel="episode", ylabel=f"return ({WINDOW}-episode average, or fewer)",
             title="Digital: mean ± sd over seeds")
     ax2.set(xlabel="joint step", ylabel="MSE to the average Boltzmann policy",
             title="policy consensus")
@@ -110,11 +128,12 @@ def main() -> None:
     parser.add_argument("--betas", type=float, nargs="+", default=[0.0, 0.05])
     parser.add_argument("--topologies", nargs="+", default=["ring"])
     parser.add_argument("--steps", type=int, default=20000)
-    parser.add_argument("--quick", action="store_true", help="n=5 ring, 3 seeds")
+    parser.add_argument("--quick", action="store_true",
+                        help="a first look (about 1.5 min of CPU): n=5 ring, 2 seeds, 2000 steps")
     parser.add_argument("--out", type=Path, default=Path("pr_digital.png"))
     args = parser.parse_args()
     if args.quick:
-        args.n, args.seeds, args.topologies = [5], [0, 1, 2], ["ring"]
+        args.n, args.seeds, args.topologies, args.steps = [5], [0, 1], ["ring"], 2000
     results: dict[tuple, list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.n:

@@ -1,7 +1,7 @@
 """DPO vs IPPO, and MDPO vs MDPO without prediction vs IPPO, on a tabular cooperative game.
 
 Seed 003's tabular experiments: the 30-state, 3-agent, 5-action ``stochastic-game``
-(DESIGN §6). Because the game's model is known, every policy iteration is evaluated exactly,
+(docs/environments.md). Because the game's model is known, every policy iteration is evaluated exactly,
 without sampling noise: each agent's policy pi_i(.|s) is read from its actor at every state,
 and from the joint policy the script computes
 

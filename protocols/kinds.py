@@ -11,13 +11,13 @@ directory at the end (``logged=False``): it carries the logs themselves.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from protocols import bodies as B
 from protocols.arrays import FLOATS, INTS, NUMERIC, Arr
-from protocols.errors import DuplicateKind, SchemaMismatch, UnknownKind
+from protocols.errors import DuplicateKind, UnknownKind
 from protocols.schema import (
     Bool,
     Bytes,
@@ -28,11 +28,11 @@ from protocols.schema import (
     Opt,
     Str,
     Val,
-    check_fields,
 )
+from protocols.typed import compile_check
 
 __all__ = ["FLOATS", "INTS", "NUMERIC", "PLANES", "REGISTRY", "UNITS", "Arr", "Kind", "Val",
-           "lookup", "peer_kinds", "register"]
+           "lookup", "peer_kind", "peer_kinds", "register"]
 PLANES = ("control", "env", "peer")
 UNITS = ("row", "array")
 
@@ -47,7 +47,7 @@ class Kind:
     optional: frozenset[str] = field(default_factory=frozenset)
     doc: str = ""
     logged: bool = True
-    # Differential privacy (DESIGN §10): the float arrays a DP run clips and noises, each with
+    # Differential privacy (docs/privacy.md): the float arrays a DP run clips and noises, each with
     # its sensitivity unit ("row": each row, or each element of a 1-D array, is clipped on its
     # own; "array": the whole array is), and the fields that carry private data but are sent
     # as they are (integer indices: noise cannot apply), so reports can say what ε misses.
@@ -56,11 +56,17 @@ class Kind:
     # maps, lists and arrays a body may decode to (None: one per 4 bytes of the frame); the
     # decoder stops past it, before a small frame becomes a great many Python objects
     max_objects: int | None = 4096
+    # the body's check, compiled to a msgspec type when the kind is registered
+    _check: Callable[[Any], None] | None = field(default=None, init=False, repr=False,
+                                                  compare=False)
 
     def check_body(self, body: Any) -> None:
-        if type(body) is not dict:
-            raise SchemaMismatch(f"'{self.name}' body must be a map, got {type(body).__name__}")
-        check_fields(self.name, body, self.fields, self.optional)
+        """Refuse (SchemaMismatch) a body that is not exactly what the schema declares."""
+        check = self._check
+        if check is None:
+            check = compile_check(self.name, self.fields, self.optional)
+            object.__setattr__(self, "_check", check)
+        check(body)
 
 
 REGISTRY: dict[str, Kind] = {}
@@ -77,8 +83,28 @@ def register(kind: Kind) -> Kind:
         if unit not in UNITS or not isinstance(spec, Arr) or not spec.dtypes <= FLOATS:
             raise ValueError(f"kind '{kind.name}': released field '{name}' must be a float "
                              f"array with a unit in {UNITS}")
+    object.__setattr__(kind, "_check", compile_check(kind.name, kind.fields, kind.optional))
     REGISTRY[kind.name] = kind
     return kind
+
+
+def peer_kind(name: str, fields: Mapping[str, Field], *, doc: str,
+              released: Mapping[str, str] | None = None, exact: tuple[str, ...] = (),
+              optional: frozenset[str] = frozenset()) -> Kind:
+    """Register a peer-plane kind: the public way for a learner (a plug-in's too) to add a
+    message of its own, at import time of its module. The guard then checks it like any
+    built-in kind; ``released`` / ``exact`` declare what a DP run clips and noises / sends as
+    it is. Registering the identical definition again returns the one registered (a module
+    imported twice); a different kind under a taken name is DuplicateKind."""
+    kind = Kind(name, "peer", dict(fields), frozenset(optional), doc=doc,
+                released=dict(released or {}), exact=tuple(exact))
+    have = REGISTRY.get(name)
+    if have is not None and have == kind:
+        return have
+    if have is not None:
+        raise DuplicateKind(f"message kind '{name}' is already registered ({have.plane} plane: "
+                            f"{have.doc[:60]!r}); give the new kind a name of its own")
+    return register(kind)
 
 
 def lookup(name: Any) -> Kind:
@@ -109,7 +135,10 @@ register(Kind("env_ready", "control", {"spaces": B.SPACES, "local": B.LOCAL_OFFE
               frozenset(["local"]), max_objects=1 << 18,
               doc="env server -> coordinator: the env is built; its spaces for the welcomes "
                   "and where agents on its machine reach its local env plane"))
-register(Kind("heartbeat", "control", {}, doc="liveness, both ways"))
+register(Kind("heartbeat", "control", {"epoch": Int(0, 1 << 20)}, frozenset(["epoch"]),
+              doc="liveness, both ways; the coordinator's carry its epoch (how many times it "
+                  "was resumed from its journal): a process that sees it change sends again "
+                  "what the coordinator may have lost"))
 register(Kind("metrics", "control", {"step": INT, "scalars": B.SCALARS},
               doc="agent -> coordinator: scalar diagnostics only (numbers or bools; NaN and "
                   "infinity allowed: a diverging learner's loss is worth seeing)"))

@@ -7,14 +7,16 @@ finite unless the field says otherwise, and every container has a length cap (a 
 make a receiver walk a million entries). The error names the field's path
 (``stats.planes.peer.rejected``).
 
-Each type maps onto a msgspec annotation, so the schemas can move with the hot path:
+Each type maps onto a msgspec annotation, and ``protocols.typed`` compiles every kind's
+schema to one when the kind is registered (``Kind.check_body`` runs that):
 ``Int`` -> ``Annotated[int, Meta(ge, le)]``, ``Num`` -> ``float`` (finite: ``Meta(ge, le)``
 at the float range), ``Str`` -> ``Annotated[str, Meta(max_length, pattern)]`` (choices: a
 ``Literal``), ``Bytes`` -> ``Annotated[bytes, Meta(max_length)]``, ``Opt`` -> ``T | None``,
 ``ListOf`` -> ``Annotated[list[T], Meta(max_length)]``, ``Tup`` -> ``tuple[...]``, ``DictOf`` ->
 ``Annotated[dict[K, V], Meta(max_length)]``, ``Obj`` -> a ``Struct`` (``forbid_unknown_fields``
-unless it takes ``extra`` fields). They check decoded Python objects here, numpy arrays
-(``protocols.arrays.Arr``) among them, which msgspec's validation does not know.
+unless it takes ``extra`` fields). The ``check`` methods here are what msgspec cannot
+express (numpy arrays, ``protocols.arrays.Arr``; free-form JSON; maps with extra fields), and
+the reference the compiled checks are tested against (tests/test_typed_schema.py).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ SLOW_FILES = frozenset({
     "test_inprocess_equal.py", "test_attacks_live.py", "test_replay.py", "test_recovery.py",
     "test_multihost.py", "test_ray.py", "test_transfer_live.py", "test_onpolicy_live.py",
     "test_deep_run.py", "test_dp_restart.py", "test_links.py", "test_launch.py",
+    "test_quickstart.py", "test_coordinator_outage.py",
 })
 
 

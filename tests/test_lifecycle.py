@@ -67,7 +67,9 @@ def broken() -> Served:
 def test_a_role_joins_serves_says_bye_and_leaves(tmp_path):
     code, seen, steps = run_role(tmp_path, ok)
     assert code == 0
-    assert seen["hello"]["role"] == "envserver" and seen["bye"]["stats"] == {"steps": 3}
+    no_outage = {"outages": 0, "outage_s": 0.0, "queued": 0, "dropped": 0, "resent": 0}
+    assert seen["hello"]["role"] == "envserver" and \
+        seen["bye"]["stats"] == {"steps": 3, "coordinator_outage": no_outage}
     assert steps == [("admitted", ENVSERVER, "env"), ("serve", True), ("close",)]
 
 

@@ -269,3 +269,71 @@ def test_a_killed_agent_is_restarted_by_its_host_and_rejoins_with_its_key(net):
     code, text = run.agentd_on_1("replay", str(run.run_dir), "--agent", "3")
     assert code == 0 and "restored 1 recovery checkpoint" in text, text
     assert "identical to the log" in text and "bit-for-bit identical" in text, text
+
+
+def _wait_on_1(run: ThreeHostRun, path: Path, needle: bytes, timeout: float) -> None:
+    """Until host 1's file at ``path`` holds ``needle`` (or ``timeout`` passes)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if needle in run.net.read(1, path):
+                return
+        except FileNotFoundError:
+            pass
+        assert time.monotonic() < deadline, f"no {needle!r} in {path} within {timeout} s"
+        time.sleep(0.05)
+
+
+def _kill_and_resume(run: ThreeHostRun, down: float) -> None:
+    """kill -9 the coordinator on host 1; after ``down`` seconds resume it there from its
+    journal, with its key: the processes reconnect to the same endpoint over CURVE."""
+    run.coord.kill()
+    run.coord.communicate(timeout=10)
+    time.sleep(down)
+    run.coord = run.net.agentd(1, "coordinator", "--resume", str(run.run_dir), "--keys",
+                               str(run.net.disk / "keys"), "--quiet")
+
+
+def test_a_killed_coordinator_resumes_and_every_host_reconnects_with_its_key(net):
+    run = ThreeHostRun(net, "resume", 5563, "--steps", "3000", "--episode-len", "20",
+                       "--heartbeat-timeout", "2")
+    _wait_on_1(run, run.run_dir / "metrics.jsonl", b'"episode": 5,', 60)
+    _kill_and_resume(run, 4.0)          # past the heartbeat timeout: an outage, seen
+    assert_all_ok(run.finish())
+    s = run.summary()
+    assert s["status"] == "done" and s["secure"] is True and s["steps_done"] == 3000
+    assert s["episodes"] == 3000 // 20
+    (restart,) = s["coordinator_restarts"]
+    assert restart["epoch"] == 1 and restart["down_s"] >= 3.0
+    assert all(a["coordinator_outage"]["outages"] == 1 for a in s["agents"].values())
+    assert s["files"]["missing"] == {} and sorted(s["files"]["shipped"]) == \
+        ["agent-0", "agent-1", "agent-2", "agent-3"]
+    code, text = run.agentd_on_1("audit", str(run.run_dir))
+    assert code == 0 and "every process ran CURVE" in text, text
+    for i in (0, 3):
+        code, text = run.agentd_on_1("replay", str(run.run_dir), "--agent", str(i))
+        assert code == 0 and "bit-for-bit identical" in text, text
+
+
+def test_a_coordinator_killed_during_the_file_transfer_resumes_and_the_run_dir_is_whole(net):
+    """The agents' control links are slowed (test-only delay) so the transfer of their files
+    to host 1 takes seconds; the coordinator is killed once it has begun (its journal says
+    the run is done) and resumed: the shippers announce their files again, the run
+    directory on host 1 is whole."""
+    slow = {i: {"AGENTD_TEST_LINK_DELAY": "control=300:0"} for i in range(4)}
+    run = ThreeHostRun(net, "transfer", 5565, "--steps", "300", "--episode-len", "20",
+                       agent_env=slow)
+    _wait_on_1(run, run.run_dir / "journal.jsonl", b'"phase":"done"', 120)
+    _kill_and_resume(run, 1.0)
+    assert_all_ok(run.finish())
+    s = run.summary()
+    assert s["status"] == "done" and s["episodes"] == 300 // 20
+    assert [r["phase"] for r in s["coordinator_restarts"]] == ["done"]
+    assert s["files"]["missing"] == {}
+    assert sorted(s["files"]["shipped"]) == ["agent-0", "agent-1", "agent-2", "agent-3"]
+    on_1 = set(net.files(1, run.run_dir))
+    for i in range(4):
+        assert {f"logs/agent-{i}.log", f"logs/agent-{i}.out",
+                f"checkpoints/agent-{i}.npz"} <= on_1
+    code, text = run.agentd_on_1("replay", str(run.run_dir), "--agent", "2")
+    assert code == 0 and "bit-for-bit identical" in text, text

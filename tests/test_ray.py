@@ -241,3 +241,40 @@ def test_without_ray_the_error_says_how_to_install(tmp_path):
                             timeout=60)
     assert result.returncode == 1, result.stderr
     assert "pip install 'agentd[ray]'" in result.stderr
+
+
+@needs_ray
+def test_a_killed_coordinator_is_resumed_under_its_actor_and_after_its_actor_is_lost(
+        cluster, tmp_path):
+    """The coordinator's process is killed under its live actor (the launcher has the actor
+    start it again with --resume), then its actor is killed (Ray restarts the actor, whose
+    constructor resumes it): the run completes, every episode counted once."""
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "agentd", *ray_launch(
+        cluster, run, "--n", "3", "--steps", "4000", "--episode-len", "20")]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **LOOPBACK_CLUSTER}, start_new_session=True)
+
+    def resumes():
+        try:
+            return (run / "journal.jsonl").read_text().count('"r":"resume"')
+        except OSError:
+            return 0
+
+    try:
+        wait_for(lambda: (run / "placement.json").exists() and stepping(run), 120,
+                 "the run to step on the cluster")
+        placement = json.loads((run / "placement.json").read_text())["processes"]
+        os.kill(placement["coordinator"]["pid"], signal.SIGKILL)
+        wait_for(lambda: resumes() == 1 or proc.poll() is not None, 90, "a resume")
+        os.kill(placement["coordinator"]["actor_pid"], signal.SIGKILL)
+        wait_for(lambda: resumes() == 2 or proc.poll() is not None, 120, "a second resume")
+        out, _ = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            proc.wait(timeout=30)
+    assert proc.returncode == 0, out
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "done" and summary["episodes"] == 4000 // 20
+    assert [r["epoch"] for r in summary["coordinator_restarts"]] == [1, 2]

@@ -4,107 +4,111 @@ perturbations change exactly what they say; damaged logs and tampered state are 
 from __future__ import annotations
 
 import itertools
+import re
 import shutil
 import subprocess
-import tomllib
 
 import numpy as np
 import pytest
 from conftest import AGENTD, read_json
 from rawlog import raw_log, write_v1
 
-from agentd.agent.core import build_learner
 from agentd.algorithms import ALGORITHMS
-from agentd.runtime.msglog import open_log
+from agentd.testing import (
+    check_checkpoint,
+    check_dp,
+    check_replay,
+    check_spaces,
+    check_wire,
+    conformance_run,
+)
 from agentd.tools.audit import audit_run
-from agentd.tools.replay import Item, Perturbation, compare_state, read_agent_log, replay
+from agentd.tools.replay import Item, Perturbation, compare_state, replay
 from protocols import Codec, encode
 from protocols.envelope import decode_body, decode_header, split
 
-DEEP = ["--env", "mpe2.simple_spread_v3:parallel_env", "--param", "start=64", "--param", "batch=32"]
-ONPOLICY = ["--param", "rollout=50"]
-IPD = ["--env", "ipd", "--n", "2", "--topology", "line"]
-RUN_ARGS = {"dac": [], "iql": [], "central-q": [], "random": [], "pr": [], "dac-deep": DEEP,
-            "isac": DEEP, "maddpg": DEEP, "iql-deep": DEEP,
-            "ma2ql": ["--param", "turn_len=40"], "ma2ql-deep": [*DEEP, "--param", "turn_len=40"],
-            "i2q-deep": DEEP, "i2q": ["--env", "lstage", "--n", "2", "--topology", "line", "--param", "gamma=1"], "ippo": ONPOLICY, "dpo": ONPOLICY,
-            "mdpo": [*ONPOLICY, "--param", "share_latent=true", "--param", "model_steps=5",
-                     "--param", "pred_steps=5"]}
-RUN_ARGS.update({   # the seed-001 baselines on the on-policy core (happo: factors cross edges)
-    "ia2c": ONPOLICY, "maa2c": ONPOLICY, "mappo": ONPOLICY, "coma": ONPOLICY, "mat": ONPOLICY,
-    "happo": [*ONPOLICY, "--topology", "complete"]})
-RUN_ARGS.update({   # the opponent-shaping family, private and shared, exact and sampled
-    "naive-pg": [*IPD, "--param", "estimator=dice"],
-    "lola": [*IPD, "--param", "opponent=shared"],
-    "meta-pg": IPD,
-    "meta-mapg": [*IPD, "--param", "opponent=shared"]})
+# Runs that exercise a feature beyond a learner's default run (the kit needs none: it picks the
+# env and small budgets from the learner's own declarations, so a new learner is tested as is)
+VARIANTS: dict[str, dict] = {
+    "mdpo": {"share_latent": True},                  # its latent messages
+    "naive-pg": {"estimator": "dice"},               # the sampled estimator
+    "lola": {"opponent": "shared"},                  # opponent shaping with a shared policy
+    "meta-mapg": {"opponent": "shared"}}
 
 
 class LazyRuns(dict):
-    """algo -> run directory, each short live run launched on first use, so a test's setup
-    pays (and its timeout covers) only the runs it reads, not one per registered learner."""
+    """algo -> run directory: the conformance kit's short live run of it (n = 3, or 2 on
+    ipd and lstage; K = 2; 300 steps), launched on first use, so a test's setup pays (and its timeout
+    covers) only the runs it reads, not one per registered learner."""
 
     def __init__(self, tmp_path_factory) -> None:
         super().__init__()
         self.tmp = tmp_path_factory
 
     def __missing__(self, algo: str):
-        run_dir = self.tmp.mktemp(algo) / "run"
-        res = subprocess.run(check=False, args=[*AGENTD, "launch", "--quiet", "--run-dir", str(run_dir),
-                              "--algo", algo, "--n", "3", "--num-envs", "2", "--steps", "300",
-                              "--episode-len", "20", "--seed", "4", *RUN_ARGS[algo]],
-                             capture_output=True, text=True, timeout=120)
-        assert res.returncode == 0, res.stdout + res.stderr
-        self[algo] = run_dir
-        return run_dir
+        self[algo] = conformance_run(algo, self.tmp.mktemp(algo), params=VARIANTS.get(algo),
+                                     timeout=120)
+        return self[algo]
 
 
 @pytest.fixture(scope="module")
 def runs_by_algo(tmp_path_factory):
-    """One short live run per registered learner (random-mdp, n = 3, K = 2)."""
-    assert set(RUN_ARGS) == set(ALGORITHMS), "a new learner needs a conformance run here"
+    """One short live run per registered learner, made by the conformance kit."""
     return LazyRuns(tmp_path_factory)
 
 
 @pytest.mark.parametrize("algo", sorted(ALGORITHMS))
-def test_conformance_replay_reproduces_every_agent_exactly(runs_by_algo, algo):
-    run_dir = runs_by_algo[algo]
-    procs = read_json(run_dir / "summary.json")["processes"]
-    for agent in range(procs):
-        res = replay(run_dir, agent)
-        assert res.steps == 300 and res.actions_compared == 300
-        assert res.first_divergence is None
-        same = compare_state(res.state, run_dir / "checkpoints" / f"agent-{agent}.npz")
-        assert all(same.values())   # (a stateless learner, like random, has no arrays)
+def test_conformance_replay_reproduces_every_agent_exactly_and_its_state_round_trips(
+        runs_by_algo, algo):
+    assert check_replay(runs_by_algo[algo]) == []
 
 
 @pytest.mark.parametrize("algo", sorted(ALGORITHMS))
 def test_conformance_checkpoint_restores(runs_by_algo, algo):
-    run_dir = runs_by_algo[algo]
-    log = read_agent_log(run_dir, 0)
-    learner = build_learner(log.info)
-    with np.load(run_dir / "checkpoints" / "agent-0.npz") as saved:
-        learner.load_state_dict({k: saved[k] for k in saved.files})
-        for key, value in learner.state_dict().items():
-            np.testing.assert_array_equal(value, saved[key])
+    assert check_checkpoint(runs_by_algo[algo]) == []
 
 
 @pytest.mark.parametrize("algo", sorted(ALGORITHMS))
 def test_conformance_privacy_label_agrees_everywhere_and_only_permitted_kinds_cross(
         runs_by_algo, algo):
-    run_dir = runs_by_algo[algo]
-    label = tomllib.loads((run_dir / "config.toml").read_text()).get("private", True)
-    assert read_json(run_dir / "summary.json")["private"] is label
-    for path in (run_dir / "logs").glob("*.log"):
-        assert open_log(path).meta["private"] is label, path
-    report = audit_run(run_dir)
-    assert report["private"] is label and report["peer"]["only_permitted"]
+    assert check_wire(runs_by_algo[algo]) == []
+
+
+@pytest.mark.parametrize("algo", sorted(ALGORITHMS))
+def test_conformance_spaces_honoured_and_dp_releases_declared(runs_by_algo, algo):
+    assert check_spaces(runs_by_algo[algo]) + check_dp(runs_by_algo[algo]) == []
+
+
+def _as_if_run_by(src, dst, algo: str):
+    """A copy of a run directory whose config.toml names another learner."""
+    shutil.copytree(src, dst)
+    config = dst / "config.toml"
+    config.write_text(re.sub(r'(?m)^algo = ".*"$', f'algo = "{algo}"', config.read_text()))
+    return dst
+
+
+def test_the_kit_names_what_a_nonconforming_run_breaks(runs_by_algo, tmp_path):
+    """The checks can fail: a checkpoint altered, peer kinds the learner does not permit on
+    the wire, spaces other than the declared ones -- each named by the check that reads it."""
+    run_dir = tmp_path / "altered"
+    shutil.copytree(runs_by_algo["iql"], run_dir)
+    path = run_dir / "checkpoints" / "agent-1.npz"
+    with np.load(path) as saved:
+        q = saved["q"].copy()
+    q[0, 0] += 1.0
+    np.savez(path, q=q)
+    assert check_replay(run_dir) == [
+        "agent 1: the replayed state differs from the checkpoint in ['q']"]
+    wire = check_wire(_as_if_run_by(runs_by_algo["pr"], tmp_path / "pr-as-iql", "iql"))
+    assert wire == ["peer kinds not permitted crossed: ['pr_values']"]
+    spaces = check_spaces(_as_if_run_by(runs_by_algo["iql"], tmp_path / "iql-as-isac", "isac"))
+    assert spaces[0] == "agent 0: declares actions 'box', ran on ['discrete']"
 
 
 @pytest.mark.parametrize("algo", ["naive-pg", "lola", "meta-pg", "meta-mapg"])
 def test_shaping_agents_exchange_nothing_but_env_traffic_unless_shared(runs_by_algo, algo):
     run_dir = runs_by_algo[algo]
-    shared = "opponent=shared" in RUN_ARGS[algo]
+    shared = VARIANTS.get(algo, {}).get("opponent") == "shared"
     report = audit_run(run_dir)
     peer = {(e["src"], e["dst"]): e["kinds"] for e in report["peer"]["edges"]}
     sent = {(e["src"], e["dst"]): e["sent"] for e in report["edges"] if e["plane"] == "peer"}

@@ -102,3 +102,44 @@ def test_an_unreachable_member_is_skipped(tmp_path):
     sup.supervise()
     sup.cleanup(grace=0.5)
     assert sup.restarts == {}
+
+
+def test_a_dead_coordinator_with_a_journal_is_resumed_until_it_writes_the_summary(tmp_path,
+                                                                                 capsys):
+    """Killed (no summary.json yet, a journal there): started again with its resume command,
+    up to max(max_restarts, 3) times; one that wrote summary.json and exited is the end."""
+    (tmp_path / "journal.jsonl").write_text("")
+    sup = Supervisor(tmp_path, max_restarts=0)
+    summary = tmp_path / "summary.json"
+    ends = f"open({str(summary)!r}, 'w').write('{{}}'); raise SystemExit(1)"
+    coord = LocalChild("coordinator", lambda: python("import os; os.kill(os.getpid(), 9)"),
+                       lambda: python(ends if sup.restarts.get("coordinator") == 2 else
+                                      "import os; os.kill(os.getpid(), 9)"))
+    sup.members.append(coord)
+    try:
+        assert sup.wait(coord) == 1          # the run's own code, once it had ended it
+    finally:
+        sup.cleanup(grace=0.1)
+    assert sup.restarts == {"coordinator": 2}
+    assert capsys.readouterr().err.count("resuming it from its journal") == 2
+
+
+def test_a_coordinator_that_keeps_dying_is_resumed_three_times_then_its_code_is_returned(
+        tmp_path):
+    (tmp_path / "journal.jsonl").write_text("")
+    sup = Supervisor(tmp_path, max_restarts=1)
+    coord = LocalChild("coordinator", lambda: python("raise SystemExit(5)"),
+                       lambda: python("raise SystemExit(5)"))
+    sup.members.append(coord)
+    try:
+        assert sup.wait(coord) == 5
+    finally:
+        sup.cleanup(grace=0.1)
+    assert sup.restarts == {"coordinator": 3}
+    # without a journal (it never started the run) it is not resumed at all
+    (tmp_path / "journal.jsonl").unlink()
+    sup = Supervisor(tmp_path, max_restarts=1)
+    coord = LocalChild("coordinator", lambda: python("raise SystemExit(2)"),
+                       lambda: python("raise SystemExit(2)"))
+    sup.members.append(coord)
+    assert sup.wait(coord) == 2 and sup.restarts == {}

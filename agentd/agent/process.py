@@ -25,8 +25,8 @@ import numpy as np
 from agentd.agent.core import AgentCore, Effect, build_learner, drive
 from agentd.agent.pipeline import agent_pipeline
 from agentd.agent.recovery import RecoveryWriter, rejoin_core
-from agentd.algorithms import load_learner_class
-from agentd.algorithms.base import Outgoing, set_keepalive
+from agentd.algorithms import learner_on_this_host, load_learner_class
+from agentd.algorithms.base import LearnerConfigError, Outgoing, set_keepalive
 from agentd.runtime.control import ControlPlane, JoinOptions, RunFailed, process_facts
 from agentd.runtime.faults import CrashAt
 from agentd.runtime.lifecycle import Joined, Role, Served, run_process
@@ -324,7 +324,11 @@ def run_agent(opts: JoinOptions, want_id: int | None) -> int:
 def _admitted(joined: Joined) -> str:
     """Once admitted: the turn schedule, if the learner takes turns (sent right behind the
     welcome); the files go under agent-<id>."""
-    info = joined.info
+    info, cfg = joined.info, joined.config
+    try:                  # a plug-in this host cannot import fails here, at join
+        learner_on_this_host(cfg["algo"])
+    except LearnerConfigError as exc:
+        raise RunFailed(str(exc)) from None
     if info["takes_turns"]:     # the plan says so (agents' welcomes always carry it)
         info["turn"] = joined.control.wait_turn(joined.join_timeout)
     return f"agent-{info['id']}"

@@ -2,12 +2,19 @@
 
 Nothing here imports a learner module, so an agent process pays only for the learner it runs
 (a tabular agent must not import torch, pettingzoo or gymnasium).
+
+Plug-ins: ``--algo`` also takes a learner outside this package, as ``package.module:Class``
+or as the name an installed distribution gives it in the ``agentd.learners`` entry-point group
+(``[project.entry-points."agentd.learners"] mine = "mypkg.learner:Mine"``). A run records a
+plug-in by its ``module:Class`` (``canonical_algo``), so every process of the run, and every
+host, loads that very class; a built-in name always means the built-in.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import re
 
 from agentd.algorithms.base import Learner, LearnerConfigError
 
@@ -41,11 +48,52 @@ ALGORITHMS: dict[str, str] = {
 }
 
 
+LEARNER_GROUP = "agentd.learners"      # entry-point group of plug-in learners
+_SPEC = re.compile(r"([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):([A-Za-z_]\w*)")
+
+
+def is_spec(algo: str) -> bool:
+    """Whether ``algo`` is written as a plug-in's ``package.module:Class``."""
+    return isinstance(algo, str) and _SPEC.fullmatch(algo) is not None
+
+
+def plugin_learners() -> dict[str, str]:
+    """Installed plug-in learners: entry-point name -> ``module:Class`` (group
+    ``agentd.learners``), built-in names left out (a built-in name means the built-in)."""
+    import importlib.metadata  # only when a name is not a built-in one
+
+    found: dict[str, str] = {}
+    for ep in importlib.metadata.entry_points(group=LEARNER_GROUP):
+        if ep.name not in ALGORITHMS:
+            found.setdefault(ep.name, ep.value.strip())
+    return found
+
+
+def canonical_algo(algo: str) -> str:
+    """What a run records for ``--algo``: a built-in name as it is, a plug-in (entry-point
+    name or ``module:Class``) as its ``module:Class``; LearnerConfigError for anything else."""
+    if algo in ALGORITHMS or is_spec(algo):
+        return algo
+    plugins = plugin_learners() if isinstance(algo, str) else {}
+    if algo in plugins:
+        if not is_spec(plugins[algo]):
+            raise LearnerConfigError(f"plug-in {algo!r}: its entry point ({LEARNER_GROUP}) "
+                                     f"is {plugins[algo]!r}, not 'package.module:Class'")
+        return plugins[algo]
+    hint = "." in algo and ":" not in algo if isinstance(algo, str) else False
+    raise LearnerConfigError(
+        f"unknown algo {algo!r}: one of {', '.join(ALGORITHMS)}"
+        + (f"; installed plug-ins: {', '.join(plugins)}" if plugins else "")
+        + "; or a plug-in learner as package.module:Class"
+        + (" (the class follows a ':')" if hint else ""))
+
+
 def load_learner_class(name: str) -> type[Learner]:
-    """Import and return the Learner subclass registered under name."""
+    """Import and return the Learner subclass registered under name: a built-in name, an
+    installed plug-in's entry-point name, or a plug-in's ``package.module:Class``."""
     target = ALGORITHMS.get(name)
     if target is None:
-        raise LearnerConfigError(f"unknown algo {name!r}; allowed: {sorted(ALGORITHMS)}")
+        return _load_plugin(canonical_algo(name))
     module_name, class_name = target.split(":")
     try:
         module = importlib.import_module(module_name)
@@ -59,6 +107,47 @@ def load_learner_class(name: str) -> type[Learner]:
                                  f"'{name}' Learner")   # a registry bug, not a user error
     if cls.needs_torch and not torch_installed():
         raise LearnerConfigError(torch_missing(name))
+    return cls
+
+
+def learner_on_this_host(algo: str) -> type[Learner]:
+    """``load_learner_class`` in a process that joined a run: a learner it cannot load (a
+    plug-in not installed on this host) is a LearnerConfigError naming this host."""
+    try:
+        return load_learner_class(algo)
+    except LearnerConfigError as exc:
+        import socket
+
+        raise LearnerConfigError(f"host {socket.gethostname()!r} cannot load the run's "
+                                 f"learner: {exc}") from None
+
+
+def _load_plugin(spec: str) -> type[Learner]:
+    """The plug-in learner class ``module:Class``; a LearnerConfigError names the module and
+    what stopped its import (importing it registers its message kinds)."""
+    module_name, class_name = spec.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == "torch":
+            raise LearnerConfigError(torch_missing(spec)) from None
+        missing = exc.name and (module_name == exc.name or module_name.startswith(exc.name + "."))
+        raise LearnerConfigError(
+            f"plug-in learner {spec!r}: module '{module_name}' "
+            + ("not found (is its package installed in this environment?)" if missing
+               else f"failed to import: {exc}")) from None
+    except Exception as exc:  # noqa: BLE001 - any import-time failure of a plug-in is named
+        raise LearnerConfigError(f"plug-in learner {spec!r}: importing module '{module_name}' "
+                                 f"failed: {type(exc).__name__}: {exc}") from None
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Learner)):
+        raise LearnerConfigError(f"plug-in learner {spec!r}: module '{module_name}' has no "
+                                 f"Learner subclass '{class_name}'")
+    if not cls.name:
+        raise LearnerConfigError(f"plug-in learner {spec!r}: {class_name}.name is empty "
+                                 "(name it as --algo will)")
+    if cls.needs_torch and not torch_installed():
+        raise LearnerConfigError(torch_missing(spec))
     return cls
 
 

@@ -20,7 +20,7 @@ Spaces travel as plain dicts (see ``protocols.spaces``): ``{"type": "discrete", 
 being one number when uniform, else an array; read them with ``box_bounds``. Box observations
 arrive in the space's dtype (an image as uint8).
 
-The centralised mode (DESIGN §5.4) is one mechanism: the env server replies to each process
+The centralised mode is one mechanism: the env server replies to each process
 with the observations and rewards of the env agents in its *view*. A process's view is the env
 agents it controls, except for a learner in the centralised mode (``centralised``: one process
 controls them all; ``joint_view``: each process acts for one agent but sees them all), whose
@@ -41,7 +41,15 @@ from agentd.algorithms.params import (  # noqa: F401 - learners import these fro
     param,
     parse_params,
 )
-from protocols.kinds import REGISTRY
+from protocols.kinds import (  # noqa: F401 - a learner declares its own peer kinds with these
+    FLOATS,
+    INTS,
+    NUMERIC,
+    REGISTRY,
+    Arr,
+    peer_kind,
+)
+from protocols.schema import Int, Num  # noqa: F401 - scalar fields of a peer kind
 from protocols.spaces import box_bounds  # noqa: F401 - learners read Box bounds here
 
 SPACE_TYPES = ("discrete", "box", "any")   # what an action_type / obs_type may say
@@ -125,7 +133,7 @@ class Learner:
     peer_kinds: ClassVar[frozenset[str]] = frozenset()
     # the agent process imports torch (between two heartbeats) before building it
     needs_torch: ClassVar[bool] = False
-    # one process controls every env agent (the centralised baselines, DESIGN §5.4)
+    # one process controls every env agent (the centralised baselines)
     centralised: ClassVar[bool] = False
     # one process per env agent, each seeing every env agent's obs/reward (centralised mode)
     joint_view: ClassVar[bool] = False
@@ -187,10 +195,10 @@ class Learner:
         Such runs are labelled in config.toml, summary.json and every log's meta."""
         if cls.centralised:
             return (f"'{cls.name}' is a centralised baseline; one process sees the joint "
-                    "observations and actions of all agents (DESIGN §5.4).")
+                    "observations and actions of all agents.")
         if cls.joint_view:
             return (f"'{cls.name}' runs in the centralised mode: the env server gives every "
-                    "agent the joint observation and rewards of all agents (DESIGN §5.4).")
+                    "agent the joint observation and rewards of all agents.")
         return ""
 
     @classmethod
@@ -230,6 +238,12 @@ class Learner:
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def act_eval(self, obs: np.ndarray) -> np.ndarray:
+        """The action of the saved policy under evaluation (``agentd evaluate``): greedy where
+        the learner defines it (argmax of Q, the mode of its distribution), else as it acts
+        in training. Nothing is learned or stored."""
+        return self.act(obs)
 
     def observe(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray,
                 next_obs: np.ndarray, terminated: np.ndarray, truncated: np.ndarray) -> None:

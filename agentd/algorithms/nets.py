@@ -156,7 +156,7 @@ def mlp(sizes: list[int]) -> nn.Sequential:
 
 
 class SquashedGaussianActor(nn.Module):
-    """a = tanh(u), u = mu(s) + sigma(s) * xi, xi ~ N(0, I) (seed 002 eq. 59, SAC's actor)."""
+    """a = tanh(u), u = mu(s) + sigma(s) * xi, xi ~ N(0, I) (Li & Jia 2021, eq. 59; SAC's actor)."""
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: int,
                  torso: nn.Module | None = None) -> None:

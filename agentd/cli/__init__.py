@@ -17,11 +17,13 @@ COMMANDS = {
     "audit": ("agentd.cli.audit_cmd", "audit a run's message logs: traffic, rejections, leakage"),
     "attack": ("agentd.cli.attack_cmd", "attack a run's message logs: what a neighbour learns"),
     "replay": ("agentd.cli.replay_cmd", "replay one agent alone from its message log"),
+    "evaluate": ("agentd.cli.evaluate_cmd", "play a run's saved policies and report returns"),
     "plot": ("agentd.cli.plot_cmd", "plot several runs or replays on one figure"),
     "consensus": ("agentd.cli.consensus_cmd", "consensus diagnostic from a run's checkpoints"),
     "env": ("agentd.cli.env_cmd", "env check ENV: will this PettingZoo env run under agentd?"),
     "algos": ("agentd.cli.algos_cmd", "list the learners (--algo); algos NAME: its parameters"),
     "envs": ("agentd.cli.envs_cmd", "list the built-in envs (--env) and how to pass others"),
+    "sweep": ("agentd.cli.sweep_cmd", "run a sweep spec: algos x grid x seeds, IQM and CIs"),
 }
 
 USAGE = "usage: agentd COMMAND [options]   (agentd COMMAND --help for its options)\n\n" + \

@@ -22,24 +22,36 @@ from agentd.algorithms.base import Learner, LearnerConfigError
 from agentd.algorithms.params import _declared
 from agentd.envs.registry import ENVS, EnvRow
 
+PLUGINS = ('plug-ins: a package installed with entry points in the groups "agentd.learners" '
+           '(learners) and "agentd.envs" (PettingZoo env factories) adds them by name; '
+           "--algo also takes package.module:Class")
 EXTERNAL_ENV = ("any PettingZoo ParallelEnv as module:callable, e.g. "
                 "mpe2.simple_spread_v3:parallel_env (agentd env check MODULE:CALLABLE)")
 
 
 def family(algo: str) -> str:
-    """The package a registered learner lives in: tabular, offpolicy, onpolicy or shaping."""
+    """The package a registered learner lives in: tabular, offpolicy, onpolicy or shaping;
+    "plug-in" for a learner outside agentd (an entry point, or package.module:Class)."""
+    if algo not in ALGORITHMS:
+        return "plug-in"
     module = ALGORITHMS[algo].split(":")[0]
     return module.removeprefix("agentd.algorithms.").split(".")[0]
 
 
 def algo_names() -> str:
-    """The registered learners, for ``--algo``'s help (no learner module imported)."""
-    return ", ".join(ALGORITHMS)
+    """The registered learners, then the installed plug-ins' (entry points), for ``--algo``'s
+    help (no learner module imported)."""
+    from agentd.algorithms import plugin_learners
+
+    return ", ".join([*ALGORITHMS, *sorted(plugin_learners())])
 
 
 def env_names() -> str:
-    """The built-in envs, for ``--env``'s help (no env module imported)."""
-    return ", ".join(ENVS)
+    """The built-in envs, then the installed plug-ins' (entry points), for ``--env``'s help
+    (no env module imported)."""
+    from agentd.envs import plugin_envs
+
+    return ", ".join([*ENVS, *sorted(plugin_envs())])
 
 
 def config_field_docs() -> dict[str, str]:
@@ -92,7 +104,8 @@ class AlgoRow:
 
 
 def load_row(name: str) -> AlgoRow:
-    """The row of a registered learner; a deep one without torch shows as "needs torch"."""
+    """The row of a registered learner or a plug-in; a deep one without torch shows as "needs
+    torch", a plug-in that cannot be imported as the error that stopped it."""
     try:
         return AlgoRow(name, family(name), load_learner_class(name))
     except LearnerConfigError as exc:
@@ -174,6 +187,12 @@ def describe_params(name: str) -> str:
         lines.append(f"  {p.name:<16} {p.type:<6} default {p.default!r}{rng}\n"
                      f"  {'':<16} {p.meaning or '(undocumented)'}")
     return "\n".join(lines)
+
+
+def describe_plugin_env(name: str, spec: str) -> str:
+    """An installed plug-in env: its name and the factory it stands for."""
+    return (f"{name:<16} plug-in: {spec}\n{'':<17}a PettingZoo ParallelEnv factory "
+            f"(agentd env check {name})")
 
 
 def describe_env(row: EnvRow, default_episode_len: int) -> str:

@@ -15,10 +15,6 @@ from agentd.configfile import load_toml, parse_assignments
 FLAG_HELP = {
     "topology": "communication graph: ring, line, star, complete, grid, random, small-world, "
                 "edgelist",
-    "algo": f"learner: {algo_names()} (default {RunConfig.algo}; agentd algos [NAME] for each "
-            "one's spaces and parameters)",
-    "env": f"{env_names()} (default {RunConfig.env}; agentd envs for each one), or "
-           f"{EXTERNAL_ENV}",
     "obs": "what each agent observes: auto (what the learner wants), local (its own "
            "observation) or state (the env's global state)",
     "episode-len": "episode length cap (a built-in env may have its own: agentd envs)",
@@ -30,6 +26,9 @@ FLAG_HELP = {
                       "steps, written atomically (0: none; a restart then starts over)",
     "max-restarts": "restart a dead agent or env server up to this many times each, then fail "
                     "the run (0: a dead process ends the run)",
+    "coordinator-timeout": "seconds every process carries on while the coordinator is "
+                           "unreachable (stepping, learning, queueing its reports) before it "
+                           "fails with CoordinatorLost",
     "peer-timeout": "seconds a silent neighbour is waited for before the step goes ahead "
                     "without it (learners that can: dac-deep with running sums; 0: wait)",
     "link-schedule": "file of 'FROM TO I J' lines: edge I-J is down for steps FROM <= t < TO "
@@ -55,17 +54,28 @@ OTHER_FLAGS = {"params": "--param", "env_args": "--env-arg", "insecure": "--inse
 FILE_ONLY = ("links_down", "dp_kinds")
 
 
+def registry_help() -> dict[str, str]:
+    """--algo's and --env's help: the registries and the installed plug-ins, read when a
+    parser is built (the entry points are scanned then, not at every import of this module)."""
+    return {
+        "algo": f"learner: {algo_names()} (default {RunConfig.algo}; agentd algos [NAME] for "
+                "each one's spaces and parameters; or package.module:Class)",
+        "env": f"{env_names()} (default {RunConfig.env}; agentd envs for each one), or "
+               f"{EXTERNAL_ENV}"}
+
+
 def config_flags() -> dict[str, tuple[type, str]]:
     """Flag name -> (type, help) for every RunConfig field that is a flag of its own name,
-    in the dataclass's order: the help is FLAG_HELP's text, else the field's comment, with
-    RunConfig's default."""
+    in the dataclass's order: the help is FLAG_HELP's text (or the registries'), else the
+    field's comment, with RunConfig's default."""
     docs = config_field_docs()
+    helps = {**FLAG_HELP, **registry_help()}
     out = {}
     for f in dataclasses.fields(RunConfig):
         if f.name in OTHER_FLAGS or f.name in FILE_ONLY:
             continue
         flag = f.name.replace("_", "-")
-        text = FLAG_HELP.get(flag) or docs.get(f.name, "")
+        text = helps.get(flag) or docs.get(f.name, "")
         if "(default" not in text and f.default not in ("", dataclasses.MISSING):
             text += f" (default {f.default})"
         out[flag] = (type(f.default), text)

@@ -1,7 +1,7 @@
 """``agentd consensus RUN``: the consensus diagnostic, offline, after a run.
 
 Tabular learners (Q tables): the MSE between each agent's Boltzmann policy and the average
-policy (seed 000 Fig. 2), from periodic checkpoints (launch with ``--checkpoint-every``).
+policy (Wang et al. 2023, Fig. 2), from periodic checkpoints (launch with ``--checkpoint-every``).
 dac-deep: the log-ratio consensus error max_i |N x^i - sum_j beta^j| — with ``--from-logs``
 computed from the consensus messages in the message logs alone (every ``--every``-th step),
 otherwise from the checkpoints on each snapshot's last update batch. Writes

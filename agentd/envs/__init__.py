@@ -4,6 +4,11 @@
 config is validated (it imports nothing). PettingZoo (and mpe2) are imported only for env ids
 that need them: PettingZoo ids and "spread".
 
+Plug-ins: an installed distribution may name PettingZoo ParallelEnv factories in the
+``agentd.envs`` entry-point group (``[project.entry-points."agentd.envs"] mine =
+"mypkg.env:parallel_env"``); ``--env mine`` then means that factory, and a run records it as
+its ``module:callable`` (``canonical_env``), so every host builds the same env.
+
 ``obs_mode`` "state" makes every agent observe the env's global state; for random-mdp and
 digital the observation already is the global state, so both modes are the same there.
 """
@@ -19,20 +24,44 @@ BUILTIN_ENVS = tuple(ENVS)
 # Built-ins whose transitions are deterministic given the joint action (tabular I2Q needs it).
 DETERMINISTIC_ENVS = tuple(name for name, row in ENVS.items() if row.deterministic)
 
-__all__ = ["BUILTIN_ENVS", "ENVS", "OBS_MODES", "EnvError", "EnvRow", "StepResult", "VecEnv",
-           "check_env_id", "make_env"]
+__all__ = ["BUILTIN_ENVS", "ENVS", "ENV_GROUP", "OBS_MODES", "EnvError", "EnvRow", "StepResult",
+           "VecEnv", "canonical_env", "check_env_id", "make_env", "plugin_envs"]
+ENV_GROUP = "agentd.envs"       # entry-point group of plug-in envs (PettingZoo factories)
 
 
 def _unknown(env_id: str) -> EnvError:
-    return EnvError(f"unknown env id {env_id!r}: use one of {', '.join(BUILTIN_ENVS)} or a "
-                    "PettingZoo ParallelEnv as module:callable "
+    plugins = plugin_envs()
+    return EnvError(f"unknown env id {env_id!r}: use one of {', '.join(BUILTIN_ENVS)}"
+                    + (f", an installed plug-in ({', '.join(plugins)})" if plugins else "")
+                    + " or a PettingZoo ParallelEnv as module:callable "
                     "(e.g. mpe2.simple_spread_v3:parallel_env)")
+
+
+def plugin_envs() -> dict[str, str]:
+    """Installed plug-in envs: entry-point name -> ``module:callable`` (group
+    ``agentd.envs``), built-in names left out (a built-in name means the built-in)."""
+    import importlib.metadata  # only when a name is not a built-in one
+
+    found: dict[str, str] = {}
+    for ep in importlib.metadata.entry_points(group=ENV_GROUP):
+        if ep.name not in ENVS:
+            found.setdefault(ep.name, ep.value.strip())
+    return found
+
+
+def canonical_env(env_id: str) -> str:
+    """What a run records for ``--env``: a built-in id or a ``module:callable`` as it is, an
+    installed plug-in's entry-point name as its ``module:callable``."""
+    if env_id in ENVS or not isinstance(env_id, str) or ":" in env_id:
+        return env_id
+    return plugin_envs().get(env_id, env_id)
 
 
 def check_env_id(env_id: str) -> None:
     """Raise EnvError unless env_id is a built-in or well-formed "module:callable"."""
     if env_id in ENVS:
         return
+    env_id = canonical_env(env_id)
     if isinstance(env_id, str) and (":" in env_id or "." in env_id):
         from agentd.envs.pettingzoo_env import split_factory_spec
 
@@ -49,6 +78,7 @@ def make_env(env_id: str, *, n_agents: int, num_envs: int, episode_len: int, see
     randomness comes from the seed later passed to ``reset``. ``obs_mode`` is "local" (each
     agent's own observation) or "state" (the env's global state for every agent).
     """
+    env_id = canonical_env(env_id)
     check_env_id(env_id)
     if obs_mode not in OBS_MODES:
         raise EnvError(f"obs_mode must be one of {', '.join(OBS_MODES)}, got {obs_mode!r}")

@@ -1,10 +1,10 @@
-"""The built-in "digital" env of seed 000 (§V-A): S states, N agents with binary actions.
+"""The built-in "digital" env of Wang et al. 2023 (§V-A): S states, N agents with binary actions.
 
 P(s, a, ·) ~ U(0, 1) normalised over next states, where a is the JOINT action; for each
 (s, a) every agent i has its own mean reward mu_i(s, a) ~ U(0, 1), and the reward it receives
 is r_i = mu_i(s, a) + e with e ~ U(-reward_noise, reward_noise). Every agent observes the
 global state (a "digit" 0..S-1); digits within eps of each other are adjacent (``A_eps(s)``
-in policy reciprocity, DESIGN §5.2).
+in policy reciprocity).
 
 The seed's text lost both intervals in conversion ("sampled uniformly from ," twice). We take
 U(0, 1) for the means, as in random-mdp's transitions, and a symmetric noise of half-width

@@ -1,4 +1,4 @@
-"""The built-in "ipd" env: the iterated prisoner's dilemma of seed 004 and LOLA, with tasks.
+"""The built-in "ipd" env: the iterated prisoner's dilemma of LOLA and Meta-MAPG, with tasks.
 
 Two agents, actions 0 = cooperate (C) and 1 = defect (D). Each agent observes one of five
 states from its own seat: 0 = start, then the previous joint action as
@@ -8,10 +8,10 @@ the standard payoffs, own letter first: CC -1, CD -3, DC 0, DD -2 (the opponent 
 transposed entry). Episodes are cut at the run's ``episode_len`` (for ipd 150 unless set, the
 official Meta-MAPG horizon); the discount belongs to the learners (``--param gamma``, 0.96).
 
-Task distribution (seed 004, "adding a uniform noise to the IPD payoff table"): task ``i`` adds
+Task distribution (Kim et al. 2021, "adding a uniform noise to the IPD payoff table"): task ``i`` adds
 ``U(-payoff_noise, payoff_noise)`` noise, drawn from ``default_rng([task_seed, i])``, to the
 2 x 2 table. The same noise is seen from both seats, so every task stays a symmetric game (an
-agent can infer its opponent's payoffs from its own; the seed does not say, this is our
+agent can infer its opponent's payoffs from its own; the paper does not say, this is our
 choice); with ``payoff_noise <= 0.25`` every task keeps T > R > P > S and 2R > T + S. Task ids
 come in two named sets, ``meta-train`` (``train_tasks``, default ids 0:200) and ``meta-test``
 (``test_tasks``, default 200:220), which must not overlap; ``tasks`` picks the set a run draws

@@ -1,4 +1,4 @@
-"""The deterministic L-stage game of I2Q (Jiang & Lu, NeurIPS 2022; seed 003; research §2).
+"""The deterministic L-stage game of I2Q (Jiang & Lu, NeurIPS 2022).
 
 Two agents with three actions each play L stages. The state is a node of a complete 9-ary tree
 of depth L (node 0 is the root); the joint action (a0, a1) moves to a child:

@@ -1,4 +1,4 @@
-"""The built-in "random-mdp" of seed 002 (§V): M states, N agents, a random joint-action MDP.
+"""The built-in "random-mdp" of Li & Jia 2021 (§V): M states, N agents, a random joint-action MDP.
 
 P(s, a, ·) ~ U(0, 1) normalised over next states and R(s, a) ~ N(0, 1), where a is the JOINT
 action; the reward is shared by all agents and every agent observes the global state. See

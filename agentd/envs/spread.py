@@ -1,4 +1,4 @@
-"""The built-in "spread" env of seed 002 (§V): cooperative navigation, one target per agent.
+"""The built-in "spread" env of Li & Jia 2021 (§V): cooperative navigation, one target per agent.
 
 N agents and N landmarks on the plane, built on mpe2's world physics (``SimpleEnv``); agent i's
 target is landmark i. After each joint step agent i earns
@@ -6,7 +6,7 @@ target is landmark i. After each joint step agent i earns
     r_i = -||p_i - l_i|| - (number of other agents colliding with i)
 
 (two agents collide when their discs, radius 0.15 each, overlap), and every agent RECEIVES the
-team reward mean_i r_i (the seed's "global reward"), so the VecEnv has ``shared_reward``.
+team reward mean_i r_i (the paper's "global reward"), so the VecEnv has ``shared_reward``.
 
 Actions are MPE's continuous 5-vector in [0, 1]^5 ([no-op, left, right, down, up]; the force
 is (right - left, up - down)), or Discrete(5) with ``continuous_actions=False``.
@@ -40,7 +40,7 @@ COLLISION_PENALTY = 1.0    # per other agent in contact
 
 
 class SpreadScenario(BaseScenario):
-    """World, reset, rewards and observations of the seed's spread variant."""
+    """World, reset, rewards and observations of Li & Jia's spread variant."""
 
     def make_world(self, n: int = 3) -> World:
         world = World()
@@ -103,7 +103,7 @@ class SpreadScenario(BaseScenario):
 
 
 class SpreadEnv(SimpleEnv):
-    """The AEC form (mpe2's SimpleEnv) with the compact global state of the seed."""
+    """The AEC form (mpe2's SimpleEnv) with the compact global state of Li & Jia's variant."""
 
     def __init__(self, N: int = 3, max_cycles: int = 25, continuous_actions: bool = True,
                  render_mode: str | None = None) -> None:

@@ -1,4 +1,4 @@
-"""The cooperative tabular stochastic game of DPO / MA2QL (seed 003; research §1 and §3).
+"""The cooperative tabular stochastic game of DPO / MA2QL (Su & Lu 2022; Su et al. 2022).
 
 S states (30), N agents (3) with |A| actions each (5). For every state and JOINT action a the
 game draws, once from the env seed, a shared reward R(s, a) ~ U(-5, 5) and a dense transition

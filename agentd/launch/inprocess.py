@@ -225,7 +225,7 @@ def launch_in_process(config: RunConfig, stop: Callable[[], bool] | None = None,
     ``stop`` is asked after every joint step: True ends the run as interrupted (exit code
     130, a summary saying so and no checkpoints), as Ctrl-C ends a live one. ``checked``:
     the plan ``precheck`` already returned for this config (it is not checked again)."""
-    from coordinator.rundir import return_figures, write_json
+    from coordinator.rundir import known_return_figures, return_figures, write_json
 
     refuse_live_only(config)
     p = checked or precheck(config)
@@ -256,6 +256,8 @@ def launch_in_process(config: RunConfig, stop: Callable[[], bool] | None = None,
     with open(run_dir / "metrics.jsonl", "w") as f:
         f.writelines(json.dumps({"episode": k + 1, "step": step, "return": round(ret, 6)}) + "\n" for k, (step, ret) in enumerate(res.returns))
     figures = return_figures([r for _, r in res.returns])
+    # the seed-003 games know their optimum: normalised and greedy returns, as a live run's
+    figures.update(known_return_figures(config, [r for _, r in res.returns], run_dir))
     write_json(run_dir / "summary.json", {
         "status": "done", "backend": "inprocess", "algo": config.algo, "env": config.env,
         "n": config.n, "steps": config.steps, "steps_done": config.steps, "seed": config.seed,

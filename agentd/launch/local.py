@@ -28,15 +28,17 @@ __all__ = ["LaunchError", "Launcher", "LocalChild"]
 class LocalChild:
     """A child process of this launcher, as the supervisor sees it (``Member``)."""
 
-    def __init__(self, name: str, start: Callable[[], subprocess.Popen]) -> None:
-        self.name, self._start = name, start
+    def __init__(self, name: str, start: Callable[[], subprocess.Popen],
+                 again: Callable[[], subprocess.Popen] | None = None) -> None:
+        self.name, self._start, self._again = name, start, again or start
+        self.resumable = again is not None    # restarted another way (the coordinator)
         self.proc = start()
 
     def poll(self) -> tuple[int | None, int | None]:
         return self.proc.pid, self.proc.poll()
 
     def restart(self) -> None:
-        self.proc = self._start()
+        self.proc = self._again()
 
     def send_signal(self, signum: int) -> None:
         try:
@@ -66,12 +68,15 @@ class Launcher:
     def children(self) -> list[LocalChild]:
         return self.supervisor.members      # type: ignore[return-value]
 
-    def spawn(self, name: str, args: list[str], inherit: bool = False) -> LocalChild:
+    def spawn(self, name: str, args: list[str], inherit: bool = False,
+              again: list[str] | None = None) -> LocalChild:
         # Pinned, a process and its ZeroMQ I/O thread share a core, so waking the I/O thread on
         # each send stays on-core: +27% joint steps/s at n = 5 on a 2-core VM. (A restarted
         # child keeps its core.)
         pin = self._next_cpu() if self.pin_cpus else None
-        child = LocalChild(name, lambda: self._popen(name, args, inherit, pin))
+        child = LocalChild(name, lambda: self._popen(name, args, inherit, pin),
+                           None if again is None else
+                           lambda: self._popen(name, again, inherit, pin))
         self.supervisor.members.append(child)
         return child
 
@@ -110,7 +115,8 @@ class Launcher:
             coord = self.spawn("coordinator", [
                 "coordinator", "--config", str(config_path), *security,
                 "--bind", f"tcp://{self.config.host}:*", *(["--quiet"] if self.quiet else [])],
-                inherit=True)
+                inherit=True, again=["coordinator", "--resume", str(self.run_dir), *security,
+                                     *(["--quiet"] if self.quiet else [])])
             # all start at once and import while the coordinator starts (~0.5 s of the
             # start-up); they read its endpoint from coordinator.json once it is written
             joining = ["--join", f"@{marker}", "--bind", f"tcp://{self.config.host}:*",

@@ -34,7 +34,7 @@ from typing import Any
 from agentd.config import RunConfig
 from agentd.configfile import to_toml
 from agentd.launch.precheck import precheck
-from agentd.launch.supervisor import LaunchError, Supervisor, Unreachable
+from agentd.launch.supervisor import COORDINATOR_RESTARTS, LaunchError, Supervisor, Unreachable
 from agentd.plan import RunPlan, plan
 from agentd.runtime.keys import REGISTRY_FILE, name_of, new_keys
 from agentd.runtime.netaddr import is_loopback
@@ -199,9 +199,15 @@ class RayLauncher:
         here = self.ray.get_runtime_context().get_node_id()
         argv = ["coordinator", "--config", str(config_path), "--bind", "tcp://{ip}:*",
                 *self._flags(security), *(["--quiet"] if self.quiet else [])]
+        # a coordinator that dies (its process under the actor, or the actor) is resumed from
+        # its journal: the supervisor restarts the process, Ray the actor
+        again = ["coordinator", "--resume", str(self.run_dir), *self._flags(security),
+                 *(["--quiet"] if self.quiet else [])]
         return self._actor("coordinator", security, NodeAffinitySchedulingStrategy(here, soft=False),
                            argv, out=str(self.run_dir / "logs" / "coordinator.out"),
-                           run=None, cwd=os.getcwd(), restarts=0)
+                           run=None, cwd=os.getcwd(),
+                           restarts=max(self.config.max_restarts, COORDINATOR_RESTARTS),
+                           again=again)
 
     def _start_member(self, name: str, index: int, group: Any, endpoint: str, run_id: str,
                       security: dict | None) -> None:
@@ -222,15 +228,16 @@ class RayLauncher:
 
     def _actor(self, name: str, security: dict | None, strategy: Any, argv: list[str],
                out: str | None, run: tuple[str, str] | None, cwd: str | None,
-               restarts: int) -> Any:
+               restarts: int, again: list[str] | None = None) -> Any:
         actor_cls = process_host_class(self.ray)
         files = (security or {}).get(name, {})
         host = actor_cls.options(num_cpus=self.opts.cpus, max_restarts=restarts,
                                  scheduling_strategy=strategy).remote(
-            name, files, self.opts.workdir, self.tag, argv, out, run, cwd)
+            name, files, self.opts.workdir, self.tag, argv, out, run, cwd, again)
         self.ray.get(host.poll.remote())     # started (or the error of its constructor)
         self.actors.append((name, host))
         member = ActorMember(name, host, self.ray, patient=name == "coordinator")
+        member.resumable = again is not None
         self.supervisor.members.append(member)
         return member
 
@@ -290,16 +297,23 @@ class RayLauncher:
 class ActorMember:
     """A process under its Ray actor, as the supervisor sees it (``Member``). A lost actor is
     Ray's to restart, and an unreachable one is skipped -- except the coordinator's
-    (``patient``): it is waited for, and losing it ends the launch with Ray's error."""
+    (``patient``): it is waited for (also while Ray restarts its actor, which resumes it from
+    its journal), and losing it for good ends the launch with Ray's error."""
 
     def __init__(self, name: str, host: Any, ray: Any, patient: bool = False) -> None:
         self.name, self.host, self.ray, self.patient = name, host, ray, patient
+        self.resumable = False      # restarted with --resume (the coordinator)
 
     def poll(self) -> tuple[int | None, int | None]:
         from ray.exceptions import GetTimeoutError, RayActorError
 
         if self.patient:
-            pid, code, _ = self.ray.get(self.host.poll.remote())
+            from ray.exceptions import ActorUnavailableError
+
+            try:
+                pid, code, _ = self.ray.get(self.host.poll.remote())
+            except ActorUnavailableError:     # Ray is restarting it: still running, for us
+                return None, None
             return pid, code
         try:
             pid, code, _ = self.ray.get(self.host.poll.remote(), timeout=5.0)

@@ -39,8 +39,10 @@ class ProcessHost:
 
     def __init__(self, name: str, files: dict[str, tuple[str, int]], workdir: str | None,
                  tag: str, argv: list[str], out: str | None, run: tuple[str, str] | None,
-                 cwd: str | None) -> None:
-        self.name, self.argv, self.cwd = name, argv, cwd
+                 cwd: str | None, again: list[str] | None = None) -> None:
+        self.name, self.argv, self.cwd, self.again = name, argv, cwd, again
+        if again is not None and _reconstructed():   # (the coordinator: resumed, not anew)
+            self.argv = again
         base = Path(workdir) if workdir is not None else Path(tempfile.gettempdir())
         self.home = base / f"agentd-{tag}-{name}"
         self.home.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -103,6 +105,8 @@ class ProcessHost:
         """Start the child again after it died (the supervisor decided it may)."""
         if self.proc is not None and self.proc.poll() is None:
             return None
+        if self.again is not None:
+            self.argv = self.again
         return self._start()
 
     def send_signal(self, signum: int) -> None:
@@ -128,3 +132,10 @@ class ProcessHost:
         if code == 0:   # its files are in the run directory (shared disk, or shipped)
             shutil.rmtree(self.home, ignore_errors=True)
         return code
+
+
+def _reconstructed() -> bool:
+    """True in an actor Ray restarted (its constructor runs again)."""
+    import ray
+
+    return bool(ray.get_runtime_context().was_current_actor_reconstructed)

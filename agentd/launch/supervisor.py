@@ -4,7 +4,9 @@ A launcher starts the processes its own way (children of this process, or childr
 actors on the cluster's nodes) and hands each to the supervisor as a ``Member``: something
 that can be polled, signalled and started again. The supervisor does the rest the same way
 for both: it waits for the coordinator's endpoint, waits for the run while restarting an agent
-or the env server that died (up to ``max_restarts`` each; a clean exit is the end of its run),
+or the env server that died (up to ``max_restarts`` each; a clean exit is the end of its run)
+and a coordinator that died before writing summary.json (``--resume``, up to
+``max(max_restarts, COORDINATOR_RESTARTS)`` times: it keeps no learning state of its own),
 forwards Ctrl-C / SIGTERM to the coordinator so it stops the run in order, and at the end
 stops whatever is left -- a grace period, then SIGTERM, then SIGKILL, each by PID.
 """
@@ -18,6 +20,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
+
+COORDINATOR_RESTARTS = 3
 
 
 class LaunchError(RuntimeError):
@@ -91,10 +95,20 @@ class Supervisor:
         (the Ray launcher echoes the coordinator's output). The others are supervised until
         a stop signal has been forwarded: from then on the coordinator ends the run."""
         forwarded, next_look = False, 0.0
+        started = time.time()
         while True:
-            _, code = coord.poll()
+            pid, code = coord.poll()
             if each is not None:
                 each()
+            if code is not None and not forwarded and getattr(coord, "resumable", False) \
+                    and self._resumable(code, started):
+                self.restarts[coord.name] = self.restarts.get(coord.name, 0) + 1
+                print(f"agentd launch: the coordinator (pid {pid}) exited with code {code} "
+                      f"before the run ended; resuming it from its journal (restart "
+                      f"{self.restarts[coord.name]} of {self._coordinator_restarts()})",
+                      file=sys.stderr, flush=True)
+                coord.restart()
+                continue
             if code is not None:
                 return code
             if self.stop_signal and not forwarded:
@@ -104,6 +118,18 @@ class Supervisor:
                 self.supervise()
                 next_look = time.monotonic() + self.look_every
             time.sleep(self.tick)
+
+    def _coordinator_restarts(self) -> int:
+        return max(self.max_restarts, COORDINATOR_RESTARTS)
+
+    def _resumable(self, code: int, started: float) -> bool:
+        """A coordinator that died (not one that ended the run: it writes summary.json
+        first; nor one that never started it: it had no journal) and has restarts left."""
+        summary = self.run_dir / "summary.json"
+        ended = summary.exists() and summary.stat().st_mtime >= started - 1.0
+        journaled = (self.run_dir / "journal.jsonl").exists()
+        return code != 0 and journaled and not ended and \
+            self.restarts.get("coordinator", 0) < self._coordinator_restarts()
 
     def supervise(self) -> None:
         """Restart an agent or the env server that died (up to max_restarts each): it rejoins

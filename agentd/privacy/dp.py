@@ -1,5 +1,5 @@
 """Differential privacy on the peer send path: clip each released array, add seeded Gaussian
-noise, and count every release for the accountant (DESIGN §10).
+noise, and count every release for the accountant (docs/privacy.md).
 
 A layer of the transport's pipeline (``agentd.runtime.layers``), between the guard and the
 codec: it noises what the guard let through, before it is encoded and logged; never code

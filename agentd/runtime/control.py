@@ -1,5 +1,9 @@
 """What every runtime process shares: heartbeats both ways, liveness, the welcome handshake,
-and (for hand-started agents and env servers) how a process opens its sockets to join a run."""
+and (for hand-started agents and env servers) how a process opens its sockets to join a run.
+
+It stays whole past ~300 lines: the heartbeats, the watch over the coordinator's silence (its
+outages, ``agentd.runtime.outage``) and every wait for the coordinator share one socket and
+one clock, and are read together."""
 
 from __future__ import annotations
 
@@ -16,8 +20,9 @@ from typing import Any
 from agentd.runtime.keys import Keys, KeysError, agent_names_with_secrets, load_keys
 from agentd.runtime.msglog import MessageLog
 from agentd.runtime.netaddr import route_to, split_endpoint, with_host
-from agentd.runtime.transport import Link, Transport, hostname
-from protocols import COORDINATOR, ENVSERVER, UNASSIGNED, Guard, Message
+from agentd.runtime.outage import Outbox
+from agentd.runtime.transport import SEND_TIMEOUT_MS, Link, Transport, hostname
+from protocols import COORDINATOR, ENVSERVER, UNASSIGNED, Guard, Message, process_name
 
 log = logging.getLogger("agentd.runtime.control")
 
@@ -29,8 +34,20 @@ class RunFailed(RuntimeError):
     """The run cannot go on (lost coordinator, refused admission, bad env); exit non-zero."""
 
 
+class CoordinatorLost(RunFailed):
+    """The coordinator stayed unreachable longer than ``coordinator_timeout`` (or never
+    welcomed this process); the message names the error, as the logs show only messages."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"CoordinatorLost: {message}")
+
+
 class ControlPlane:
-    """The DEALER to the coordinator, with heartbeats and a silence watchdog."""
+    """The DEALER to the coordinator, with heartbeats and a silence watchdog.
+
+    The coordinator is off the data plane: when it goes silent for ``timeout`` the process
+    carries on (an *outage*), queueing its reports, until it is heard again or
+    ``coordinator_timeout`` has passed (``CoordinatorLost``)."""
 
     def __init__(self, transport: Transport, coordinator: str, identity: bytes | None = None,
                  interval: float = 0.5, timeout: float = 5.0) -> None:
@@ -38,11 +55,28 @@ class ControlPlane:
         self.endpoint = coordinator
         self.link: Link = transport.connect_dealer(coordinator, "control", COORDINATOR, identity)
         self.interval, self.timeout = interval, timeout
+        self.coordinator_timeout = 0.0     # 0: the heartbeat timeout (before the welcome)
         self._last_sent = 0.0
         self.last_heard = time.monotonic()
         self._reported: dict[str, dict[str, int]] = {}
+        self.outbox = Outbox()            # its reports while the coordinator is away
+
+    def configure(self, cfg: dict[str, Any]) -> None:
+        """The run's heartbeat settings, from the welcome's config."""
+        self.interval, self.timeout = cfg["heartbeat_interval"], cfg["heartbeat_timeout"]
+        self.coordinator_timeout = float(cfg.get("coordinator_timeout", self.timeout))
+
+    @property
+    def outage_since(self) -> float | None:
+        return self.outbox.since
+
+    @property
+    def epoch(self) -> int:
+        return self.outbox.epoch
 
     def send(self, kind: str, body: dict[str, Any], step: int = 0) -> None:
+        if self.outbox.hold(kind, body, step):
+            return
         self.transport.send(self.link, kind, COORDINATOR, body, step)
         self._last_sent = time.monotonic()
 
@@ -74,10 +108,10 @@ class ControlPlane:
                 self._say_waiting(time.monotonic() - started, deadline)
                 notice = time.monotonic() + NOTICE_EVERY
         if not self.transport.reached(self.endpoint):
-            raise RunFailed(f"nothing answered at {self.endpoint} within {timeout:.0f} s: no "
-                            "coordinator listens there (is it running, and are the address "
-                            "and port right?)")
-        raise RunFailed(f"no welcome from the coordinator within {timeout:.0f} s")
+            raise CoordinatorLost(f"nothing answered at {self.endpoint} within {timeout:.0f} s: "
+                                  "no coordinator listens there (is it running, and are the "
+                                  "address and port right?)")
+        raise CoordinatorLost(f"no welcome from the coordinator within {timeout:.0f} s")
 
     def _say_waiting(self, waited: float, deadline: float) -> None:
         """What a joining process waits for, and until when: nothing listening at the
@@ -124,14 +158,42 @@ class ControlPlane:
                         "--keys with the same public.toml (or none of them, on loopback)")
 
     def tick(self) -> None:
-        """Send a heartbeat when due (and news of failed handshakes); fail if the coordinator
-        has gone silent."""
+        """Send a heartbeat when due (and news of failed handshakes); note an outage of the
+        coordinator, and fail once it has lasted ``coordinator_timeout``."""
         now = time.monotonic()
         if now - self._last_sent >= self.interval:
             self.report_handshakes()
             self.send("heartbeat", {})
-        if now - self.last_heard > self.timeout:
-            raise RunFailed(f"lost the coordinator (silent for {now - self.last_heard:.1f} s)")
+        self.check_silence(now)
+
+    def check_silence(self, now: float) -> None:
+        silent = now - self.last_heard
+        if silent <= self.timeout:
+            return
+        limit = max(self.coordinator_timeout, self.timeout)
+        if silent > limit:
+            raise CoordinatorLost(f"lost the coordinator: unreachable for {silent:.1f} s "
+                                  f"(coordinator_timeout {limit:g} s)")
+        if self.outage_since is None:
+            self.outbox.begin(self.last_heard)
+            # heartbeats must not wait on a socket nobody reads: past its queue they are
+            # counted as not sent (the coordinator learns who is there from the next one)
+            self.transport.limit_send_wait(self.link, 0.0)
+            log.warning("%s: the coordinator is unreachable (silent for %.1f s); carrying on "
+                        "for up to %.0f s, its reports queued", process_name(self.transport.me),
+                        silent, limit)
+
+    def _back(self, epoch: int | None) -> None:
+        """The coordinator is heard again: what waited goes out; a new epoch (it was resumed
+        from its journal) gets the latest counted reports again (``agentd.runtime.outage``)."""
+        now = time.monotonic()
+        if self.outage_since is not None:
+            self.transport.limit_send_wait(self.link, SEND_TIMEOUT_MS / 1000)
+            log.warning("%s: the coordinator is back; sending the %d reports queued",
+                        process_name(self.transport.me), len(self.outbox.queued))
+        for kind, body, step in self.outbox.end(now, epoch):
+            self.transport.send(self.link, kind, COORDINATOR, body, step)
+            self._last_sent = now
 
     def report_handshakes(self) -> None:
         """Tell the coordinator about failed handshakes since the last report."""
@@ -143,13 +205,16 @@ class ControlPlane:
 
     def heard(self, msg: Message) -> None:
         self.last_heard = time.monotonic()
+        epoch = msg.body.get("epoch", 0) if msg.kind == "heartbeat" else None
+        if self.outage_since is not None or (epoch is not None and epoch != self.epoch):
+            self._back(epoch)
 
     def wait_ack(self, timeout: float, serve: Callable[[Link], None] | None = None) -> bool:
         """After ``bye``: wait until the coordinator confirms it (or tells us to stop).
         ``serve`` handles traffic on the other links meanwhile (an agent that has finished
         still answers neighbours that have not: the ack comes only when all have)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline or self.outage_since is not None:
             self.tick_quietly()
             for link in self.transport.poll(50):
                 if link is not self.link:
@@ -157,14 +222,18 @@ class ControlPlane:
                         serve(link)
                     continue
                 for msg, _ in self.transport.recv_all(self.link):
-                    self.last_heard = time.monotonic()
+                    self.heard(msg)
                     if msg.kind in ("ack", "stop"):
                         return True
         return False
 
     def tick_quietly(self) -> None:
-        if time.monotonic() - self._last_sent >= self.interval:
+        """A heartbeat when due; an outage is noted (and waited out, up to
+        ``coordinator_timeout``) as in ``tick``."""
+        now = time.monotonic()
+        if now - self._last_sent >= self.interval:
             self.send("heartbeat", {})
+        self.check_silence(now)
 
     def keepalive(self) -> None:
         """Inside a long computation: heartbeat when due, and take the coordinator's queued

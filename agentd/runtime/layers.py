@@ -139,7 +139,7 @@ class GuardLayer(Layer):
         passed = []
         for p in batch:
             try:
-                self.guard.outgoing(p.kind, p.dst, p.body, p.link.plane)
+                self.guard.outgoing(p.kind, p.dst, p.body, p.link.plane, encoded_checked=True)
             except ProtocolError as exc:
                 if p.link.plane != "peer":
                     raise
@@ -190,7 +190,8 @@ class CodecLayer(Layer):
     def send(self, batch: list[Parcel], down: Down) -> list[Parcel]:
         for p in batch:
             self.seq += 1
-            p.frame = encode(self.codec, p.kind, p.src, p.dst, p.step, self.seq, p.body)
+            p.frame = encode(self.codec, p.kind, p.src, p.dst, p.step, self.seq, p.body,
+                             check=True)
             if len(p.frame) > self.max_bytes and p.link.plane != "peer":
                 raise Oversize(oversize_advice(p.kind, len(p.frame), self.max_bytes))
         return down(batch)

@@ -75,7 +75,7 @@ def run_process(role: Role, opts: JoinOptions, want_id: int | None = None) -> in
         joined = Joined(transport, control, control.wait_welcome(opts.join_timeout), router,
                         opts.join_timeout)
         cfg = joined.config
-        control.interval, control.timeout = cfg["heartbeat_interval"], cfg["heartbeat_timeout"]
+        control.configure(cfg)
         if transport.secure and want_id is not None and joined.info["id"] != want_id:
             raise RunFailed(f"admitted as {process_name(joined.info['id'])}, but this process "
                             f"holds the key of {process_name(want_id)}")
@@ -83,7 +83,9 @@ def run_process(role: Role, opts: JoinOptions, want_id: int | None = None) -> in
         files.capture_output()
         served = role.serve(joined, files)
         transport.set_hot([])          # the run loop is over: bye, ack and files are control
-        control.send("bye", {"stats": served.stats})
+        transport.finished = True
+        control.send("bye", {"stats": {**served.stats,
+                                       "coordinator_outage": control.outbox.counts}})
         transport.flush()
         acked = control.wait_ack(2 * cfg["heartbeat_timeout"], served.serve_finished)
         if acked and served.tally is not None:

@@ -46,7 +46,7 @@ import msgpack
 
 from agentd.runtime.runfiles import private_dir
 from protocols.codec import Codec
-from protocols.envelope import decode_body, decode_header, split
+from protocols.envelope import READABLE, decode_body, decode_header, split
 from protocols.errors import ProtocolError
 
 FORMAT, FORMAT_VERSION = "agentd-msglog", 2
@@ -276,7 +276,7 @@ def _decode_record(codec: Codec, raw: list) -> LogRecord:
     if isinstance(frames, list) and len(frames) == 1:
         try:
             head, body_part = split(frames[0])
-            header = decode_header(codec, head)
+            header = decode_header(codec, head, READABLE)
             body = decode_body(codec, head, body_part)
         except ProtocolError:
             pass

@@ -151,12 +151,18 @@ def ship(files: RunFiles, control: ControlPlane, silence: float) -> bool:
     log.info("%s: shipping %d files (%d bytes) to the coordinator", files.name, len(manifest),
              sum(size for _, size, _ in manifest))
     heard = time.monotonic()
-    while time.monotonic() - heard < silence:
+    # a coordinator that dies meanwhile is waited for (up to coordinator_timeout: then
+    # ``tick_quietly`` raises CoordinatorLost); resumed, it is told the files again
+    while time.monotonic() - heard < silence or control.outage_since is not None:
         control.tick_quietly()
         if control.link not in transport.poll(100):
             continue
         for msg, _ in transport.recv_all(control.link):
             heard = time.monotonic()
+            epoch, queued = control.epoch, any(k == "files" for k, _, _ in control.outbox.queued)
+            control.heard(msg)
+            if control.epoch != epoch and not queued:
+                control.send("files", {"files": manifest})
             if msg.kind == "file_get":
                 _serve_chunk(files.root, allowed, control, msg.body)
             elif msg.kind == "files_done":

@@ -3,7 +3,7 @@ sockets -- polled, read and written as frames, with nothing in between (the laye
 noise, log and count are composed around it: ``agentd.runtime.transport``).
 
 Sync sockets with a poller: the hot path (act -> env step -> peer exchange) is a tight loop,
-~2x faster than asyncio here (DESIGN §8). A failed send is counted in the process's tally (a
+~2x faster than asyncio here (benchmarks/README.md). A failed send is counted in the process's tally (a
 peer that went away, a send nobody took in time); it never raises.
 """
 
@@ -58,6 +58,9 @@ class Wire:
         self._locals: list[Link] = []     # links of the local env plane (agentd.runtime.localplane)
         self._by_fd: dict[int, Link] = {}
         self._rcvtimeo: dict[zmq.Socket, int] = {}
+        # the run loop is over (bye sent): a local env connection closing now is the end of
+        # the run, not a failure
+        self.finished = False
 
     @property
     def secure(self) -> bool:
@@ -197,9 +200,9 @@ class Wire:
         return frames, link.server if self.keys is not None else None
 
     def _local_closed(self, link: Link, exc: Exception) -> None:
-        log.warning("%s: local %s connection to %s closed: %s", process_name(self.me),
-                    link.plane, process_name(link.server) if link.server is not None else "?",
-                    exc)
+        log.log(logging.INFO if self.finished else logging.WARNING,
+                "%s: local %s connection to %s closed: %s", process_name(self.me),
+                link.plane, process_name(link.server) if link.server is not None else "?", exc)
         self.close_link(link)
 
     def _send_now(self, link: Link, frames: list[bytes], to: bytes | None) -> bool:

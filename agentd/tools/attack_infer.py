@@ -134,7 +134,7 @@ def membership(logs: RunLogs, s: Samples) -> dict[str, Any] | str:
     why = {"pr_values": "the answers carry values, not buffer contents (tabular pr keeps no "
                         "replay buffer)",
            "latent": "on-policy rollouts; a latent is of the current observation only",
-           "consensus": "buffers are aligned by the global step (DESIGN 5.1): which steps a "
+           "consensus": "buffers are aligned by the global step: which steps a "
                         "buffer holds is common knowledge"}
     return "; ".join(f"{k}: {why.get(k, 'no replay buffer content in the message')}"
                      for k in kinds)

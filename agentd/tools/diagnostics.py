@@ -1,7 +1,7 @@
 """Offline diagnostics over the agents' own checkpoints, after a run (never at run time:
 agents share no private values while they learn).
 
-``policy_consensus``: the seed-000 Fig. 2 measure — the mean squared error between each agent's
+``policy_consensus``: the measure of Wang et al. 2023, Fig. 2 — the mean squared error between each agent's
 Boltzmann policy softmax(Q / temperature) and the agents' average policy, at every step for
 which all agents saved a checkpoint (``checkpoint_every``).
 

@@ -38,10 +38,11 @@ def check_env(spec: str, env_kwargs: dict[str, Any], max_bytes: int = 16 << 20,
     """Every check that can run (a failed build stops the ones that need the env), the
     env's number of agents (0 when it could not be built) and the kinds of its spaces
     ({"act": {"discrete"}, "obs": {"box"}}; empty when it could not be built)."""
+    from agentd.envs import canonical_env
     from agentd.envs.pettingzoo_env import PettingZooVecEnv, load_factory
 
     try:
-        factory = load_factory(spec)
+        factory = load_factory(canonical_env(spec))     # a plug-in's name: its factory
     except EnvError as exc:
         return [Finding("factory", False, str(exc))], 0, {}
     out = [_api_test(factory, env_kwargs, steps)]

@@ -158,6 +158,7 @@ class ReplayResult:
     truncated_tail: bool = False
     restarts: int = 0                       # restart records replayed (checkpoints restored)
     silent: int = 0                         # peer_timeout records replayed
+    core: Any = None                        # the agent's core at the end (its complete state)
 
 
 def replay(run_dir: Path, agent: int, perturbation: Perturbation | None = None) -> ReplayResult:
@@ -198,6 +199,7 @@ def replay(run_dir: Path, agent: int, perturbation: Perturbation | None = None) 
         _take(res, log, agent, effects)
     res.steps = core.steps_done
     res.state = core.learner.state_dict()
+    res.core = core
     return res
 
 

@@ -1,4 +1,4 @@
-"""The off-policy family's one core (DESIGN §5.6): iql-deep (and ma2ql-deep, i2q-deep), isac,
+"""The off-policy family's one core: iql-deep (and ma2ql-deep, i2q-deep), isac,
 dac-deep and maddpg are built from it.
 
 * ``buffer``  — ``ReplayBuffer``: a ring of named fields, uniform seeded sampling, its state as

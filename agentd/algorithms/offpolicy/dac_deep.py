@@ -1,4 +1,4 @@
-"""Deep decentralized off-policy actor-critic with log-ratio consensus (seed 002, Algorithm 2).
+"""Deep decentralized off-policy actor-critic with log-ratio consensus (Li & Jia 2021, Algorithm 2).
 
 dac-deep is isac (``agentd.algorithms.offpolicy.isac``) plus consensus. Agent i keeps, privately:
 a squashed-Gaussian actor pi_theta^i(a^i|s) (eq. 59), a critic Q_phi^i(s, a^i) and its

@@ -1,4 +1,4 @@
-"""Deep I2Q (Jiang & Lu, NeurIPS 2022; seed 003): iql-deep plus a forward model and a QSS value.
+"""Deep I2Q (Jiang & Lu, NeurIPS 2022): iql-deep plus a forward model and a QSS value.
 
 Agent i keeps, privately, on top of iql-deep's Q(s, a_i), its target and its buffer:
 

@@ -123,6 +123,11 @@ class IqlDeep(OffPolicyLearner):
             q = self.q(self.torch.as_tensor(self.encode(obs))).numpy()
         return epsilon_greedy(self.rng, q, self.epsilon())
 
+    def act_eval(self, obs: np.ndarray) -> np.ndarray:
+        with self.torch.no_grad():
+            q = self.q(self.torch.as_tensor(self.encode(obs))).numpy()
+        return q.argmax(axis=1)
+
     def entry(self, obs, action, reward, next_obs, terminated) -> dict[str, np.ndarray]:
         return {"s": self.encode(obs), "s2": self.encode(next_obs),
                 "a": np.asarray(action, np.int64).reshape(-1),

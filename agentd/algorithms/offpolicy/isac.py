@@ -1,7 +1,7 @@
 """Independent soft actor-critic (isac): one agent's SAC on its own action, no messages. The
 base dac-deep (``agentd.algorithms.offpolicy.dac_deep``) adds the log-ratio consensus to.
 
-Agent i keeps, privately: a squashed-Gaussian actor pi_theta(a|s) (seed 002 eq. 59), a critic
+Agent i keeps, privately: a squashed-Gaussian actor pi_theta(a|s) (Li & Jia 2021, eq. 59), a critic
 Q_phi(s, a) and its Polyak-averaged target, and the off-policy core's replay buffer of
 (s, u, r, s', terminated) with the behaviour's log-density log pi_old(u|s) of the pre-tanh
 action u. Per joint step, once ``start`` entries are stored, one minibatch B (drawn when the
@@ -148,6 +148,12 @@ class Isac(OffPolicyLearner):
         u_np = u.numpy()
         self.pending_act = (u_np, logp.numpy().astype(np.float64))
         a = np.tanh(u_np)
+        return (self.low + 0.5 * (a + 1.0) * (self.high - self.low)).astype(np.float32)
+
+    def act_eval(self, obs: np.ndarray) -> np.ndarray:
+        with self.torch.no_grad():
+            mu, _ = self.actor.dist(self.torch.as_tensor(self.encoder.prepare(obs)))
+        a = np.tanh(mu.numpy())                 # the squashed Gaussian's mean action
         return (self.low + 0.5 * (a + 1.0) * (self.high - self.low)).astype(np.float32)
 
     def entry(self, obs, action, reward, next_obs, terminated) -> dict[str, np.ndarray]:

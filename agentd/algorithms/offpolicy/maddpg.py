@@ -1,4 +1,4 @@
-"""MADDPG, the centralised baseline of seed 002 Fig. 1(c) (DESIGN §5.4). NOT private.
+"""MADDPG (Lowe et al. 2017), the centralised baseline of Li & Jia 2021, Fig. 1(c). NOT private.
 
 One process acts for every env agent (``centralised = True``): the env server hands it the
 joint observation, it chooses the joint action, and it trains, per agent i, a deterministic

@@ -1,4 +1,4 @@
-"""The on-policy family's one core (DESIGN §5.6): every on-policy learner is built from it.
+"""The on-policy family's one core: every on-policy learner is built from it.
 
 Composition, not a class tree:
 

@@ -1,6 +1,6 @@
 """The centralised on-policy learners' shared part (MAA2C, MAPPO, COMA, MAT). NOT private.
 
-One process acts for all m env agents: the centralised mode of DESIGN §5.4, the same one
+One process acts for all m env agents: the one centralised mode, the same one
 ``maddpg`` uses (the env server sends this process every agent's observation and reward, and
 it returns the joint action). It keeps per-agent actors pi^i(a|o^i) — executed on each agent's
 own observation — and a critic on the joint observation s = (o^1, ..., o^m). A rollout row is

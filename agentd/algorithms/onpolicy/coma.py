@@ -1,4 +1,4 @@
-"""COMA: counterfactual multi-agent policy gradients (seed 001, Foerster et al. 2018). NOT
+"""COMA: counterfactual multi-agent policy gradients (Foerster et al. 2018). NOT
 private: it runs in the centralised mode.
 
 One centralised critic Q(s, u^{-i}, .) (agent id in its input) gives, for each agent i, the value

@@ -1,4 +1,4 @@
-"""DPO: fully decentralized policy optimisation (seed 003; Su & Lu, TMLR 2024).
+"""DPO: fully decentralized policy optimisation (Su & Lu 2022).
 
 Each agent maximises its share of a lower bound on the joint improvement:
 
@@ -16,7 +16,7 @@ betas adapt as in the reference code (PKU-RL/DPO, ``r_mappo.py``), each on its o
 
 (the slides move both betas on KL alone); betas start at 1 and stay in [1e-3, 1e3].
 
-Defaults from the reference code (research notes §3):
+Defaults from the reference code (PKU-RL/DPO):
 ``div_n`` (the 1/N factor on L^i) is off, as in the code (the slides have it on);
 ``sqrt_of = "sample"`` takes E[sqrt(KL)] per sample as the code does (``"mean"``: the slides'
 sqrt(E[KL]), and beta_1 then adapts on sqrt(E[KL])). Remaining differences from the reference

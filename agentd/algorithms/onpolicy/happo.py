@@ -1,4 +1,4 @@
-"""HAPPO: heterogeneous-agent PPO as an agent-to-agent protocol (seed 001; Kuba et al. 2022).
+"""HAPPO: heterogeneous-agent PPO as an agent-to-agent protocol (Kuba et al. 2022).
 NOT private: the factor and the shared advantage reveal policy information.
 
 Each agent's actor pi^i(a^i|o^i) lives in its own process. Per iteration (one rollout) the
@@ -16,7 +16,7 @@ to i_{m+1}.
   runs on the complete graph (``check_run`` says so). Relaying it through other agents would
   disclose it to them; relaying it through the coordinator would move learner data outside
   the peer guard and the audit. Both are refused on purpose.
-* The critic V(s) and the advantage A(s) come from the centralised mode (DESIGN §5.4): the env
+* The critic V(s) and the advantage A(s) come from the centralised mode: the env
   server sends every agent the joint observation and all rewards. Each agent keeps a replica
   of the one centralised critic — initialised from the shared run seed and trained on the same
   joint data with the same minibatches — so all agents hold the same A(s) without sending it.
@@ -67,8 +67,7 @@ class HAPPO(OnPolicyLearner):
     def non_private_reason(cls, params: dict[str, Any]) -> str:
         return ("'happo' runs in the centralised mode (every agent is sent the joint "
                 "observation and all rewards) and its agents send each other happo_factor "
-                "messages, products of their policy ratios: both reveal policy information "
-                "(DESIGN §5.4).")
+                "messages, products of their policy ratios: both reveal policy information.")
 
     @classmethod
     def check_run(cls, run: dict[str, Any]) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """IA2C: independent advantage actor-critic per agent on its own observation; no messages
-(seed 001's independent baseline, Papoudakis et al. 2021). The whole algorithm is its loss:
+(the independent baseline of Papoudakis et al. 2021). The whole algorithm is its loss:
 
     L(theta) = -E[ log pi_theta(a|o) A ]
 

@@ -37,7 +37,7 @@ from agentd.algorithms.onpolicy.rollout import (
 
 @dataclass
 class OnPolicyParams:
-    """Shared hyper-parameters; defaults follow DPO's reference code (research notes §3)."""
+    """Shared hyper-parameters; defaults follow DPO's reference code (PKU-RL/DPO)."""
 
     rollout: int = param(200, ge=1)
     """joint steps per iteration (the batch is rollout x num_envs transitions)"""
@@ -158,6 +158,11 @@ class OnPolicyLearner(Learner):
         self.pending = {"obs": x, "act": a.numpy(), "logp": logp.numpy(),
                         "dist": dist.numpy(), "value": self.value_of(x, a)}
         return self.to_env(a.numpy())
+
+    def act_eval(self, obs: np.ndarray) -> np.ndarray:
+        with self.torch.no_grad():
+            dist = self.actor(self.torch.as_tensor(self.encode(obs)))
+        return self.to_env(self.head.mode(dist).numpy())
 
     def value_of(self, x: np.ndarray, a: Any) -> np.ndarray:
         """The critic's value stored with an action: V(o) (COMA: Q(s, u) of the joint u)."""

@@ -34,7 +34,7 @@ def value_loss(value: torch.Tensor, value_old: torch.Tensor, target: torch.Tenso
 
 def dpo_loss(logp: torch.Tensor, logp_old: torch.Tensor, adv: torch.Tensor, kl: torch.Tensor,
              beta_sqrt: float, beta_kl: float, scale: float, sqrt_of: str) -> torch.Tensor:
-    """DPO's decentralised surrogate (seed 003), negated:
+    """DPO's decentralised surrogate (Su & Lu 2022), negated:
 
         -( scale * E[rho A] - beta_1 * sqrt-KL term - beta_2 * E[KL] )
 
@@ -59,7 +59,7 @@ def a2c_loss(logp: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
 
 
 def coma_advantage(q: torch.Tensor, pi: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-    """COMA's counterfactual advantage per agent (seed 001 / Foerster et al. 2018, eq. 4):
+    """COMA's counterfactual advantage per agent (Foerster et al. 2018, eq. 4):
 
         A^i(s, u) = Q(s, u) - sum_{u'} pi^i(u'|tau^i) Q(s, (u^{-i}, u'))
 

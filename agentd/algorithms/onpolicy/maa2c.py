@@ -1,5 +1,5 @@
 """MAA2C: A2C with per-agent actors and a centralised critic V(s) on the joint observation
-(seed 001, Papoudakis et al. 2021). NOT private: it runs in the centralised mode. The loss:
+(Papoudakis et al. 2021). NOT private: it runs in the centralised mode. The loss:
 
     L(theta) = -E_i E[ log pi^i_theta(a^i|o^i) A(s) ],   A(s) from GAE on V(s)
 

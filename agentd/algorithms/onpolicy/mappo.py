@@ -1,5 +1,5 @@
 """MAPPO: PPO-clip with per-agent actors and a centralised critic V(s) on the joint
-observation (seed 001, Yu et al. 2022). NOT private: it runs in the centralised mode. The loss:
+observation (Yu et al. 2022). NOT private: it runs in the centralised mode. The loss:
 
     L(theta) = -E_i E[ min(rho^i A(s), clip(rho^i, 1 - eps, 1 + eps) A(s)) ],
     rho^i = pi^i_theta(a^i|o^i) / pi^i_old(a^i|o^i),   A(s) from GAE on V(s)

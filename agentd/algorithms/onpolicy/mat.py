@@ -1,4 +1,4 @@
-"""MAT: the multi-agent transformer (seed 001; Wen et al. 2022). NOT private: one centralised
+"""MAT: the multi-agent transformer (Wen et al. 2022). NOT private: one centralised
 process, like ``maddpg``, in the centralised mode.
 
 An encoder over the agents' observations gives per-agent values V(o^i | o); a decoder chooses
@@ -67,6 +67,9 @@ class MAT(CentralisedOnPolicy):
         with self.torch.no_grad():
             v = self.mat.encode(self.torch.as_tensor(x))[1].numpy().astype(np.float64)
         return self.vnorm.denormalise(v) if self.vnorm is not None else v
+
+    def act_eval(self, obs: np.ndarray) -> np.ndarray:
+        return self.act(obs)      # decoded agent by agent as in training
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         x = self.encode(obs)

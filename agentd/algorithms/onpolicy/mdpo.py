@@ -1,4 +1,4 @@
-"""MDPO: model-based decentralised policy optimisation (seed 003, Algorithm 1).
+"""MDPO: model-based decentralised policy optimisation (Luo, Jiang & Lu 2023, Algorithm 1).
 
 Each agent privately keeps a latent-variable model of its own world (``mdpo_model``): latent
 functions psi_1..psi_l, P_theta(o'|o,a,z), R_phi(o,a,z), a predictor f_zeta, and the real data

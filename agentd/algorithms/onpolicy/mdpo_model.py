@@ -1,4 +1,4 @@
-"""MDPO's private model (seed 003): latent functions psi, a transition-and-reward model, and
+"""MDPO's private model (Luo et al. 2023): latent functions psi, a transition-and-reward model, and
 the latent predictor f_zeta. Torch only; the learner (``mdpo``) decides what data it sees.
 
 * ``psi_1 .. psi_l`` (``encoders``): z ~ psi_j(o) = N(tanh(mu_j(o)), sigma_j(o)), one latent

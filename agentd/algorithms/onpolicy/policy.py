@@ -76,6 +76,10 @@ class CategoricalHead(nn.Module):
         probs = dist.softmax(-1).reshape(-1, dist.shape[-1])
         return torch.multinomial(probs, 1, generator=gen).reshape(dist.shape[:-1])
 
+    def mode(self, dist: torch.Tensor) -> torch.Tensor:
+        """The most likely action of each row (greedy evaluation)."""
+        return dist.argmax(-1)
+
     def log_prob(self, dist: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         return dist.log_softmax(-1).gather(-1, a.long().unsqueeze(-1)).squeeze(-1)
 
@@ -111,6 +115,10 @@ class GaussianHead(nn.Module):
     def sample(self, dist: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         mean, log_std = self._split(dist)
         return mean + log_std.exp() * torch.randn(mean.shape, generator=gen)
+
+    def mode(self, dist: torch.Tensor) -> torch.Tensor:
+        """The mean action (greedy evaluation)."""
+        return self._split(dist)[0]
 
     def log_prob(self, dist: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         mean, log_std = self._split(dist)

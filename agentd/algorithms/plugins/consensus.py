@@ -1,4 +1,4 @@
-"""Log-ratio consensus over aligned replay buffers (seed 002 §IV-A, eqs. 39–46; DESIGN §5.1).
+"""Log-ratio consensus over aligned replay buffers (Li & Jia 2021, §IV-A, eqs. 39–46).
 
 Every agent's buffer holds the same global steps at the same positions. For entry e, agent i
 knows only its own log-ratio beta^i_e = log pi_theta^i(a^i|s) - log pi_old^i(a^i|s) and keeps an

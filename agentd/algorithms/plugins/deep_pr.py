@@ -1,4 +1,4 @@
-"""Deep policy reciprocity plug-in (seed 000 §IV, Algorithm 2; DESIGN §5.2).
+"""Deep policy reciprocity plug-in (Wang et al. 2023, §IV, Algorithm 2).
 
 A learner that enables it (``pr_weight`` w > 0) mixes its neighbours' target values into its
 TD target:
@@ -7,7 +7,7 @@ TD target:
 
 Per update step the learner sends each neighbour a ``pr_query`` with the batch's next states
 (and, with ``pr_samples`` m > 0, m adjacency states per next state drawn uniformly from the
-L-inf ball of radius ``pr_eps`` around it, the continuous reading of the seed's adjacency
+L-inf ball of radius ``pr_eps`` around it, the continuous reading of the paper's adjacency
 space); each neighbour answers with ``pr_values``: its target value of each state. The
 querier averages the answers over the adjacency states and over the neighbours.
 

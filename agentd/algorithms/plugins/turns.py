@@ -1,4 +1,4 @@
-"""The turn schedule of alternating learners (MA2QL, seed 003): only the agent on turn learns.
+"""The turn schedule of alternating learners (MA2QL, Su et al. 2022): only the agent on turn learns.
 
 The coordinator owns the schedule. At admission it computes it from the learner's parameters
 (``turn_len`` joint steps per turn, ``turn_order`` round-robin or a permutation drawn once from
@@ -11,7 +11,7 @@ Which agent is on turn is a pure function of the joint step of the transition be
 
 so every agent agrees on it without any further message, whatever the timing of the run.
 
-Choosing ``turn_len`` (seed 003's truncation bound). An agent keeps its Q-table across turns,
+Choosing ``turn_len`` (MA2QL's truncation bound). An agent keeps its Q-table across turns,
 so each turn only has to bring its Q within eps of the best response to the others' fixed
 policies. That takes t >= [log((1 - gamma) eps) - log(2R + 2 eps)] / log(gamma) Q-iteration
 sweeps (``truncation_sweeps``). For the stochastic game (R = 5, eps = 1) at ma2ql's default
@@ -21,7 +21,7 @@ visits are uneven. ma2ql's default turn is 20,000 joint steps (one env copy: 20,
 transitions); with K env copies, turn_len = 20,000 / K keeps the same number of backups (the
 README's reproduction, ``examples/ma2ql_stochastic_game.py``, runs K = 4 with turn_len = 10,000:
 40,000 transitions per turn, twice the bound's minimum; it settles at a checked equilibrium on 5
-of 5 games in 10 rounds). The paper's own value is not known (research §1).
+of 5 games in 10 rounds). The paper's own value is not known.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ ORDERS = ("round-robin", "random")
 
 
 def truncation_sweeps(gamma: float, reward_bound: float, eps: float) -> int:
-    """Q-iteration sweeps that bring Q within eps of its fixed point (seed 003, MA2QL)."""
+    """Q-iteration sweeps that bring Q within eps of its fixed point (Su et al. 2022, MA2QL)."""
     return math.ceil((math.log((1 - gamma) * eps) - math.log(2 * reward_bound + 2 * eps))
                      / math.log(gamma))
 

@@ -1,4 +1,4 @@
-"""The core of the opponent-shaping family (naive-pg, lola, meta-pg, meta-mapg), DESIGN §5.6.
+"""The core of the opponent-shaping family (naive-pg, lola, meta-pg, meta-mapg).
 
 Each agent keeps a tabular softmax policy (5 x 2 logits) on the ipd, acts with it for a whole
 episode (K copies at once), and at the episode's end learns once from what it saw. The loop,
@@ -75,8 +75,7 @@ class ShapingLearner(Learner):
         if params.get("opponent") != "shared":
             return ""
         return (f"'{cls.name}' with opponent = shared: each agent sends its policy logits to "
-                "its opponent every episode (the published full-information version, "
-                "DESIGN §5.5)")
+                "its opponent every episode (the published full-information version)")
 
     @classmethod
     def check_run(cls, run: dict[str, Any]) -> dict[str, Any]:

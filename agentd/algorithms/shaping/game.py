@@ -15,7 +15,7 @@ discounted returns; two are built here:
 * ``dice_values``: the DiCE surrogate on K logged episodes (Foerster et al. 2018): its value
   is the mean discounted return, and its derivatives of every order are estimates of V's.
 
-The rules (seed 004 eq. 3, 6, 7) take a value function, so the exact and the sampled learners
+The rules (Kim et al. 2021, eq. 3, 6, 7) take a value function, so the exact and the sampled learners
 share them.
 """
 

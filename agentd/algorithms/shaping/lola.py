@@ -1,4 +1,4 @@
-"""LOLA, Learning with Opponent-Learning Awareness (Foerster et al. 2018; seed 004 eq. 5, 6).
+"""LOLA, Learning with Opponent-Learning Awareness (Foerster et al. 2018; eq. 5, 6 of Kim et al. 2021).
 
 At each episode's end the agent climbs its value at the opponent's *predicted next* policy,
 to first order in the opponent's naive step Delta theta_other = eta * grad_other V_other:

@@ -1,4 +1,4 @@
-"""Meta-PG (Al-Shedivat et al. 2018) and Meta-MAPG (seed 004, Kim et al.) on ipd tasks.
+"""Meta-PG (Al-Shedivat et al. 2018) and Meta-MAPG (Kim et al. 2021) on ipd tasks.
 
 A meta-agent keeps *initial* logits theta. On each task (``chain + 1`` episodes, the env's
 ``episodes_per_task``) it plays a chain of policies phi_0 = theta, phi_1, ..., phi_L, taking

@@ -1,6 +1,6 @@
 """The naive learner (NL): policy gradient on its own return, the opponent held fixed.
 
-At each episode's end (seed 004 eq. 1, LOLA's "NL")
+At each episode's end (Kim et al. 2021, eq. 1; LOLA's "NL")
 
     theta <- theta + lr * grad_theta V_self(theta, theta_other)
 

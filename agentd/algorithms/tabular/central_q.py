@@ -1,4 +1,4 @@
-"""Centralised Q-learning baseline (seed 002 §V): one learner acting for all N agents.
+"""Centralised Q-learning baseline (Li & Jia 2021, §V): one learner acting for all N agents.
 
 The N agents are merged into one "global agent" whose action is the joint action, so the
 table is Q[S, |A^1| x ... x |A^N|] and grows exponentially with N. This is a non-private
@@ -78,6 +78,9 @@ class CentralQ(IQL):
     def act(self, obs: np.ndarray) -> np.ndarray:
         joint = epsilon_greedy(self.rng, self.q[obs[:, 0]], self.params.epsilon)
         return self.joint_actions(joint)
+
+    def act_eval(self, obs: np.ndarray) -> np.ndarray:
+        return self.joint_actions(self.q[obs[:, 0]].argmax(axis=1))
 
     def observe(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray,
                 next_obs: np.ndarray, terminated: np.ndarray, truncated: np.ndarray) -> None:

@@ -1,4 +1,4 @@
-"""Tabular decentralized actor-critic: seed 002 (Li & Jia), Algorithm 1.
+"""Tabular decentralized actor-critic (Li & Jia 2021, Algorithm 1).
 
 Agent i keeps a critic Q^i[S, A^i] and action preferences zeta^i[S, A^i] with
 pi^i(s, ·) = softmax(zeta^i(s, ·)) (eq. 6). After each joint transition (s, a, r, s'):
@@ -24,7 +24,7 @@ from agentd.algorithms.tabular.table import TabularLearner, discrete_sizes
 
 @dataclass
 class DACParams:
-    """Hyper-parameters of tabular DAC (seed 002, Algorithm 1).
+    """Hyper-parameters of tabular DAC (Li & Jia 2021, Algorithm 1).
 
     The paper gives no step sizes. alpha = 0.5, beta = 0.1 learned fastest on random-mdp with
     N = 4 and 5 agents (episode return ~0 -> ~70 within 20k joint steps); alpha = 0.1,
@@ -82,6 +82,9 @@ class DAC(TabularLearner):
         u = self.rng.random((len(obs), 1))
         index = (self._cdf[obs] <= u).sum(axis=1)
         return np.minimum(index, self.q.shape[1] - 1)
+
+    def act_eval(self, obs: np.ndarray) -> np.ndarray:
+        return self._pi[obs].argmax(axis=1)     # the softmax policy's most likely action
 
     def _sample(self, s: int) -> int:
         index = int(np.searchsorted(self._cdf[s], self.rng.random(), side="right"))

@@ -1,4 +1,4 @@
-"""I2Q, ideal independent Q-learning (Jiang & Lu, NeurIPS 2022; seed 003), tabular form.
+"""I2Q, ideal independent Q-learning (Jiang & Lu, NeurIPS 2022), tabular form.
 
 In a deterministic env the others' best reply to a_i shows up as the best next state reachable
 with a_i. Agent i learns, privately, from its own transitions (s, a_i, r, s'):

@@ -1,4 +1,4 @@
-"""Independent Q-learning (seed 003's IQL baseline): each agent learns Q^i[S, A^i] alone.
+"""Independent Q-learning (the IQL baseline of MA2QL and I2Q): each agent learns Q^i[S, A^i] alone.
 
     Q(s, a^i) += alpha [ r + gamma max_a' Q(s', a') - Q(s, a^i) ]     (no bootstrap if terminal)
 
@@ -116,6 +116,9 @@ class IQL(TabularLearner):
         eps = epsilon_at(self.params, self.act_step)
         self.act_step += 1
         return epsilon_greedy(self.rng, self.q[obs], eps)
+
+    def act_eval(self, obs: np.ndarray) -> np.ndarray:
+        return self.q[obs].argmax(axis=1)       # the greedy policy the summary scores
 
     def on_gap(self, steps: int) -> None:
         # The epsilon schedule runs on the joint step. ``steps`` counts from the last step we

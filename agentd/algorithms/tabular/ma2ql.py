@@ -1,4 +1,4 @@
-"""MA2QL, multi-agent alternate Q-learning (seed 003): IQL in turns.
+"""MA2QL, multi-agent alternate Q-learning (Su et al. 2022): IQL in turns.
 
     repeat: for i = 1..n: all agents interact with the environment; agent i updates by Q-learning
 
@@ -39,7 +39,7 @@ class Ma2qlParams(QScheduleParams):
     within the turn (0: constant alpha)"""
 
     turn_len: int = param(20_000, ge=1)
-    """joint steps per turn (seed 003's truncation bound, see agentd.algorithms.plugins.turns)"""
+    """joint steps per turn (MA2QL's truncation bound, see agentd.algorithms.plugins.turns)"""
     turn_order: str = param("round-robin", choices=ORDERS)
     """round-robin (agent 0, 1, ..., n-1) or random (a permutation drawn from the run seed)"""
     explore_off_turn: bool = param(False, choices=(True, False))

@@ -1,4 +1,4 @@
-"""Tabular policy reciprocity, IQL + PR (seed 000, Algorithm 1; DESIGN §5.2).
+"""Tabular policy reciprocity, IQL + PR (Wang et al. 2023, Algorithm 1).
 
 Each agent runs Q-learning on its own reward plus a pull toward its neighbours' values at the
 visited state and its adjacency space A_eps(s) (states within digit distance eps):
@@ -34,7 +34,7 @@ def adjacency(s: int, n_states: int, eps: int) -> list[int]:
 
 @dataclass
 class PRParams(QParams):
-    """Hyper-parameters of IQL + PR (gamma 0.8 as in the seed's Digital task)."""
+    """Hyper-parameters of IQL + PR (gamma 0.8 as in the paper's Digital task)."""
 
     gamma: float = 0.8
     """discount factor"""
