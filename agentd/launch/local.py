@@ -119,8 +119,11 @@ class Launcher:
                                      *(["--quiet"] if self.quiet else [])])
             # all start at once and import while the coordinator starts (~0.5 s of the
             # start-up); they read its endpoint from coordinator.json once it is written
+            # a process (first start or restart) waits for the coordinator as long as the
+            # run carries on without it: a restart during an outage finds it resumed
+            wait = max(self.config.join_timeout, self.config.coordinator_timeout)
             joining = ["--join", f"@{marker}", "--bind", f"tcp://{self.config.host}:*",
-                       *security]
+                       "--join-timeout", f"{wait:g}", *security]
             self.spawn("envserver", ["envserver", *joining])
             preload = ["--preload-torch"] if load_learner_class(self.config.algo).needs_torch \
                 else []

@@ -220,7 +220,8 @@ class RayLauncher:
         # (many actors start slowly), not the by-hand default.
         argv = [*role, "--join", endpoint, "--bind", "tcp://{ip}:*", *self._flags(security),
                 "--run-dir", "{home}/run",
-                "--join-timeout", f"{self.config.join_timeout + 30.0:g}"]
+                "--join-timeout",
+                f"{max(self.config.join_timeout + 30.0, self.config.coordinator_timeout):g}"]
         # Ray restarts a lost actor (its process with it) up to max_restarts times; a process
         # that dies under a live actor is restarted by the supervisor. The coordinator counts both.
         self._actor(name, security, strategy, argv, out=None, run=(str(self.run_dir), run_id),
