@@ -60,13 +60,9 @@ def is_spec(algo: str) -> bool:
 def plugin_learners() -> dict[str, str]:
     """Installed plug-in learners: entry-point name -> ``module:Class`` (group
     ``agentd.learners``), built-in names left out (a built-in name means the built-in)."""
-    import importlib.metadata  # only when a name is not a built-in one
+    from agentd.envs import entry_point_targets
 
-    found: dict[str, str] = {}
-    for ep in importlib.metadata.entry_points(group=LEARNER_GROUP):
-        if ep.name not in ALGORITHMS:
-            found.setdefault(ep.name, ep.value.strip())
-    return found
+    return entry_point_targets(LEARNER_GROUP, ALGORITHMS)
 
 
 def canonical_algo(algo: str) -> str:

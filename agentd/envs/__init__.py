@@ -37,16 +37,23 @@ def _unknown(env_id: str) -> EnvError:
                     "(e.g. mpe2.simple_spread_v3:parallel_env)")
 
 
-def plugin_envs() -> dict[str, str]:
-    """Installed plug-in envs: entry-point name -> ``module:callable`` (group
-    ``agentd.envs``), built-in names left out (a built-in name means the built-in)."""
+def entry_point_targets(group: str, builtins: Any) -> dict[str, str]:
+    """Installed plug-ins of an entry-point group: name -> its ``module:attr``, names in
+    ``builtins`` left out (a built-in name means the built-in). Shared by the env and the
+    learner registries (this package is the lower of the two)."""
     import importlib.metadata  # only when a name is not a built-in one
 
     found: dict[str, str] = {}
-    for ep in importlib.metadata.entry_points(group=ENV_GROUP):
-        if ep.name not in ENVS:
+    for ep in importlib.metadata.entry_points(group=group):
+        if ep.name not in builtins:
             found.setdefault(ep.name, ep.value.strip())
     return found
+
+
+def plugin_envs() -> dict[str, str]:
+    """Installed plug-in envs: entry-point name -> ``module:callable`` (group
+    ``agentd.envs``), built-in names left out (a built-in name means the built-in)."""
+    return entry_point_targets(ENV_GROUP, ENVS)
 
 
 def canonical_env(env_id: str) -> str:
